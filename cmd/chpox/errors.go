@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/restore"
+)
+
+// Exit codes, documented in docs/usage.md.
+const (
+	exitFailure     = 1
+	exitUsage       = 2
+	exitNoProcess   = 3
+	exitPIDInUse    = 4
+	exitBadImage    = 5
+	exitUnsupported = 6
+)
+
+// classify turns typed errors from the packages into an exit code and a
+// hint that says what to do.
+func classify(err error) (int, string) {
+	switch {
+	case errors.Is(err, errUsage):
+		return exitUsage, "run 'chpox help' for usage"
+	case errors.Is(err, procinfo.ErrNoProcess):
+		return exitNoProcess, "check the PID with 'ps'"
+	case errors.Is(err, restore.ErrPIDInUse):
+		return exitPIDInUse, "the original process (or another one) still holds that PID: stop it first, then restore"
+	case errors.Is(err, format.ErrChecksum), errors.Is(err, format.ErrCorrupt):
+		return exitBadImage, "the image is damaged; restore from another copy"
+	case errors.Is(err, format.ErrTruncated):
+		return exitBadImage, "the image is incomplete (copy interrupted?); restore from another copy"
+	case errors.Is(err, format.ErrBadMagic), errors.Is(err, format.ErrVersion), errors.Is(err, restore.ErrIncompatible):
+		return exitBadImage, ""
+	case errors.Is(err, procinfo.ErrUnsupported):
+		return exitUnsupported, "the process was left running unchanged"
+	case strings.Contains(err.Error(), "operation not permitted"):
+		return exitFailure, "chpox needs ptrace rights over the process (run as its owner or root)"
+	}
+	return exitFailure, ""
+}
+
+var errUsage = errors.New("usage error")

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+func inspectCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "inspect",
+		Usage:     "show what an image holds",
+		ArgsUsage: "IMAGE",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+			&cli.BoolFlag{Name: "verify", Usage: "also read and check all page data"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("%w: inspect takes one image file", errUsage)
+			}
+			img, err := format.Open(c.Args().First())
+			if err != nil {
+				return fmt.Errorf("inspect %s: %w", c.Args().First(), err)
+			}
+			defer img.Close()
+			if c.Bool("verify") {
+				if err := img.VerifyData(); err != nil {
+					return fmt.Errorf("inspect %s: %w", c.Args().First(), err)
+				}
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Header    format.Header     `json:"header"`
+					Processes []*format.Process `json:"processes"`
+				}{img.Header, img.Processes})
+			}
+			printImage(os.Stdout, img)
+			return nil
+		},
+	}
+}
+
+func printImage(out io.Writer, img *format.Image) {
+	h := img.Header
+	fmt.Fprintf(out, "image: format %d, %s, kernel %s, made %s on %s by %s\n",
+		format.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
+	fmt.Fprintf(out, "processes: %d, data: %s\n", h.Processes, bytesString(h.DataBytes))
+	for _, p := range img.Processes {
+		printProcess(out, p)
+	}
+}
+
+func printProcess(out io.Writer, p *format.Process) {
+	fmt.Fprintf(out, "\nprocess %d (%s) parent %d, group %d, session %d, uid %d\n", p.PID, p.Comm, p.PPID, p.PGID, p.SID, p.Creds.UID[0])
+	fmt.Fprintf(out, "  exe %s\n  cwd %s\n  cmdline %s\n", p.Exe, p.Cwd, strings.Join(p.Cmdline, " "))
+	for _, t := range p.Threads {
+		fmt.Fprintf(out, "  thread %d: rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
+			t.TID, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  memory\tprot\tkind\tsaved\tname")
+	for _, v := range p.VMAs {
+		saved := uint64(0)
+		for _, r := range v.Pages {
+			saved += r.Len
+		}
+		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name)
+	}
+	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath")
+	for _, f := range p.Files {
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path)
+	}
+	tw.Flush()
+	var sigs []string
+	for _, s := range p.Sigactions {
+		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))
+	}
+	fmt.Fprintf(out, "  signal actions: %s\n", strings.Join(sigs, " "))
+}
+
+func protString(v format.VMA) string {
+	b := []byte("---p")
+	if v.Prot&format.ProtRead != 0 {
+		b[0] = 'r'
+	}
+	if v.Prot&format.ProtWrite != 0 {
+		b[1] = 'w'
+	}
+	if v.Prot&format.ProtExec != 0 {
+		b[2] = 'x'
+	}
+	if v.Shared {
+		b[3] = 's'
+	}
+	return string(b)
+}

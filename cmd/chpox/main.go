@@ -1,0 +1,60 @@
+// Command chpox checkpoints and restores Linux processes from userspace.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/chpox/chpox/pkg/ptrace"
+)
+
+// tracer owns every ptrace request of this process (see pkg/ptrace).
+var tracer *ptrace.Tracer
+
+func main() {
+	app := &cli.App{
+		Name:  "chpox",
+		Usage: "checkpoint and restore Linux processes",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log diagnostics to stderr"},
+		},
+		Before: func(c *cli.Context) error {
+			level := slog.LevelWarn
+			if c.Bool("verbose") {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			tracer = ptrace.NewTracer()
+			return nil
+		},
+		Commands:        []*cli.Command{dumpCommand(), restoreCommand(), inspectCommand()},
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // main reports errors itself
+	}
+	if err := app.Run(flagsFirst(os.Args, app.Commands)); err != nil {
+		os.Exit(report(err))
+	}
+}
+
+// report prints err for people and returns the exit code.
+func report(err error) int {
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec)
+	}
+	code, hint := classify(err)
+	fmt.Fprintf(os.Stderr, "chpox: %v\n", err)
+	if hint != "" {
+		fmt.Fprintf(os.Stderr, "chpox: %s\n", hint)
+	}
+	return code
+}
+
+// exitCode passes a restored process's exit status through as ours.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

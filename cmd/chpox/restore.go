@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/restore"
+)
+
+func restoreCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "restore",
+		Usage:     "bring a checkpointed process back with its PID; waits for it unless --detach",
+		ArgsUsage: "IMAGE",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the process runs and print its PID"},
+			&cli.DurationFlag{Name: "pid-wait", Value: 2 * time.Second, Usage: "how long to wait for an exited original to release its PID"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("%w: restore takes one image file, got %d arguments", errUsage, c.NArg())
+			}
+			// Signals that arrive while the process is being built must not
+			// kill chpox half way; they are forwarded once it runs.
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+			r, err := restore.Restore(tracer, c.Args().First(), restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds())})
+			if err != nil {
+				return err
+			}
+			if c.Bool("detach") {
+				fmt.Println(r.PID)
+				return nil
+			}
+			return exitCode(waitForeground(r, sigs))
+		},
+	}
+}
+
+// waitForeground waits for the restored process like a shell waits for a
+// job, forwarding termination signals, and returns its exit status.
+func waitForeground(r *restore.Restored, sigs <-chan os.Signal) int {
+	done := make(chan unix.WaitStatus, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(r.PID, &ws, 0, nil)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		done <- ws
+	}()
+	sameGroup := r.PGID != r.PID // it stayed in our process group
+	for {
+		select {
+		case ws := <-done:
+			if ws.Signaled() {
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		case s := <-sigs:
+			// A terminal sends SIGINT and SIGQUIT to the whole foreground
+			// group: forwarding them again would deliver them twice.
+			if sameGroup && (s == unix.SIGINT || s == unix.SIGQUIT) {
+				continue
+			}
+			unix.Kill(r.PID, s.(unix.Signal))
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package format
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Image is a decoded image: its metadata is in memory and verified; the data
+// section is read on demand through Data and verified by VerifyData or by the
+// caller while streaming (DataCRC).
+type Image struct {
+	Header    Header
+	Processes []*Process
+
+	r       io.ReaderAt
+	closer  io.Closer
+	dataOff int64
+	dataLen int64
+	dataCRC uint32
+}
+
+// Open reads and checks the metadata of the image at path.
+func Open(path string) (*Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	img, err := Decode(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	img.closer = f
+	return img, nil
+}
+
+// Close releases the file behind the image.
+func (img *Image) Close() error {
+	if img.closer != nil {
+		return img.closer.Close()
+	}
+	return nil
+}
+
+// Data returns a reader over the data section.
+func (img *Image) Data() *io.SectionReader {
+	return io.NewSectionReader(img.r, img.dataOff, img.dataLen)
+}
+
+// DataFileOffset is where the data payload starts in the file.
+func (img *Image) DataFileOffset() int64 { return img.dataOff }
+
+// DataCRC is the CRC-32C the data section must have.
+func (img *Image) DataCRC() uint32 { return img.dataCRC }
+
+// VerifyData reads the whole data section and checks its checksum.
+func (img *Image) VerifyData() error {
+	crc := uint32(0)
+	buf := make([]byte, 1<<20)
+	sr := img.Data()
+	for {
+		n, err := sr.Read(buf)
+		crc = Checksum(crc, buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read data section: %w", err)
+		}
+	}
+	if crc != img.dataCRC {
+		return fmt.Errorf("data section: %w", ErrChecksum)
+	}
+	return nil
+}
+
+// Decode reads an image of the given size from r. It checks the preamble,
+// every metadata checksum, the section order, the end marker and that every
+// reference into the data section is in bounds; it does not read the data.
+func Decode(r io.ReaderAt, size int64) (*Image, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("%w: negative size %d", ErrTruncated, size)
+	}
+	pre := make([]byte, preambleSize)
+	n := int64(preambleSize)
+	if size < n {
+		n = size
+	}
+	if k, err := r.ReadAt(pre[:n], 0); int64(k) < n {
+		return nil, fmt.Errorf("read preamble: %w", err)
+	}
+	// A file whose first bytes are not (a prefix of) the magic is something
+	// else; one that stops inside the preamble is a truncated image.
+	m := n
+	if m > int64(len(Magic)) {
+		m = int64(len(Magic))
+	}
+	if string(pre[:m]) != Magic[:m] {
+		return nil, ErrBadMagic
+	}
+	if size < preambleSize {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte preamble", ErrTruncated, size, preambleSize)
+	}
+	if v := binary.LittleEndian.Uint32(pre[8:]); v != Version {
+		return nil, fmt.Errorf("%w: image has version %d, this chpox reads version %d", ErrVersion, v, Version)
+	}
+	if res := binary.LittleEndian.Uint32(pre[12:]); res != 0 {
+		return nil, corrupt("reserved preamble field is %#x, want 0", res)
+	}
+	img := &Image{r: r, dataOff: -1}
+	if err := img.readSections(size); err != nil {
+		return nil, err
+	}
+	if err := img.validate(); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+func (img *Image) readSections(size int64) error {
+	off := int64(preambleSize)
+	hb := make([]byte, sectionHdrLen)
+	var o order
+	for i := 0; ; i++ {
+		if i >= maxSections {
+			return corrupt("more than %d sections", maxSections)
+		}
+		if off+sectionHdrLen > size {
+			return fmt.Errorf("%w: no end marker (file ends at byte %d)", ErrTruncated, size)
+		}
+		if _, err := img.r.ReadAt(hb, off); err != nil {
+			return fmt.Errorf("read section header at %d: %w", off, err)
+		}
+		h := unmarshalSection(hb)
+		if err := h.check(off); err != nil {
+			return err
+		}
+		if err := o.next(h.Type, off); err != nil {
+			return err
+		}
+		off += sectionHdrLen
+		if h.Length > uint64(size-off) {
+			return fmt.Errorf("%w: section %d at byte %d claims %d bytes, file has %d left", ErrTruncated, h.Type, off-sectionHdrLen, h.Length, size-off)
+		}
+		done, err := img.section(h, off)
+		if err != nil {
+			return err
+		}
+		if done {
+			if off+int64(h.Length) != size {
+				return corrupt("%d bytes after the end marker", size-off-int64(h.Length))
+			}
+			return nil
+		}
+		off += int64(h.Length)
+	}
+}
+
+// check refuses section header fields that version 1 fixes: the reserved
+// word, undefined flag bits, type 0, and known sections with the wrong
+// critical flag. The header is not covered by the checksum, so these rules
+// are what catch damage to it.
+func (h sectionHeader) check(off int64) error {
+	if h.Reserved != 0 {
+		return corrupt("section at byte %d: reserved field is %#x, want 0", off, h.Reserved)
+	}
+	if h.Flags&^FlagCritical != 0 {
+		return corrupt("section at byte %d: undefined flags %#x", off, h.Flags)
+	}
+	want := uint32(FlagCritical)
+	switch h.Type {
+	case 0:
+		return corrupt("section at byte %d has type 0", off)
+	case SecPad:
+		want = 0
+	case SecHeader, SecProcess, SecData, SecEnd:
+	default:
+		return nil
+	}
+	if h.Flags != want {
+		return corrupt("section %d at byte %d has flags %#x, want %#x", h.Type, off, h.Flags, want)
+	}
+	return nil
+}
+
+// order enforces the section order: header, then process sections and
+// unknown sections, then exactly one pad, the data section and the end
+// marker.
+type order struct {
+	n    int
+	prev uint32
+}
+
+func (o *order) next(typ uint32, off int64) error {
+	ok := true
+	switch {
+	case o.n == 0:
+		ok = typ == SecHeader
+	case o.prev == SecPad:
+		ok = typ == SecData
+	case o.prev == SecData:
+		ok = typ == SecEnd
+	case typ == SecHeader, typ == SecData, typ == SecEnd:
+		// a second header, data without a pad, an end without data
+		ok = false
+	}
+	if !ok {
+		return corrupt("section %d at byte %d is out of order", typ, off)
+	}
+	o.n++
+	o.prev = typ
+	return nil
+}
+
+// section handles one section; it reports true at the end marker.
+func (img *Image) section(h sectionHeader, off int64) (bool, error) {
+	switch h.Type {
+	case SecHeader, SecProcess, SecEnd:
+		payload, err := img.readMeta(h, off)
+		if err != nil {
+			return false, err
+		}
+		return img.meta(h.Type, payload, off)
+	case SecPad:
+		if h.Length >= dataAlign {
+			return false, corrupt("pad section of %d bytes", h.Length)
+		}
+		payload, err := img.readMeta(h, off)
+		if err != nil {
+			return false, err
+		}
+		for _, b := range payload {
+			if b != 0 {
+				return false, corrupt("pad section at byte %d is not zero", off-sectionHdrLen)
+			}
+		}
+	case SecData:
+		if off%dataAlign != 0 {
+			return false, corrupt("data payload at byte %d is not %d-aligned", off, dataAlign)
+		}
+		img.dataOff, img.dataLen, img.dataCRC = off, int64(h.Length), h.CRC
+	default:
+		if h.Flags&FlagCritical != 0 {
+			return false, fmt.Errorf("%w: section type %d is required but unknown to this chpox; upgrade chpox", ErrVersion, h.Type)
+		}
+	}
+	return false, nil
+}
+
+func (img *Image) readMeta(h sectionHeader, off int64) ([]byte, error) {
+	if h.Length > maxMetaSection {
+		return nil, corrupt("section %d is %d bytes, limit %d", h.Type, h.Length, maxMetaSection)
+	}
+	payload := make([]byte, h.Length)
+	if _, err := img.r.ReadAt(payload, off); err != nil {
+		return nil, fmt.Errorf("read section %d: %w", h.Type, err)
+	}
+	if Checksum(0, payload) != h.CRC {
+		return nil, fmt.Errorf("section %d at byte %d: %w", h.Type, off-sectionHdrLen, ErrChecksum)
+	}
+	return payload, nil
+}
+
+func (img *Image) meta(typ uint32, payload []byte, off int64) (bool, error) {
+	switch typ {
+	case SecHeader:
+		return false, decodeJSON(payload, &img.Header, "header")
+	case SecProcess:
+		p := new(Process)
+		if err := decodeJSON(payload, p, "process"); err != nil {
+			return false, err
+		}
+		img.Processes = append(img.Processes, p)
+		return false, nil
+	default: // SecEnd
+		if len(payload) != 8 || int64(getUint64(payload)) != off-sectionHdrLen {
+			return false, corrupt("end marker does not match the file")
+		}
+		return true, nil
+	}
+}
+
+func decodeJSON(b []byte, v any, what string) error {
+	// Unknown fields are allowed: a newer chpox may add optional ones.
+	if err := json.Unmarshal(b, v); err != nil {
+		return corrupt("%s section: %v", what, err)
+	}
+	return nil
+}
+
+func putUint64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
+func getUint64(b []byte) uint64    { return binary.LittleEndian.Uint64(b) }

@@ -1,0 +1,235 @@
+package format
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+)
+
+// Writer writes an image to a temporary file next to its final path and
+// renames it into place on Commit, so the final path always holds the latest
+// complete image. The first error sticks: later calls return it.
+type Writer struct {
+	f       *os.File
+	path    string
+	off     int64
+	err     error
+	dataHdr int64 // file offset of the data section header
+	dataLen uint64
+	dataCRC uint32
+	dataPos uint64
+
+	stage    int // stage* below: which call may come next
+	procs    int // process sections written
+	hdrProcs int // what the header declared
+	hdrData  int64
+}
+
+const (
+	stageHeader  = iota // WriteHeader must come next
+	stageProcess        // WriteProcess or BeginData
+	stageData           // Write or Commit
+	stageDone           // committed or aborted
+)
+
+// errDone is returned by calls on a Writer after Commit or Abort.
+var errDone = errors.New("image writer already committed or aborted")
+
+// misuse makes a call out of order the sticky error.
+func (w *Writer) misuse(call string) error {
+	if w.err == nil {
+		if w.stage == stageDone {
+			w.err = fmt.Errorf("%s image %s: %w", call, w.path, errDone)
+		} else {
+			w.err = fmt.Errorf("%s image %s: called out of order", call, w.path)
+		}
+	}
+	return w.err
+}
+
+// Create starts a new image that will replace path on Commit. The file is
+// created 0600: it holds all of a process's memory.
+func Create(path string) (*Writer, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create image %s: %w", path, err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("create image %s: %w", path, err)
+	}
+	w := &Writer{f: f, path: path}
+	w.write(preamble())
+	if w.err != nil {
+		w.Abort()
+		return nil, w.err
+	}
+	return w, nil
+}
+
+func (w *Writer) write(p []byte) {
+	if w.err != nil {
+		return
+	}
+	n, err := w.f.WriteAt(p, w.off)
+	w.off += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("write image %s: %w", w.path, err)
+	}
+}
+
+func (w *Writer) section(typ, flags uint32, payload []byte) {
+	w.write(sectionHeader{Type: typ, Flags: flags, Length: uint64(len(payload)), CRC: Checksum(0, payload)}.marshal())
+	w.write(payload)
+}
+
+func (w *Writer) jsonSection(typ uint32, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil && w.err == nil {
+		w.err = fmt.Errorf("encode image section %d: %w", typ, err)
+	}
+	if len(b) > maxMetaSection && w.err == nil {
+		w.err = fmt.Errorf("encode image section %d: %d bytes exceeds the %d byte limit", typ, len(b), maxMetaSection)
+	}
+	w.section(typ, FlagCritical, b)
+	return w.err
+}
+
+// WriteHeader writes the header section; it must come first, once.
+func (w *Writer) WriteHeader(h *Header) error {
+	if w.stage != stageHeader {
+		return w.misuse("write header of")
+	}
+	w.stage = stageProcess
+	w.hdrProcs, w.hdrData = h.Processes, h.DataBytes
+	return w.jsonSection(SecHeader, h)
+}
+
+// WriteProcess writes one process record, after the header and before
+// BeginData.
+func (w *Writer) WriteProcess(p *Process) error {
+	if w.stage != stageProcess {
+		return w.misuse("write process to")
+	}
+	w.procs++
+	return w.jsonSection(SecProcess, p)
+}
+
+// BeginData starts the data section of exactly n bytes, page-aligned in the
+// file. Write then fills it in order. The header must have declared as many
+// processes as were written and n data bytes.
+func (w *Writer) BeginData(n uint64) error {
+	if w.stage != stageProcess {
+		return w.misuse("begin data of")
+	}
+	w.stage = stageData
+	if w.err == nil && w.procs != w.hdrProcs {
+		w.err = fmt.Errorf("write image %s: header declares %d processes, %d written", w.path, w.hdrProcs, w.procs)
+	}
+	if w.err == nil && (n > math.MaxInt64 || int64(n) != w.hdrData) {
+		w.err = fmt.Errorf("write image %s: header declares %d data bytes, BeginData %d", w.path, w.hdrData, n)
+	}
+	// A pad section fills the gap so the data payload is page-aligned.
+	gap := (dataAlign - (w.off+2*sectionHdrLen)%dataAlign) % dataAlign
+	w.section(SecPad, 0, make([]byte, gap))
+	w.dataHdr = w.off
+	w.dataLen = n
+	w.write(make([]byte, sectionHdrLen)) // patched by Commit
+	return w.err
+}
+
+// DataOffset is the file offset where the data payload starts (valid after
+// BeginData). Restore relies on it being page-aligned.
+func (w *Writer) DataOffset() int64 { return w.dataHdr + sectionHdrLen }
+
+// Write appends p to the data section.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.stage != stageData {
+		return 0, w.misuse("write data to")
+	}
+	if w.err == nil && w.dataPos+uint64(len(p)) > w.dataLen {
+		w.err = fmt.Errorf("write image %s: data section overflows its declared %d bytes", w.path, w.dataLen)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.dataCRC = Checksum(w.dataCRC, p)
+	w.dataPos += uint64(len(p))
+	w.write(p)
+	return len(p), w.err
+}
+
+// Commit finishes the image, fsyncs it and renames it over the final path.
+func (w *Writer) Commit() error {
+	if w.stage != stageData {
+		err := w.misuse("commit")
+		w.Abort()
+		return err
+	}
+	if w.err == nil && w.dataPos != w.dataLen {
+		w.err = fmt.Errorf("write image %s: data section has %d of %d bytes", w.path, w.dataPos, w.dataLen)
+	}
+	if w.err != nil {
+		w.Abort()
+		return w.err
+	}
+	hdr := sectionHeader{Type: SecData, Flags: FlagCritical, Length: w.dataLen, CRC: w.dataCRC}.marshal()
+	if _, err := w.f.WriteAt(hdr, w.dataHdr); err != nil {
+		w.err = fmt.Errorf("write image %s: %w", w.path, err)
+	}
+	end := make([]byte, 8)
+	putUint64(end, uint64(w.off))
+	w.section(SecEnd, FlagCritical, end)
+	if w.err == nil {
+		if err := w.f.Sync(); err != nil {
+			w.err = fmt.Errorf("fsync image %s: %w", w.path, err)
+		}
+	}
+	if w.err != nil {
+		w.Abort()
+		return w.err
+	}
+	tmp := w.f.Name()
+	err := w.f.Close()
+	w.f, w.stage = nil, stageDone
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("close image %s: %w", w.path, err)
+	}
+	if err := os.Rename(tmp, w.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename image into place %s: %w", w.path, err)
+	}
+	return syncDir(filepath.Dir(w.path))
+}
+
+// Abort removes the temporary file; the previous image stays untouched.
+// It does nothing after Commit, so it may be deferred.
+func (w *Writer) Abort() {
+	w.stage = stageDone
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		w.f = nil
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+package procinfo
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// OpenFile is an open file descriptor, with the content of a deleted file
+// (which exists nowhere but in the process) still to be copied.
+type OpenFile struct {
+	format.File
+	// Source reads the deleted file's content; nil for other kinds.
+	Source *os.File
+	Size   int64
+}
+
+// Files lists the open file descriptors of pid. Kinds chpox cannot restore
+// yet fail with ErrUnsupported naming the descriptor.
+func Files(pid int) ([]*OpenFile, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	fds, err := p.FileDescriptors()
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: list fds: %w", pid, err)
+	}
+	sort.Slice(fds, func(i, j int) bool { return fds[i] < fds[j] })
+	var out []*OpenFile
+	for _, fd := range fds {
+		f, err := file(p, int(fd))
+		if err != nil {
+			CloseFiles(out)
+			return nil, fmt.Errorf("pid %d: fd %d: %w", pid, fd, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// CloseFiles releases the content sources.
+func CloseFiles(fs []*OpenFile) {
+	for _, f := range fs {
+		if f.Source != nil {
+			f.Source.Close()
+		}
+	}
+}
+
+func file(p procfs.Proc, fd int) (*OpenFile, error) {
+	link := procPath(p.PID, "fd/"+strconv.Itoa(fd))
+	target, err := os.Readlink(link)
+	if err != nil {
+		return nil, err
+	}
+	info, err := p.FDInfo(strconv.Itoa(fd))
+	if err != nil {
+		return nil, fmt.Errorf("read fdinfo: %w", err)
+	}
+	flags, err := strconv.ParseInt(info.Flags, 8, 64)
+	if err != nil {
+		return nil, fmt.Errorf("fdinfo flags %q: %w", info.Flags, err)
+	}
+	pos, err := strconv.ParseInt(info.Pos, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("fdinfo pos %q: %w", info.Pos, err)
+	}
+	if strings.HasPrefix(target, "anon_inode:") {
+		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", target, err)
+	}
+	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		f.Kind = format.FileRegular
+		if st.Nlink == 0 {
+			return deleted(f, link, st.Size)
+		}
+	case unix.S_IFDIR:
+		f.Kind = format.FileDir
+	case unix.S_IFCHR:
+		f.Kind = format.FileChar
+	case unix.S_IFSOCK:
+		return nil, fmt.Errorf("a socket (%s): %w", target, ErrUnsupported)
+	case unix.S_IFIFO:
+		return nil, fmt.Errorf("a pipe or FIFO (%s): %w", target, ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("%s (mode %#o): %w", target, st.Mode, ErrUnsupported)
+	}
+	return f, nil
+}
+
+func deleted(f *OpenFile, link string, size int64) (*OpenFile, error) {
+	src, err := os.Open(link) // the magic link reopens the unlinked inode
+	if err != nil {
+		return nil, fmt.Errorf("open deleted file %s: %w", f.Path, err)
+	}
+	f.Kind = format.FileDeleted
+	f.Path = strings.TrimSuffix(f.Path, " (deleted)")
+	f.Source, f.Size = src, size
+	return f, nil
+}
+
+// CopyContent writes the deleted file's content to w.
+func (f *OpenFile) CopyContent(w io.Writer) error {
+	n, err := io.Copy(w, io.NewSectionReader(f.Source, 0, f.Size))
+	if err == nil && n != f.Size {
+		err = fmt.Errorf("file shrank from %d to %d bytes while being copied", f.Size, n)
+	}
+	if err != nil {
+		return fmt.Errorf("copy deleted file %s: %w", f.Path, err)
+	}
+	return nil
+}

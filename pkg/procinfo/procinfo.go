@@ -1,0 +1,190 @@
+// Package procinfo reads the per-process state that /proc exposes without
+// stopping or changing the process: identity, credentials, limits, mm
+// fields, auxv and open files. It uses prometheus/procfs where procfs parses
+// the file and reads the rest directly. It never writes to the process.
+package procinfo
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// ErrUnsupported marks process state chpox cannot checkpoint yet.
+var ErrUnsupported = errors.New("not supported yet")
+
+// ErrNoProcess reports that the PID does not exist.
+var ErrNoProcess = errors.New("no such process")
+
+// Info is the /proc view of one process.
+type Info struct {
+	format.Process
+	Threads  []int // TIDs
+	Children []int
+	Zombie   bool
+}
+
+// Read collects the state of pid that /proc can tell.
+func Read(pid int) (*Info, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: read stat: %w", pid, err)
+	}
+	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}}
+	in.Zombie = st.State == "Z"
+	steps := []struct {
+		what string
+		f    func(procfs.Proc, *Info) error
+	}{
+		{"status", readStatus}, {"mm fields", readMM}, {"paths", readPaths},
+		{"limits", readLimits}, {"tasks", readTasks}, {"personality", readPersonality},
+	}
+	for _, s := range steps {
+		if err := s.f(p, in); err != nil {
+			return nil, fmt.Errorf("pid %d: read %s: %w", pid, s.what, err)
+		}
+	}
+	return in, nil
+}
+
+func procPath(pid int, name string) string { return fmt.Sprintf("/proc/%d/%s", pid, name) }
+
+func readStatus(p procfs.Proc, in *Info) error {
+	b, err := os.ReadFile(procPath(p.PID, "status"))
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, _ := strings.Cut(line, ":")
+		f := strings.Fields(val)
+		switch key {
+		case "Umask":
+			u, err := strconv.ParseUint(strings.TrimSpace(val), 8, 32)
+			if err != nil {
+				return fmt.Errorf("umask %q: %w", val, err)
+			}
+			in.Umask = uint32(u)
+		case "Uid", "Gid":
+			dst := &in.Creds.UID
+			if key == "Gid" {
+				dst = &in.Creds.GID
+			}
+			for i := 0; i < 4 && i < len(f); i++ {
+				v, _ := strconv.ParseUint(f[i], 10, 32)
+				dst[i] = uint32(v)
+			}
+		case "Groups":
+			for _, g := range f {
+				v, _ := strconv.ParseUint(g, 10, 32)
+				in.Creds.Groups = append(in.Creds.Groups, uint32(v))
+			}
+		}
+	}
+	return nil
+}
+
+// readMM parses the mm fields of /proc/PID/stat that procfs does not expose
+// (fields 26-28 and 45-51, see proc(5)).
+func readMM(p procfs.Proc, in *Info) error {
+	b, err := os.ReadFile(procPath(p.PID, "stat"))
+	if err != nil {
+		return err
+	}
+	// comm may hold spaces and parentheses: split after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return fmt.Errorf("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	field := func(n int) uint64 {
+		if n-3 >= len(f) {
+			return 0
+		}
+		v, _ := strconv.ParseUint(f[n-3], 10, 64)
+		return v
+	}
+	if len(f) < 52-3 {
+		return fmt.Errorf("stat has %d fields, want 52", len(f)+2)
+	}
+	in.MM = format.MM{
+		StartCode: field(26), EndCode: field(27), StartStack: field(28),
+		StartData: field(45), EndData: field(46), StartBrk: field(47),
+		ArgStart: field(48), ArgEnd: field(49), EnvStart: field(50), EnvEnd: field(51),
+	}
+	in.Auxv, err = os.ReadFile(procPath(p.PID, "auxv"))
+	return err
+}
+
+func readPaths(p procfs.Proc, in *Info) error {
+	var err error
+	if in.Cwd, err = p.Cwd(); err != nil {
+		return err
+	}
+	if in.Root, err = p.RootDir(); err != nil {
+		return err
+	}
+	if in.Exe, err = p.Executable(); err != nil {
+		return err
+	}
+	in.Cmdline, err = p.CmdLine()
+	return err
+}
+
+func readLimits(p procfs.Proc, in *Info) error {
+	for r := 0; r < 16; r++ { // RLIM_NLIMITS
+		var l unix.Rlimit
+		if err := unix.Prlimit(p.PID, r, nil, &l); err != nil {
+			return os.NewSyscallError("prlimit64", err)
+		}
+		in.Rlimits = append(in.Rlimits, format.Rlimit{Resource: r, Cur: l.Cur, Max: l.Max})
+	}
+	return nil
+}
+
+func readTasks(p procfs.Proc, in *Info) error {
+	ents, err := os.ReadDir(procPath(p.PID, "task"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		in.Threads = append(in.Threads, tid)
+		b, err := os.ReadFile(procPath(p.PID, fmt.Sprintf("task/%d/children", tid)))
+		if err != nil {
+			return err
+		}
+		for _, c := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(c); err == nil {
+				in.Children = append(in.Children, n)
+			}
+		}
+	}
+	return nil
+}
+
+func readPersonality(p procfs.Proc, in *Info) error {
+	b, err := os.ReadFile(procPath(p.PID, "personality"))
+	if err != nil {
+		return err
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32)
+	in.Personality = uint32(v)
+	return err
+}

@@ -1,0 +1,420 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// SiginfoSize is sizeof(siginfo_t).
+const SiginfoSize = 128
+
+// xstateMax bounds the XSAVE buffer; the kernel trims it to the real size
+// (about 2.7 KiB with AVX-512, 11 KiB with AMX).
+const xstateMax = 64 << 10
+
+// stubCode is "syscall; int3": run one system call, then trap back to us.
+var stubCode = []byte{0x0f, 0x05, 0xcc}
+
+// ErrExited reports that the tracee died while we worked on it.
+var ErrExited = errors.New("process exited")
+
+// Error is a failed operation on one tracee.
+type Error struct {
+	PID int
+	Op  string
+	Err error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("pid %d: %s: %v", e.PID, e.Op, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Tracee is a process stopped under ptrace. All methods must run on the
+// Tracer thread that attached to it.
+type Tracee struct {
+	PID int
+	// Regs are the registers at the stop; Detach puts them back.
+	Regs unix.PtraceRegs
+	// Children lists PIDs reported by fork/clone events during injection.
+	Children []int
+
+	stub      uint64 // address of stubCode in the tracee
+	stubOrig  []byte // bytes the stub overwrote, if it was poked into tracee code
+	stubWord  uint64 // word-aligned address of the poke
+	maskSaved bool
+	mask      uint64
+	deferred  int // a signal caught at a stop, re-delivered on detach
+}
+
+func (t *Tracee) fail(op string, err error) error {
+	if errors.Is(err, unix.ESRCH) {
+		err = fmt.Errorf("%w (%v)", ErrExited, err)
+	}
+	return &Error{PID: t.PID, Op: op, Err: err}
+}
+
+// Seize attaches to a running process without stopping it in a way it could
+// see (PTRACE_SEIZE) and stops it with PTRACE_INTERRUPT.
+func Seize(pid int) (*Tracee, error) {
+	t := &Tracee{PID: pid}
+	if err := unix.PtraceSeize(pid); err != nil {
+		return nil, t.fail("ptrace(PTRACE_SEIZE)", err)
+	}
+	if err := unix.PtraceInterrupt(pid); err != nil {
+		unix.PtraceDetach(pid)
+		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
+	}
+	if err := t.waitFirstStop(); err != nil {
+		unix.PtraceDetach(pid)
+		return nil, err
+	}
+	return t, nil
+}
+
+// Attached wraps a process already traced by this thread (a loader started
+// with PTRACE_TRACEME, or a child auto-attached through a fork event) and
+// waits for its first stop.
+func Attached(pid int) (*Tracee, error) {
+	t := &Tracee{PID: pid}
+	return t, t.waitFirstStop()
+}
+
+// waitFirstStop waits for a stop and loads the registers. A real signal
+// caught here is kept to be re-delivered on detach, not lost.
+func (t *Tracee) waitFirstStop() error {
+	ws, err := t.wait()
+	if err != nil {
+		return err
+	}
+	if sig := ws.StopSignal(); ws.TrapCause() <= 0 && sig != unix.SIGTRAP && sig != unix.SIGSTOP {
+		t.deferred = int(sig)
+	}
+	return t.LoadRegs()
+}
+
+func (t *Tracee) wait() (unix.WaitStatus, error) {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(t.PID, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, t.fail("wait4", err)
+		}
+		if ws.Exited() || ws.Signaled() {
+			return ws, t.fail("wait4", fmt.Errorf("%w (status %#x)", ErrExited, uint32(ws)))
+		}
+		return ws, nil
+	}
+}
+
+// SetOptions sets PTRACE_O_* options.
+func (t *Tracee) SetOptions(opts int) error {
+	return wrap(t, "ptrace(PTRACE_SETOPTIONS)", unix.PtraceSetOptions(t.PID, opts))
+}
+
+func wrap(t *Tracee, op string, err error) error {
+	if err != nil {
+		return t.fail(op, err)
+	}
+	return nil
+}
+
+// LoadRegs reads the registers into t.Regs.
+func (t *Tracee) LoadRegs() error {
+	return wrap(t, "ptrace(PTRACE_GETREGS)", unix.PtraceGetRegs(t.PID, &t.Regs))
+}
+
+// SetRegs writes registers.
+func (t *Tracee) SetRegs(r *unix.PtraceRegs) error {
+	return wrap(t, "ptrace(PTRACE_SETREGS)", unix.PtraceSetRegs(t.PID, r))
+}
+
+// XState returns the full XSAVE area (x87, SSE, AVX, AVX-512 ...).
+func (t *Tracee) XState() ([]byte, error) {
+	buf := make([]byte, xstateMax)
+	n, err := getRegSet(t.PID, unix.NT_X86_XSTATE, buf)
+	if err != nil {
+		return nil, t.fail("read xstate", err)
+	}
+	return buf[:n:n], nil
+}
+
+// SetXState writes an XSAVE area taken by XState.
+func (t *Tracee) SetXState(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	return wrap(t, "write xstate", setRegSet(t.PID, unix.NT_X86_XSTATE, b))
+}
+
+// SigMask returns the blocked signal mask.
+func (t *Tracee) SigMask() (uint64, error) {
+	m, err := getSigMask(t.PID)
+	return m, wrap(t, "read signal mask", err)
+}
+
+// SetSigMask sets the blocked mask; the first call remembers the old mask
+// so that RestoreSigMask (and Detach) can put it back.
+func (t *Tracee) SetSigMask(m uint64) error {
+	if !t.maskSaved {
+		old, err := t.SigMask()
+		if err != nil {
+			return err
+		}
+		t.mask, t.maskSaved = old, true
+	}
+	return wrap(t, "set signal mask", setSigMask(t.PID, m))
+}
+
+// KeepSigMask forgets the saved mask: the mask set last stays on detach.
+func (t *Tracee) KeepSigMask() { t.maskSaved = false }
+
+// PendingSignals returns the queued siginfos, private to the thread or
+// shared by the process, without dequeuing them.
+func (t *Tracee) PendingSignals(shared bool) ([][]byte, error) {
+	var out [][]byte
+	buf := make([]byte, 32*SiginfoSize)
+	for {
+		n, err := peekSiginfo(t.PID, uint64(len(out)), shared, buf)
+		if err != nil {
+			return nil, t.fail("read pending signals", err)
+		}
+		for i := 0; i < n; i++ {
+			out = append(out, append([]byte(nil), buf[i*SiginfoSize:(i+1)*SiginfoSize]...))
+		}
+		if n < len(buf)/SiginfoSize {
+			return out, nil
+		}
+	}
+}
+
+// Rseq is a thread's rseq registration as the kernel reports it.
+type Rseq struct {
+	Addr       uint64
+	Size, Sig  uint32
+	Flags      uint32
+	Registered bool
+}
+
+// Rseq returns the rseq registration of the tracee.
+func (t *Tracee) Rseq() (Rseq, error) {
+	c, err := getRseq(t.PID)
+	if err != nil {
+		return Rseq{}, t.fail("read rseq configuration", err)
+	}
+	return Rseq{Addr: c.Addr, Size: c.Size, Sig: c.Sig, Flags: c.Flags, Registered: c.Addr != 0}, nil
+}
+
+// DeferredSignal is the signal caught at the first stop, 0 if none. The
+// caller records it as pending; Detach re-delivers it.
+func (t *Tracee) DeferredSignal() int { return t.deferred }
+
+// DeferredSiginfo returns the siginfo of the deferred signal.
+func (t *Tracee) DeferredSiginfo() ([]byte, error) {
+	b, err := getSiginfo(t.PID)
+	return b, wrap(t, "read siginfo", err)
+}
+
+// Detach puts back everything chpox changed (code under the stub, signal
+// mask, registers) and lets the tracee run.
+func (t *Tracee) Detach() error {
+	err := t.Undo()
+	if derr := unix.PtraceDetach(t.PID); derr != nil && err == nil {
+		err = t.fail("ptrace(PTRACE_DETACH)", derr)
+	}
+	return err
+}
+
+// DetachWithSignal detaches and delivers a signal.
+func (t *Tracee) detachSig(sig int) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(t.PID), 0, uintptr(sig), 0, 0)
+	if e != 0 {
+		return t.fail("ptrace(PTRACE_DETACH)", e)
+	}
+	return nil
+}
+
+// Undo restores code, mask and registers, keeping the tracee stopped. It
+// tries every step even when one fails, so as much as possible is put back.
+func (t *Tracee) Undo() error {
+	var errs []error
+	if t.stubOrig != nil {
+		if _, err := unix.PtracePokeText(t.PID, uintptr(t.stubWord), t.stubOrig); err != nil {
+			errs = append(errs, t.fail("restore code under the syscall stub", err))
+		} else {
+			t.stubOrig = nil
+		}
+	}
+	if t.maskSaved {
+		if err := setSigMask(t.PID, t.mask); err != nil {
+			errs = append(errs, t.fail("restore signal mask", err))
+		} else {
+			t.maskSaved = false
+		}
+	}
+	if err := t.SetRegs(&t.Regs); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Release detaches after Undo, re-delivering a signal caught at the first
+// stop so that the tracee sees it as if chpox had never been there.
+func (t *Tracee) Release() error {
+	err := t.Undo()
+	if derr := t.detachSig(t.deferred); derr != nil && err == nil {
+		err = derr
+	}
+	return err
+}
+
+// DetachAsIs detaches without touching registers: the caller has set the
+// final state (restore).
+func (t *Tracee) DetachAsIs() error {
+	return t.detachSig(0)
+}
+
+// Kill sends SIGKILL and reaps the tracee if it is our child.
+func (t *Tracee) Kill() {
+	unix.Kill(t.PID, unix.SIGKILL)
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(t.PID, &ws, unix.WALL, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// PokeStub writes the syscall stub over the tracee's own code at the current
+// instruction (word-aligned so the poke never crosses a page). Undo puts the
+// original bytes back.
+func (t *Tracee) PokeStub() error {
+	word := t.Regs.Rip &^ 7
+	orig := make([]byte, 8)
+	if _, err := unix.PtracePeekText(t.PID, uintptr(word), orig); err != nil {
+		return t.fail("read code for the syscall stub", err)
+	}
+	code := append([]byte(nil), orig...)
+	copy(code, stubCode)
+	if _, err := unix.PtracePokeText(t.PID, uintptr(word), code); err != nil {
+		return t.fail("write the syscall stub", err)
+	}
+	t.stubOrig, t.stubWord, t.stub = orig, word, word
+	return nil
+}
+
+// UseStub points injection at a stub the caller placed in tracee memory.
+func (t *Tracee) UseStub(addr uint64) { t.stub = addr }
+
+// StubCode is the stub's machine code, for callers that place it.
+func StubCode() []byte { return append([]byte(nil), stubCode...) }
+
+// Syscall runs one system call in the tracee and returns its result. Errors
+// returned by the call come back as unix.Errno.
+func (t *Tracee) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	if err := t.start(nr, args); err != nil {
+		return 0, err
+	}
+	if err := t.runTo(unix.SIGTRAP, t.stub+uint64(len(stubCode))); err != nil {
+		return 0, err
+	}
+	var r unix.PtraceRegs
+	if err := unix.PtraceGetRegs(t.PID, &r); err != nil {
+		return 0, t.fail("ptrace(PTRACE_GETREGS)", err)
+	}
+	if int64(r.Rax) < 0 && int64(r.Rax) > -4096 {
+		return 0, unix.Errno(-int64(r.Rax))
+	}
+	return r.Rax, nil
+}
+
+func (t *Tracee) start(nr uint64, args []uint64) error {
+	if err := t.setCall(nr, args); err != nil {
+		return err
+	}
+	return wrap(t, "ptrace(PTRACE_CONT)", unix.PtraceCont(t.PID, 0))
+}
+
+// setCall loads the registers for one injected call at the stub.
+func (t *Tracee) setCall(nr uint64, args []uint64) error {
+	r := t.Regs
+	r.Rip = t.stub
+	r.Rax = nr
+	// orig_rax -1: the kernel must not apply syscall-restart logic to the
+	// injected registers (arch/x86/kernel/signal.c, arch_do_signal_or_restart).
+	r.Orig_rax = ^uint64(0)
+	dst := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
+	for i, a := range args {
+		*dst[i] = a
+	}
+	return t.SetRegs(&r)
+}
+
+// runTo resumes until the tracee stops with sig at rip, continuing through
+// fork/clone events (recording the children) and interrupt stops.
+func (t *Tracee) runTo(sig unix.Signal, rip uint64) error {
+	for {
+		ws, err := t.wait()
+		if err != nil {
+			return err
+		}
+		switch cause := ws.TrapCause(); {
+		case cause == unix.PTRACE_EVENT_FORK || cause == unix.PTRACE_EVENT_CLONE || cause == unix.PTRACE_EVENT_VFORK:
+			msg, err := unix.PtraceGetEventMsg(t.PID)
+			if err != nil {
+				return t.fail("ptrace(PTRACE_GETEVENTMSG)", err)
+			}
+			t.Children = append(t.Children, int(msg))
+		case cause > 0: // interrupt or group stop: just go on
+		case ws.StopSignal() == sig:
+			var r unix.PtraceRegs
+			if err := unix.PtraceGetRegs(t.PID, &r); err != nil {
+				return t.fail("ptrace(PTRACE_GETREGS)", err)
+			}
+			if r.Rip == rip {
+				return nil
+			}
+			return t.fail("injected syscall", fmt.Errorf("stopped by %v at %#x, expected %#x", sig, r.Rip, rip))
+		default:
+			return t.fail("injected syscall", fmt.Errorf("unexpected signal %v", ws.StopSignal()))
+		}
+		if err := unix.PtraceCont(t.PID, 0); err != nil {
+			return t.fail("ptrace(PTRACE_CONT)", err)
+		}
+	}
+}
+
+// SyscallLast runs a system call that removes the stub itself (munmap of the
+// scratch page) and stops at its syscall-exit, before the tracee could fetch
+// the int3 from the unmapped page: a fault there would make the kernel reset
+// the SIGSEGV handler (kernel/signal.c, force_sig_info_to_task). Needs
+// PTRACE_O_TRACESYSGOOD. The tracee stays stopped for its final registers.
+func (t *Tracee) SyscallLast(nr uint64, args ...uint64) (uint64, error) {
+	if err := t.setCall(nr, args); err != nil {
+		return 0, err
+	}
+	for stops := 0; stops < 2; stops++ { // syscall-entry, then syscall-exit
+		if err := unix.PtraceSyscall(t.PID, 0); err != nil {
+			return 0, t.fail("ptrace(PTRACE_SYSCALL)", err)
+		}
+		ws, err := t.wait()
+		if err != nil {
+			return 0, err
+		}
+		if ws.StopSignal() != unix.SIGTRAP|0x80 {
+			return 0, t.fail("injected syscall", fmt.Errorf("unexpected stop %v", ws.StopSignal()))
+		}
+	}
+	var out unix.PtraceRegs
+	if err := unix.PtraceGetRegs(t.PID, &out); err != nil {
+		return 0, t.fail("ptrace(PTRACE_GETREGS)", err)
+	}
+	if int64(out.Rax) < 0 && int64(out.Rax) > -4096 {
+		return 0, unix.Errno(-int64(out.Rax))
+	}
+	return out.Rax, nil
+}

@@ -1,0 +1,166 @@
+package restore
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+const (
+	chunkSize = 8 << 20
+	iovMax    = 1024
+)
+
+// sink is where a range of the data section goes: process memory at addr,
+// or a file at fileOff.
+type sink struct {
+	off, len uint64
+	addr     uint64
+	file     *os.File
+}
+
+// writeData streams the data section once, in order, into the process's
+// memory (process_vm_writev, batched) and into the deleted files' stand-ins,
+// checking the section's CRC on the way. One goroutine reads the next chunk
+// while the current one is written.
+func writeData(img *format.Image, pid int, p *format.Process, deleted map[int]*tmpFile) error {
+	sinks := sinksOf(p, deleted)
+	type chunk struct {
+		off uint64
+		b   []byte
+	}
+	full := make(chan chunk, 1)
+	free := make(chan []byte, 2)
+	free <- make([]byte, chunkSize)
+	free <- make([]byte, chunkSize)
+	rerr := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(full)
+		data := img.Data()
+		crc := uint32(0)
+		for off := uint64(0); ; {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				rerr <- nil
+				return
+			}
+			n, err := io.ReadFull(data, b)
+			crc = format.Checksum(crc, b[:n])
+			if n > 0 {
+				full <- chunk{off, b[:n]}
+				off += uint64(n)
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				if crc != img.DataCRC() {
+					err = fmt.Errorf("data section: %w", format.ErrChecksum)
+				} else {
+					err = nil
+				}
+				rerr <- err
+				return
+			}
+			if err != nil {
+				rerr <- fmt.Errorf("read data section: %w", err)
+				return
+			}
+		}
+	}()
+	var werr error
+	for c := range full {
+		if werr == nil {
+			sinks, werr = deliver(pid, c.off, c.b, sinks)
+			if werr != nil {
+				close(stop)
+			}
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	if err := <-rerr; err != nil {
+		return err
+	}
+	return werr
+}
+
+func sinksOf(p *format.Process, deleted map[int]*tmpFile) []sink {
+	var out []sink
+	for _, v := range p.VMAs {
+		for _, r := range v.Pages {
+			out = append(out, sink{off: r.Off, len: r.Len, addr: r.Addr})
+		}
+	}
+	for _, f := range p.Files {
+		if t, ok := deleted[f.FD]; ok {
+			for _, r := range f.Content {
+				out = append(out, sink{off: r.Off, len: r.Len, addr: r.Addr, file: t.f})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
+	return out
+}
+
+// deliver writes the parts of sinks that fall into the chunk at off and
+// returns the sinks not yet complete.
+func deliver(pid int, off uint64, b []byte, sinks []sink) ([]sink, error) {
+	end := off + uint64(len(b))
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	flush := func() error {
+		if len(local) == 0 {
+			return nil
+		}
+		err := writev(pid, local, remote)
+		local, remote = local[:0], remote[:0]
+		return err
+	}
+	for len(sinks) > 0 && sinks[0].off < end {
+		s := &sinks[0]
+		from := max(s.off, off)
+		to := min(s.off+s.len, end)
+		part := b[from-off : to-off]
+		dst := s.addr + (from - s.off)
+		if s.file != nil {
+			if _, err := s.file.WriteAt(part, int64(dst)); err != nil {
+				return nil, fmt.Errorf("write deleted file stand-in: %w", err)
+			}
+		} else {
+			iov := unix.Iovec{Base: &part[0]}
+			iov.SetLen(len(part))
+			local = append(local, iov)
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(dst), Len: len(part)})
+			if len(local) == iovMax {
+				if err := flush(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if to < s.off+s.len {
+			break // continues in the next chunk
+		}
+		sinks = sinks[1:]
+	}
+	return sinks, flush()
+}
+
+func writev(pid int, local []unix.Iovec, remote []unix.RemoteIovec) error {
+	want := 0
+	for _, r := range remote {
+		want += r.Len
+	}
+	n, err := unix.ProcessVMWritev(pid, local, remote, 0)
+	if err == nil && n != want {
+		err = fmt.Errorf("wrote %d of %d bytes", n, want)
+	}
+	if err != nil {
+		return fmt.Errorf("process_vm_writev at %#x: %w", remote[0].Base, err)
+	}
+	return nil
+}

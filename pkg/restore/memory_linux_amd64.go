@@ -1,0 +1,219 @@
+package restore
+
+import (
+	"fmt"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// buildMemory replaces the loader's address space with the image's: the
+// vDSO moves to where it was (glibc keeps pointers into it), everything
+// else of the loader goes, every area is mapped, filled and protected.
+func (x *target) buildMemory(img *format.Image, p *format.Process, deleted map[int]*tmpFile) error {
+	if err := x.placeVDSO(p); err != nil {
+		return err
+	}
+	files, err := x.mapAreas(p)
+	if err != nil {
+		return err
+	}
+	for _, fd := range files {
+		x.call("close", unix.SYS_CLOSE, fd)
+	}
+	if err := writeData(img, x.pid(), p, deleted); err != nil {
+		return err
+	}
+	return x.protect(p)
+}
+
+type namedSpan struct {
+	span
+	name string
+}
+
+func (x *target) ownMaps() ([]namedSpan, error) {
+	pr, err := procfs.NewProc(x.pid())
+	if err != nil {
+		return nil, err
+	}
+	maps, err := pr.ProcMaps()
+	if err != nil {
+		return nil, fmt.Errorf("read maps: %w", err)
+	}
+	var out []namedSpan
+	for _, m := range maps {
+		out = append(out, namedSpan{span{uint64(m.StartAddr), uint64(m.EndAddr)}, m.Pathname})
+	}
+	return out, nil
+}
+
+func isVDSO(name string) bool {
+	return name == "[vvar]" || name == "[vvar_vclock]" || name == "[vdso]"
+}
+
+// placeVDSO moves the loader's vDSO areas to the image's addresses (via a
+// free staging range, since old and new places may overlap) and unmaps
+// everything else the loader had except the scratch area.
+func (x *target) placeVDSO(p *format.Process) error {
+	want := map[string]format.VMA{}
+	for _, v := range p.VMAs {
+		if v.Kind == format.VMAVDSO {
+			want[v.Name] = v
+		}
+	}
+	own, err := x.ownMaps()
+	if err != nil {
+		return err
+	}
+	var vdso []namedSpan
+	for _, m := range own {
+		if isVDSO(m.name) {
+			w, ok := want[m.name]
+			if !ok || w.End-w.Start != m.end-m.start {
+				return fmt.Errorf("the vDSO differs from the one in the image (%s is %d bytes here): restore on the kernel the image was taken on: %w",
+					m.name, m.end-m.start, ErrIncompatible)
+			}
+			vdso = append(vdso, m)
+		}
+	}
+	if len(vdso) != len(want) {
+		return fmt.Errorf("image has %d vDSO areas, this kernel %d: %w", len(want), len(vdso), ErrIncompatible)
+	}
+	if len(vdso) == 0 {
+		return x.unmapAllBut(nil)
+	}
+	used := spansOf(p.VMAs)
+	for _, m := range own {
+		used = append(used, m.span)
+	}
+	lo, hi := vdso[0].start, vdso[len(vdso)-1].end
+	stage, err := freeSpan(used, hi-lo)
+	if err != nil {
+		return err
+	}
+	for _, m := range vdso {
+		if err := x.mremap(m.span, stage+m.start-lo); err != nil {
+			return err
+		}
+	}
+	if err := x.unmapAllBut(&span{stage, stage + hi - lo}); err != nil {
+		return err
+	}
+	for _, m := range vdso {
+		if err := x.mremap(span{stage + m.start - lo, stage + m.end - lo}, want[m.name].Start); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *target) mremap(from span, to uint64) error {
+	size := from.end - from.start
+	_, err := x.call("mremap", unix.SYS_MREMAP, from.start, size, size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to)
+	return err
+}
+
+// unmapAllBut removes every loader mapping except the scratch area and keep.
+func (x *target) unmapAllBut(keep *span) error {
+	own, err := x.ownMaps()
+	if err != nil {
+		return err
+	}
+	for _, m := range own {
+		if m.start == x.scratch || (keep != nil && m.start >= keep.start && m.end <= keep.end) || m.name == "[vsyscall]" {
+			continue
+		}
+		if _, err := x.call("munmap", unix.SYS_MUNMAP, m.start, m.end-m.start); err != nil {
+			return fmt.Errorf("%s %#x-%#x: %w", m.name, m.start, m.end, err)
+		}
+	}
+	return nil
+}
+
+// mapAreas maps every area of the image, writable where pages will be
+// written. It returns the fds it opened for file mappings.
+func (x *target) mapAreas(p *format.Process) (map[string]uint64, error) {
+	fds := map[string]uint64{}
+	for _, v := range p.VMAs {
+		if v.Kind == format.VMAVDSO {
+			continue
+		}
+		if err := x.mapArea(v, fds); err != nil {
+			return fds, fmt.Errorf("map %#x-%#x (%s): %w", v.Start, v.End, v.Name, err)
+		}
+	}
+	return fds, nil
+}
+
+func (x *target) mapArea(v format.VMA, fds map[string]uint64) error {
+	prot := uint64(v.Prot)
+	if len(v.Pages) > 0 {
+		prot |= unix.PROT_READ | unix.PROT_WRITE
+	}
+	flags := uint64(unix.MAP_FIXED | unix.MAP_PRIVATE)
+	if v.Shared {
+		flags = unix.MAP_FIXED | unix.MAP_SHARED
+	}
+	if v.GrowsDown {
+		flags |= unix.MAP_GROWSDOWN
+	}
+	fd, off := ^uint64(0), uint64(0)
+	if v.Kind == format.VMAFile {
+		var err error
+		if fd, err = x.openForMap(v, fds); err != nil {
+			return err
+		}
+		off = v.Offset
+	} else {
+		flags |= unix.MAP_ANONYMOUS
+	}
+	x.resetScratch()
+	_, err := x.call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
+	return err
+}
+
+func (x *target) openForMap(v format.VMA, fds map[string]uint64) (uint64, error) {
+	mode := uint64(unix.O_RDONLY)
+	if v.Shared && v.Prot&format.ProtWrite != 0 {
+		mode = unix.O_RDWR
+	}
+	key := fmt.Sprintf("%d:%s", mode, v.File.Path)
+	if fd, ok := fds[key]; ok {
+		return fd, nil
+	}
+	x.resetScratch()
+	path, err := x.cstring(v.File.Path)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := x.call("openat "+v.File.Path, unix.SYS_OPENAT, atFDCWD, path, mode|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	fds[key] = fd
+	return fd, nil
+}
+
+// protect sets the final protection of areas that were mapped writable.
+func (x *target) protect(p *format.Process) error {
+	for _, v := range p.VMAs {
+		if len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite {
+			continue
+		}
+		if _, err := x.call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+			return fmt.Errorf("%#x-%#x: %w", v.Start, v.End, err)
+		}
+	}
+	return nil
+}
+
+func spansOf(vmas []format.VMA) []span {
+	out := make([]span, 0, len(vmas))
+	for _, v := range vmas {
+		out = append(out, span{v.Start, v.End})
+	}
+	return out
+}

@@ -1,0 +1,75 @@
+// Package restore brings a process back from an image.
+//
+// It starts a loader (this very binary, stopped under ptrace at its first
+// instruction), maps a scratch page holding a "syscall; int3" stub into it,
+// and injects clone3 with set_tid there to create a process with the
+// original PID as a child of chpox. Everything else is injected system calls
+// into that new process: unmap the loader, move the vDSO to where it was,
+// map every area and write its pages, prctl(PR_SET_MM_MAP), files,
+// credentials, signal state, and finally the registers. No code is copied
+// into the target. Until the final detach the process is under ptrace with
+// PTRACE_O_EXITKILL: a failure, or the death of chpox, kills it before it ran
+// a single instruction of its own.
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/ptrace"
+)
+
+// Errors callers tell apart.
+var (
+	ErrPIDInUse     = errors.New("in use")
+	ErrIncompatible = errors.New("image cannot be restored here")
+)
+
+// Options control a restore.
+type Options struct {
+	// PIDWait is how long to wait for an old zombie to release the PID.
+	PIDWaitMS int
+}
+
+// Restored is a running restored process.
+type Restored struct {
+	PID  int
+	PGID int
+}
+
+// Restore restores the image at path and returns once the process runs.
+func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
+	img, err := format.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
+	}
+	defer img.Close()
+	if err := check(img, opt); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
+	}
+	if len(img.Processes) != 1 {
+		return nil, fmt.Errorf("restore %s: %d processes: process trees: %w", path, len(img.Processes), ErrIncompatible)
+	}
+	var out *Restored
+	err = tr.Do(func() error {
+		var err error
+		out, err = restoreOne(img, img.Processes[0])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// self is the loader binary: any program stopped at its first instruction
+// serves, and this one is always there.
+func self() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find loader binary: %w", err)
+	}
+	return exe, nil
+}

@@ -1,0 +1,412 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+const allSignals = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
+
+// sigaltstack flags (include/uapi/linux/signal.h).
+const (
+	ssOnStack = 1
+	ssDisable = 2
+)
+
+func u64s(vals ...uint64) []byte {
+	b := make([]byte, 8*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint64(b[8*i:], v)
+	}
+	return b
+}
+
+// setMM restores the mm fields, auxv and the exe link in one
+// prctl(PR_SET_MM, PR_SET_MM_MAP): the single-field calls need
+// CAP_SYS_RESOURCE, which restorers often lack.
+func (x *target) setMM(p *format.Process) error {
+	x.resetScratch()
+	exeFD := ^uint64(0)
+	if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
+		path, err := x.cstring(p.Exe)
+		if err != nil {
+			return err
+		}
+		if exeFD, err = x.call("openat "+p.Exe, unix.SYS_OPENAT, atFDCWD, path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, exeFD)
+	}
+	auxv, err := x.put(p.Auxv)
+	if err != nil {
+		return err
+	}
+	m := p.MM
+	b := u64s(m.StartCode, m.EndCode, m.StartData, m.EndData, m.StartBrk, m.Brk, m.StartStack,
+		m.ArgStart, m.ArgEnd, m.EnvStart, m.EnvEnd, auxv)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.Auxv)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(exeFD))
+	at, err := x.put(b)
+	if err != nil {
+		return err
+	}
+	_, err = x.call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, at, uint64(len(b)), 0)
+	return err
+}
+
+// credsDiffer tells whether the image ran with other ids than chpox has now.
+func credsDiffer(c format.Creds) bool {
+	r, e, s := unix.Getresuid()
+	rg, eg, sg := unix.Getresgid()
+	return c.UID != [4]uint32{uint32(r), uint32(e), uint32(s), uint32(e)} ||
+		c.GID != [4]uint32{uint32(rg), uint32(eg), uint32(sg), uint32(eg)}
+}
+
+// setFSCreds makes file opens happen with the image's filesystem ids and
+// groups, so no fd is opened with more rights than the process had.
+func (x *target) setFSCreds(c format.Creds) error {
+	if !credsDiffer(c) {
+		return nil
+	}
+	x.resetScratch()
+	groups := make([]byte, 0, 4*len(c.Groups))
+	for _, g := range c.Groups {
+		groups = binary.LittleEndian.AppendUint32(groups, g)
+	}
+	at := uint64(0)
+	if len(groups) > 0 {
+		var err error
+		if at, err = x.put(groups); err != nil {
+			return err
+		}
+	}
+	if _, err := x.call("setgroups", unix.SYS_SETGROUPS, uint64(len(c.Groups)), at); err != nil {
+		return err
+	}
+	if _, err := x.call("setfsgid", unix.SYS_SETFSGID, uint64(c.GID[3])); err != nil {
+		return err
+	}
+	_, err := x.call("setfsuid", unix.SYS_SETFSUID, uint64(c.UID[3]))
+	return err
+}
+
+// setCreds switches to the image's ids for good; after it the process has
+// no privilege it did not have before the checkpoint.
+func (x *target) setCreds(c format.Creds) error {
+	if !credsDiffer(c) {
+		return nil
+	}
+	if _, err := x.call("setresgid", unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
+		return err
+	}
+	if _, err := x.call("setresuid", unix.SYS_SETRESUID, uint64(c.UID[0]), uint64(c.UID[1]), uint64(c.UID[2])); err != nil {
+		return err
+	}
+	x.call("setfsgid", unix.SYS_SETFSGID, uint64(c.GID[3]))
+	x.call("setfsuid", unix.SYS_SETFSUID, uint64(c.UID[3]))
+	return nil
+}
+
+// tmpFile stands in for a file that was deleted while open: an unlinked
+// file with the saved content, which the process reopens through
+// /proc/<chpox>/fd.
+type tmpFile struct{ f *os.File }
+
+func makeDeleted(p *format.Process) (map[int]*tmpFile, error) {
+	out := map[int]*tmpFile{}
+	for _, f := range p.Files {
+		if f.Kind != format.FileDeleted {
+			continue
+		}
+		t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o7777)
+		if err != nil {
+			closeDeleted(out)
+			return nil, fmt.Errorf("fd %d: recreate deleted file %s: %w", f.FD, f.Path, err)
+		}
+		out[f.FD] = t
+	}
+	return out, nil
+}
+
+func tmpIn(dir string, mode uint32) (*tmpFile, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
+	if err != nil {
+		fd, err = unix.Open(os.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
+	}
+	if err != nil {
+		return nil, os.NewSyscallError("open(O_TMPFILE)", err)
+	}
+	return &tmpFile{f: os.NewFile(uintptr(fd), "deleted")}, nil
+}
+
+func closeDeleted(m map[int]*tmpFile) {
+	for _, t := range m {
+		t.f.Close()
+	}
+}
+
+// restoreFiles closes what the loader had and opens every fd of the image
+// at its number, offset and flags.
+func (x *target) restoreFiles(p *format.Process, deleted map[int]*tmpFile) error {
+	if _, err := x.call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
+	for _, f := range p.Files {
+		if err := x.openFile(f, deleted); err != nil {
+			return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
+		}
+	}
+	return nil
+}
+
+func (x *target) openFile(f format.File, deleted map[int]*tmpFile) error {
+	path := f.Path
+	if t, ok := deleted[f.FD]; ok {
+		path = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), t.f.Fd())
+	}
+	x.resetScratch()
+	at, err := x.cstring(path)
+	if err != nil {
+		return err
+	}
+	flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC)
+	if f.Kind == format.FileChar {
+		flags |= unix.O_NOCTTY
+	}
+	fd, err := x.call("openat", unix.SYS_OPENAT, atFDCWD, at, flags, 0)
+	if err != nil {
+		return err
+	}
+	if f.Kind != format.FileChar && f.Pos != 0 {
+		if _, err := x.call("lseek", unix.SYS_LSEEK, fd, uint64(f.Pos), unix.SEEK_SET); err != nil {
+			return err
+		}
+	}
+	if fd == uint64(f.FD) {
+		return nil
+	}
+	if _, err := x.call("dup3", unix.SYS_DUP3, fd, uint64(f.FD), flags&unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	_, err = x.call("close", unix.SYS_CLOSE, fd)
+	return err
+}
+
+// restoreMisc restores the per-process state that injected calls set.
+func (x *target) restoreMisc(p *format.Process) error {
+	x.resetScratch()
+	cwd, err := x.cstring(p.Cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
+		return err
+	}
+	x.call("umask", unix.SYS_UMASK, uint64(p.Umask))
+	if _, err := x.call("personality", unix.SYS_PERSONALITY, uint64(p.Personality)); err != nil {
+		return err
+	}
+	for _, r := range p.Rlimits {
+		l := unix.Rlimit{Cur: r.Cur, Max: r.Max}
+		if err := unix.Prlimit(x.pid(), r.Resource, &l, nil); err != nil {
+			return fmt.Errorf("set resource limit %d: %w", r.Resource, err)
+		}
+	}
+	if err := x.restoreSignals(p); err != nil {
+		return err
+	}
+	name, err := x.cstring(p.Comm)
+	if err != nil {
+		return err
+	}
+	x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	return x.restoreGroup(p)
+}
+
+func (x *target) restoreSignals(p *format.Process) error {
+	for _, sa := range p.Sigactions {
+		x.resetScratch()
+		at, err := x.put(u64s(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		if err != nil {
+			return err
+		}
+		if _, err := x.call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), at, 0, 8); err != nil {
+			return err
+		}
+	}
+	th := p.Threads[0]
+	if th.AltStack.Flags&ssDisable == 0 {
+		x.resetScratch()
+		// SS_ONSTACK is a state, not a setting: it cannot be passed back.
+		flags := uint64(uint32(th.AltStack.Flags) &^ ssOnStack)
+		at, err := x.put(u64s(th.AltStack.SP, flags, th.AltStack.Size))
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("sigaltstack", unix.SYS_SIGALTSTACK, at, 0); err != nil {
+			return err
+		}
+	}
+	if th.Rseq != nil {
+		if _, err := x.call("rseq", unix.SYS_RSEQ, th.Rseq.Addr, uint64(th.Rseq.Len), 0, uint64(th.Rseq.Sig)); err != nil {
+			return err
+		}
+	}
+	for _, si := range th.Pending {
+		if err := x.queue(unix.SYS_RT_TGSIGQUEUEINFO, uint64(th.TID), si); err != nil {
+			return err
+		}
+	}
+	for _, si := range p.SharedPending {
+		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, 0, si); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queue re-queues one pending signal with its siginfo. Signals stay blocked
+// until the final mask is set, so nothing is delivered early.
+func (x *target) queue(nr uint64, tid uint64, si []byte) error {
+	x.resetScratch()
+	at, err := x.put(si)
+	if err != nil {
+		return err
+	}
+	sig := uint64(binary.LittleEndian.Uint32(si))
+	pid := uint64(x.pid())
+	if nr == unix.SYS_RT_TGSIGQUEUEINFO {
+		_, err = x.call("rt_tgsigqueueinfo", nr, pid, tid, sig, at)
+	} else {
+		_, err = x.call("rt_sigqueueinfo", nr, pid, sig, at)
+	}
+	return err
+}
+
+// restoreGroup gives a process that led its process group or session the
+// same role again; others stay in chpox's group and session.
+func (x *target) restoreGroup(p *format.Process) error {
+	switch {
+	case p.SID == p.PID:
+		_, err := x.call("setsid", unix.SYS_SETSID)
+		return err
+	case p.PGID == p.PID:
+		_, err := x.call("setpgid", unix.SYS_SETPGID, 0, 0)
+		return err
+	}
+	return nil
+}
+
+// finish removes the scratch area, loads the final registers and signal
+// mask, and lets the process run.
+func (x *target) finish(p *format.Process) error {
+	if _, err := x.t.SyscallLast(unix.SYS_MUNMAP, x.scratch, scratchSize); err != nil {
+		return fmt.Errorf("injected munmap(scratch): %w", err)
+	}
+	th := p.Threads[0]
+	if err := x.t.SetXState(th.XSave); err != nil {
+		return fmt.Errorf("the CPU here lacks state the image has: %w", err)
+	}
+	regs := toPtrace(th.Regs)
+	restartSyscall(&regs)
+	if err := x.t.SetRegs(&regs); err != nil {
+		return err
+	}
+	if err := x.t.SetSigMask(th.SigMask); err != nil {
+		return err
+	}
+	x.t.KeepSigMask()
+	return x.t.DetachAsIs()
+}
+
+// Kernel-internal syscall return codes (include/linux/errno.h).
+const (
+	errRestartSys          = 512
+	errRestartNoIntr       = 513
+	errRestartNoHand       = 514
+	errRestartRestartBlock = 516
+)
+
+// restartSyscall does what the kernel does when a system call interrupted
+// by a stop returns to user space with no signal handler to run
+// (arch/x86/kernel/signal.c, arch_do_signal_or_restart): the call is made
+// again. A call that needs kernel-held restart state (restart_block:
+// nanosleep, poll, futex with timeout) cannot be resumed in a new process
+// and returns EINTR, as after a signal. chpox does this itself because the
+// final stop need not pass through that kernel path.
+func restartSyscall(r *unix.PtraceRegs) {
+	if int64(r.Orig_rax) < 0 {
+		return
+	}
+	switch -int64(r.Rax) {
+	case errRestartSys, errRestartNoIntr, errRestartNoHand:
+		r.Rax = r.Orig_rax
+		r.Rip -= 2
+	case errRestartRestartBlock:
+		r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+	}
+	r.Orig_rax = ^uint64(0)
+}
+
+func toPtrace(r format.Regs) unix.PtraceRegs {
+	return unix.PtraceRegs{
+		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
+		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
+		Orig_rax: r.OrigRax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
+		Fs_base: r.FsBase, Gs_base: r.GsBase, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
+	}
+}
+
+// restoreOne builds one process from the image. Any failure kills it: it
+// never ran an instruction of its own.
+func restoreOne(img *format.Image, p *format.Process) (*Restored, error) {
+	loader, err := startLoader(spansOf(p.VMAs))
+	if err != nil {
+		return nil, err
+	}
+	x, err := loader.cloneWithPID(p.PID)
+	loader.t.Kill()
+	if err != nil {
+		return nil, err
+	}
+	deleted, err := makeDeleted(p)
+	if err != nil {
+		x.t.Kill()
+		return nil, err
+	}
+	defer closeDeleted(deleted)
+	if err := x.build(img, p, deleted); err != nil {
+		x.t.Kill()
+		return nil, fmt.Errorf("pid %d: %w", p.PID, err)
+	}
+	return &Restored{PID: p.PID, PGID: p.PGID}, nil
+}
+
+func (x *target) build(img *format.Image, p *format.Process, deleted map[int]*tmpFile) error {
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		{"block signals", func() error { return x.t.SetSigMask(allSignals) }},
+		{"memory", func() error { return x.buildMemory(img, p, deleted) }},
+		{"mm fields", func() error { return x.setMM(p) }},
+		{"file credentials", func() error { return x.setFSCreds(p.Creds) }},
+		{"files", func() error { return x.restoreFiles(p, deleted) }},
+		{"process state", func() error { return x.restoreMisc(p) }},
+		{"credentials", func() error { return x.setCreds(p.Creds) }},
+		{"registers", func() error { return x.finish(p) }},
+	}
+	for _, s := range steps {
+		if err := s.f(); err != nil {
+			return fmt.Errorf("restore %s: %w", s.what, err)
+		}
+	}
+	return nil
+}

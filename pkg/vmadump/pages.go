@@ -1,0 +1,125 @@
+package vmadump
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+const pageSize = 4096
+
+// pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent = 1 << 63
+	pmSwapped = 1 << 62
+	pmFile    = 1 << 61 // file page or shared anonymous
+)
+
+// Plan decides which pages of each area go into the image and assigns them
+// consecutive offsets in the data section starting at off. It returns the
+// offset after the last run.
+func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return 0, fmt.Errorf("dump %d: open pagemap: %w", pid, err)
+	}
+	defer pm.Close()
+	for _, a := range areas {
+		runs, err := pagesOf(pid, pm, a)
+		if err != nil {
+			return 0, fmt.Errorf("dump %d: memory %#x-%#x (%s): %w", pid, a.Start, a.End, a.Name, err)
+		}
+		for i := range runs {
+			runs[i].Off = off
+			off += runs[i].Len
+		}
+		a.Pages = runs
+	}
+	return off, nil
+}
+
+func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
+	switch {
+	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared:
+		return nil, nil // the kernel or the file holds the content
+	case a.Kind == format.VMASharedAnon:
+		return sharedRuns(pid, a)
+	case a.Deleted:
+		// A private mapping of an unlinked file: unmodified pages exist
+		// nowhere else, so the whole area is copied.
+		return []format.DataRun{{Addr: a.Start, Len: a.End - a.Start}}, nil
+	case a.Kind == format.VMAFile:
+		if a.AnonKB == 0 {
+			return nil, nil
+		}
+		return pagemapRuns(pm, a, func(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 && e&pmFile == 0 })
+	default:
+		if a.RssKB == 0 {
+			return nil, nil
+		}
+		return pagemapRuns(pm, a, func(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 })
+	}
+}
+
+// pagemapRuns returns the runs of pages whose pagemap entry passes keep.
+func pagemapRuns(pm *os.File, a *Area, keep func(uint64) bool) ([]format.DataRun, error) {
+	const chunk = 64 << 10 // entries per read: 512 KiB
+	buf := make([]byte, chunk*8)
+	var runs []format.DataRun
+	for addr := a.Start; addr < a.End; {
+		n := min((a.End-addr)/pageSize, chunk)
+		b := buf[:n*8]
+		if _, err := pm.ReadAt(b, int64(addr/pageSize*8)); err != nil {
+			return nil, fmt.Errorf("read pagemap: %w", err)
+		}
+		for i := uint64(0); i < n; i++ {
+			if !keep(binary.LittleEndian.Uint64(b[i*8:])) {
+				continue
+			}
+			p := addr + i*pageSize
+			if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Len == p {
+				runs[l-1].Len += pageSize
+			} else {
+				runs = append(runs, format.DataRun{Addr: p, Len: pageSize})
+			}
+		}
+		addr += n * pageSize
+	}
+	return runs, nil
+}
+
+// sharedRuns finds the data of shared memory through its backing shmem file
+// (/proc/PID/map_files): SEEK_DATA/SEEK_HOLE see pages this process never
+// touched, which pagemap would miss.
+func sharedRuns(pid int, a *Area) ([]format.DataRun, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End))
+	if err != nil {
+		return nil, fmt.Errorf("open backing object: %w", err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	base, end := int64(a.Offset), int64(a.Offset+a.End-a.Start)
+	var runs []format.DataRun
+	for pos := base; pos < end; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if err == unix.ENXIO || (err == nil && data >= end) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lseek(SEEK_DATA): %w", err)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("lseek(SEEK_HOLE): %w", err)
+		}
+		data &^= pageSize - 1
+		hole = min((hole+pageSize-1)&^(pageSize-1), end)
+		runs = append(runs, format.DataRun{Addr: a.Start + uint64(data-base), Len: uint64(hole - data)})
+		pos = hole
+	}
+	return runs, nil
+}

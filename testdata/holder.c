@@ -1,0 +1,69 @@
+// holder: holds one thing chpox cannot checkpoint yet, and keeps printing
+// "alive N" every 10ms so a test sees it survive a refused dump.
+//
+//   holder socket   a UNIX socket (socketpair)
+//   holder thread   a second thread (it sleeps)
+//   holder child    a child process (it sleeps; it dies with the holder)
+//
+// It prints "ready" (for child also "child PID") once set up.
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void say(const char *fmt, ...) {
+	char buf[128];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (write(1, buf, n) != n)
+		_exit(99);
+}
+
+static void *idle(void *arg) {
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+int main(int argc, char **argv) {
+	const char *what = argc > 1 ? argv[1] : "";
+	if (strcmp(what, "socket") == 0) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+			return 1;
+	} else if (strcmp(what, "thread") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, idle, NULL) != 0)
+			return 1;
+	} else if (strcmp(what, "child") == 0) {
+		pid_t parent = getpid();
+		pid_t pid = fork();
+		if (pid < 0)
+			return 1;
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
+				_exit(0);
+			idle(NULL);
+		}
+		say("child %d\n", pid);
+	} else {
+		say("usage: holder socket|thread|child\n");
+		return 2;
+	}
+	say("ready\n");
+	for (long n = 0;; n++) {
+		say("alive %ld\n", n);
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
