@@ -44,6 +44,14 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	// Whatever started the tests may have leaked descriptors into this
+	// process without close-on-exec (a pipe at fd 251 has been seen). The
+	// targets must start with 0, 1 and 2 only: chpox rightly refuses to dump
+	// a process holding a pipe it does not support.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, "close_range:", err)
+		return 1
+	}
 	var err error
 	workDir, err = os.MkdirTemp("", "chpox-e2e-")
 	if err != nil {
@@ -224,7 +232,7 @@ func adopt(t *testing.T, name string, pid int, logPath string) *proc {
 			var ws unix.WaitStatus
 			wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 			if wpid == pid {
-				p.status = describeWait(ws)
+				p.status = describeWait(syscall.WaitStatus(ws))
 				break
 			}
 			if errors.Is(err, unix.ECHILD) && !pidExists(pid) {
@@ -239,7 +247,7 @@ func adopt(t *testing.T, name string, pid int, logPath string) *proc {
 	return p
 }
 
-func describeWait(ws unix.WaitStatus) string {
+func describeWait(ws syscall.WaitStatus) string {
 	switch {
 	case ws.Exited():
 		return fmt.Sprintf("exit status %d", ws.ExitStatus())
@@ -499,4 +507,44 @@ func killOriginal(t *testing.T, p *proc) {
 		t.Fatalf("%s (pid %d) survived SIGKILL: %s", p.name, p.pid, procState(p.pid))
 	}
 	waitPIDFree(t, p.pid, 10*time.Second)
+}
+
+// bgChpox is a chpox command running in the background.
+type bgChpox struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+	done           chan struct{}
+	status         string // "exit status N" or "killed by SIG", once done is closed
+}
+
+func (b *bgChpox) exited() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startChpox starts chpox in the background; it is killed at the end of the test.
+func startChpox(t *testing.T, args ...string) *bgChpox {
+	t.Helper()
+	b := &bgChpox{cmd: exec.Command(chpoxBin, args...), done: make(chan struct{})}
+	b.cmd.Stdout, b.cmd.Stderr = &b.stdout, &b.stderr
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b.cmd.Wait()
+		b.status = describeWait(b.cmd.ProcessState.Sys().(syscall.WaitStatus))
+		close(b.done)
+	}()
+	t.Cleanup(func() {
+		if !b.exited() {
+			b.cmd.Process.Kill()
+			<-b.done
+		}
+		t.Logf("chpox %s: %s; stdout %q; stderr %q", strings.Join(args, " "), b.status, b.stdout.String(), b.stderr.String())
+	})
+	return b
 }

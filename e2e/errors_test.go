@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// wantFailure checks a failed chpox command's exit code and message.
+func wantFailure(t *testing.T, r chpoxResult, code int, words ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("exit %d, want %d; stderr:\n%s", r.code, code, r.stderr)
+	}
+	if !strings.HasPrefix(r.stderr, "chpox: ") {
+		t.Errorf("stderr %q does not start with \"chpox: \"", r.stderr)
+	}
+	for _, w := range words {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr %q does not mention %q", r.stderr, w)
+		}
+	}
+}
+
+// freePID returns a PID no process holds (searching down from pid_max).
+func freePID(t *testing.T) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	max, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	for pid := max - 1; pid > max-1000; pid-- {
+		if !pidExists(pid) {
+			return pid
+		}
+	}
+	t.Fatal("no free PID near pid_max")
+	return 0
+}
+
+// assertPIDFree checks that a failed restore left nothing behind: no process
+// (not even a zombie) with the PID once chpox has exited.
+func assertPIDFree(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for pidExists(pid) {
+		if time.Now().After(deadline) {
+			t.Errorf("after the failed restore pid %d exists: %s", pid, procState(pid))
+			waitPIDFree(t, pid, 10*time.Second) // reap it if it is ours, for the next tests
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	setup(t)
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"dump"},
+		{"dump", "notapid", "-o", filepath.Join(t.TempDir(), "x.img")},
+		{"restore"},
+		{"inspect"},
+	} {
+		t.Run(strings.Join(append([]string{"chpox"}, args...), " "), func(t *testing.T) {
+			r := runChpox(t, args...)
+			if r.code != 2 {
+				t.Errorf("exit %d, want 2 (usage); stderr:\n%s", r.code, r.stderr)
+			}
+		})
+	}
+}
+
+func TestDumpNoSuchProcess(t *testing.T) {
+	setup(t)
+	pid := freePID(t)
+	img := filepath.Join(t.TempDir(), "x.img")
+	r := runChpox(t, "dump", strconv.Itoa(pid), "-o", img)
+	wantFailure(t, r, 3, "no such process")
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("a failed dump created %s", img)
+	}
+}
+
+// Restoring while the original still runs is refused, and the original is not disturbed.
+func TestRestorePIDInUse(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	img := dump(t, p)
+	r := runChpox(t, "restore", img)
+	wantFailure(t, r, 4, fmt.Sprintf("pid %d", p.pid), "in use")
+	r = runChpox(t, "restore", "--detach", img)
+	wantFailure(t, r, 4, fmt.Sprintf("pid %d", p.pid), "in use")
+	n := lastInt(p.log, countRE)
+	p.waitInt(t, countRE, n+20, 10*time.Second)
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("original after the refused restore: %s", st)
+	}
+	checkCounterLog(t, p.log)
+}
+
+// damagedImage dumps a counter with --kill and returns the image and the
+// PID, free for a restore.
+func damagedImage(t *testing.T) (string, int) {
+	t.Helper()
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	return dumpKill(t, p), p.pid
+}
+
+func TestRestoreDamaged(t *testing.T) {
+	img, pid := damagedImage(t)
+	data, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := len(data) / 2
+	data[mid] ^= 0x40
+	if err := os.WriteFile(img, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flipped a bit of byte %d of %d", mid, len(data))
+	wantFailure(t, runChpox(t, "restore", img), 5, "damaged")
+	assertPIDFree(t, pid)
+	wantFailure(t, runChpox(t, "restore", "--detach", img), 5, "damaged")
+	assertPIDFree(t, pid)
+}
+
+func TestRestoreTruncated(t *testing.T) {
+	img, pid := damagedImage(t)
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	wantFailure(t, runChpox(t, "restore", img), 5, "truncated")
+	assertPIDFree(t, pid)
+}
+
+func TestRestoreNotAnImage(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	text := filepath.Join(dir, "text.img")
+	os.WriteFile(text, []byte(strings.Repeat("this is not a chpox image\n", 100)), 0o600)
+	wantFailure(t, runChpox(t, "restore", text), 5)
+	empty := filepath.Join(dir, "empty.img")
+	os.WriteFile(empty, nil, 0o600)
+	wantFailure(t, runChpox(t, "restore", empty), 5)
+	wantFailure(t, runChpox(t, "inspect", text), 5)
+}
+
+// A process holding something chpox cannot checkpoint yet is refused with a
+// message naming it, and it keeps running unharmed.
+func TestUnsupported(t *testing.T) {
+	for _, what := range []string{"socket", "thread", "child"} {
+		t.Run(what, func(t *testing.T) {
+			setup(t, "holder")
+			p := start(t, "holder", what)
+			p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+			if what == "child" {
+				m := p.waitLog(t, `(?m)^child (\d+)$`, 1, time.Second)
+				child, _ := strconv.Atoi(m[1])
+				t.Cleanup(func() {
+					p.kill() // the child dies with it (PR_SET_PDEATHSIG) and comes to us
+					waitPIDFree(t, child, 10*time.Second)
+				})
+			}
+			img := filepath.Join(t.TempDir(), "holder.img")
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+			wantFailure(t, r, 6, what)
+			if _, err := os.Stat(img); err == nil {
+				t.Errorf("the refused dump left %s", img)
+			}
+			n := lastInt(p.log, `(?m)^alive (\d+)$`)
+			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
+			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+				t.Errorf("holder after the refused dump: %s", st)
+			}
+		})
+	}
+}

@@ -1,0 +1,1147 @@
+package format
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// ---------------------------------------------------------------------------
+// Test fixtures: hand-built images.
+
+// dataBuilder lays out a data section and remembers what every run holds.
+type dataBuilder struct {
+	rng  *rand.Rand
+	buf  []byte
+	want map[DataRun][]byte
+}
+
+func newDataBuilder(seed uint64) *dataBuilder {
+	return &dataBuilder{rng: rand.New(rand.NewPCG(seed, 0x5eed)), want: map[DataRun][]byte{}}
+}
+
+// add appends n random bytes destined for addr and returns their run.
+func (d *dataBuilder) add(addr, n uint64) DataRun {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(d.rng.Uint32())
+	}
+	r := DataRun{Addr: addr, Off: uint64(len(d.buf)), Len: n}
+	d.buf = append(d.buf, b...)
+	d.want[r] = b
+	return r
+}
+
+func (d *dataBuilder) bytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(d.rng.Uint32())
+	}
+	return b
+}
+
+func sampleHeader(nproc int, dataBytes int) *Header {
+	return &Header{
+		Arch:      "amd64",
+		Kernel:    "6.8.0-test",
+		Created:   time.Date(2025, 3, 4, 5, 6, 7, 890, time.UTC),
+		Processes: nproc,
+		Tool:      "chpox test",
+		PageSize:  4096,
+		Hostname:  "testhost",
+		DataBytes: int64(dataBytes),
+	}
+}
+
+// sampleProcess builds a process with every kind of VMA and file; its page
+// and file contents are appended to d.
+func sampleProcess(pid int, d *dataBuilder, small bool) *Process {
+	siginfo := d.bytes(siginfoSize)
+	p := &Process{
+		PID: pid, PPID: 1, PGID: pid, SID: pid,
+		Comm:    "counter",
+		Exe:     "/usr/bin/counter",
+		Cmdline: []string{"counter", "--every", "1s"},
+		Cwd:     "/tmp",
+		Root:    "/",
+		Creds: Creds{
+			UID:    [4]uint32{1000, 1000, 1000, 1000},
+			GID:    [4]uint32{100, 100, 100, 100},
+			Groups: []uint32{100, 27},
+		},
+		Umask:       0o22,
+		Personality: 0,
+		Rlimits: []Rlimit{
+			{Resource: 7, Cur: 1024, Max: 4096},
+			{Resource: 3, Cur: 8 << 20, Max: math.MaxUint64},
+		},
+		MM: MM{
+			StartCode: 0x400000, EndCode: 0x401000, StartData: 0x402000, EndData: 0x403000,
+			StartBrk: 0x500000, Brk: 0x505000, StartStack: 0x7ffc00001f00,
+			ArgStart: 0x7ffc00001f10, ArgEnd: 0x7ffc00001f30, EnvStart: 0x7ffc00001f30, EnvEnd: 0x7ffc00001ff0,
+		},
+		Auxv:          d.bytes(64),
+		Sigactions:    []Sigaction{{Signal: 10, Handler: 0x401234, Flags: 0x04000000, Restorer: 0x401300, Mask: 1 << 9}},
+		SharedPending: [][]byte{siginfo},
+		Threads: []Thread{{
+			TID:      pid,
+			Regs:     Regs{R15: 15, Rax: 0xffffffffffffffda, Rip: 0x401100, Rsp: 0x7ffc00001e00, Cs: 0x33, Ss: 0x2b, Eflags: 0x246, OrigRax: 35, FsBase: 0x7f0000000740},
+			XSave:    d.bytes(832),
+			SigMask:  1 << 13,
+			Pending:  [][]byte{d.bytes(siginfoSize)},
+			AltStack: AltStack{SP: 0x7f0000100000, Flags: 0, Size: 8192},
+			Rseq:     &Rseq{Addr: 0x7f0000000a00, Len: 32, Flags: 0, Sig: 0x53053053},
+		}},
+	}
+	if !small {
+		p.Threads = append(p.Threads, Thread{
+			TID:      pid + 1,
+			Regs:     Regs{Rip: 0x401200, Rsp: 0x7f00000ff000, Rdi: 7},
+			XSave:    d.bytes(2688),
+			AltStack: AltStack{Flags: 2}, // SS_DISABLE
+		})
+	}
+	exe := &FileRef{Path: "/usr/bin/counter", Dev: 0x803, Inode: 1234, Size: 16384, MtimeNS: 1700000000123456789}
+	p.VMAs = []VMA{
+		{Start: 0x400000, End: 0x402000, Prot: ProtRead | ProtExec, Kind: VMAFile, Name: exe.Path, File: exe},
+		{Start: 0x402000, End: 0x404000, Prot: ProtRead | ProtWrite, Kind: VMAFile, Name: exe.Path, File: exe, Offset: 0x2000,
+			Pages: []DataRun{d.add(0x403000, 0x1000)}},
+		{Start: 0x500000, End: 0x505000, Prot: ProtRead | ProtWrite, Kind: VMAAnon, Name: "[heap]",
+			Pages: []DataRun{d.add(0x500000, 0x2000), d.add(0x504000, 0x1000)}},
+	}
+	if !small {
+		p.VMAs = append(p.VMAs,
+			VMA{Start: 0x7f0000000000, End: 0x7f0000001000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASharedAnon, Name: "/dev/zero (deleted)",
+				Pages: []DataRun{d.add(0x7f0000000000, 0x1000)}},
+			VMA{Start: 0x7ffc00000000, End: 0x7ffc00002000, Prot: ProtRead | ProtWrite, GrowsDown: true, Kind: VMAAnon, Name: "[stack]",
+				Pages: []DataRun{d.add(0x7ffc00001000, 0x1000)}},
+			VMA{Start: 0x7ffd00000000, End: 0x7ffd00002000, Prot: ProtRead | ProtExec, Kind: VMAVDSO, Name: "[vdso]"},
+		)
+	}
+	p.Files = []File{
+		{FD: 0, Kind: FileChar, Path: "/dev/null", Flags: 0o100000},
+		{FD: 1, Kind: FileRegular, Path: "/tmp/out.log", Flags: 0o102001, Pos: 4711, Mode: 0o100644},
+		{FD: 4, Kind: FileDeleted, Path: "/tmp/scratch (deleted)", Flags: 0o2000002, Pos: 150, Mode: 0o100600,
+			// runs of file contents need not be page-sized; the second is
+			// after a hole.
+			Content: []DataRun{d.add(0, 100), d.add(8192, 50)}},
+	}
+	if !small {
+		p.Files = append(p.Files, File{FD: 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000})
+	}
+	return p
+}
+
+type sample struct {
+	h     *Header
+	procs []*Process
+	data  []byte
+	runs  map[DataRun][]byte
+}
+
+// makeSample builds an image with nproc processes. small leaves out the
+// second thread and the larger VMAs.
+func makeSample(nproc int, small bool) sample {
+	d := newDataBuilder(uint64(nproc))
+	var procs []*Process
+	for i := 0; i < nproc; i++ {
+		procs = append(procs, sampleProcess(100+10*i, d, small))
+	}
+	return sample{h: sampleHeader(nproc, len(d.buf)), procs: procs, data: d.buf, runs: d.want}
+}
+
+// writeImage writes an image through the Writer, feeding the data section in
+// chunks of the given size.
+func writeImage(path string, h *Header, procs []*Process, data []byte, chunk int) error {
+	w, err := Create(path)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	if err := w.WriteHeader(h); err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if err := w.WriteProcess(p); err != nil {
+			return err
+		}
+	}
+	if err := w.BeginData(uint64(len(data))); err != nil {
+		return err
+	}
+	if w.DataOffset()%dataAlign != 0 {
+		return fmt.Errorf("DataOffset %d not page-aligned", w.DataOffset())
+	}
+	for len(data) > 0 {
+		n := min(chunk, len(data))
+		if _, err := w.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return w.Commit()
+}
+
+func (s sample) write(t testing.TB, path string) []byte {
+	t.Helper()
+	if err := writeImage(path, s.h, s.procs, s.data, 1000); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// ---------------------------------------------------------------------------
+// An independent encoder and parser of the container, written from
+// docs/format.md, used to build images the Writer refuses to write and to
+// locate fields for the tamper tests.
+
+type sec struct {
+	typ, flags uint32
+	payload    []byte
+	crc        *uint32 // overrides the computed CRC
+	reserved   uint32
+	autoPad    bool // payload: zeros up to the next page boundary (+ header)
+	autoEnd    bool // payload: the offset of this section's header
+	length     *uint64
+}
+
+func jsonSec(typ uint32, v any) sec {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return sec{typ: typ, flags: FlagCritical, payload: b}
+}
+
+// stdSecs is the section list the Writer produces.
+func stdSecs(h *Header, procs []*Process, data []byte) []sec {
+	s := []sec{jsonSec(SecHeader, h)}
+	for _, p := range procs {
+		s = append(s, jsonSec(SecProcess, p))
+	}
+	return append(s,
+		sec{typ: SecPad, autoPad: true},
+		sec{typ: SecData, flags: FlagCritical, payload: data},
+		sec{typ: SecEnd, flags: FlagCritical, autoEnd: true})
+}
+
+func assemble(version uint32, secs []sec) []byte {
+	b := make([]byte, 16)
+	copy(b, Magic)
+	binary.LittleEndian.PutUint32(b[8:], version)
+	for _, s := range secs {
+		p := s.payload
+		if s.autoPad {
+			p = make([]byte, (4096-(len(b)+48)%4096)%4096)
+		}
+		if s.autoEnd {
+			p = binary.LittleEndian.AppendUint64(nil, uint64(len(b)))
+		}
+		crc := Checksum(0, p)
+		if s.crc != nil {
+			crc = *s.crc
+		}
+		n := uint64(len(p))
+		if s.length != nil {
+			n = *s.length
+		}
+		b = binary.LittleEndian.AppendUint32(b, s.typ)
+		b = binary.LittleEndian.AppendUint32(b, s.flags)
+		b = binary.LittleEndian.AppendUint64(b, n)
+		b = binary.LittleEndian.AppendUint32(b, crc)
+		b = binary.LittleEndian.AppendUint32(b, s.reserved)
+		b = append(b, p...)
+	}
+	return b
+}
+
+// rawSec is a section as parseSections finds it.
+type rawSec struct {
+	off      int // offset of the 24-byte header
+	typ      uint32
+	flags    uint32
+	length   uint64
+	crc      uint32
+	reserved uint32
+}
+
+func (s rawSec) payloadOff() int { return s.off + 24 }
+
+// parseSections splits a well-formed image into sections without any of
+// the package's code.
+func parseSections(t testing.TB, b []byte) []rawSec {
+	t.Helper()
+	var out []rawSec
+	off := 16
+	for off+24 <= len(b) {
+		s := rawSec{
+			off:      off,
+			typ:      binary.LittleEndian.Uint32(b[off:]),
+			flags:    binary.LittleEndian.Uint32(b[off+4:]),
+			length:   binary.LittleEndian.Uint64(b[off+8:]),
+			crc:      binary.LittleEndian.Uint32(b[off+16:]),
+			reserved: binary.LittleEndian.Uint32(b[off+20:]),
+		}
+		out = append(out, s)
+		off += 24 + int(s.length)
+		if s.typ == SecEnd {
+			break
+		}
+	}
+	if off != len(b) {
+		t.Fatalf("parseSections: stopped at %d of %d bytes", off, len(b))
+	}
+	return out
+}
+
+func decodeBytes(b []byte) (*Image, error) { return Decode(bytes.NewReader(b), int64(len(b))) }
+
+// isOneOf reports whether err wraps one of targets.
+func isOneOf(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}
+
+var allErrs = []error{ErrBadMagic, ErrVersion, ErrChecksum, ErrTruncated, ErrCorrupt}
+
+// ---------------------------------------------------------------------------
+// Round trip.
+
+func TestRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		nproc int
+		small bool
+		chunk int
+	}{
+		{"one process", 1, false, 4096},
+		{"one small process, byte chunks", 1, true, 1},
+		{"two processes, odd chunks", 2, false, 777},
+		{"three small processes, one write", 3, true, 1 << 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := makeSample(tc.nproc, tc.small)
+			path := filepath.Join(t.TempDir(), "img.chpox")
+			if err := writeImage(path, s.h, s.procs, s.data, tc.chunk); err != nil {
+				t.Fatal(err)
+			}
+			img, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer img.Close()
+			if diff := cmp.Diff(*s.h, img.Header); diff != "" {
+				t.Errorf("header (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(s.procs, img.Processes); diff != "" {
+				t.Errorf("processes (-want +got):\n%s", diff)
+			}
+			if off := img.DataFileOffset(); off%4096 != 0 {
+				t.Errorf("DataFileOffset() = %d, not page-aligned", off)
+			}
+			if got, want := img.DataCRC(), Checksum(0, s.data); got != want {
+				t.Errorf("DataCRC() = %#x, want %#x", got, want)
+			}
+			if err := img.VerifyData(); err != nil {
+				t.Errorf("VerifyData: %v", err)
+			}
+			all, err := io.ReadAll(img.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(all, s.data) {
+				t.Errorf("Data() returns %d bytes that differ from the %d written", len(all), len(s.data))
+			}
+			// Every run the records name holds the bytes written for it.
+			nruns := 0
+			check := func(where string, r DataRun) {
+				nruns++
+				want, ok := s.runs[r]
+				if !ok {
+					t.Errorf("%s: run %+v was never written", where, r)
+					return
+				}
+				got := make([]byte, r.Len)
+				if _, err := img.Data().ReadAt(got, int64(r.Off)); err != nil {
+					t.Errorf("%s: read run %+v: %v", where, r, err)
+				} else if !bytes.Equal(got, want) {
+					t.Errorf("%s: run %+v holds other bytes than written", where, r)
+				}
+			}
+			for _, p := range img.Processes {
+				for _, v := range p.VMAs {
+					for _, r := range v.Pages {
+						check(fmt.Sprintf("pid %d vma %#x", p.PID, v.Start), r)
+					}
+				}
+				for _, f := range p.Files {
+					for _, r := range f.Content {
+						check(fmt.Sprintf("pid %d fd %d", p.PID, f.FD), r)
+					}
+				}
+			}
+			if nruns != len(s.runs) {
+				t.Errorf("records name %d runs, %d were written", nruns, len(s.runs))
+			}
+			// The file is byte for byte what the specification describes.
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := assemble(1, stdSecs(s.h, s.procs, s.data)); !bytes.Equal(b, want) {
+				t.Errorf("writer output (%d bytes) differs from the spec encoding (%d bytes)", len(b), len(want))
+			}
+		})
+	}
+}
+
+func TestEmptyDataSection(t *testing.T) {
+	p := &Process{PID: 7, Threads: []Thread{{TID: 7}}, VMAs: []VMA{{Start: 0x1000, End: 0x2000, Kind: VMAVDSO}}}
+	path := filepath.Join(t.TempDir(), "img")
+	if err := writeImage(path, sampleHeader(1, 0), []*Process{p}, nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if img.DataFileOffset()%4096 != 0 || img.Data().Size() != 0 {
+		t.Errorf("data at %d size %d, want page-aligned and empty", img.DataFileOffset(), img.Data().Size())
+	}
+	if err := img.VerifyData(); err != nil {
+		t.Error(err)
+	}
+	if st, _ := os.Stat(path); st.Size() != 4096+32 {
+		t.Errorf("file is %d bytes, want %d", st.Size(), 4096+32)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Writer: file handling.
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestWriterFile(t *testing.T) {
+	s := makeSample(1, true)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "img.chpox")
+	s.write(t, path)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("image mode %v, want 0600", st.Mode().Perm())
+	}
+	if diff := cmp.Diff([]string{"img.chpox"}, dirNames(t, dir)); diff != "" {
+		t.Errorf("directory after Commit (-want +got):\n%s", diff)
+	}
+}
+
+func TestWriterTempFileMode(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(filepath.Join(dir, "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	names := dirNames(t, dir)
+	if len(names) != 1 || !strings.HasPrefix(names[0], ".img.tmp-") {
+		t.Fatalf("directory while writing: %q, want one .img.tmp-* file", names)
+	}
+	st, err := os.Stat(filepath.Join(dir, names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("temp file mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// TestWriterFailureKeepsPrevious: whatever goes wrong before Commit returns,
+// the previous image at the path stays byte-identical and no temporary file
+// is left behind.
+func TestWriterFailureKeepsPrevious(t *testing.T) {
+	s := makeSample(1, true)
+	n := uint64(len(s.data))
+	for _, tc := range []struct {
+		name string
+		run  func(w *Writer) error // returns the Commit error, or nil after Abort
+	}{
+		{"abort after data", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			w.BeginData(n)
+			w.Write(s.data)
+			w.Abort()
+			return nil
+		}},
+		{"abort right after create", func(w *Writer) error {
+			w.Abort()
+			return nil
+		}},
+		{"short data section", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			w.BeginData(n)
+			w.Write(s.data[:n-1])
+			return w.Commit()
+		}},
+		{"data section overflow", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			w.BeginData(n)
+			w.Write(s.data)
+			if _, err := w.Write([]byte{1}); err == nil {
+				return errors.New("overflowing Write succeeded")
+			}
+			return w.Commit()
+		}},
+		{"commit without data section", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			return w.Commit()
+		}},
+		{"process before header", func(w *Writer) error {
+			if err := w.WriteProcess(s.procs[0]); err == nil {
+				return errors.New("WriteProcess before WriteHeader succeeded")
+			}
+			w.WriteHeader(s.h)
+			w.BeginData(n)
+			w.Write(s.data)
+			return w.Commit()
+		}},
+		{"header declares other process count", func(w *Writer) error {
+			h := *s.h
+			h.Processes = 2
+			w.WriteHeader(&h)
+			w.WriteProcess(s.procs[0])
+			if err := w.BeginData(n); err == nil {
+				return errors.New("BeginData with a wrong process count succeeded")
+			}
+			w.Write(s.data)
+			return w.Commit()
+		}},
+		{"header declares other data size", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			if err := w.BeginData(n + 4096); err == nil {
+				return errors.New("BeginData with a wrong size succeeded")
+			}
+			return w.Commit()
+		}},
+		{"commit twice", func(w *Writer) error {
+			w.WriteHeader(s.h)
+			w.WriteProcess(s.procs[0])
+			w.BeginData(n)
+			w.Write(s.data)
+			w.Abort()
+			return w.Commit()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "img")
+			prev := s.write(t, path)
+			w, err := Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.run(w)
+			if aborted := strings.HasPrefix(tc.name, "abort"); !aborted && err == nil {
+				t.Error("Commit succeeded")
+			} else if aborted && err != nil {
+				t.Error(err)
+			}
+			got, rerr := os.ReadFile(path)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if !bytes.Equal(got, prev) {
+				t.Error("previous image changed")
+			}
+			if diff := cmp.Diff([]string{"img"}, dirNames(t, dir)); diff != "" {
+				t.Errorf("directory (-want +got):\n%s", diff)
+			}
+			w.Abort() // harmless a second time
+		})
+	}
+}
+
+func TestWriterReplaces(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "img")
+	makeSample(2, false).write(t, path)
+	s := makeSample(1, true)
+	s.write(t, path)
+	img, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if diff := cmp.Diff(s.procs, img.Processes); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestAbortAfterCommit(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "img")
+	s := makeSample(1, true)
+	w, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteHeader(s.h)
+	w.WriteProcess(s.procs[0])
+	w.BeginData(uint64(len(s.data)))
+	w.Write(s.data)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	w.Abort()
+	if err := w.Commit(); err == nil {
+		t.Error("second Commit succeeded")
+	}
+	if _, err := w.Write([]byte{1}); err == nil {
+		t.Error("Write after Commit succeeded")
+	}
+	img, err := Open(path)
+	if err != nil {
+		t.Fatalf("image after Commit+Abort: %v", err)
+	}
+	img.Close()
+	if diff := cmp.Diff([]string{"img"}, dirNames(t, dir)); diff != "" {
+		t.Errorf("directory (-want +got):\n%s", diff)
+	}
+}
+
+func TestCreateMissingDir(t *testing.T) {
+	_, err := Create(filepath.Join(t.TempDir(), "no", "such", "img"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Create in a missing directory: %v, want ErrNotExist", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Damage: every flipped bit of the metadata is refused.
+
+// region names the part of the image an offset falls in and the errors a
+// flip there may produce. okOpen means Open must succeed and VerifyData must
+// fail.
+type region struct {
+	name   string
+	errs   []error
+	okOpen bool
+}
+
+func classify(secs []rawSec, off int) region {
+	switch {
+	case off < 8:
+		return region{"magic", []error{ErrBadMagic}, false}
+	case off < 12:
+		return region{"version", []error{ErrVersion}, false}
+	case off < 16:
+		return region{"preamble reserved", []error{ErrCorrupt}, false}
+	}
+	for _, s := range secs {
+		if off >= s.payloadOff()+int(s.length) {
+			continue
+		}
+		field := off - s.off
+		name := fmt.Sprintf("section %d ", s.typ)
+		switch {
+		case field < 4:
+			// A type turned into an unknown critical type reads like a
+			// section from a newer chpox.
+			errs := []error{ErrCorrupt}
+			if s.typ == SecProcess {
+				errs = append(errs, ErrVersion)
+			}
+			return region{name + "type", errs, false}
+		case field < 8:
+			return region{name + "flags", []error{ErrCorrupt}, false}
+		case field < 16:
+			return region{name + "length", []error{ErrTruncated, ErrChecksum, ErrCorrupt}, false}
+		case field < 20 && s.typ == SecData:
+			return region{name + "crc", []error{ErrChecksum}, true}
+		case field < 20:
+			return region{name + "crc", []error{ErrChecksum}, false}
+		case field < 24:
+			return region{name + "reserved", []error{ErrCorrupt}, false}
+		case s.typ == SecData:
+			return region{name + "payload", []error{ErrChecksum}, true}
+		default:
+			return region{name + "payload", []error{ErrChecksum}, false}
+		}
+	}
+	panic(fmt.Sprintf("offset %d beyond the image", off))
+}
+
+func checkFlip(t *testing.T, img []byte, secs []rawSec, off int, bit uint) {
+	t.Helper()
+	b := bytes.Clone(img)
+	b[off] ^= 1 << bit
+	r := classify(secs, off)
+	got, err := decodeBytes(b)
+	if r.okOpen {
+		if err != nil {
+			t.Errorf("flip bit %d of byte %d (%s): Decode: %v, want success", bit, off, r.name, err)
+			return
+		}
+		if err := got.VerifyData(); !errors.Is(err, ErrChecksum) {
+			t.Errorf("flip bit %d of byte %d (%s): VerifyData: %v, want ErrChecksum", bit, off, r.name, err)
+		}
+		return
+	}
+	if err == nil {
+		t.Errorf("flip bit %d of byte %d (%s) went unnoticed", bit, off, r.name)
+	} else if !isOneOf(err, r.errs...) {
+		t.Errorf("flip bit %d of byte %d (%s): %v, want one of %v", bit, off, r.name, err, r.errs)
+	}
+}
+
+// TestTamper flips bits all over an image with two processes: every bit of
+// the preamble, of every section header and of the end section; one bit of
+// every other byte before the data payload (header, process and pad
+// payloads: a CRC catches every single-bit error, so which bit does not
+// matter); and samples of the data payload.
+func TestTamper(t *testing.T) {
+	t.Parallel()
+	s := makeSample(2, true)
+	img := s.write(t, filepath.Join(t.TempDir(), "img"))
+	secs := parseSections(t, img)
+	data := secs[len(secs)-2]
+	if data.typ != SecData {
+		t.Fatalf("second to last section is %d", data.typ)
+	}
+	dataStart, dataEnd := data.payloadOff(), data.payloadOff()+int(data.length)
+	if dataStart%4096 != 0 {
+		t.Fatalf("data payload at %d", dataStart)
+	}
+	allBits := make([]bool, len(img))
+	for i := 0; i < 16; i++ {
+		allBits[i] = true
+	}
+	for _, sc := range secs {
+		for i := 0; i < 24; i++ {
+			allBits[sc.off+i] = true
+		}
+	}
+	for i := dataEnd; i < len(img); i++ {
+		allBits[i] = true
+	}
+	dataStride := 61
+	if testing.Short() {
+		dataStride = 509
+	}
+	flips := 0
+	for off := range img {
+		switch {
+		case allBits[off]:
+			for bit := uint(0); bit < 8; bit++ {
+				checkFlip(t, img, secs, off, bit)
+				flips++
+			}
+		case off < dataStart:
+			checkFlip(t, img, secs, off, uint(off%8))
+			flips++
+		case (off-dataStart)%dataStride == 0 || off == dataEnd-1:
+			checkFlip(t, img, secs, off, uint(off%8))
+			flips++
+		}
+	}
+	t.Logf("%d flips; %d bytes of metadata, %d of data", flips, dataStart+len(img)-dataEnd, dataEnd-dataStart)
+}
+
+// TestTamperOpen repeats some flips on files through Open.
+func TestTamperOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := makeSample(1, true)
+	img := s.write(t, filepath.Join(dir, "orig"))
+	secs := parseSections(t, img)
+	var offs []int
+	for i := 0; i < 16; i++ {
+		offs = append(offs, i)
+	}
+	for _, sc := range secs {
+		for i := 0; i < 24; i += 3 {
+			offs = append(offs, sc.off+i)
+		}
+		if sc.length > 0 {
+			offs = append(offs, sc.payloadOff()+int(sc.length)/2)
+		}
+	}
+	for _, off := range offs {
+		b := bytes.Clone(img)
+		b[off] ^= 0x10
+		path := filepath.Join(dir, fmt.Sprintf("flip-%d", off))
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := classify(secs, off)
+		got, err := Open(path)
+		if r.okOpen {
+			if err != nil {
+				t.Errorf("byte %d (%s): Open: %v", off, r.name, err)
+				continue
+			}
+			if err := got.VerifyData(); !errors.Is(err, ErrChecksum) {
+				t.Errorf("byte %d (%s): VerifyData: %v, want ErrChecksum", off, r.name, err)
+			}
+			got.Close()
+			continue
+		}
+		if err == nil {
+			got.Close()
+			t.Errorf("byte %d (%s): flip went unnoticed", off, r.name)
+		} else if !isOneOf(err, r.errs...) {
+			t.Errorf("byte %d (%s): %v, want one of %v", off, r.name, err, r.errs)
+		}
+	}
+}
+
+func TestTruncated(t *testing.T) {
+	t.Parallel()
+	img := makeSample(1, true).write(t, filepath.Join(t.TempDir(), "img"))
+	secs := parseSections(t, img)
+	dataStart := secs[len(secs)-2].payloadOff()
+	dataEnd := secs[len(secs)-1].off
+	for n := 0; n < len(img); n++ {
+		if n > dataStart && n < dataEnd && n%97 != 0 {
+			continue // a sample of the cuts inside the data payload
+		}
+		_, err := decodeBytes(img[:n])
+		if !errors.Is(err, ErrTruncated) {
+			t.Errorf("image cut to %d of %d bytes: %v, want ErrTruncated", n, len(img), err)
+		}
+	}
+	// The same through a real file.
+	path := filepath.Join(t.TempDir(), "cut")
+	for _, n := range []int{0, 5, 8, 15, 16, 40, 4096, len(img) - 32, len(img) - 1} {
+		if err := os.WriteFile(path, img[:n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(path); !errors.Is(err, ErrTruncated) {
+			t.Errorf("Open of %d-byte prefix: %v, want ErrTruncated", n, err)
+		}
+	}
+}
+
+func TestNotAnImage(t *testing.T) {
+	good := makeSample(1, true).write(t, filepath.Join(t.TempDir(), "img"))
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ErrTruncated},
+		{"magic prefix", []byte("\x89CH"), ErrTruncated},
+		{"magic only", []byte(Magic), ErrTruncated},
+		{"short text", []byte("hi\n"), ErrBadMagic},
+		{"ELF", []byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00"), ErrBadMagic},
+		{"text-mode mangled CRLF", append([]byte("\x89CHPOX\n"), good[8:]...), ErrBadMagic},
+		{"high bit stripped", append([]byte("\x09CHPOX\r\n"), good[8:]...), ErrBadMagic},
+		{"trailing garbage", append(bytes.Clone(good), 0), ErrCorrupt},
+		{"trailing page", append(bytes.Clone(good), make([]byte, 4096)...), ErrCorrupt},
+		{"image twice", append(bytes.Clone(good), good...), ErrCorrupt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := decodeBytes(tc.b); !errors.Is(err, tc.want) {
+				t.Errorf("Decode: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open of a missing file: %v", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Versions and unknown sections.
+
+func TestVersion(t *testing.T) {
+	s := makeSample(1, true)
+	for _, v := range []uint32{0, 2, 1 << 31} {
+		b := assemble(v, stdSecs(s.h, s.procs, s.data))
+		_, err := decodeBytes(b)
+		if !errors.Is(err, ErrVersion) {
+			t.Errorf("version %d: %v, want ErrVersion", v, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", v)) || !strings.Contains(msg, "version 1") {
+			t.Errorf("version %d: message %q names not both versions", v, msg)
+		}
+	}
+}
+
+func TestUnknownSections(t *testing.T) {
+	s := makeSample(2, true)
+	std := stdSecs(s.h, s.procs, s.data) // header, proc, proc, pad, data, end
+	insert := func(at int, extra ...sec) []sec {
+		out := append([]sec(nil), std[:at]...)
+		out = append(out, extra...)
+		return append(out, std[at:]...)
+	}
+	bad := uint32(0xdeadbeef)
+	big := bytes.Repeat([]byte("future"), 2000)
+	for _, tc := range []struct {
+		name string
+		secs []sec
+		want error // nil: decodes to the sample
+	}{
+		{"non-critical after header", insert(1, sec{typ: 100, payload: []byte(`{"new":1}`)}), nil},
+		{"non-critical between processes", insert(2, sec{typ: 0x7ffe, payload: big}), nil},
+		{"non-critical before pad", insert(3, sec{typ: 5, payload: nil}), nil},
+		{"several non-critical", insert(1, sec{typ: 100}, sec{typ: 101, payload: big}, sec{typ: 1 << 31, payload: []byte("x")}), nil},
+		// Unknown non-critical sections are skipped unread.
+		{"non-critical with bad crc", insert(1, sec{typ: 100, payload: big, crc: &bad}), nil},
+		{"critical after header", insert(1, sec{typ: 100, flags: FlagCritical, payload: []byte("{}")}), ErrVersion},
+		{"critical before pad", insert(3, sec{typ: 0x1234, flags: FlagCritical}), ErrVersion},
+		{"non-critical after pad", insert(4, sec{typ: 100}), ErrCorrupt},
+		{"non-critical after data", insert(5, sec{typ: 100}), ErrCorrupt},
+		{"non-critical first", insert(0, sec{typ: 100}), ErrCorrupt},
+		{"undefined flag on unknown section", insert(1, sec{typ: 100, flags: 2}), ErrCorrupt},
+		{"reserved set on unknown section", insert(1, sec{typ: 100, reserved: 1}), ErrCorrupt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, err := decodeBytes(assemble(1, tc.secs))
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) {
+					t.Errorf("Decode: %v, want %v", err, tc.want)
+				}
+				if errors.Is(err, ErrVersion) && !strings.Contains(err.Error(), "upgrade") {
+					t.Errorf("message %q does not tell to upgrade", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if diff := cmp.Diff(s.procs, img.Processes); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if img.DataFileOffset()%4096 != 0 {
+				t.Errorf("data at %d", img.DataFileOffset())
+			}
+			if err := img.VerifyData(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestUnknownJSONFields(t *testing.T) {
+	s := makeSample(1, true)
+	secs := stdSecs(s.h, s.procs, s.data)
+	for i := 0; i < 2; i++ {
+		p := secs[i].payload
+		secs[i].payload = append([]byte(`{"future_field":{"a":[1,2,3]},`), p[1:]...)
+	}
+	img, err := decodeBytes(assemble(1, secs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(s.procs, img.Processes); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestStructure covers container rules a bit flip cannot always reach.
+func TestStructure(t *testing.T) {
+	s := makeSample(1, true)
+	std := func() []sec { return stdSecs(s.h, s.procs, s.data) } // header, proc, pad, data, end
+	without := func(i int) []sec { x := std(); return append(x[:i], x[i+1:]...) }
+	with := func(f func(x []sec)) []sec { x := std(); f(x); return x }
+	u := func(v uint64) *uint64 { return &v }
+	for _, tc := range []struct {
+		name string
+		secs []sec
+		want error
+	}{
+		{"baseline", std(), nil},
+		{"no header", without(0), ErrCorrupt},
+		{"no pad", without(2), ErrCorrupt},
+		{"no data", without(3), ErrCorrupt},
+		{"no end", without(4), ErrTruncated},
+		{"no process", without(1), ErrCorrupt},
+		{"two headers", append([]sec{std()[0]}, std()...), ErrCorrupt},
+		{"process after data", with(func(x []sec) { x[4] = x[1] }), ErrCorrupt},
+		{"two pads", with(func(x []sec) { x[1] = sec{typ: SecPad} }), ErrCorrupt},
+		{"pad not zero", with(func(x []sec) {
+			x[2] = sec{typ: SecPad, payload: append(make([]byte, 4096-16-24-len(x[0].payload)-24-len(x[1].payload)-24-24-1), 1)}
+		}), ErrCorrupt},
+		{"pad a page too long", with(func(x []sec) {
+			x[2] = sec{typ: SecPad, payload: make([]byte, 2*4096-16-24-len(x[0].payload)-24-len(x[1].payload)-24-24)}
+		}), ErrCorrupt},
+		{"data not aligned", with(func(x []sec) { x[2] = sec{typ: SecPad, payload: []byte{0, 0, 0}} }), ErrCorrupt},
+		{"header not critical", with(func(x []sec) { x[0].flags = 0 }), ErrCorrupt},
+		{"pad critical", with(func(x []sec) { x[2].flags = FlagCritical }), ErrCorrupt},
+		{"data not critical", with(func(x []sec) { x[3].flags = 0 }), ErrCorrupt},
+		{"type 0", with(func(x []sec) { x[1].typ = 0 }), ErrCorrupt},
+		{"end marker wrong", with(func(x []sec) { x[4] = sec{typ: SecEnd, flags: FlagCritical, payload: make([]byte, 8)} }), ErrCorrupt},
+		{"end marker too long", with(func(x []sec) { x[4] = sec{typ: SecEnd, flags: FlagCritical, payload: make([]byte, 16)} }), ErrCorrupt},
+		{"data length beyond file", with(func(x []sec) { x[3].length = u(uint64(len(s.data)) + 100) }), ErrTruncated},
+		{"huge length", with(func(x []sec) { x[1].length = u(math.MaxUint64) }), ErrTruncated},
+		{"header json broken", with(func(x []sec) { x[0].payload = []byte(`{"arch":`) }), ErrCorrupt},
+		{"process json wrong type", with(func(x []sec) { x[1].payload = []byte(`{"pid":"one"}`) }), ErrCorrupt},
+		{"process json null", with(func(x []sec) { x[1].payload = []byte(`null`) }), ErrCorrupt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeBytes(assemble(1, tc.secs))
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Decode: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMetaSectionLimit(t *testing.T) {
+	// A section claiming more than the limit is refused before allocation,
+	// even if the file is that long.
+	s := makeSample(1, true)
+	secs := stdSecs(s.h, s.procs, s.data)
+	secs[1].payload = append(secs[1].payload, make([]byte, maxMetaSection)...)
+	_, err := decodeBytes(assemble(1, secs))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("Decode: %v, want ErrCorrupt about the limit", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Validation of the records.
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(h *Header, ps []*Process, dataLen uint64)
+		want   error
+	}{
+		{"baseline", func(*Header, []*Process, uint64) {}, nil},
+		{"header counts more processes", func(h *Header, _ []*Process, _ uint64) { h.Processes = 3 }, ErrCorrupt},
+		{"header counts fewer processes", func(h *Header, _ []*Process, _ uint64) { h.Processes = 1 }, ErrCorrupt},
+		{"header data bytes wrong", func(h *Header, _ []*Process, _ uint64) { h.DataBytes++ }, ErrCorrupt},
+		{"pid 0", func(_ *Header, ps []*Process, _ uint64) { ps[0].PID = 0 }, ErrCorrupt},
+		{"duplicate pid", func(_ *Header, ps []*Process, _ uint64) { ps[1].PID = ps[0].PID }, ErrCorrupt},
+		{"duplicate tid", func(_ *Header, ps []*Process, _ uint64) { ps[1].Threads[1].TID = ps[0].Threads[0].TID }, ErrCorrupt},
+		{"no threads", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads = nil }, ErrCorrupt},
+		{"tid 0", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[1].TID = 0 }, ErrCorrupt},
+		{"xsave too big", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].XSave = make([]byte, maxXSave+1) }, ErrCorrupt},
+		{"short pending siginfo", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].Pending[0] = make([]byte, 127) }, ErrCorrupt},
+		{"short shared siginfo", func(_ *Header, ps []*Process, _ uint64) { ps[1].SharedPending = [][]byte{nil} }, ErrCorrupt},
+		{"unaligned vma start", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[0].Start += 8 }, ErrCorrupt},
+		{"unaligned vma end", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[5].End -= 1 }, ErrCorrupt},
+		{"empty vma", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[5].End = ps[0].VMAs[5].Start }, ErrCorrupt},
+		{"overlapping vmas", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[1].Start = 0x401000 }, ErrCorrupt},
+		{"vmas out of order", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].VMAs[4], ps[0].VMAs[5] = ps[0].VMAs[5], ps[0].VMAs[4]
+		}, ErrCorrupt},
+		{"unknown vma kind", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Kind = "hugetlb" }, ErrCorrupt},
+		{"file vma without file", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[0].File = nil }, ErrCorrupt},
+		{"run before vma", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[0].Addr = 0x4ff000 }, ErrCorrupt},
+		{"run past vma end", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[1].Len = 0x2000 }, ErrCorrupt},
+		{"run wholly after vma", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[1].Addr = 0x600000 }, ErrCorrupt},
+		{"run in another vma", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[1].Pages[0].Addr = 0x500000 }, ErrCorrupt},
+		{"run address overflows", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].VMAs[2].Pages[1].Addr = math.MaxUint64 &^ 4095
+		}, ErrCorrupt},
+		{"runs overlap", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[1].Addr = 0x501000 }, ErrCorrupt},
+		{"run unaligned address", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[1].Addr += 1 }, ErrCorrupt},
+		{"run unaligned length", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[0].Len -= 1 }, ErrCorrupt},
+		{"run empty", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[0].Len = 0 }, ErrCorrupt},
+		{"run beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[1].VMAs[2].Pages[1].Off = n - 0x800 }, ErrCorrupt},
+		{"run offset beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[0].VMAs[2].Pages[0].Off = n + 1 }, ErrCorrupt},
+		{"run offset wraps", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[0].Off = math.MaxUint64 - 0xfff }, ErrCorrupt},
+		{"run ends at data end", func(_ *Header, ps []*Process, n uint64) { ps[1].VMAs[2].Pages[1].Off = n - 0x1000 }, nil},
+		{"file content beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[1].Files[2].Content[1].Off = n - 49 }, ErrCorrupt},
+		{"file content offset wraps", func(_ *Header, ps []*Process, _ uint64) { ps[1].Files[2].Content[1].Off = math.MaxUint64 }, ErrCorrupt},
+		{"file content past largest offset", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[2].Content[1].Addr = math.MaxInt64 - 10
+		}, ErrCorrupt},
+		{"file content up to largest offset", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[2].Content[1].Addr = math.MaxInt64 - 50
+		}, nil},
+		{"empty file content run", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[2].Content[1].Len = 0 }, nil},
+		{"negative fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].FD = -1 }, ErrCorrupt},
+		{"duplicate fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].FD = 0 }, ErrCorrupt},
+		{"same fd in two processes", func(_ *Header, ps []*Process, _ uint64) {}, nil},
+		{"unknown file kind", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].Kind = "socket" }, ErrCorrupt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := makeSample(2, false)
+			tc.mutate(s.h, s.procs, uint64(len(s.data)))
+			_, err := decodeBytes(assemble(1, stdSecs(s.h, s.procs, s.data)))
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Decode: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoProcesses(t *testing.T) {
+	h := sampleHeader(0, 0)
+	_, err := decodeBytes(assemble(1, stdSecs(h, nil, nil)))
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Decode: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestErrorsWrapOneSentinel: every refusal of an in-memory image wraps
+// exactly one of the exported errors.
+func TestErrorsWrapOneSentinel(t *testing.T) {
+	img := makeSample(1, true).write(t, filepath.Join(t.TempDir(), "img"))
+	secs := parseSections(t, img)
+	for off := 0; off < len(img); off += 7 {
+		if classify(secs, off).okOpen {
+			continue
+		}
+		b := bytes.Clone(img)
+		b[off] ^= 0x81
+		_, err := decodeBytes(b)
+		if err == nil {
+			t.Errorf("flip at %d unnoticed", off)
+			continue
+		}
+		n := 0
+		for _, e := range allErrs {
+			if errors.Is(err, e) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("flip at %d: %v wraps %d sentinels", off, err, n)
+		}
+	}
+}

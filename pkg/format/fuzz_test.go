@@ -1,0 +1,279 @@
+package format
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// seedImages are small images made by the Writer. They are checked in as
+// testdata/fuzz/FuzzDecode/seed-* (go test -run TestWriteFuzzCorpus
+// -write-corpus ./pkg/format rewrites them) and also added by FuzzDecode
+// itself, so the seeds follow the writer.
+func seedImages(t testing.TB) map[string][]byte {
+	t.Helper()
+	tiny := func(pid int) *Process {
+		return &Process{
+			PID: pid, PPID: 1, Comm: "tiny", Exe: "/bin/tiny", Cwd: "/", Root: "/",
+			Threads: []Thread{{TID: pid, Regs: Regs{Rip: 0x401000, Rsp: 0x7ffc00000ff0}, XSave: []byte{1, 2, 3, 4}}},
+			VMAs:    []VMA{{Start: 0x7ffd00000000, End: 0x7ffd00002000, Prot: ProtRead | ProtExec, Kind: VMAVDSO, Name: "[vdso]"}},
+		}
+	}
+	out := map[string][]byte{}
+	write := func(name string, procs []*Process, data []byte) {
+		path := filepath.Join(t.TempDir(), name)
+		if err := writeImage(path, sampleHeader(len(procs), len(data)), procs, data, 512); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = b
+	}
+	write("seed-minimal", []*Process{tiny(10)}, nil)
+
+	// One page of memory and a deleted file of 10 bytes.
+	p := tiny(20)
+	p.VMAs = append([]VMA{{Start: 0x600000, End: 0x602000, Prot: ProtRead | ProtWrite, Kind: VMAAnon, Name: "[heap]",
+		Pages: []DataRun{{Addr: 0x601000, Off: 0, Len: 4096}}}}, p.VMAs...)
+	p.Files = []File{
+		{FD: 0, Kind: FileChar, Path: "/dev/null"},
+		{FD: 3, Kind: FileDeleted, Path: "/tmp/x (deleted)", Mode: 0o100600, Content: []DataRun{{Addr: 0, Off: 4096, Len: 10}}},
+	}
+	data := make([]byte, 4096+10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	write("seed-one-page", []*Process{p}, data)
+
+	// Two processes sharing a file-backed mapping record, no pages.
+	a, b := tiny(30), tiny(31)
+	b.PPID = 30
+	b.VMAs = append([]VMA{{Start: 0x400000, End: 0x401000, Prot: ProtRead | ProtExec, Kind: VMAFile, Name: "/bin/tiny",
+		File: &FileRef{Path: "/bin/tiny", Dev: 1, Inode: 2, Size: 4096, MtimeNS: 3}}}, b.VMAs...)
+	b.Files = []File{{FD: 5, Kind: FileDeleted, Path: "/tmp/y (deleted)", Content: []DataRun{{Addr: 4096, Off: 0, Len: 5}}}}
+	write("seed-two-procs", []*Process{a, b}, []byte("hello"))
+	return out
+}
+
+var writeCorpus = flag.Bool("write-corpus", false, "rewrite the seed files in testdata/fuzz/FuzzDecode")
+
+// TestWriteFuzzCorpus writes the checked-in seed corpus when asked to, and
+// otherwise checks it is what the writer produces today.
+func TestWriteFuzzCorpus(t *testing.T) {
+	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
+	for name, b := range seedImages(t) {
+		enc := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", b)
+		path := filepath.Join(dir, name)
+		if *writeCorpus {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, enc, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (rewrite with go test -run TestWriteFuzzCorpus -write-corpus)", err)
+		}
+		if !bytes.Equal(got, enc) {
+			t.Errorf("%s differs from what the writer makes now; rewrite with go test -run TestWriteFuzzCorpus -write-corpus", path)
+		}
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to Decode: it must never panic, every
+// refusal must wrap one of the package's errors, and an accepted image must
+// hold together (checkAccepted).
+func FuzzDecode(f *testing.F) {
+	for _, b := range seedImages(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		img, err := decodeBytes(b)
+		if err != nil {
+			if img != nil {
+				t.Fatalf("Decode returned an image and %v", err)
+			}
+			if !isOneOf(err, allErrs...) {
+				t.Fatalf("error wraps none of the package errors: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, img, b)
+	})
+}
+
+// FuzzDecodeRecords fuzzes the JSON of the header and of one process inside
+// an otherwise well-formed image with correct checksums, so that the
+// fuzzer reaches the record validation that FuzzDecode rarely gets past the
+// CRCs to.
+func FuzzDecodeRecords(f *testing.F) {
+	s := makeSample(1, true)
+	h, _ := json.Marshal(s.h)
+	p, _ := json.Marshal(s.procs[0])
+	f.Add(h, p, uint16(len(s.data)))
+	for _, b := range seedImages(f) {
+		secs := parseSections(f, b)
+		f.Add(b[secs[0].payloadOff():][:secs[0].length], b[secs[1].payloadOff():][:secs[1].length], uint16(secs[len(secs)-2].length))
+	}
+	f.Fuzz(func(t *testing.T, hdr, proc []byte, n uint16) {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i)
+		}
+		b := assemble(1, []sec{
+			{typ: SecHeader, flags: FlagCritical, payload: hdr},
+			{typ: SecProcess, flags: FlagCritical, payload: proc},
+			{typ: SecPad, autoPad: true},
+			{typ: SecData, flags: FlagCritical, payload: data},
+			{typ: SecEnd, flags: FlagCritical, autoEnd: true},
+		})
+		img, err := decodeBytes(b)
+		if err != nil {
+			if img != nil || !isOneOf(err, allErrs...) {
+				t.Fatalf("Decode: image %v, error %v", img != nil, err)
+			}
+			return
+		}
+		checkAccepted(t, img, b)
+	})
+}
+
+// checkAccepted re-checks, without the package's validation code, what
+// restore relies on in an image Decode accepted, then writes it again and
+// reads it back.
+func checkAccepted(t *testing.T, img *Image, b []byte) {
+	t.Helper()
+	off, n := img.DataFileOffset(), img.Data().Size()
+	if off%4096 != 0 || off < 16+3*24 || n < 0 || off+n > int64(len(b)) {
+		t.Fatalf("data section %d+%d in a %d-byte file", off, n, len(b))
+	}
+	if img.Header.DataBytes != n {
+		t.Fatalf("header says %d data bytes, section has %d", img.Header.DataBytes, n)
+	}
+	if len(img.Processes) == 0 || len(img.Processes) != img.Header.Processes {
+		t.Fatalf("%d processes, header says %d", len(img.Processes), img.Header.Processes)
+	}
+	inData := func(where string, r DataRun) {
+		end, carry := bits.Add64(r.Off, r.Len, 0)
+		if carry != 0 || end > uint64(n) {
+			t.Fatalf("%s: run %+v beyond the %d-byte data section", where, r, n)
+		}
+		buf := make([]byte, r.Len)
+		if k, err := img.Data().ReadAt(buf, int64(r.Off)); k != len(buf) {
+			t.Fatalf("%s: read run %+v: %d bytes, %v", where, r, k, err)
+		}
+		if !bytes.Equal(buf, b[off+int64(r.Off):off+int64(end)]) {
+			t.Fatalf("%s: run %+v reads other bytes than the file holds", where, r)
+		}
+	}
+	for _, p := range img.Processes {
+		if p == nil {
+			t.Fatal("nil process")
+		}
+		for _, v := range p.VMAs {
+			if v.Start%4096 != 0 || v.End%4096 != 0 || v.Start >= v.End {
+				t.Fatalf("pid %d: bad memory area %#x-%#x", p.PID, v.Start, v.End)
+			}
+			for _, r := range v.Pages {
+				where := fmt.Sprintf("pid %d vma %#x-%#x", p.PID, v.Start, v.End)
+				end, carry := bits.Add64(r.Addr, r.Len, 0)
+				if carry != 0 || r.Addr < v.Start || end > v.End || r.Len == 0 || r.Len%4096 != 0 {
+					t.Fatalf("%s: page run %+v outside the area", where, r)
+				}
+				inData(where, r)
+			}
+		}
+		for _, f := range p.Files {
+			for _, r := range f.Content {
+				inData(fmt.Sprintf("pid %d fd %d", p.PID, f.FD), r)
+			}
+		}
+	}
+	crc := Checksum(0, b[off:off+n])
+	if crc != img.DataCRC() {
+		if err := img.VerifyData(); !errors.Is(err, ErrChecksum) {
+			t.Fatalf("data CRC %#x, section says %#x, VerifyData: %v", crc, img.DataCRC(), err)
+		}
+		return
+	}
+	if err := img.VerifyData(); err != nil {
+		t.Fatalf("VerifyData: %v", err)
+	}
+
+	// What the reader accepts, the writer writes and the reader reads back
+	// unchanged.
+	path := filepath.Join(t.TempDir(), "again")
+	if err := writeImage(path, &img.Header, img.Processes, b[off:off+n], 4096); err != nil {
+		t.Fatalf("write accepted image again: %v", err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatalf("read rewritten image: %v", err)
+	}
+	defer again.Close()
+	if diff := cmp.Diff(img.Header, again.Header); diff != "" {
+		t.Fatalf("rewritten header (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(img.Processes, again.Processes); diff != "" {
+		t.Fatalf("rewritten processes (-want +got):\n%s", diff)
+	}
+}
+
+// TestFuzzCorpusSeeds: the checked-in seeds are valid images, so that the
+// fuzzer starts from something the reader accepts; any other file there is
+// a crasher kept as a regression test and must be refused cleanly.
+func TestFuzzCorpusSeeds(t *testing.T) {
+	ents, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzDecode"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds := 0
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzDecode", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := parseCorpusBytes(t, e.Name(), raw)
+		_, err = decodeBytes(b)
+		if strings.HasPrefix(e.Name(), "seed-") {
+			seeds++
+			if err != nil {
+				t.Errorf("seed %s: %v", e.Name(), err)
+			}
+		} else if err != nil && !isOneOf(err, allErrs...) {
+			t.Errorf("%s: %v wraps none of the package errors", e.Name(), err)
+		}
+	}
+	if seeds < 3 {
+		t.Errorf("%d seed files, want at least 3", seeds)
+	}
+}
+
+// parseCorpusBytes decodes a one-value "go test fuzz v1" file.
+func parseCorpusBytes(t *testing.T, name string, raw []byte) []byte {
+	t.Helper()
+	lines := strings.SplitN(strings.TrimRight(string(raw), "\n"), "\n", 2)
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" {
+		t.Fatalf("%s: not a one-value corpus file", name)
+	}
+	v := strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")")
+	var s string
+	if _, err := fmt.Sscanf(v, "%q", &s); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return []byte(s)
+}
