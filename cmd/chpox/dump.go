@@ -16,12 +16,15 @@ func dumpCommand() *cli.Command {
 		Usage:     "checkpoint a running process into an image; it keeps running",
 		ArgsUsage: "PID",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)", Required: true},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process after a successful checkpoint"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("%w: dump takes one PID, got %d arguments", errUsage, c.NArg())
+			}
+			if c.String("output") == "" {
+				return fmt.Errorf("%w: dump needs -o FILE, the image to write", errUsage)
 			}
 			pid, err := strconv.Atoi(c.Args().First())
 			if err != nil || pid <= 0 {

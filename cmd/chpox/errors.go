@@ -24,7 +24,7 @@ const (
 func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, errUsage):
-		return exitUsage, "run 'chpox help' for usage"
+		return exitUsage, "run 'chpox --help' for usage"
 	case errors.Is(err, procinfo.ErrNoProcess):
 		return exitNoProcess, "check the PID with 'ps'"
 	case errors.Is(err, restore.ErrPIDInUse):

@@ -33,7 +33,21 @@ func main() {
 		},
 		Commands:        []*cli.Command{dumpCommand(), restoreCommand(), inspectCommand()},
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // main reports errors itself
+		// No command: show help, but as a usage error.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("%w: unknown command %q", errUsage, c.Args().First())
+			}
+			cli.ShowAppHelp(c)
+			return errUsage
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors itself
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError
 	}
 	if err := app.Run(flagsFirst(os.Args, app.Commands)); err != nil {
 		os.Exit(report(err))

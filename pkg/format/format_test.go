@@ -1084,7 +1084,12 @@ func TestValidate(t *testing.T) {
 		{"run beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[1].VMAs[2].Pages[1].Off = n - 0x800 }, ErrCorrupt},
 		{"run offset beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[0].VMAs[2].Pages[0].Off = n + 1 }, ErrCorrupt},
 		{"run offset wraps", func(_ *Header, ps []*Process, _ uint64) { ps[0].VMAs[2].Pages[0].Off = math.MaxUint64 - 0xfff }, ErrCorrupt},
-		{"run ends at data end", func(_ *Header, ps []*Process, n uint64) { ps[1].VMAs[2].Pages[1].Off = n - 0x1000 }, nil},
+		{"run ends at data end", func(_ *Header, ps []*Process, n uint64) {
+			// the stack page and the deleted file's contents trade places
+			stack, content := &ps[1].VMAs[4].Pages[0], ps[1].Files[2].Content
+			content[0].Off, content[1].Off = stack.Off, stack.Off+100
+			stack.Off = n - 0x1000
+		}, nil},
 		{"file content beyond data section", func(_ *Header, ps []*Process, n uint64) { ps[1].Files[2].Content[1].Off = n - 49 }, ErrCorrupt},
 		{"file content offset wraps", func(_ *Header, ps []*Process, _ uint64) { ps[1].Files[2].Content[1].Off = math.MaxUint64 }, ErrCorrupt},
 		{"file content past largest offset", func(_ *Header, ps []*Process, _ uint64) {
@@ -1094,6 +1099,16 @@ func TestValidate(t *testing.T) {
 			ps[0].Files[2].Content[1].Addr = math.MaxInt64 - 50
 		}, nil},
 		{"empty file content run", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[2].Content[1].Len = 0 }, nil},
+		{"page runs share data", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].VMAs[2].Pages[1].Off = ps[0].VMAs[2].Pages[0].Off + 0x1000
+		}, ErrCorrupt},
+		{"file content and pages share data", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[2].Content[0].Off = ps[0].VMAs[1].Pages[0].Off + 4000
+		}, ErrCorrupt},
+		{"empty content run inside a page run", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[2].Content[1] = DataRun{Off: ps[0].VMAs[1].Pages[0].Off + 8}
+		}, nil},
+		{"two processes share data", func(_ *Header, ps []*Process, _ uint64) { ps[1].VMAs[1].Pages[0].Off = ps[0].VMAs[1].Pages[0].Off }, nil},
 		{"negative fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].FD = -1 }, ErrCorrupt},
 		{"duplicate fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].FD = 0 }, ErrCorrupt},
 		{"same fd in two processes", func(_ *Header, ps []*Process, _ uint64) {}, nil},
@@ -1143,5 +1158,81 @@ func TestErrorsWrapOneSentinel(t *testing.T) {
 		if n != 1 {
 			t.Errorf("flip at %d: %v wraps %d sentinels", off, err, n)
 		}
+	}
+}
+
+// eofReaderAt returns io.EOF with every read that reaches the end of its
+// data, as the io.ReaderAt contract allows.
+type eofReaderAt []byte
+
+func (r eofReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(r)) {
+		return 0, io.EOF
+	}
+	n := copy(p, r[off:])
+	if off+int64(n) == int64(len(r)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func TestReaderAtContract(t *testing.T) {
+	s := makeSample(1, true)
+	img := assemble(1, stdSecs(s.h, s.procs, s.data))
+	got, err := Decode(eofReaderAt(img), int64(len(img)))
+	if err != nil {
+		t.Fatalf("Decode with io.EOF on full reads: %v", err)
+	}
+	if err := got.VerifyData(); err != nil {
+		t.Errorf("VerifyData: %v", err)
+	}
+	if diff := cmp.Diff(s.procs, got.Processes); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+
+	// A reader that holds less than the size it is given is a truncated
+	// image, not an I/O error.
+	for _, have := range []int{100, 4000, len(img) - 100, len(img) - 1} {
+		if _, err := Decode(eofReaderAt(img[:have]), int64(len(img))); !errors.Is(err, ErrTruncated) {
+			t.Errorf("%d of %d bytes: %v, want ErrTruncated", have, len(img), err)
+		}
+	}
+	// A size beyond the end marker is a malformed image; the reader does
+	// not read past the marker.
+	if _, err := Decode(eofReaderAt(img), int64(len(img))+4096); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("size beyond the end marker: %v, want ErrCorrupt", err)
+	}
+	if _, err := Decode(eofReaderAt(img[:10]), 16); !errors.Is(err, ErrTruncated) {
+		t.Errorf("10 bytes claimed as 16: %v, want ErrTruncated", err)
+	}
+	if _, err := Decode(eofReaderAt(img), -1); !errors.Is(err, ErrTruncated) {
+		t.Errorf("negative size: %v, want ErrTruncated", err)
+	}
+
+	// A zero-length section ending exactly at the end of the file (found by
+	// FuzzDecode: bytes.Reader returns io.EOF for the empty read, which came
+	// out as a bare "EOF" error). Its empty JSON is malformed.
+	cut := assemble(1, []sec{{typ: SecHeader, flags: FlagCritical}})
+	if _, err := decodeBytes(cut); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("empty header section at the end: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestDataShrinks: an image whose file is cut after Open fails VerifyData
+// with ErrTruncated.
+func TestDataShrinks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "img")
+	s := makeSample(1, true)
+	s.write(t, path)
+	img, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if err := os.Truncate(path, img.DataFileOffset()+100); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.VerifyData(); !errors.Is(err, ErrTruncated) {
+		t.Errorf("VerifyData of a cut file: %v, want ErrTruncated", err)
 	}
 }

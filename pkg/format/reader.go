@@ -3,6 +3,7 @@ package format
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -66,15 +67,20 @@ func (img *Image) VerifyData() error {
 	crc := uint32(0)
 	buf := make([]byte, 1<<20)
 	sr := img.Data()
+	total := int64(0)
 	for {
 		n, err := sr.Read(buf)
 		crc = Checksum(crc, buf[:n])
+		total += int64(n)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return fmt.Errorf("read data section: %w", err)
 		}
+	}
+	if total != img.dataLen {
+		return fmt.Errorf("%w: data section ends after %d of %d bytes", ErrTruncated, total, img.dataLen)
 	}
 	if crc != img.dataCRC {
 		return fmt.Errorf("data section: %w", ErrChecksum)
@@ -94,8 +100,8 @@ func Decode(r io.ReaderAt, size int64) (*Image, error) {
 	if size < n {
 		n = size
 	}
-	if k, err := r.ReadAt(pre[:n], 0); int64(k) < n {
-		return nil, fmt.Errorf("read preamble: %w", err)
+	if err := readAt(r, pre[:n], 0, "preamble"); err != nil {
+		return nil, err
 	}
 	// A file whose first bytes are not (a prefix of) the magic is something
 	// else; one that stops inside the preamble is a truncated image.
@@ -136,8 +142,8 @@ func (img *Image) readSections(size int64) error {
 		if off+sectionHdrLen > size {
 			return fmt.Errorf("%w: no end marker (file ends at byte %d)", ErrTruncated, size)
 		}
-		if _, err := img.r.ReadAt(hb, off); err != nil {
-			return fmt.Errorf("read section header at %d: %w", off, err)
+		if err := readAt(img.r, hb, off, "section header"); err != nil {
+			return err
 		}
 		h := unmarshalSection(hb)
 		if err := h.check(off); err != nil {
@@ -260,8 +266,8 @@ func (img *Image) readMeta(h sectionHeader, off int64) ([]byte, error) {
 		return nil, corrupt("section %d is %d bytes, limit %d", h.Type, h.Length, maxMetaSection)
 	}
 	payload := make([]byte, h.Length)
-	if _, err := img.r.ReadAt(payload, off); err != nil {
-		return nil, fmt.Errorf("read section %d: %w", h.Type, err)
+	if err := readAt(img.r, payload, off, fmt.Sprintf("section %d", h.Type)); err != nil {
+		return nil, err
 	}
 	if Checksum(0, payload) != h.CRC {
 		return nil, fmt.Errorf("section %d at byte %d: %w", h.Type, off-sectionHdrLen, ErrChecksum)
@@ -294,6 +300,24 @@ func decodeJSON(b []byte, v any, what string) error {
 		return corrupt("%s section: %v", what, err)
 	}
 	return nil
+}
+
+// readAt fills p from off. A ReaderAt may return io.EOF with a full read at
+// the end of its data, and may return io.EOF for an empty read there, so
+// only a short read counts; one that ends at EOF means the file is shorter
+// than the size Decode was given.
+func readAt(r io.ReaderAt, p []byte, off int64, what string) error {
+	if len(p) == 0 {
+		return nil
+	}
+	k, err := r.ReadAt(p, off)
+	if k == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %s at byte %d: file ends early", ErrTruncated, what, off)
+	}
+	return fmt.Errorf("read %s at byte %d: %w", what, off, err)
 }
 
 func putUint64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }

@@ -3,6 +3,7 @@ package format
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 const (
@@ -92,6 +93,38 @@ func (img *Image) validateProcess(p *Process) error {
 			if err := img.inData(r); err != nil {
 				return fmt.Errorf("fd %d: %w", f.FD, err)
 			}
+		}
+	}
+	return disjointRuns(p)
+}
+
+// disjointRuns checks that no two runs of one process share bytes of the
+// data section: restore streams the section once and hands every byte to at
+// most one destination.
+func disjointRuns(p *Process) error {
+	var runs []DataRun
+	for _, v := range p.VMAs {
+		runs = append(runs, v.Pages...)
+	}
+	for _, f := range p.Files {
+		for _, r := range f.Content {
+			if r.Len > 0 {
+				runs = append(runs, r)
+			}
+		}
+	}
+	slices.SortFunc(runs, func(a, b DataRun) int {
+		switch {
+		case a.Off < b.Off:
+			return -1
+		case a.Off > b.Off:
+			return 1
+		}
+		return 0
+	})
+	for i := 1; i < len(runs); i++ {
+		if prev := runs[i-1]; runs[i].Off < prev.Off+prev.Len { // in bounds: no overflow
+			return corrupt("data runs %d+%d and %d+%d overlap", prev.Off, prev.Len, runs[i].Off, runs[i].Len)
 		}
 	}
 	return nil

@@ -1,0 +1,49 @@
+# chpox: checkpoint/restore for Linux processes.
+#   make demo   build and show start, checkpoint, kill, restore, goes on
+#   make test   everything CI runs (as root)
+#   make bench  dump/restore throughput against this machine's limits
+
+GO    ?= go
+BIN   := bin/chpox
+FUZZTIME ?= 15s
+
+.PHONY: all build setup test lint unit e2e fuzz bench demo clean
+
+all: build
+
+# What a fresh machine of this kind may lack: gcc builds the test programs,
+# python3 runs one of them. Go comes with the machine.
+setup:
+	@command -v gcc >/dev/null && command -v python3 >/dev/null || \
+		(apt-get update && apt-get install -y gcc libc6-dev python3)
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN) ./cmd/chpox
+
+test: setup lint unit e2e fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./pkg/... ./cmd/...
+
+e2e:
+	$(GO) test -race -count=1 -timeout 10m ./e2e
+
+# Every fuzz target of the image reader, briefly; longer runs: make fuzz FUZZTIME=10m
+fuzz:
+	for f in $$($(GO) test -list '^Fuzz' ./pkg/format | grep ^Fuzz); do \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./pkg/format || exit 1; \
+	done
+
+bench: setup
+	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench
+
+demo: setup build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin
