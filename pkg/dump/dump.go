@@ -1,8 +1,9 @@
-// Package dump takes a checkpoint of a running process: it freezes it under
-// ptrace, gathers its state from /proc, from ptrace and from a few injected
-// system calls, copies its memory into a new image and lets it go on. A
-// failed dump leaves the process running exactly as before and the previous
-// image untouched.
+// Package dump takes a checkpoint of a running process tree: it freezes
+// every process under ptrace, gathers their state from /proc, from ptrace
+// and from a few injected system calls, finds what they share (open file
+// descriptions, pipes, shared memory), copies memory into a new image and
+// lets them go on. A failed dump leaves every process running exactly as
+// before and the previous image untouched.
 package dump
 
 import (
@@ -22,36 +23,37 @@ import (
 // Version is written into images as the tool that made them.
 var Version = "chpox-dev"
 
-// ErrUnsupported is returned (wrapped) when the process holds something
-// chpox cannot checkpoint yet; the error text names it.
+// ErrUnsupported is returned (wrapped) when a process holds something chpox
+// cannot checkpoint yet; the error text names it.
 var ErrUnsupported = procinfo.ErrUnsupported
 
 // Options control one dump.
 type Options struct {
-	Output string
-	Kill   bool // SIGKILL the process after a successful dump
+	Output     string
+	Kill       bool // SIGKILL the tree after a successful dump
+	NoChildren bool // dump the named process only
 }
 
 // Result describes a finished dump.
 type Result struct {
 	PID       int
 	Processes int
+	LeftOut   []int         // children not dumped (NoChildren)
 	Bytes     int64         // size of the image file
-	DataBytes int64         // memory and file contents
-	Frozen    time.Duration // how long the process was stopped
+	DataBytes int64         // memory, pipe and file contents
+	Frozen    time.Duration // how long the processes were stopped
 }
 
-// Dump checkpoints pid into opt.Output.
+// Member is one process of a frozen tree.
+type Member struct {
+	Info *procinfo.Info
+	T    *ptrace.Tracee // nil for a zombie
+}
+
+// Dump checkpoints pid and, unless opt.NoChildren, its descendants.
 func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
-	in, err := procinfo.Read(pid)
-	if err != nil {
-		return nil, fmt.Errorf("dump %d: %w", pid, err)
-	}
-	if err := supported(in); err != nil {
-		return nil, fmt.Errorf("dump %d: %w", pid, err)
-	}
-	res := &Result{PID: pid, Processes: 1}
-	err = tr.Do(func() error { return dumpFrozen(pid, opt, res) })
+	res := &Result{PID: pid}
+	err := tr.Do(func() error { return dumpTree(pid, opt, res) })
 	if err != nil {
 		return nil, err
 	}
@@ -63,87 +65,175 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	return res, nil
 }
 
-func supported(in *procinfo.Info) error {
-	switch {
-	case in.Zombie:
-		return fmt.Errorf("process is a zombie (it exited; its parent has not reaped it)")
-	case len(in.Threads) > 1:
-		return fmt.Errorf("process has %d threads; multi-threaded processes: %w", len(in.Threads), ErrUnsupported)
-	case len(in.Children) > 0:
-		return fmt.Errorf("process has child process %d; process trees: %w", in.Children[0], ErrUnsupported)
-	case in.Root != "/":
-		return fmt.Errorf("process runs in a chroot (%s): %w", in.Root, ErrUnsupported)
-	}
-	return nil
-}
-
-// dumpFrozen runs on the tracer thread: freeze, collect, write, release.
-func dumpFrozen(pid int, opt Options, res *Result) (err error) {
-	t, err := ptrace.Seize(pid)
+func dumpTree(pid int, opt Options, res *Result) (err error) {
+	ms, err := freezeTree(pid, opt.NoChildren)
 	if err != nil {
-		if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) {
-			return fmt.Errorf("dump %d: %w", pid, procinfo.ErrNoProcess)
-		}
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	frozenAt := time.Now()
 	released := false
 	defer func() {
 		if !released {
-			if rerr := t.Release(); rerr != nil {
+			if rerr := Release(ms); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("dump %d: resume after failure: %w", pid, rerr))
 			}
 		}
 	}()
-	// The process may have started a thread or a child between the check
-	// and the freeze.
-	in, err := procinfo.Read(pid)
+	if opt.NoChildren {
+		res.LeftOut = ms[0].Info.Children
+	}
+	if err := Collect(ms, 0); err != nil {
+		return fmt.Errorf("dump %d: %w", pid, err)
+	}
+	w, err := Write(ms, opt.Output)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
-	if err := supported(in); err != nil {
-		return fmt.Errorf("dump %d: %w", pid, err)
-	}
-	p := &in.Process
-	if err := collectThread(t, p); err != nil {
-		return err
-	}
-	if err := inject(t, p); err != nil {
-		return err
-	}
-	// Everything chpox changed is put back before memory is read, so the
-	// image holds the process as it was (the stub's page stays a private
-	// copy of the same bytes).
-	if err := t.Undo(); err != nil {
-		return fmt.Errorf("dump %d: %w", pid, err)
-	}
-	w, err := write(pid, p, opt.Output)
-	if err != nil {
-		return err
-	}
-	res.DataBytes = int64(w.dataBytes)
+	res.Processes, res.DataBytes = len(ms), int64(w.DataBytes)
 	if opt.Kill {
-		// Still frozen: the process cannot change anything after the
-		// checkpoint before it dies.
+		// Still frozen: nothing can change after the checkpoint.
 		if err := w.Commit(); err != nil {
 			return err
 		}
 		released = true
-		t.Kill()
+		for _, m := range ms {
+			unix.Kill(m.Info.PID, unix.SIGKILL)
+		}
+		Release(ms) // detaching lets the SIGKILLs act
 		res.Frozen = time.Since(frozenAt)
 		return nil
 	}
 	released = true
-	if err := t.Release(); err != nil {
+	if err := Release(ms); err != nil {
 		w.Abort()
 		return fmt.Errorf("dump %d: resume: %w", pid, err)
 	}
 	res.Frozen = time.Since(frozenAt)
-	slog.Debug("process resumed", "pid", pid, "frozen", res.Frozen)
-	return w.Commit() // fsync and rename while the process runs
+	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
+	return w.Commit() // fsync and rename while the processes run
 }
 
-func collectThread(t *ptrace.Tracee, p *format.Process) error {
+// freezeTree seizes root and then, top-down, its descendants: a process is
+// listed for children only after it is frozen, so none can appear unseen.
+func freezeTree(root int, noChildren bool) ([]*Member, error) {
+	var ms []*Member
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		m, err := freezeOne(pid, pid == root)
+		if err != nil {
+			Release(ms)
+			return nil, err
+		}
+		if m == nil {
+			continue // a child that exited meanwhile
+		}
+		ms = append(ms, m)
+		if !noChildren {
+			queue = append(queue, m.Info.Children...)
+		}
+	}
+	return ms, nil
+}
+
+func freezeOne(pid int, isRoot bool) (*Member, error) {
+	in, err := procinfo.Read(pid)
+	if err != nil {
+		if !isRoot && errors.Is(err, procinfo.ErrNoProcess) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if in.Zombie {
+		if isRoot {
+			return nil, fmt.Errorf("process %d is a zombie (it exited; its parent has not reaped it)", pid)
+		}
+		return &Member{Info: in}, nil
+	}
+	if err := supported(in); err != nil {
+		return nil, err
+	}
+	t, err := ptrace.Seize(pid)
+	if err != nil {
+		if errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.ESRCH) {
+			if isRoot {
+				return nil, fmt.Errorf("pid %d: %w", pid, procinfo.ErrNoProcess)
+			}
+			return nil, nil
+		}
+		return nil, traced(pid, err)
+	}
+	m := &Member{T: t}
+	// Read again now that it is frozen: its children and threads cannot
+	// change any more.
+	if m.Info, err = procinfo.Read(pid); err == nil {
+		err = supported(m.Info)
+	}
+	if err != nil {
+		t.Release()
+		return nil, err
+	}
+	return m, nil
+}
+
+// traced explains a failed seize: most often another tracer (a debugger, or
+// a `chpox run` supervisor, which FromSupervisor handles) holds the process.
+func traced(pid int, err error) error {
+	if tp := procinfo.TracerPID(pid); tp > 0 {
+		return fmt.Errorf("pid %d is already traced by pid %d (a debugger?): %w", pid, tp, err)
+	}
+	return err
+}
+
+func supported(in *procinfo.Info) error {
+	switch {
+	case len(in.Threads) > 1:
+		return fmt.Errorf("process %d has %d threads; multi-threaded processes: %w", in.PID, len(in.Threads), ErrUnsupported)
+	case in.Root != "/":
+		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
+	}
+	return nil
+}
+
+// Release puts every frozen process back as it was and lets it run.
+func Release(ms []*Member) error {
+	var errs []error
+	for _, m := range ms {
+		if m.T != nil {
+			if err := m.T.Release(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Collect reads the registers and signal state of every frozen process and
+// asks each, by injected calls, what /proc does not show. Pending signals
+// numbered ignoreSig (a `chpox run` trigger) are left out of the image.
+func Collect(ms []*Member, ignoreSig int) error {
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		p := &m.Info.Process
+		if err := collectThread(m.T, p, ignoreSig); err != nil {
+			return err
+		}
+		if err := inject(m.T, p); err != nil {
+			return err
+		}
+		// Put back what chpox changed before memory is read, so the image
+		// holds the process as it was.
+		if err := m.T.Undo(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func collectThread(t *ptrace.Tracee, p *format.Process, ignoreSig int) error {
 	th := format.Thread{TID: t.PID, Regs: fromPtrace(&t.Regs)}
 	var err error
 	if th.XSave, err = t.XState(); err != nil {
@@ -165,6 +255,8 @@ func collectThread(t *ptrace.Tracee, p *format.Process) error {
 		}
 		th.Pending = append(th.Pending, si)
 	}
+	th.Pending = withoutSignal(th.Pending, ignoreSig)
+	p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
 	rs, err := t.Rseq()
 	if err != nil {
 		return err
@@ -174,4 +266,17 @@ func collectThread(t *ptrace.Tracee, p *format.Process) error {
 	}
 	p.Threads = []format.Thread{th}
 	return nil
+}
+
+func withoutSignal(sis [][]byte, sig int) [][]byte {
+	if sig == 0 {
+		return sis
+	}
+	out := sis[:0]
+	for _, si := range sis {
+		if int(si[0])|int(si[1])<<8 != sig {
+			out = append(out, si)
+		}
+	}
+	return out
 }

@@ -14,68 +14,176 @@ import (
 	"github.com/chpox/chpox/pkg/vmadump"
 )
 
-// imageWriter is an image whose data is written and which waits for Commit.
-type imageWriter struct {
+// ImageWriter is an image whose content is written; the caller commits it
+// (fsync and rename) or aborts it.
+type ImageWriter struct {
 	*format.Writer
-	dataBytes uint64
+	DataBytes uint64
 }
 
-// write gathers memory and files of the frozen process and writes the whole
-// image to a temporary file. The caller commits or aborts it.
-func write(pid int, p *format.Process, out string) (*imageWriter, error) {
-	areas, err := vmadump.Areas(pid)
-	if err != nil {
-		return nil, err
-	}
-	end, err := vmadump.Plan(pid, areas, 0)
-	if err != nil {
-		return nil, err
-	}
-	files, err := procinfo.Files(pid)
-	if err != nil {
-		return nil, fmt.Errorf("dump %d: %w", pid, err)
-	}
-	defer procinfo.CloseFiles(files)
-	for _, f := range files {
-		if f.Source != nil {
-			f.Content = []format.DataRun{{Off: end, Len: uint64(f.Size)}}
-			end += uint64(f.Size)
-		}
-		p.Files = append(p.Files, f.File)
-	}
-	for _, a := range areas {
-		p.VMAs = append(p.VMAs, a.VMA)
-	}
+// proc is one live process with what write needs of it.
+type proc struct {
+	*Member
+	areas []*vmadump.Area
+	files []*procinfo.OpenFile
+}
 
+// plan is everything that goes into the data section, in order.
+type plan struct {
+	procs   []*proc
+	objects format.Objects
+	shm     []*vmadump.Shm
+	pipes   [][]byte // unread pipe contents, by pipe ID-1
+	end     uint64   // data section length
+}
+
+func (pl *plan) close() {
+	for _, s := range pl.shm {
+		s.Close()
+	}
+	for _, p := range pl.procs {
+		procinfo.CloseFiles(p.files)
+	}
+}
+
+// Write gathers the memory and files of the frozen processes and writes
+// the whole image to a temporary file.
+func Write(ms []*Member, out string) (*ImageWriter, error) {
+	pl := &plan{}
+	defer pl.close()
+	if err := pl.gather(ms); err != nil {
+		return nil, err
+	}
 	w, err := format.Create(out)
 	if err != nil {
 		return nil, err
 	}
-	iw := &imageWriter{Writer: w, dataBytes: end}
-	if err := fill(iw, pid, p, areas, files); err != nil {
+	iw := &ImageWriter{Writer: w, DataBytes: pl.end}
+	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err
 	}
 	return iw, nil
 }
 
-func fill(w *imageWriter, pid int, p *format.Process, areas []*vmadump.Area, files []*procinfo.OpenFile) error {
-	if err := w.WriteHeader(newHeader(1, w.dataBytes)); err != nil {
+// gather reads areas and files of every process and lays out the data
+// section: memory of each process, shared memory objects, pipe contents,
+// deleted files.
+func (pl *plan) gather(ms []*Member) error {
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		p := &proc{Member: m}
+		pl.procs = append(pl.procs, p)
+		var err error
+		if p.areas, err = vmadump.Areas(m.Info.PID); err != nil {
+			return err
+		}
+		if pl.end, err = vmadump.Plan(m.Info.PID, p.areas, pl.end); err != nil {
+			return err
+		}
+		if p.files, err = procinfo.Files(m.Info.PID); err != nil {
+			return err
+		}
+	}
+	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.pipeObjects, pl.deletedFiles}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	for _, p := range pl.procs {
+		in := &p.Info.Process
+		in.VMAs, in.Files = nil, nil
+		for _, a := range p.areas {
+			in.VMAs = append(in.VMAs, a.VMA)
+		}
+		for _, f := range p.files {
+			in.Files = append(in.Files, f.File)
+		}
+	}
+	return nil
+}
+
+// sharedMemory gives each shared memory object one ID and one copy.
+func (pl *plan) sharedMemory() error {
+	ids := map[uint64]int{}
+	for _, p := range pl.procs {
+		for _, a := range p.areas {
+			if a.Kind != format.VMASharedAnon {
+				continue
+			}
+			id, ok := ids[a.Inode]
+			if !ok {
+				s, err := vmadump.OpenShm(p.Info.PID, a)
+				if err != nil {
+					return err
+				}
+				id = len(pl.shm) + 1
+				s.ID = id
+				pl.end = s.Plan(pl.end)
+				pl.shm = append(pl.shm, s)
+				pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
+				ids[a.Inode] = id
+			}
+			a.Shm = id
+		}
+	}
+	return nil
+}
+
+func (pl *plan) deletedFiles() error {
+	seen := map[int]bool{}
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Source == nil || seen[f.Desc] {
+				continue
+			}
+			seen[f.Desc] = true
+			f.Content = []format.DataRun{{Off: pl.end, Len: uint64(f.Size)}}
+			pl.end += uint64(f.Size)
+		}
+	}
+	return nil
+}
+
+func (pl *plan) write(w *ImageWriter, ms []*Member) error {
+	if err := w.WriteHeader(newHeader(len(ms), pl.end)); err != nil {
 		return err
 	}
-	if err := w.WriteProcess(p); err != nil {
+	if err := w.WriteObjects(&pl.objects); err != nil {
 		return err
 	}
-	if err := w.BeginData(w.dataBytes); err != nil {
+	for _, m := range ms {
+		if err := w.WriteProcess(&m.Info.Process); err != nil {
+			return err
+		}
+	}
+	if err := w.BeginData(pl.end); err != nil {
 		return err
 	}
-	if err := vmadump.Copy(pid, areas, w); err != nil {
-		return err
+	for _, p := range pl.procs {
+		if err := vmadump.Copy(p.Info.PID, p.areas, w); err != nil {
+			return err
+		}
 	}
-	for _, f := range files {
-		if f.Source != nil {
-			if err := f.CopyContent(w); err != nil {
-				return fmt.Errorf("dump %d: fd %d: %w", pid, f.FD, err)
+	for _, s := range pl.shm {
+		if err := s.Copy(w); err != nil {
+			return err
+		}
+	}
+	for _, data := range pl.pipes {
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Content != nil {
+				if err := f.CopyContent(w); err != nil {
+					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
+				}
 			}
 		}
 	}

@@ -45,6 +45,7 @@ const (
 	SecProcess = 2
 	SecData    = 3
 	SecPad     = 4
+	SecObjects = 5
 	SecEnd     = 0x7fff
 )
 

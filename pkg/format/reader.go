@@ -15,6 +15,9 @@ import (
 type Image struct {
 	Header    Header
 	Processes []*Process
+	Objects   Objects
+
+	haveObjects bool
 
 	r       io.ReaderAt
 	closer  io.Closer
@@ -187,7 +190,7 @@ func (h sectionHeader) check(off int64) error {
 		return corrupt("section at byte %d has type 0", off)
 	case SecPad:
 		want = 0
-	case SecHeader, SecProcess, SecData, SecEnd:
+	case SecHeader, SecProcess, SecObjects, SecData, SecEnd:
 	default:
 		return nil
 	}
@@ -229,7 +232,7 @@ func (o *order) next(typ uint32, off int64) error {
 // section handles one section; it reports true at the end marker.
 func (img *Image) section(h sectionHeader, off int64) (bool, error) {
 	switch h.Type {
-	case SecHeader, SecProcess, SecEnd:
+	case SecHeader, SecProcess, SecObjects, SecEnd:
 		payload, err := img.readMeta(h, off)
 		if err != nil {
 			return false, err
@@ -286,6 +289,12 @@ func (img *Image) meta(typ uint32, payload []byte, off int64) (bool, error) {
 		}
 		img.Processes = append(img.Processes, p)
 		return false, nil
+	case SecObjects:
+		if img.haveObjects {
+			return false, corrupt("two objects sections")
+		}
+		img.haveObjects = true
+		return false, decodeJSON(payload, &img.Objects, "objects")
 	default: // SecEnd
 		if len(payload) != 8 || int64(getUint64(payload)) != off-sectionHdrLen {
 			return false, corrupt("end marker does not match the file")

@@ -40,6 +40,37 @@ type Process struct {
 	Threads []Thread `json:"threads"`
 	VMAs    []VMA    `json:"vmas"`
 	Files   []File   `json:"files"`
+
+	// Zombie processes have exited and wait for their parent to reap them;
+	// they hold no memory or files. WaitStatus is what wait(2) will report.
+	Zombie     bool `json:"zombie,omitempty"`
+	WaitStatus int  `json:"wait_status,omitempty"`
+}
+
+// Objects holds what several processes (or fds) may share: pipes and
+// shared memory. Process records refer to them by ID (IDs start at 1).
+type Objects struct {
+	Pipes []Pipe      `json:"pipes,omitempty"`
+	Shm   []SharedMem `json:"shm,omitempty"`
+}
+
+// Pipe is one pipe or FIFO with the bytes written to it and not yet read.
+type Pipe struct {
+	ID       int       `json:"id"`
+	Inode    uint64    `json:"inode"`
+	Capacity int       `json:"capacity"`       // F_GETPIPE_SZ
+	FIFO     string    `json:"fifo,omitempty"` // path of a named FIFO
+	Data     []DataRun `json:"data,omitempty"` // unread bytes; Addr is 0
+}
+
+// SharedMem is shared memory (MAP_SHARED|MAP_ANONYMOUS, /dev/zero, memfd)
+// saved once however many processes map it. Pages' Addr is the offset in
+// the object.
+type SharedMem struct {
+	ID    int       `json:"id"`
+	Inode uint64    `json:"inode"`
+	Size  uint64    `json:"size"`
+	Pages []DataRun `json:"pages,omitempty"`
 }
 
 // Creds are the process credentials: real, effective, saved and fs ids.
@@ -142,6 +173,7 @@ type VMA struct {
 	File      *FileRef  `json:"file,omitempty"`
 	Offset    uint64    `json:"offset,omitempty"` // file offset of Start
 	Pages     []DataRun `json:"pages,omitempty"`
+	Shm       int       `json:"shm,omitempty"` // shared-anon: ID in Objects.Shm
 }
 
 // DataRun is a run of bytes in the data section: for memory, Len bytes
@@ -167,11 +199,16 @@ const (
 	FileDir     = "dir"     // directory, reopened by path
 	FileChar    = "chardev" // character device (/dev/null, a tty), reopened by path
 	FileDeleted = "deleted" // unlinked regular file; content is in the data section
+	FilePipe    = "pipe"    // end of a pipe or FIFO in Objects.Pipes
 )
 
 // File is one open file descriptor.
 type File struct {
-	FD      int       `json:"fd"`
+	FD int `json:"fd"`
+	// Desc identifies the open file description: fds with the same Desc,
+	// in one process or several, share one offset and one set of flags.
+	Desc    int       `json:"desc"`
+	Pipe    int       `json:"pipe,omitempty"` // kind pipe: ID in Objects.Pipes
 	Kind    string    `json:"kind"`
 	Path    string    `json:"path"`
 	Flags   int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

@@ -53,7 +53,7 @@ func (img *Image) validateProcess(p *Process) error {
 	if p.PID <= 0 {
 		return corrupt("bad pid %d", p.PID)
 	}
-	if len(p.Threads) == 0 || len(p.Threads) > maxThreads {
+	if (len(p.Threads) == 0 && !p.Zombie) || len(p.Threads) > maxThreads {
 		return corrupt("%d threads", len(p.Threads))
 	}
 	for _, t := range p.Threads {
@@ -81,7 +81,7 @@ func (img *Image) validateProcess(p *Process) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

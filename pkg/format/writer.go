@@ -13,6 +13,7 @@ import (
 // renames it into place on Commit, so the final path always holds the latest
 // complete image. The first error sticks: later calls return it.
 type Writer struct {
+	objects bool // the objects section is written
 	f       *os.File
 	path    string
 	off     int64
@@ -111,6 +112,16 @@ func (w *Writer) WriteHeader(h *Header) error {
 	w.stage = stageProcess
 	w.hdrProcs, w.hdrData = h.Processes, h.DataBytes
 	return w.jsonSection(SecHeader, h)
+}
+
+// WriteObjects writes the shared objects (pipes, shared memory), after the
+// header and before BeginData, at most once.
+func (w *Writer) WriteObjects(o *Objects) error {
+	if w.stage != stageProcess || w.objects {
+		return w.misuse("write objects to")
+	}
+	w.objects = true
+	return w.jsonSection(SecObjects, o)
 }
 
 // WriteProcess writes one process record, after the header and before

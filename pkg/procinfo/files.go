@@ -21,6 +21,9 @@ type OpenFile struct {
 	// Source reads the deleted file's content; nil for other kinds.
 	Source *os.File
 	Size   int64
+	// Dev and Ino identify the file; fds of one open file description
+	// have the same, so they narrow the search for shared descriptions.
+	Dev, Ino uint64
 }
 
 // Files lists the open file descriptors of pid. Kinds chpox cannot restore
@@ -81,7 +84,7 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	if err := unix.Stat(link, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", target, err)
 	}
-	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}}
+	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}, Dev: st.Dev, Ino: st.Ino}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.Kind = format.FileRegular
@@ -95,7 +98,8 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	case unix.S_IFSOCK:
 		return nil, fmt.Errorf("a socket (%s): %w", target, ErrUnsupported)
 	case unix.S_IFIFO:
-		return nil, fmt.Errorf("a pipe or FIFO (%s): %w", target, ErrUnsupported)
+		f.Kind = format.FilePipe
+		f.Pos = 0
 	default:
 		return nil, fmt.Errorf("%s (mode %#o): %w", target, st.Mode, ErrUnsupported)
 	}

@@ -46,6 +46,11 @@ func Read(pid int) (*Info, error) {
 	}
 	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}}
 	in.Zombie = st.State == "Z"
+	if in.Zombie {
+		// A zombie has no memory, files or paths left: only its identity
+		// and the status its parent will reap.
+		return in, readZombie(p, in)
+	}
 	steps := []struct {
 		what string
 		f    func(procfs.Proc, *Info) error
@@ -187,4 +192,39 @@ func readPersonality(p procfs.Proc, in *Info) error {
 	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32)
 	in.Personality = uint32(v)
 	return err
+}
+
+// readZombie reads the wait status (field 52 of stat) and credentials of
+// an exited, unreaped process.
+func readZombie(p procfs.Proc, in *Info) error {
+	in.Process.Zombie = true
+	if err := readStatus(p, in); err != nil {
+		return fmt.Errorf("pid %d: read status: %w", p.PID, err)
+	}
+	b, err := os.ReadFile(procPath(p.PID, "stat"))
+	if err != nil {
+		return fmt.Errorf("pid %d: read stat: %w", p.PID, err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 52-2 {
+		return fmt.Errorf("pid %d: stat has %d fields, want 52", p.PID, len(f)+2)
+	}
+	ws, err := strconv.Atoi(f[52-3])
+	in.WaitStatus = ws
+	return err
+}
+
+// TracerPID returns the PID tracing pid (0 if none or unknown).
+func TracerPID(pid int) int {
+	b, err := os.ReadFile(procPath(pid, "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }

@@ -418,3 +418,36 @@ func (t *Tracee) SyscallLast(nr uint64, args ...uint64) (uint64, error) {
 	}
 	return out.Rax, nil
 }
+
+// Exit makes the tracee exit: with the system call nr (exit_group) when
+// sig is 0, or by delivering sig (whose action the caller made fatal). It
+// waits until the tracer side of the exit is reaped; the process stays a
+// zombie for its real parent, as it was at the checkpoint.
+func (t *Tracee) Exit(sig int, nr uint64, args ...uint64) error {
+	if sig == 0 {
+		if err := t.setCall(nr, args); err != nil {
+			return err
+		}
+	}
+	if err := unix.PtraceCont(t.PID, sig); err != nil {
+		return t.fail("ptrace(PTRACE_CONT)", err)
+	}
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(t.PID, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return t.fail("wait4", err)
+		}
+		if ws.Exited() || ws.Signaled() {
+			return nil
+		}
+		// Any stop on the way out (the signal's own delivery stop): go on
+		// with the signal.
+		if err := unix.PtraceCont(t.PID, sig); err != nil {
+			return t.fail("ptrace(PTRACE_CONT)", err)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package restore
 import (
 	"fmt"
 	"io"
-	"os"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -16,20 +15,31 @@ const (
 	iovMax    = 1024
 )
 
-// sink is where a range of the data section goes: process memory at addr,
-// or a file at fileOff.
+// sink is where a range of the data section goes: memory of process pid
+// at addr, or offset addr of a file (shared memory, deleted file, pipe).
 type sink struct {
 	off, len uint64
 	addr     uint64
-	file     *os.File
+	pid      int
+	file     io.WriterAt
+}
+
+// bufferAt collects a pipe's unread bytes.
+type bufferAt struct{ b *[]byte }
+
+func (w bufferAt) WriteAt(p []byte, off int64) (int, error) {
+	if need := int(off) + len(p); need > len(*w.b) {
+		*w.b = append(*w.b, make([]byte, need-len(*w.b))...)
+	}
+	return copy((*w.b)[off:], p), nil
 }
 
 // writeData streams the data section once, in order, into the process's
 // memory (process_vm_writev, batched) and into the deleted files' stand-ins,
 // checking the section's CRC on the way. One goroutine reads the next chunk
 // while the current one is written.
-func writeData(img *format.Image, pid int, p *format.Process, deleted map[int]*tmpFile) error {
-	sinks := sinksOf(p, deleted)
+func writeData(img *format.Image, o *objects) error {
+	sinks := sinksOf(img, o)
 	type chunk struct {
 		off uint64
 		b   []byte
@@ -76,7 +86,7 @@ func writeData(img *format.Image, pid int, p *format.Process, deleted map[int]*t
 	var werr error
 	for c := range full {
 		if werr == nil {
-			sinks, werr = deliver(pid, c.off, c.b, sinks)
+			sinks, werr = deliver(c.off, c.b, sinks)
 			if werr != nil {
 				close(stop)
 			}
@@ -89,19 +99,28 @@ func writeData(img *format.Image, pid int, p *format.Process, deleted map[int]*t
 	return werr
 }
 
-func sinksOf(p *format.Process, deleted map[int]*tmpFile) []sink {
+func sinksOf(img *format.Image, o *objects) []sink {
 	var out []sink
-	for _, v := range p.VMAs {
-		for _, r := range v.Pages {
-			out = append(out, sink{off: r.Off, len: r.Len, addr: r.Addr})
+	add := func(runs []format.DataRun, pid int, file io.WriterAt) {
+		for _, r := range runs {
+			out = append(out, sink{off: r.Off, len: r.Len, addr: r.Addr, pid: pid, file: file})
 		}
 	}
-	for _, f := range p.Files {
-		if t, ok := deleted[f.FD]; ok {
-			for _, r := range f.Content {
-				out = append(out, sink{off: r.Off, len: r.Len, addr: r.Addr, file: t.f})
+	for _, p := range img.Processes {
+		for _, v := range p.VMAs {
+			add(v.Pages, p.PID, nil)
+		}
+		for _, f := range p.Files {
+			if t := o.deleted[f.Desc]; t != nil {
+				add(f.Content, 0, t)
 			}
 		}
+	}
+	for _, s := range img.Objects.Shm {
+		add(s.Pages, 0, o.shm[s.ID])
+	}
+	for _, p := range img.Objects.Pipes {
+		add(p.Data, 0, bufferAt{&o.pipes[p.ID].data})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
 	return out
@@ -109,10 +128,11 @@ func sinksOf(p *format.Process, deleted map[int]*tmpFile) []sink {
 
 // deliver writes the parts of sinks that fall into the chunk at off and
 // returns the sinks not yet complete.
-func deliver(pid int, off uint64, b []byte, sinks []sink) ([]sink, error) {
+func deliver(off uint64, b []byte, sinks []sink) ([]sink, error) {
 	end := off + uint64(len(b))
 	var local []unix.Iovec
 	var remote []unix.RemoteIovec
+	pid := 0
 	flush := func() error {
 		if len(local) == 0 {
 			return nil
@@ -129,9 +149,15 @@ func deliver(pid int, off uint64, b []byte, sinks []sink) ([]sink, error) {
 		dst := s.addr + (from - s.off)
 		if s.file != nil {
 			if _, err := s.file.WriteAt(part, int64(dst)); err != nil {
-				return nil, fmt.Errorf("write deleted file stand-in: %w", err)
+				return nil, fmt.Errorf("write saved content: %w", err)
 			}
 		} else {
+			if s.pid != pid {
+				if err := flush(); err != nil {
+					return nil, err
+				}
+				pid = s.pid
+			}
 			iov := unix.Iovec{Base: &part[0]}
 			iov.SetLen(len(part))
 			local = append(local, iov)

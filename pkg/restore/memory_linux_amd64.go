@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -9,24 +10,19 @@ import (
 	"github.com/chpox/chpox/pkg/format"
 )
 
-// buildMemory replaces the loader's address space with the image's: the
-// vDSO moves to where it was (glibc keeps pointers into it), everything
-// else of the loader goes, every area is mapped, filled and protected.
-func (x *target) buildMemory(img *format.Image, p *format.Process, deleted map[int]*tmpFile) error {
+// mapMemory replaces the loader's address space with the image's areas:
+// the vDSO moves to where it was (glibc keeps pointers into it), everything
+// else of the loader goes, and every area is mapped, writable where pages
+// will be written (writeData fills them, protect finishes).
+func (x *target) mapMemory(p *format.Process, o *objects) error {
 	if err := x.placeVDSO(p); err != nil {
 		return err
 	}
-	files, err := x.mapAreas(p)
-	if err != nil {
-		return err
-	}
+	files, err := x.mapAreas(p, o)
 	for _, fd := range files {
 		x.call("close", unix.SYS_CLOSE, fd)
 	}
-	if err := writeData(img, x.pid(), p, deleted); err != nil {
-		return err
-	}
-	return x.protect(p)
+	return err
 }
 
 type namedSpan struct {
@@ -135,20 +131,20 @@ func (x *target) unmapAllBut(keep *span) error {
 
 // mapAreas maps every area of the image, writable where pages will be
 // written. It returns the fds it opened for file mappings.
-func (x *target) mapAreas(p *format.Process) (map[string]uint64, error) {
+func (x *target) mapAreas(p *format.Process, o *objects) (map[string]uint64, error) {
 	fds := map[string]uint64{}
 	for _, v := range p.VMAs {
 		if v.Kind == format.VMAVDSO {
 			continue
 		}
-		if err := x.mapArea(v, fds); err != nil {
+		if err := x.mapArea(v, fds, o); err != nil {
 			return fds, fmt.Errorf("map %#x-%#x (%s): %w", v.Start, v.End, v.Name, err)
 		}
 	}
 	return fds, nil
 }
 
-func (x *target) mapArea(v format.VMA, fds map[string]uint64) error {
+func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error {
 	prot := uint64(v.Prot)
 	if len(v.Pages) > 0 {
 		prot |= unix.PROT_READ | unix.PROT_WRITE
@@ -161,13 +157,26 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64) error {
 		flags |= unix.MAP_GROWSDOWN
 	}
 	fd, off := ^uint64(0), uint64(0)
-	if v.Kind == format.VMAFile {
+	switch {
+	case v.Kind == format.VMAFile:
 		var err error
-		if fd, err = x.openForMap(v, fds); err != nil {
+		if fd, err = x.openForMap(v.File.Path, v.Shared && v.Prot&format.ProtWrite != 0, fds); err != nil {
 			return err
 		}
 		off = v.Offset
-	} else {
+	case v.Kind == format.VMASharedAnon && v.Shm != 0:
+		// Shared memory is one memfd of chpox's, mapped by every process
+		// that shares it.
+		m := o.shm[v.Shm]
+		if m == nil {
+			return fmt.Errorf("shared memory object %d is missing from the image", v.Shm)
+		}
+		var err error
+		if fd, err = x.openForMap(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), m.Fd()), true, fds); err != nil {
+			return err
+		}
+		off = v.Offset
+	default:
 		flags |= unix.MAP_ANONYMOUS
 	}
 	x.resetScratch()
@@ -175,21 +184,21 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64) error {
 	return err
 }
 
-func (x *target) openForMap(v format.VMA, fds map[string]uint64) (uint64, error) {
+func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uint64, error) {
 	mode := uint64(unix.O_RDONLY)
-	if v.Shared && v.Prot&format.ProtWrite != 0 {
+	if write {
 		mode = unix.O_RDWR
 	}
-	key := fmt.Sprintf("%d:%s", mode, v.File.Path)
+	key := fmt.Sprintf("%d:%s", mode, path)
 	if fd, ok := fds[key]; ok {
 		return fd, nil
 	}
 	x.resetScratch()
-	path, err := x.cstring(v.File.Path)
+	at, err := x.cstring(path)
 	if err != nil {
 		return 0, err
 	}
-	fd, err := x.call("openat "+v.File.Path, unix.SYS_OPENAT, atFDCWD, path, mode|unix.O_CLOEXEC, 0)
+	fd, err := x.call("openat "+path, unix.SYS_OPENAT, atFDCWD, at, mode|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}

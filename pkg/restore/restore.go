@@ -33,10 +33,11 @@ type Options struct {
 	PIDWaitMS int
 }
 
-// Restored is a running restored process.
+// Restored is a running restored tree: its root is a child of chpox.
 type Restored struct {
-	PID  int
-	PGID int
+	PID       int // of the root
+	PGID      int // the root's process group as restored
+	Processes int
 }
 
 // Restore restores the image at path and returns once the process runs.
@@ -49,13 +50,10 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	if err := check(img, opt); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
-	if len(img.Processes) != 1 {
-		return nil, fmt.Errorf("restore %s: %d processes: process trees: %w", path, len(img.Processes), ErrIncompatible)
-	}
 	var out *Restored
 	err = tr.Do(func() error {
 		var err error
-		out, err = restoreOne(img, img.Processes[0])
+		out, err = restoreTree(img)
 		return err
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -114,28 +113,10 @@ func (x *target) setCreds(c format.Creds) error {
 	return nil
 }
 
-// tmpFile stands in for a file that was deleted while open: an unlinked
-// file with the saved content, which the process reopens through
-// /proc/<chpox>/fd.
-type tmpFile struct{ f *os.File }
-
-func makeDeleted(p *format.Process) (map[int]*tmpFile, error) {
-	out := map[int]*tmpFile{}
-	for _, f := range p.Files {
-		if f.Kind != format.FileDeleted {
-			continue
-		}
-		t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o7777)
-		if err != nil {
-			closeDeleted(out)
-			return nil, fmt.Errorf("fd %d: recreate deleted file %s: %w", f.FD, f.Path, err)
-		}
-		out[f.FD] = t
-	}
-	return out, nil
-}
-
-func tmpIn(dir string, mode uint32) (*tmpFile, error) {
+// tmpIn stands in for a file that was deleted while open: an unlinked
+// file (O_TMPFILE) in the same directory, or in $TMPDIR, that gets the saved
+// content and that the process reopens through /proc/<chpox>/fd.
+func tmpIn(dir string, mode uint32) (*os.File, error) {
 	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
 	if err != nil {
 		fd, err = unix.Open(os.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
@@ -143,33 +124,102 @@ func tmpIn(dir string, mode uint32) (*tmpFile, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("open(O_TMPFILE)", err)
 	}
-	return &tmpFile{f: os.NewFile(uintptr(fd), "deleted")}, nil
+	return os.NewFile(uintptr(fd), "deleted"), nil
 }
 
-func closeDeleted(m map[int]*tmpFile) {
-	for _, t := range m {
-		t.f.Close()
-	}
-}
-
-// restoreFiles closes what the loader had and opens every fd of the image
-// at its number, offset and flags.
-func (x *target) restoreFiles(p *format.Process, deleted map[int]*tmpFile) error {
+// restoreFiles closes what the loader had and gives the process every fd
+// of the image at its number. A description shared with fds seen before
+// (in this process: dup3; in another: chpox's copy, through pidfd_getfd)
+// is shared again, so offset and flags stay common.
+func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	if _, err := x.call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	here := map[int]int{} // desc -> fd in this process
+	x.freeFD = 0
 	for _, f := range p.Files {
-		if err := x.openFile(f, deleted); err != nil {
+		x.freeFD = max(x.freeFD, uint64(f.FD)+1)
+	}
+	for _, f := range p.Files {
+		if err := x.installFile(f, o, here); err != nil {
 			return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
 		}
+		here[f.Desc] = f.FD
+	}
+	if x.supPidfd != 0 {
+		x.call("close", unix.SYS_CLOSE, x.supPidfd)
 	}
 	return nil
 }
 
-func (x *target) openFile(f format.File, deleted map[int]*tmpFile) error {
+func (x *target) installFile(f format.File, o *objects, here map[int]int) error {
+	cloexec := uint64(f.Flags) & unix.O_CLOEXEC
+	if fd, ok := here[f.Desc]; ok {
+		_, err := x.call("dup3", unix.SYS_DUP3, uint64(fd), uint64(f.FD), cloexec)
+		return err
+	}
+	sup := o.descs[f.Desc]
+	if sup == nil && f.Kind == format.FilePipe {
+		var err error
+		if sup, err = o.pipeEnd(f); err != nil {
+			return err
+		}
+	}
+	if sup != nil {
+		return x.fromChpox(sup, f.FD, cloexec)
+	}
+	if err := x.openFile(f, o); err != nil {
+		return err
+	}
+	return o.keep(f.Desc, x.pid(), f.FD)
+}
+
+// fromChpox installs chpox's file sup at fd: pidfd_getfd(2) on chpox
+// gives the process the very same open file description.
+func (x *target) fromChpox(sup *os.File, fd int, cloexec uint64) error {
+	if x.supPidfd == 0 {
+		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+		if err != nil {
+			return err
+		}
+		// Above every fd of the image, where installing them cannot hit it.
+		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
+		x.call("close", unix.SYS_CLOSE, pfd)
+		if err != nil {
+			return err
+		}
+		x.supPidfd = high
+	}
+	tmp, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, x.supPidfd, uint64(sup.Fd()), 0)
+	if err != nil {
+		return err
+	}
+	return x.moveFD(tmp, fd, cloexec)
+}
+
+// moveFD puts the file at fd tmp at number fd with the given close-on-exec.
+func (x *target) moveFD(tmp uint64, fd int, cloexec uint64) error {
+	if tmp == uint64(fd) {
+		flag := uint64(0)
+		if cloexec != 0 {
+			flag = unix.FD_CLOEXEC
+		}
+		_, err := x.call("fcntl(F_SETFD)", unix.SYS_FCNTL, tmp, unix.F_SETFD, flag)
+		return err
+	}
+	if _, err := x.call("dup3", unix.SYS_DUP3, tmp, uint64(fd), cloexec); err != nil {
+		return err
+	}
+	_, err := x.call("close", unix.SYS_CLOSE, tmp)
+	return err
+}
+
+// openFile opens a file by path (a deleted one through chpox's stand-in)
+// with the saved flags at the saved offset.
+func (x *target) openFile(f format.File, o *objects) error {
 	path := f.Path
-	if t, ok := deleted[f.FD]; ok {
-		path = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), t.f.Fd())
+	if t := o.deleted[f.Desc]; t != nil {
+		path = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), t.Fd())
 	}
 	x.resetScratch()
 	at, err := x.cstring(path)
@@ -189,14 +239,7 @@ func (x *target) openFile(f format.File, deleted map[int]*tmpFile) error {
 			return err
 		}
 	}
-	if fd == uint64(f.FD) {
-		return nil
-	}
-	if _, err := x.call("dup3", unix.SYS_DUP3, fd, uint64(f.FD), flags&unix.O_CLOEXEC); err != nil {
-		return err
-	}
-	_, err = x.call("close", unix.SYS_CLOSE, fd)
-	return err
+	return x.moveFD(fd, f.FD, flags&unix.O_CLOEXEC)
 }
 
 // restoreMisc restores the per-process state that injected calls set.
@@ -226,8 +269,8 @@ func (x *target) restoreMisc(p *format.Process) error {
 	if err != nil {
 		return err
 	}
-	x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
-	return x.restoreGroup(p)
+	_, err = x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	return err
 }
 
 func (x *target) restoreSignals(p *format.Process) error {
@@ -258,6 +301,9 @@ func (x *target) restoreSignals(p *format.Process) error {
 		if _, err := x.call("rseq", unix.SYS_RSEQ, th.Rseq.Addr, uint64(th.Rseq.Len), 0, uint64(th.Rseq.Sig)); err != nil {
 			return err
 		}
+	}
+	if err := x.drainSignals(); err != nil {
+		return err
 	}
 	for _, si := range th.Pending {
 		if err := x.queue(unix.SYS_RT_TGSIGQUEUEINFO, uint64(th.TID), si); err != nil {
@@ -290,22 +336,8 @@ func (x *target) queue(nr uint64, tid uint64, si []byte) error {
 	return err
 }
 
-// restoreGroup gives a process that led its process group or session the
-// same role again; others stay in chpox's group and session.
-func (x *target) restoreGroup(p *format.Process) error {
-	switch {
-	case p.SID == p.PID:
-		_, err := x.call("setsid", unix.SYS_SETSID)
-		return err
-	case p.PGID == p.PID:
-		_, err := x.call("setpgid", unix.SYS_SETPGID, 0, 0)
-		return err
-	}
-	return nil
-}
-
-// finish removes the scratch area, loads the final registers and signal
-// mask, and lets the process run.
+// finish removes the scratch area and loads the final registers and signal
+// mask; the process stays stopped until the whole tree is ready.
 func (x *target) finish(p *format.Process) error {
 	if _, err := x.t.SyscallLast(unix.SYS_MUNMAP, x.scratch, scratchSize); err != nil {
 		return fmt.Errorf("injected munmap(scratch): %w", err)
@@ -323,7 +355,7 @@ func (x *target) finish(p *format.Process) error {
 		return err
 	}
 	x.t.KeepSigMask()
-	return x.t.DetachAsIs()
+	return nil
 }
 
 // Kernel-internal syscall return codes (include/linux/errno.h).
@@ -364,49 +396,51 @@ func toPtrace(r format.Regs) unix.PtraceRegs {
 	}
 }
 
-// restoreOne builds one process from the image. Any failure kills it: it
-// never ran an instruction of its own.
-func restoreOne(img *format.Image, p *format.Process) (*Restored, error) {
-	loader, err := startLoader(spansOf(p.VMAs))
-	if err != nil {
-		return nil, err
-	}
-	x, err := loader.cloneWithPID(p.PID)
-	loader.t.Kill()
-	if err != nil {
-		return nil, err
-	}
-	deleted, err := makeDeleted(p)
-	if err != nil {
-		x.t.Kill()
-		return nil, err
-	}
-	defer closeDeleted(deleted)
-	if err := x.build(img, p, deleted); err != nil {
-		x.t.Kill()
-		return nil, fmt.Errorf("pid %d: %w", p.PID, err)
-	}
-	return &Restored{PID: p.PID, PGID: p.PGID}, nil
-}
 
-func (x *target) build(img *format.Image, p *format.Process, deleted map[int]*tmpFile) error {
-	steps := []struct {
-		what string
-		f    func() error
-	}{
-		{"block signals", func() error { return x.t.SetSigMask(allSignals) }},
-		{"memory", func() error { return x.buildMemory(img, p, deleted) }},
-		{"mm fields", func() error { return x.setMM(p) }},
-		{"file credentials", func() error { return x.setFSCreds(p.Creds) }},
-		{"files", func() error { return x.restoreFiles(p, deleted) }},
-		{"process state", func() error { return x.restoreMisc(p) }},
-		{"credentials", func() error { return x.setCreds(p.Creds) }},
-		{"registers", func() error { return x.finish(p) }},
+// drainSignals discards signals the process got while it was being built
+// (SIGCHLD from a child made a zombie, for one): only the image's pending
+// signals may be pending when it runs.
+func (x *target) drainSignals() error {
+	x.resetScratch()
+	at, err := x.put(u64s(allSignals, 0, 0)) // sigset, then a zero timespec
+	if err != nil {
+		return err
 	}
-	for _, s := range steps {
-		if err := s.f(); err != nil {
-			return fmt.Errorf("restore %s: %w", s.what, err)
+	for i := 0; i < 1024; i++ {
+		_, err := x.t.Syscall(unix.SYS_RT_SIGTIMEDWAIT, at, 0, at+8, 8)
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("injected rt_sigtimedwait: %w", err)
 		}
 	}
-	return nil
+	return fmt.Errorf("signals keep arriving while the process is built")
+}
+
+// becomeZombie ends a process that was a zombie at the checkpoint the way
+// it ended then, so that its restored parent reaps the same status.
+func (x *target) becomeZombie(p *format.Process) error {
+	x.resetScratch()
+	if name, err := x.cstring(p.Comm); err == nil {
+		x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	}
+	ws := unix.WaitStatus(p.WaitStatus)
+	if !ws.Signaled() {
+		return x.t.Exit(0, unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
+	}
+	sig := ws.Signal()
+	unix.Prlimit(x.pid(), unix.RLIMIT_CORE, &unix.Rlimit{}, nil) // no core file for a past death
+	at, err := x.put(u64s(0, 0, 0, 0))                             // SIG_DFL
+	if err != nil {
+		return err
+	}
+	if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
+		return err
+	}
+	if err := x.t.SetSigMask(0); err != nil {
+		return err
+	}
+	x.t.KeepSigMask()
+	return x.t.Exit(int(sig), 0)
 }

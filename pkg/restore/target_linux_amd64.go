@@ -25,8 +25,10 @@ const (
 // area (stub code + data) where injected calls find their arguments.
 type target struct {
 	t       *ptrace.Tracee
-	scratch uint64
-	dataOff uint64 // next free byte of the scratch data area
+	scratch  uint64
+	dataOff  uint64 // next free byte of the scratch data area
+	supPidfd uint64 // the process's pidfd of chpox, once opened
+	freeFD   uint64 // lowest fd number above all of the image's
 }
 
 func (x *target) pid() int { return x.t.PID }
@@ -105,9 +107,7 @@ func startLoader(avoid []span) (*target, error) {
 }
 
 func (x *target) setup(avoid []span) error {
-	opts := unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-		unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACESYSGOOD
-	if err := x.t.SetOptions(opts); err != nil {
+	if err := x.t.SetOptions(traceOptions); err != nil {
 		return err
 	}
 	own, err := mappings(x.pid())
@@ -135,9 +135,12 @@ func (x *target) setup(avoid []span) error {
 	return nil
 }
 
-// cloneWithPID makes the loader create the process with the given PID as a
-// sibling (CLONE_PARENT: a child of chpox) and returns it, stopped.
-func (x *target) cloneWithPID(pid int) (*target, error) {
+// cloneWithPID makes x create a child with the given PID and returns it,
+// stopped and traced. The loader creates the root as its sibling
+// (CLONE_PARENT: a child of chpox, so a foreground restore can wait for it);
+// every other process is forked by its own restored parent, so parent and
+// child are related as they were.
+func (x *target) cloneWithPID(pid int, sibling bool) (*target, error) {
 	tid := make([]byte, 4)
 	binary.LittleEndian.PutUint32(tid, uint32(pid))
 	tidAt, err := x.put(tid)
@@ -146,7 +149,11 @@ func (x *target) cloneWithPID(pid int) (*target, error) {
 	}
 	args := make([]byte, 88) // struct clone_args, CLONE_ARGS_SIZE_VER2
 	le := binary.LittleEndian
-	le.PutUint64(args[0:], unix.CLONE_PARENT)
+	if sibling {
+		le.PutUint64(args[0:], unix.CLONE_PARENT) // exit_signal must be 0: inherited
+	} else {
+		le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal, as fork(2)
+	}
 	le.PutUint64(args[64:], tidAt) // set_tid
 	le.PutUint64(args[72:], 1)     // set_tid_size
 	argsAt, err := x.put(args)
@@ -170,13 +177,18 @@ func (x *target) cloneWithPID(pid int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ct.SetOptions(unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD); err != nil {
+	if err := ct.SetOptions(traceOptions); err != nil {
 		ct.Kill()
 		return nil, err
 	}
 	ct.UseStub(x.scratch)
 	return &target{t: ct, scratch: x.scratch}, nil
 }
+
+// traceOptions for every process being built: it dies with chpox, its
+// forks are traced, and syscall stops are told apart from SIGTRAP.
+const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACESYSGOOD
 
 // span is a half-open address range.
 type span struct{ start, end uint64 }

@@ -26,6 +26,7 @@ var ErrUnsupported = errors.New("not supported yet")
 type Area struct {
 	format.VMA
 	Deleted bool   // backing file was unlinked
+	Inode   uint64 // of the backing file or shared memory object
 	RssKB   uint64 // resident + swapped KiB, from smaps
 	AnonKB  uint64 // private (anonymous) KiB, from smaps
 }
@@ -73,7 +74,7 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		Shared: m.Perms.Shared,
 		Offset: uint64(m.Offset),
 		Name:   m.Pathname,
-	}}
+	}, Inode: m.Inode}
 	if m.Perms.Read {
 		a.Prot |= format.ProtRead
 	}

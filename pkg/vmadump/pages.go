@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
 )
@@ -44,10 +43,10 @@ func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
 
 func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 	switch {
-	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared:
-		return nil, nil // the kernel or the file holds the content
-	case a.Kind == format.VMASharedAnon:
-		return sharedRuns(pid, a)
+	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon:
+		// The kernel or the file holds the content; shared memory is
+		// saved once per object (see Shm), not per mapping.
+		return nil, nil
 	case a.Deleted:
 		// A private mapping of an unlinked file: unmodified pages exist
 		// nowhere else, so the whole area is copied.
@@ -92,34 +91,3 @@ func pagemapRuns(pm *os.File, a *Area, keep func(uint64) bool) ([]format.DataRun
 	return runs, nil
 }
 
-// sharedRuns finds the data of shared memory through its backing shmem file
-// (/proc/PID/map_files): SEEK_DATA/SEEK_HOLE see pages this process never
-// touched, which pagemap would miss.
-func sharedRuns(pid int, a *Area) ([]format.DataRun, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End))
-	if err != nil {
-		return nil, fmt.Errorf("open backing object: %w", err)
-	}
-	defer f.Close()
-	fd := int(f.Fd())
-	base, end := int64(a.Offset), int64(a.Offset+a.End-a.Start)
-	var runs []format.DataRun
-	for pos := base; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if err == unix.ENXIO || (err == nil && data >= end) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("lseek(SEEK_DATA): %w", err)
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("lseek(SEEK_HOLE): %w", err)
-		}
-		data &^= pageSize - 1
-		hole = min((hole+pageSize-1)&^(pageSize-1), end)
-		runs = append(runs, format.DataRun{Addr: a.Start + uint64(data-base), Len: uint64(hole - data)})
-		pos = hole
-	}
-	return runs, nil
-}

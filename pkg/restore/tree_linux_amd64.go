@@ -1,0 +1,196 @@
+package restore
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// node is one process of the tree being restored.
+type node struct {
+	p      *format.Process
+	x      *target
+	parent *node
+}
+
+// treeOf links every process to its parent. The image lists parents before
+// children; the first process is the root.
+func treeOf(img *format.Image) ([]*node, error) {
+	byPID := map[int]*node{}
+	var nodes []*node
+	for i, p := range img.Processes {
+		n := &node{p: p}
+		if i > 0 {
+			if n.parent = byPID[p.PPID]; n.parent == nil {
+				return nil, fmt.Errorf("process %d: its parent %d is not in the image before it: %w", p.PID, p.PPID, format.ErrCorrupt)
+			}
+			if n.parent.p.Zombie {
+				return nil, fmt.Errorf("process %d: its parent %d is a zombie: %w", p.PID, p.PPID, format.ErrCorrupt)
+			}
+		} else if p.Zombie {
+			return nil, fmt.Errorf("the root process %d is a zombie: %w", p.PID, format.ErrCorrupt)
+		}
+		byPID[p.PID] = n
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// restoreTree builds the whole tree stopped, then lets it run at once.
+// Until then every process is traced with PTRACE_O_EXITKILL and has not run
+// an instruction of its own; on failure all are killed.
+func restoreTree(img *format.Image) (*Restored, error) {
+	nodes, err := treeOf(img)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			for i := len(nodes) - 1; i >= 0; i-- {
+				if nodes[i].x != nil {
+					nodes[i].x.t.Kill()
+				}
+			}
+		}
+	}()
+	if err := createTree(nodes); err != nil {
+		return nil, err
+	}
+	o, err := newObjects(img)
+	if err != nil {
+		return nil, err
+	}
+	defer o.close()
+	live := liveNodes(nodes)
+	for _, n := range live {
+		if err := n.x.mapMemory(n.p, o); err != nil {
+			return nil, fmt.Errorf("pid %d: restore memory: %w", n.p.PID, err)
+		}
+	}
+	if err := writeData(img, o); err != nil {
+		return nil, err
+	}
+	if err := o.fillPipes(); err != nil {
+		return nil, err
+	}
+	for _, n := range live {
+		if err := n.x.build(n.p, o); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
+		}
+	}
+	// Children first: a parent that runs must find its children there.
+	for i := len(live) - 1; i >= 0; i-- {
+		if err := live[i].x.t.DetachAsIs(); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	root := nodes[0].p
+	pgid := unix.Getpgrp()
+	if root.PGID == root.PID {
+		pgid = root.PID
+	}
+	return &Restored{PID: root.PID, PGID: pgid, Processes: len(nodes)}, nil
+}
+
+func liveNodes(nodes []*node) []*node {
+	var out []*node
+	for _, n := range nodes {
+		if !n.p.Zombie {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// createTree makes every process with its PID, top-down, each forked by its
+// restored parent (the root by the loader, as chpox's child), gives them
+// their process groups and sessions, and ends the zombies.
+func createTree(nodes []*node) error {
+	var avoid []span
+	for _, n := range nodes {
+		avoid = append(avoid, spansOf(n.p.VMAs)...)
+	}
+	loader, err := startLoader(avoid)
+	if err != nil {
+		return err
+	}
+	nodes[0].x, err = loader.cloneWithPID(nodes[0].p.PID, true)
+	loader.t.Kill()
+	if err != nil {
+		return err
+	}
+	for i, n := range nodes {
+		if i > 0 {
+			if n.x, err = n.parent.x.cloneWithPID(n.p.PID, false); err != nil {
+				return err
+			}
+		}
+		if err := n.x.t.SetSigMask(allSignals); err != nil {
+			return err
+		}
+		// A session or group leader must lead before its children are
+		// forked, so that they inherit the session.
+		if err := n.x.lead(n.p); err != nil {
+			return fmt.Errorf("pid %d: %w", n.p.PID, err)
+		}
+	}
+	inTree := map[int]bool{}
+	for _, n := range nodes {
+		inTree[n.p.PID] = true
+	}
+	for _, n := range nodes {
+		if n.p.PGID != n.p.PID && inTree[n.p.PGID] {
+			if _, err := n.x.call("setpgid", unix.SYS_SETPGID, 0, uint64(n.p.PGID)); err != nil {
+				return fmt.Errorf("pid %d: join process group %d: %w", n.p.PID, n.p.PGID, err)
+			}
+		}
+	}
+	for _, n := range nodes {
+		if n.p.Zombie {
+			if err := n.x.becomeZombie(n.p); err != nil {
+				return fmt.Errorf("pid %d: recreate zombie: %w", n.p.PID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// lead gives a process that led its session or process group that role.
+func (x *target) lead(p *format.Process) error {
+	switch {
+	case p.SID == p.PID:
+		_, err := x.call("setsid", unix.SYS_SETSID)
+		return err
+	case p.PGID == p.PID:
+		_, err := x.call("setpgid", unix.SYS_SETPGID, 0, 0)
+		return err
+	}
+	return nil
+}
+
+// build gives a process whose memory is mapped and filled everything else,
+// ending stopped with its final registers.
+func (x *target) build(p *format.Process, o *objects) error {
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		{"memory protection", func() error { return x.protect(p) }},
+		{"mm fields", func() error { return x.setMM(p) }},
+		{"file credentials", func() error { return x.setFSCreds(p.Creds) }},
+		{"files", func() error { return x.restoreFiles(p, o) }},
+		{"process state", func() error { return x.restoreMisc(p) }},
+		{"credentials", func() error { return x.setCreds(p.Creds) }},
+		{"registers", func() error { return x.finish(p) }},
+	}
+	for _, s := range steps {
+		if err := s.f(); err != nil {
+			return fmt.Errorf("restore %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
