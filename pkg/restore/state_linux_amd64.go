@@ -396,7 +396,6 @@ func toPtrace(r format.Regs) unix.PtraceRegs {
 	}
 }
 
-
 // drainSignals discards signals the process got while it was being built
 // (SIGCHLD from a child made a zombie, for one): only the image's pending
 // signals may be pending when it runs.
@@ -431,7 +430,7 @@ func (x *target) becomeZombie(p *format.Process) error {
 	}
 	sig := ws.Signal()
 	unix.Prlimit(x.pid(), unix.RLIMIT_CORE, &unix.Rlimit{}, nil) // no core file for a past death
-	at, err := x.put(u64s(0, 0, 0, 0))                             // SIG_DFL
+	at, err := x.put(u64s(0, 0, 0, 0))                           // SIG_DFL
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ const (
 // target is a process being built, stopped under ptrace, with a scratch
 // area (stub code + data) where injected calls find their arguments.
 type target struct {
-	t       *ptrace.Tracee
+	t        *ptrace.Tracee
 	scratch  uint64
 	dataOff  uint64 // next free byte of the scratch data area
 	supPidfd uint64 // the process's pidfd of chpox, once opened

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 
-
 	"github.com/chpox/chpox/pkg/format"
 )
 
@@ -90,4 +89,3 @@ func pagemapRuns(pm *os.File, a *Area, keep func(uint64) bool) ([]format.DataRun
 	}
 	return runs, nil
 }
-
