@@ -26,8 +26,8 @@ func flagsFirst(args []string, cmds []*cli.Command) []string {
 			cmd = c
 		}
 	}
-	if cmd == nil {
-		return args
+	if cmd == nil || cmd.Name == "run" {
+		return args // run: everything after the flags belongs to the job
 	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/supervisor"
 )
 
 func dumpCommand() *cli.Command {
@@ -17,7 +21,8 @@ func dumpCommand() *cli.Command {
 		ArgsUsage: "PID",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
-			&cli.BoolFlag{Name: "kill", Usage: "kill the process after a successful checkpoint"},
+			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
+			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -30,12 +35,16 @@ func dumpCommand() *cli.Command {
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("%w: %q is not a PID", errUsage, c.Args().First())
 			}
-			res, err := dump.Dump(tracer, pid, dump.Options{Output: c.String("output"), Kill: c.Bool("kill")})
+			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children")}
+			res, err := dumpAny(pid, opt)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "chpox: checkpoint of pid %d written to %s: %d process, %s, frozen %s\n",
-				pid, c.String("output"), res.Processes, bytesString(res.Bytes), res.Frozen.Round(100_000))
+			fmt.Fprintf(os.Stderr, "chpox: checkpoint of pid %d written to %s: %d processes, %s, frozen %s\n",
+				pid, opt.Output, res.Processes, bytesString(res.Bytes), res.Frozen.Round(100_000))
+			if len(res.LeftOut) > 0 {
+				fmt.Fprintf(os.Stderr, "chpox: its children %v are left out (--no-children); the image restores pid %d alone\n", res.LeftOut, pid)
+			}
 			if c.Bool("kill") {
 				fmt.Fprintf(os.Stderr, "chpox: pid %d killed after the checkpoint\n", pid)
 			}
@@ -54,4 +63,20 @@ func bytesString(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// dumpAny checkpoints pid itself, or asks the `chpox run` that traces it:
+// a second tracer cannot attach.
+func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
+	if tp := procinfo.TracerPID(pid); tp > 0 {
+		out, err := filepath.Abs(opt.Output)
+		if err != nil {
+			return nil, err
+		}
+		res, err := supervisor.RequestDump(tp, pid, out, opt.Kill)
+		if !errors.Is(err, supervisor.ErrNotSupervised) {
+			return res, err
+		}
+	}
+	return dump.Dump(tracer, pid, opt)
 }

@@ -151,7 +151,7 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 		}
 		return &Member{Info: in}, nil
 	}
-	if err := supported(in); err != nil {
+	if err := Supported(in); err != nil {
 		return nil, err
 	}
 	t, err := ptrace.Seize(pid)
@@ -168,7 +168,7 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 	// Read again now that it is frozen: its children and threads cannot
 	// change any more.
 	if m.Info, err = procinfo.Read(pid); err == nil {
-		err = supported(m.Info)
+		err = Supported(m.Info)
 	}
 	if err != nil {
 		t.Release()
@@ -186,7 +186,8 @@ func traced(pid int, err error) error {
 	return err
 }
 
-func supported(in *procinfo.Info) error {
+// Supported refuses processes chpox cannot checkpoint yet.
+func Supported(in *procinfo.Info) error {
 	switch {
 	case len(in.Threads) > 1:
 		return fmt.Errorf("process %d has %d threads; multi-threaded processes: %w", in.PID, len(in.Threads), ErrUnsupported)

@@ -11,6 +11,7 @@ const (
 	siginfoSize = 128
 	maxThreads  = 1 << 16
 	pageMask    = 4095
+	maxPipeSize = math.MaxInt32 // restore buffers a pipe's bytes in memory
 )
 
 // validate checks what restore relies on, so that a damaged or hostile image
@@ -29,6 +30,9 @@ func (img *Image) validate() error {
 	if len(img.Processes) == 0 {
 		return corrupt("no processes")
 	}
+	if err := img.validateObjects(); err != nil {
+		return err
+	}
 	pids := make(map[int]bool)
 	tids := make(map[int]bool)
 	for _, p := range img.Processes {
@@ -46,7 +50,69 @@ func (img *Image) validate() error {
 			tids[t.TID] = true
 		}
 	}
+	return img.disjointRuns()
+}
+
+// validateObjects checks the shared objects: IDs are positive and unique,
+// shared memory runs lie inside the object, pipe contents fit the pipe (restore
+// writes them back into a pipe of that capacity before anyone reads it).
+func (img *Image) validateObjects() error {
+	o := &img.Objects
+	seen := make(map[int]bool)
+	for _, m := range o.Shm {
+		if m.ID <= 0 || seen[m.ID] {
+			return corrupt("shared memory ID %d is not positive or appears twice", m.ID)
+		}
+		seen[m.ID] = true
+		if m.Size > math.MaxInt64 {
+			return corrupt("shared memory %d has size %d", m.ID, m.Size)
+		}
+		for _, r := range m.Pages {
+			if r.Addr > m.Size || r.Len > m.Size-r.Addr {
+				return corrupt("shared memory %d: run %#x+%#x beyond its %d bytes", m.ID, r.Addr, r.Len, m.Size)
+			}
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("shared memory %d: %w", m.ID, err)
+			}
+		}
+	}
+	clear(seen)
+	for _, p := range o.Pipes {
+		if p.ID <= 0 || seen[p.ID] {
+			return corrupt("pipe ID %d is not positive or appears twice", p.ID)
+		}
+		seen[p.ID] = true
+		if p.Capacity <= 0 || p.Capacity > maxPipeSize {
+			return corrupt("pipe %d has capacity %d", p.ID, p.Capacity)
+		}
+		for _, r := range p.Data {
+			if r.Addr > uint64(p.Capacity) || r.Len > uint64(p.Capacity)-r.Addr {
+				return corrupt("pipe %d: %d bytes at %d exceed its capacity %d", p.ID, r.Len, r.Addr, p.Capacity)
+			}
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("pipe %d: %w", p.ID, err)
+			}
+		}
+	}
 	return nil
+}
+
+func (img *Image) hasShm(id int) bool {
+	for _, m := range img.Objects.Shm {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (img *Image) hasPipe(id int) bool {
+	for _, p := range img.Objects.Pipes {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (img *Image) validateProcess(p *Process) error {
@@ -85,6 +151,12 @@ func (img *Image) validateProcess(p *Process) error {
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
+		if f.Desc <= 0 {
+			return corrupt("fd %d has file description %d", f.FD, f.Desc)
+		}
+		if (f.Kind == FilePipe) != (f.Pipe != 0) || f.Pipe != 0 && !img.hasPipe(f.Pipe) {
+			return corrupt("fd %d (%s) names pipe %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Pipe)
+		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.
 			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr {
@@ -95,23 +167,34 @@ func (img *Image) validateProcess(p *Process) error {
 			}
 		}
 	}
-	return disjointRuns(p)
+	return nil
 }
 
-// disjointRuns checks that no two runs of one process share bytes of the
-// data section: restore streams the section once and hands every byte to at
-// most one destination.
-func disjointRuns(p *Process) error {
+// disjointRuns checks that no two runs of the image share bytes of the data
+// section: restore streams the section once, in order, and hands every byte
+// to at most one destination.
+func (img *Image) disjointRuns() error {
 	var runs []DataRun
-	for _, v := range p.VMAs {
-		runs = append(runs, v.Pages...)
-	}
-	for _, f := range p.Files {
-		for _, r := range f.Content {
+	add := func(rs []DataRun) {
+		for _, r := range rs {
 			if r.Len > 0 {
 				runs = append(runs, r)
 			}
 		}
+	}
+	for _, p := range img.Processes {
+		for _, v := range p.VMAs {
+			add(v.Pages)
+		}
+		for _, f := range p.Files {
+			add(f.Content)
+		}
+	}
+	for _, m := range img.Objects.Shm {
+		add(m.Pages)
+	}
+	for _, p := range img.Objects.Pipes {
+		add(p.Data)
 	}
 	slices.SortFunc(runs, func(a, b DataRun) int {
 		switch {

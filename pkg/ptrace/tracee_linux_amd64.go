@@ -44,12 +44,13 @@ type Tracee struct {
 	stubWord  uint64 // word-aligned address of the poke
 	maskSaved bool
 	mask      uint64
-	deferred  int // a signal caught at a stop, re-delivered on detach
+	deferred  int  // a signal caught at a stop, re-delivered on release
+	keep      bool // stays traced after Release (a `chpox run` tracee)
 }
 
 func (t *Tracee) fail(op string, err error) error {
 	if errors.Is(err, unix.ESRCH) {
-		err = fmt.Errorf("%w (%v)", ErrExited, err)
+		err = fmt.Errorf("%w (%w)", ErrExited, err)
 	}
 	return &Error{PID: t.PID, Op: op, Err: err}
 }
@@ -218,16 +219,6 @@ func (t *Tracee) DeferredSiginfo() ([]byte, error) {
 	return b, wrap(t, "read siginfo", err)
 }
 
-// Detach puts back everything chpox changed (code under the stub, signal
-// mask, registers) and lets the tracee run.
-func (t *Tracee) Detach() error {
-	err := t.Undo()
-	if derr := unix.PtraceDetach(t.PID); derr != nil && err == nil {
-		err = t.fail("ptrace(PTRACE_DETACH)", derr)
-	}
-	return err
-}
-
 // DetachWithSignal detaches and delivers a signal.
 func (t *Tracee) detachSig(sig int) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(t.PID), 0, uintptr(sig), 0, 0)
@@ -261,14 +252,56 @@ func (t *Tracee) Undo() error {
 	return errors.Join(errs...)
 }
 
-// Release detaches after Undo, re-delivering a signal caught at the first
-// stop so that the tracee sees it as if chpox had never been there.
+// Release detaches after Undo (or, for a tracee that stays traced, lets it
+// continue), re-delivering a signal caught at the first stop so that the
+// tracee sees it as if chpox had never been there.
 func (t *Tracee) Release() error {
 	err := t.Undo()
+	if t.keep {
+		if cerr := unix.PtraceCont(t.PID, t.deferred); cerr != nil && err == nil {
+			err = t.fail("ptrace(PTRACE_CONT)", cerr)
+		}
+		return err
+	}
 	if derr := t.detachSig(t.deferred); derr != nil && err == nil {
 		err = derr
 	}
 	return err
+}
+
+// Interrupt stops a process this thread already traces (seized) and
+// returns it; Release lets it continue, still traced. Fork, clone and exec
+// event stops on the way are continued: a process frozen in the middle of
+// fork would be dumped with the call half done.
+func Interrupt(pid int) (*Tracee, error) {
+	t := &Tracee{PID: pid, keep: true}
+	if err := unix.PtraceInterrupt(pid); err != nil {
+		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
+	}
+	for {
+		ws, err := t.wait()
+		if err != nil {
+			return nil, err
+		}
+		switch cause := ws.TrapCause(); {
+		case cause == unix.PTRACE_EVENT_STOP:
+			return t, t.LoadRegs()
+		case cause > 0:
+			if err := unix.PtraceCont(pid, 0); err != nil {
+				return nil, t.fail("ptrace(PTRACE_CONT)", err)
+			}
+		default: // a signal on its way in: it is delivered on release
+			t.deferred = int(ws.StopSignal())
+			return t, t.LoadRegs()
+		}
+	}
+}
+
+// Stopped wraps a traced process the caller has already waited for in a
+// signal-delivery stop whose signal is to be swallowed.
+func Stopped(pid int) (*Tracee, error) {
+	t := &Tracee{PID: pid, keep: true}
+	return t, t.LoadRegs()
 }
 
 // DetachAsIs detaches without touching registers: the caller has set the

@@ -216,7 +216,7 @@ func freeSpan(used []span, size uint64) (uint64, error) {
 	cand := uint64(minAddr)
 	for _, u := range used {
 		if cand+size+4096 <= u.start {
-			return cand, nil
+			break
 		}
 		cand = max(cand, u.end+4096)
 	}

@@ -9,7 +9,6 @@
 package vmadump
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -17,10 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
-// ErrUnsupported marks memory chpox cannot checkpoint yet.
-var ErrUnsupported = errors.New("not supported yet")
+// ErrUnsupported marks memory chpox cannot checkpoint yet (the same error
+// as procinfo's, so callers check one).
+var ErrUnsupported = procinfo.ErrUnsupported
 
 // Area is a memory area with what dump needs beyond the image record.
 type Area struct {
@@ -52,7 +53,7 @@ func Areas(pid int) ([]*Area, error) {
 		}
 		a, err := classify(m)
 		if err != nil {
-			return nil, fmt.Errorf("dump %d: memory %#x-%#x: %w", pid, m.StartAddr, m.EndAddr, err)
+			return nil, fmt.Errorf("memory %#x-%#x: %w", m.StartAddr, m.EndAddr, err)
 		}
 		if s, ok := sm[a.Start]; ok {
 			a.RssKB, a.AnonKB, a.GrowsDown = s.rss+s.swap, s.anon+s.swap, s.growsDown

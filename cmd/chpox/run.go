@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/supervisor"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run a job as a registered process tree that checkpoints itself on a signal",
+		ArgsUsage: "-- COMMAND [ARGS...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "signal", Aliases: []string{"s"}, Usage: "`SIGNAL` (number or name) that triggers a checkpoint; the job must not use it", Value: "SIGUSR2"},
+			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return fmt.Errorf("%w: run needs a command: chpox run -o job.chp -- ./job", errUsage)
+			}
+			if c.String("output") == "" {
+				return fmt.Errorf("%w: run needs -o FILE, the image each checkpoint replaces", errUsage)
+			}
+			sig, err := parseSignal(c.String("signal"))
+			if err != nil {
+				return err
+			}
+			out, err := filepath.Abs(c.String("output"))
+			if err != nil {
+				return err
+			}
+			// The job gets stdin, stdout and stderr only: descriptors that
+			// leaked into chpox would be part of every checkpoint.
+			unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+			// Set up forwarding before the job starts, so no signal is lost.
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+			s, err := supervisor.Start(tracer, supervisor.Options{
+				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: os.Stderr,
+			})
+			if err != nil {
+				return err
+			}
+			if err := s.Listen(); err != nil {
+				fmt.Fprintf(os.Stderr, "chpox: %v (chpox dump of this job will not work)\n", err)
+			}
+			fmt.Fprintf(os.Stderr, "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
+			go forward(sigs, s.PID(), unix.Getpgid)
+			status, err := s.Wait()
+			if err != nil {
+				return err
+			}
+			return exitCode(status)
+		},
+	}
+}
+
+// parseSignal takes 31, SIGUSR2 or USR2.
+func parseSignal(s string) (unix.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		if sig == unix.SIGKILL || sig == unix.SIGSTOP {
+			return 0, fmt.Errorf("%w: %s cannot be caught and cannot trigger a checkpoint", errUsage, name)
+		}
+		return sig, nil
+	}
+	return 0, fmt.Errorf("%w: %q is not a signal (use a number or a name like SIGUSR2)", errUsage, s)
+}
+
+// forward passes termination signals sent to chpox on to the job, as a
+// shell user expects. SIGINT and SIGQUIT from a terminal reach the whole
+// foreground process group, so they are forwarded only to a job in another
+// group (else it would get them twice).
+func forward(sigs <-chan os.Signal, pid int, getpgid func(int) (int, error)) {
+	for s := range sigs {
+		if s == unix.SIGINT || s == unix.SIGQUIT {
+			if g, err := getpgid(pid); err == nil && g == unix.Getpgrp() {
+				continue
+			}
+		}
+		unix.Kill(pid, s.(unix.Signal))
+	}
+}

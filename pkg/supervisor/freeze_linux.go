@@ -1,0 +1,53 @@
+package supervisor
+
+import (
+	"errors"
+
+	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/ptrace"
+)
+
+// freeze stops every process of the tree, top-down from the root; stopped
+// is at its trigger stop already. Zombies are recorded as they are. A
+// process that exits meanwhile has left the tree.
+func (s *Supervisor) freeze(stopped int) ([]*dump.Member, error) {
+	var ms []*dump.Member
+	queue := []int{s.root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		in, err := procinfo.Read(pid)
+		if err != nil {
+			if pid == s.root {
+				return ms, errRootGone
+			}
+			continue
+		}
+		m := &dump.Member{Info: in}
+		if !in.Zombie {
+			if pid == stopped {
+				m.T, err = ptrace.Stopped(pid)
+			} else {
+				m.T, err = ptrace.Interrupt(pid)
+			}
+			if errors.Is(err, ptrace.ErrExited) && pid != s.root {
+				continue
+			}
+			if err != nil {
+				return ms, err
+			}
+			if m.Info, err = procinfo.Read(pid); err != nil {
+				ms = append(ms, m)
+				return ms, err
+			}
+			if err := dump.Supported(m.Info); err != nil {
+				ms = append(ms, m)
+				return ms, err
+			}
+		}
+		ms = append(ms, m)
+		queue = append(queue, m.Info.Children...)
+	}
+	return ms, nil
+}
