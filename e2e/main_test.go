@@ -37,6 +37,10 @@ var cPrograms = map[string][]string{
 	"sleeper": nil,
 	"files":   nil,
 	"holder":  {"-pthread"},
+	"tree":    nil,
+	"pipes":   nil,
+	"shm":     nil,
+	"runjob":  nil,
 }
 
 func TestMain(m *testing.M) {

@@ -46,8 +46,47 @@ type Result struct {
 
 // Member is one process of a frozen tree.
 type Member struct {
-	Info *procinfo.Info
-	T    *ptrace.Tracee // nil for a zombie
+	Info   *procinfo.Info
+	T      *ptrace.Tracee   // the main thread; nil for a zombie
+	Others []*ptrace.Tracee // the other threads
+}
+
+// Threads lists the main thread first, then the others.
+func (m *Member) Threads() []*ptrace.Tracee { return append([]*ptrace.Tracee{m.T}, m.Others...) }
+
+// FreezeThreads stops every other thread of m's process with stop (a
+// seize, or an interrupt for threads already traced). Threads are listed
+// again until no new one appears: once all listed threads are stopped,
+// none can start another.
+func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error {
+	have := map[int]bool{m.T.PID: true}
+	for _, t := range m.Others {
+		have[t.PID] = true
+	}
+	for {
+		tids, err := procinfo.TIDs(m.Info.PID)
+		if err != nil {
+			return err
+		}
+		added := false
+		for _, tid := range tids {
+			if have[tid] {
+				continue
+			}
+			t, err := stop(tid)
+			if errors.Is(err, ptrace.ErrExited) {
+				continue // the thread ended meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			have[tid], added = true, true
+			m.Others = append(m.Others, t)
+		}
+		if !added {
+			return nil
+		}
+	}
 }
 
 // Dump checkpoints pid and, unless opt.NoChildren, its descendants.
@@ -164,14 +203,17 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 		}
 		return nil, traced(pid, err)
 	}
-	m := &Member{T: t}
+	m := &Member{T: t, Info: in}
+	err = m.FreezeThreads(ptrace.Seize)
 	// Read again now that it is frozen: its children and threads cannot
 	// change any more.
-	if m.Info, err = procinfo.Read(pid); err == nil {
-		err = Supported(m.Info)
+	if err == nil {
+		if m.Info, err = procinfo.Read(pid); err == nil {
+			err = Supported(m.Info)
+		}
 	}
 	if err != nil {
-		t.Release()
+		Release([]*Member{m})
 		return nil, err
 	}
 	return m, nil
@@ -189,20 +231,26 @@ func traced(pid int, err error) error {
 // Supported refuses processes chpox cannot checkpoint yet.
 func Supported(in *procinfo.Info) error {
 	switch {
-	case len(in.Threads) > 1:
-		return fmt.Errorf("process %d has %d threads; multi-threaded processes: %w", in.PID, len(in.Threads), ErrUnsupported)
 	case in.Root != "/":
 		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
 	}
 	return nil
 }
 
-// Release puts every frozen process back as it was and lets it run.
+// Release puts every frozen process back as it was and lets it run. The
+// main thread's Undo comes first: it restores the code under the stub,
+// which another thread might otherwise run into.
 func Release(ms []*Member) error {
 	var errs []error
 	for _, m := range ms {
-		if m.T != nil {
-			if err := m.T.Release(); err != nil {
+		if m.T == nil {
+			continue
+		}
+		if err := m.T.Undo(); err != nil {
+			errs = append(errs, err)
+		}
+		for _, t := range append(m.Others, m.T) {
+			if err := t.Release(); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -219,54 +267,62 @@ func Collect(ms []*Member, ignoreSig int) error {
 			continue
 		}
 		p := &m.Info.Process
-		if err := collectThread(m.T, p, ignoreSig); err != nil {
+		p.Threads = nil
+		for _, t := range m.Threads() {
+			th, err := collectThread(t, ignoreSig)
+			if err != nil {
+				return err
+			}
+			p.Threads = append(p.Threads, th)
+		}
+		var err error
+		if p.SharedPending, err = m.T.PendingSignals(true); err != nil {
 			return err
 		}
-		if err := inject(m.T, p); err != nil {
+		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
+		if err := inject(m.Threads(), p); err != nil {
 			return err
 		}
 		// Put back what chpox changed before memory is read, so the image
-		// holds the process as it was.
-		if err := m.T.Undo(); err != nil {
-			return err
+		// holds the process as it was; the main thread (code) last.
+		for _, t := range append(m.Others, m.T) {
+			if err := t.Undo(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func collectThread(t *ptrace.Tracee, p *format.Process, ignoreSig int) error {
+func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {
 	th := format.Thread{TID: t.PID, Regs: fromPtrace(&t.Regs)}
 	var err error
 	if th.XSave, err = t.XState(); err != nil {
-		return err
+		return th, err
 	}
 	if th.SigMask, err = t.SigMask(); err != nil {
-		return err
+		return th, err
 	}
 	if th.Pending, err = t.PendingSignals(false); err != nil {
-		return err
-	}
-	if p.SharedPending, err = t.PendingSignals(true); err != nil {
-		return err
+		return th, err
 	}
 	if t.DeferredSignal() != 0 {
 		si, err := t.DeferredSiginfo()
 		if err != nil {
-			return err
+			return th, err
 		}
 		th.Pending = append(th.Pending, si)
 	}
 	th.Pending = withoutSignal(th.Pending, ignoreSig)
-	p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
 	rs, err := t.Rseq()
 	if err != nil {
-		return err
+		return th, err
 	}
 	if rs.Registered {
 		th.Rseq = &format.Rseq{Addr: rs.Addr, Len: rs.Size, Flags: rs.Flags, Sig: rs.Sig}
 	}
-	p.Threads = []format.Thread{th}
-	return nil
+	th.Comm = procinfo.ThreadComm(t.PID)
+	return th, nil
 }
 
 func withoutSignal(sis [][]byte, sig int) [][]byte {

@@ -11,58 +11,70 @@ import (
 )
 
 const (
-	nsig        = 64
-	sigactSize  = 32 // struct kernel_sigaction on x86_64
-	stackTSize  = 24 // stack_t
-	scratchSize = 4 * 4096
-	allSignals  = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
+	nsig             = 64
+	sigactSize       = 32 // struct kernel_sigaction on x86_64
+	scratchSize      = 4 * 4096
+	prGetTIDAddress  = 40 // PR_GET_TID_ADDRESS
+	threadQueryOff   = (nsig + 1) * sigactSize
+	threadQuerySize  = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
+	allSignals       = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
 )
 
 // inject asks the process itself for what /proc does not show: signal
-// actions, the alternate signal stack and the current brk. The calls run
-// with every signal blocked so nothing is delivered in between.
-func inject(t *ptrace.Tracee, p *format.Process) error {
-	if err := t.SetSigMask(allSignals); err != nil {
+// actions and brk (per process); the alternate signal stack, the
+// clear_child_tid pointer and the robust futex list (per thread). All
+// threads run the one stub poked into the main thread's code, with every
+// signal blocked so nothing is delivered in between.
+func inject(threads []*ptrace.Tracee, p *format.Process) error {
+	main := threads[0]
+	for _, t := range threads {
+		if err := t.SetSigMask(allSignals); err != nil {
+			return err
+		}
+	}
+	if err := main.PokeStub(); err != nil {
 		return err
 	}
-	if err := t.PokeStub(); err != nil {
-		return err
+	for _, t := range threads[1:] {
+		t.UseStub(main.Stub())
 	}
-	scratch, err := t.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
+	scratch, err := main.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
-		return fmt.Errorf("dump %d: injected mmap: %w", t.PID, err)
+		return fmt.Errorf("pid %d: injected mmap: %w", main.PID, err)
 	}
-	err = queryScratch(t, p, scratch)
-	if _, uerr := t.Syscall(unix.SYS_MUNMAP, scratch, scratchSize); uerr != nil && err == nil {
-		err = fmt.Errorf("dump %d: injected munmap: %w", t.PID, uerr)
+	err = queryProcess(main, p, scratch)
+	for i, t := range threads {
+		if err == nil {
+			err = queryThread(t, &p.Threads[i], scratch)
+		}
+	}
+	if _, uerr := main.Syscall(unix.SYS_MUNMAP, scratch, scratchSize); uerr != nil && err == nil {
+		err = fmt.Errorf("pid %d: injected munmap: %w", main.PID, uerr)
 	}
 	return err
 }
 
-func queryScratch(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
+func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	for sig := uint64(1); sig <= nsig; sig++ {
 		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
 			continue
 		}
 		if _, err := t.Syscall(unix.SYS_RT_SIGACTION, sig, 0, scratch+sig*sigactSize, 8); err != nil {
-			return fmt.Errorf("dump %d: injected rt_sigaction(%d): %w", t.PID, sig, err)
+			return fmt.Errorf("pid %d: injected rt_sigaction(%d): %w", t.PID, sig, err)
 		}
-	}
-	altAt := scratch + (nsig+1)*sigactSize
-	if _, err := t.Syscall(unix.SYS_SIGALTSTACK, 0, altAt); err != nil {
-		return fmt.Errorf("dump %d: injected sigaltstack: %w", t.PID, err)
 	}
 	brk, err := t.Syscall(unix.SYS_BRK, 0)
 	if err != nil {
-		return fmt.Errorf("dump %d: injected brk: %w", t.PID, err)
+		return fmt.Errorf("pid %d: injected brk: %w", t.PID, err)
 	}
 	p.MM.Brk = brk
-	buf := make([]byte, altAt+stackTSize-scratch)
+	buf := make([]byte, (nsig+1)*sigactSize)
 	if err := readMem(t.PID, scratch, buf); err != nil {
 		return err
 	}
 	le := binary.LittleEndian
+	p.Sigactions = nil
 	for sig := 1; sig <= nsig; sig++ {
 		b := buf[sig*sigactSize:]
 		sa := format.Sigaction{Signal: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:])}
@@ -70,8 +82,33 @@ func queryScratch(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 			p.Sigactions = append(p.Sigactions, sa)
 		}
 	}
-	a := buf[altAt-scratch:]
-	p.Threads[0].AltStack = format.AltStack{SP: le.Uint64(a), Flags: int32(le.Uint32(a[8:])), Size: le.Uint64(a[16:])}
+	return nil
+}
+
+func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
+	at := scratch + threadQueryOff
+	calls := []struct {
+		name string
+		nr   uint64
+		args []uint64
+	}{
+		{"sigaltstack", unix.SYS_SIGALTSTACK, []uint64{0, at}},
+		{"prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, []uint64{prGetTIDAddress, at + 24}},
+		{"get_robust_list", unix.SYS_GET_ROBUST_LIST, []uint64{0, at + 32, at + 40}},
+	}
+	for _, c := range calls {
+		if _, err := t.Syscall(c.nr, c.args...); err != nil {
+			return fmt.Errorf("thread %d: injected %s: %w", t.PID, c.name, err)
+		}
+	}
+	b := make([]byte, threadQuerySize)
+	if err := readMem(t.PID, at, b); err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	th.AltStack = format.AltStack{SP: le.Uint64(b), Flags: int32(le.Uint32(b[8:])), Size: le.Uint64(b[16:])}
+	th.ClearTID = le.Uint64(b[24:])
+	th.RobustHead, th.RobustLen = le.Uint64(b[32:]), le.Uint64(b[40:])
 	return nil
 }
 
@@ -83,7 +120,7 @@ func readMem(pid int, addr uint64, buf []byte) error {
 		err = fmt.Errorf("short read: %d of %d bytes", n, len(buf))
 	}
 	if err != nil {
-		return fmt.Errorf("dump %d: read scratch memory: %w", pid, err)
+		return fmt.Errorf("pid %d: read scratch memory: %w", pid, err)
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func sampleHeader(nproc int, dataBytes int) *Header {
 
 // sampleProcess builds a process with every kind of VMA and file; its page
 // and file contents are appended to d.
-func sampleProcess(pid int, d *dataBuilder, small bool) *Process {
+func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	siginfo := d.bytes(siginfoSize)
 	p := &Process{
 		PID: pid, PPID: 1, PGID: pid, SID: pid,
@@ -123,48 +123,93 @@ func sampleProcess(pid int, d *dataBuilder, small bool) *Process {
 	}
 	if !small {
 		p.VMAs = append(p.VMAs,
-			VMA{Start: 0x7f0000000000, End: 0x7f0000001000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASharedAnon, Name: "/dev/zero (deleted)",
-				Pages: []DataRun{d.add(0x7f0000000000, 0x1000)}},
+			// contents in Objects.Shm[0]
+			VMA{Start: 0x7f0000000000, End: 0x7f0000003000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASharedAnon, Name: "/dev/zero (deleted)", Shm: 1},
 			VMA{Start: 0x7ffc00000000, End: 0x7ffc00002000, Prot: ProtRead | ProtWrite, GrowsDown: true, Kind: VMAAnon, Name: "[stack]",
 				Pages: []DataRun{d.add(0x7ffc00001000, 0x1000)}},
 			VMA{Start: 0x7ffd00000000, End: 0x7ffd00002000, Prot: ProtRead | ProtExec, Kind: VMAVDSO, Name: "[vdso]"},
 		)
 	}
 	p.Files = []File{
-		{FD: 0, Kind: FileChar, Path: "/dev/null", Flags: 0o100000},
-		{FD: 1, Kind: FileRegular, Path: "/tmp/out.log", Flags: 0o102001, Pos: 4711, Mode: 0o100644},
-		{FD: 4, Kind: FileDeleted, Path: "/tmp/scratch (deleted)", Flags: 0o2000002, Pos: 150, Mode: 0o100600,
+		// fd 0 of every process shares one description (inherited)
+		{FD: 0, Desc: 1, Kind: FileChar, Path: "/dev/null", Flags: 0o100000},
+		{FD: 1, Desc: 100*pid + 1, Kind: FileRegular, Path: "/tmp/out.log", Flags: 0o102001, Pos: 4711, Mode: 0o100644},
+		{FD: 4, Desc: 100*pid + 4, Kind: FileDeleted, Path: "/tmp/scratch (deleted)", Flags: 0o2000002, Pos: 150, Mode: 0o100600,
 			// runs of file contents need not be page-sized; the second is
 			// after a hole.
 			Content: []DataRun{d.add(0, 100), d.add(8192, 50)}},
 	}
 	if !small {
-		p.Files = append(p.Files, File{FD: 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000})
+		p.Files = append(p.Files, File{FD: 3, Desc: 100*pid + 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000})
+	}
+	if objects {
+		p.Files = append(p.Files,
+			File{FD: 6, Desc: 100*pid + 6, Kind: FilePipe, Path: "pipe:[4242]", Flags: 0o1, Pipe: 1},
+			File{FD: 7, Desc: 100*pid + 7, Kind: FilePipe, Path: "/tmp/fifo", Flags: 0o4000, Pipe: 2})
 	}
 	return p
 }
 
+// sampleObjects builds the shared objects the sample processes refer to.
+func sampleObjects(d *dataBuilder) *Objects {
+	return &Objects{
+		Shm: []SharedMem{
+			// a run need not end on a page boundary: memfd sizes are arbitrary
+			{ID: 1, Inode: 77, Size: 0x2c00, Pages: []DataRun{d.add(0, 0x1000), d.add(0x2000, 0xc00)}},
+		},
+		Pipes: []Pipe{
+			{ID: 1, Inode: 4242, Capacity: 65536, Data: []DataRun{d.add(0, 300)}},
+			{ID: 2, Inode: 4343, Capacity: 4096, FIFO: "/tmp/fifo"},
+		},
+	}
+}
+
 type sample struct {
 	h     *Header
+	objs  *Objects // nil: no objects section
 	procs []*Process
 	data  []byte
 	runs  map[DataRun][]byte
 }
 
-// makeSample builds an image with nproc processes. small leaves out the
-// second thread and the larger VMAs.
-func makeSample(nproc int, small bool) sample {
-	d := newDataBuilder(uint64(nproc))
-	var procs []*Process
-	for i := 0; i < nproc; i++ {
-		procs = append(procs, sampleProcess(100+10*i, d, small))
-	}
-	return sample{h: sampleHeader(nproc, len(d.buf)), procs: procs, data: d.buf, runs: d.want}
+// sampleOpts shape a sample image: small leaves out the second thread, the
+// larger VMAs (shared memory among them) and the directory fd; objects adds
+// pipes and shared memory; zombie adds a zombie child of the first process.
+type sampleOpts struct {
+	nproc                  int
+	small, objects, zombie bool
 }
+
+// makeSample builds an image with nproc processes; all but the small ones
+// have objects.
+func makeSample(nproc int, small bool) sample {
+	return buildSample(sampleOpts{nproc: nproc, small: small, objects: !small})
+}
+
+func buildSample(o sampleOpts) sample {
+	if !o.small && !o.objects {
+		panic("the shared memory VMA needs objects")
+	}
+	d := newDataBuilder(uint64(o.nproc))
+	s := sample{}
+	if o.objects {
+		s.objs = sampleObjects(d)
+	}
+	for i := 0; i < o.nproc; i++ {
+		s.procs = append(s.procs, sampleProcess(100+10*i, d, o.small, o.objects))
+	}
+	if o.zombie {
+		s.procs = append(s.procs, &Process{PID: 999, PPID: 100, PGID: 100, SID: 100, Comm: "defunct", Zombie: true, WaitStatus: 0x0100})
+	}
+	s.h, s.data, s.runs = sampleHeader(len(s.procs), len(d.buf)), d.buf, d.want
+	return s
+}
+
+func (s sample) secs() []sec { return stdSecs(s.h, s.objs, s.procs, s.data) }
 
 // writeImage writes an image through the Writer, feeding the data section in
 // chunks of the given size.
-func writeImage(path string, h *Header, procs []*Process, data []byte, chunk int) error {
+func writeImage(path string, h *Header, objs *Objects, procs []*Process, data []byte, chunk int) error {
 	w, err := Create(path)
 	if err != nil {
 		return err
@@ -172,6 +217,11 @@ func writeImage(path string, h *Header, procs []*Process, data []byte, chunk int
 	defer w.Abort()
 	if err := w.WriteHeader(h); err != nil {
 		return err
+	}
+	if objs != nil {
+		if err := w.WriteObjects(objs); err != nil {
+			return err
+		}
 	}
 	for _, p := range procs {
 		if err := w.WriteProcess(p); err != nil {
@@ -196,7 +246,7 @@ func writeImage(path string, h *Header, procs []*Process, data []byte, chunk int
 
 func (s sample) write(t testing.TB, path string) []byte {
 	t.Helper()
-	if err := writeImage(path, s.h, s.procs, s.data, 1000); err != nil {
+	if err := writeImage(path, s.h, s.objs, s.procs, s.data, 1000); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -230,8 +280,11 @@ func jsonSec(typ uint32, v any) sec {
 }
 
 // stdSecs is the section list the Writer produces.
-func stdSecs(h *Header, procs []*Process, data []byte) []sec {
+func stdSecs(h *Header, objs *Objects, procs []*Process, data []byte) []sec {
 	s := []sec{jsonSec(SecHeader, h)}
+	if objs != nil {
+		s = append(s, jsonSec(SecObjects, objs))
+	}
 	for _, p := range procs {
 		s = append(s, jsonSec(SecProcess, p))
 	}
@@ -330,19 +383,19 @@ var allErrs = []error{ErrBadMagic, ErrVersion, ErrChecksum, ErrTruncated, ErrCor
 func TestRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		nproc int
-		small bool
+		opts  sampleOpts
 		chunk int
 	}{
-		{"one process", 1, false, 4096},
-		{"one small process, byte chunks", 1, true, 1},
-		{"two processes, odd chunks", 2, false, 777},
-		{"three small processes, one write", 3, true, 1 << 30},
+		{"one process", sampleOpts{nproc: 1, objects: true}, 4096},
+		{"one small process, byte chunks", sampleOpts{nproc: 1, small: true}, 1},
+		{"two processes, odd chunks", sampleOpts{nproc: 2, objects: true}, 777},
+		{"two small processes with objects and a zombie", sampleOpts{nproc: 2, small: true, objects: true, zombie: true}, 4096},
+		{"three small processes, one write", sampleOpts{nproc: 3, small: true}, 1 << 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := makeSample(tc.nproc, tc.small)
+			s := buildSample(tc.opts)
 			path := filepath.Join(t.TempDir(), "img.chpox")
-			if err := writeImage(path, s.h, s.procs, s.data, tc.chunk); err != nil {
+			if err := writeImage(path, s.h, s.objs, s.procs, s.data, tc.chunk); err != nil {
 				t.Fatal(err)
 			}
 			img, err := Open(path)
@@ -355,6 +408,13 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if diff := cmp.Diff(s.procs, img.Processes); diff != "" {
 				t.Errorf("processes (-want +got):\n%s", diff)
+			}
+			wantObjs := Objects{}
+			if s.objs != nil {
+				wantObjs = *s.objs
+			}
+			if diff := cmp.Diff(wantObjs, img.Objects); diff != "" {
+				t.Errorf("objects (-want +got):\n%s", diff)
 			}
 			if off := img.DataFileOffset(); off%4096 != 0 {
 				t.Errorf("DataFileOffset() = %d, not page-aligned", off)
@@ -400,6 +460,16 @@ func TestRoundTrip(t *testing.T) {
 					}
 				}
 			}
+			for _, m := range img.Objects.Shm {
+				for _, r := range m.Pages {
+					check(fmt.Sprintf("shm %d", m.ID), r)
+				}
+			}
+			for _, p := range img.Objects.Pipes {
+				for _, r := range p.Data {
+					check(fmt.Sprintf("pipe %d", p.ID), r)
+				}
+			}
 			if nruns != len(s.runs) {
 				t.Errorf("records name %d runs, %d were written", nruns, len(s.runs))
 			}
@@ -408,7 +478,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := assemble(1, stdSecs(s.h, s.procs, s.data)); !bytes.Equal(b, want) {
+			if want := assemble(1, s.secs()); !bytes.Equal(b, want) {
 				t.Errorf("writer output (%d bytes) differs from the spec encoding (%d bytes)", len(b), len(want))
 			}
 		})
@@ -418,7 +488,7 @@ func TestRoundTrip(t *testing.T) {
 func TestEmptyDataSection(t *testing.T) {
 	p := &Process{PID: 7, Threads: []Thread{{TID: 7}}, VMAs: []VMA{{Start: 0x1000, End: 0x2000, Kind: VMAVDSO}}}
 	path := filepath.Join(t.TempDir(), "img")
-	if err := writeImage(path, sampleHeader(1, 0), []*Process{p}, nil, 1); err != nil {
+	if err := writeImage(path, sampleHeader(1, 0), nil, []*Process{p}, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	img, err := Open(path)
@@ -687,7 +757,7 @@ func classify(secs []rawSec, off int) region {
 			// A type turned into an unknown critical type reads like a
 			// section from a newer chpox.
 			errs := []error{ErrCorrupt}
-			if s.typ == SecProcess {
+			if s.typ == SecProcess || s.typ == SecObjects {
 				errs = append(errs, ErrVersion)
 			}
 			return region{name + "type", errs, false}
@@ -733,16 +803,20 @@ func checkFlip(t *testing.T, img []byte, secs []rawSec, off int, bit uint) {
 	}
 }
 
-// TestTamper flips bits all over an image with two processes: every bit of
+// TestTamper flips bits all over an image with two processes and an objects
+// section: every bit of
 // the preamble, of every section header and of the end section; one bit of
 // every other byte before the data payload (header, process and pad
 // payloads: a CRC catches every single-bit error, so which bit does not
 // matter); and samples of the data payload.
 func TestTamper(t *testing.T) {
 	t.Parallel()
-	s := makeSample(2, true)
+	s := buildSample(sampleOpts{nproc: 2, small: true, objects: true})
 	img := s.write(t, filepath.Join(t.TempDir(), "img"))
 	secs := parseSections(t, img)
+	if secs[1].typ != SecObjects {
+		t.Fatalf("second section is %d, want objects", secs[1].typ)
+	}
 	data := secs[len(secs)-2]
 	if data.typ != SecData {
 		t.Fatalf("second to last section is %d", data.typ)
@@ -895,7 +969,7 @@ func TestNotAnImage(t *testing.T) {
 func TestVersion(t *testing.T) {
 	s := makeSample(1, true)
 	for _, v := range []uint32{0, 2, 1 << 31} {
-		b := assemble(v, stdSecs(s.h, s.procs, s.data))
+		b := assemble(v, s.secs())
 		_, err := decodeBytes(b)
 		if !errors.Is(err, ErrVersion) {
 			t.Errorf("version %d: %v, want ErrVersion", v, err)
@@ -909,7 +983,7 @@ func TestVersion(t *testing.T) {
 
 func TestUnknownSections(t *testing.T) {
 	s := makeSample(2, true)
-	std := stdSecs(s.h, s.procs, s.data) // header, proc, proc, pad, data, end
+	std := s.secs() // header, proc, proc, pad, data, end
 	insert := func(at int, extra ...sec) []sec {
 		out := append([]sec(nil), std[:at]...)
 		out = append(out, extra...)
@@ -965,7 +1039,7 @@ func TestUnknownSections(t *testing.T) {
 
 func TestUnknownJSONFields(t *testing.T) {
 	s := makeSample(1, true)
-	secs := stdSecs(s.h, s.procs, s.data)
+	secs := s.secs()
 	for i := 0; i < 2; i++ {
 		p := secs[i].payload
 		secs[i].payload = append([]byte(`{"future_field":{"a":[1,2,3]},`), p[1:]...)
@@ -982,7 +1056,7 @@ func TestUnknownJSONFields(t *testing.T) {
 // TestStructure covers container rules a bit flip cannot always reach.
 func TestStructure(t *testing.T) {
 	s := makeSample(1, true)
-	std := func() []sec { return stdSecs(s.h, s.procs, s.data) } // header, proc, pad, data, end
+	std := func() []sec { return s.secs() } // header, proc, pad, data, end
 	without := func(i int) []sec { x := std(); return append(x[:i], x[i+1:]...) }
 	with := func(f func(x []sec)) []sec { x := std(); f(x); return x }
 	u := func(v uint64) *uint64 { return &v }
@@ -1015,6 +1089,13 @@ func TestStructure(t *testing.T) {
 		{"end marker too long", with(func(x []sec) { x[4] = sec{typ: SecEnd, flags: FlagCritical, payload: make([]byte, 16)} }), ErrCorrupt},
 		{"data length beyond file", with(func(x []sec) { x[3].length = u(uint64(len(s.data)) + 100) }), ErrTruncated},
 		{"huge length", with(func(x []sec) { x[1].length = u(math.MaxUint64) }), ErrTruncated},
+		{"objects section", with(func(x []sec) { x[1] = jsonSec(SecObjects, &Objects{}) }), ErrCorrupt}, // replaces the process
+		{"objects section before the process", append(std()[:1], append([]sec{jsonSec(SecObjects, &Objects{})}, std()[1:]...)...), nil},
+		{"objects section after the process", append(std()[:2], append([]sec{jsonSec(SecObjects, &Objects{})}, std()[2:]...)...), nil},
+		{"two objects sections", append(std()[:1], append([]sec{jsonSec(SecObjects, &Objects{}), jsonSec(SecObjects, &Objects{})}, std()[1:]...)...), ErrCorrupt},
+		{"objects section after the pad", append(std()[:3], append([]sec{jsonSec(SecObjects, &Objects{})}, std()[3:]...)...), ErrCorrupt},
+		{"objects section not critical", append(std()[:1], append([]sec{{typ: SecObjects, payload: []byte("{}")}}, std()[1:]...)...), ErrCorrupt},
+		{"objects json broken", append(std()[:1], append([]sec{{typ: SecObjects, flags: FlagCritical, payload: []byte("{")}}, std()[1:]...)...), ErrCorrupt},
 		{"header json broken", with(func(x []sec) { x[0].payload = []byte(`{"arch":`) }), ErrCorrupt},
 		{"process json wrong type", with(func(x []sec) { x[1].payload = []byte(`{"pid":"one"}`) }), ErrCorrupt},
 		{"process json null", with(func(x []sec) { x[1].payload = []byte(`null`) }), ErrCorrupt},
@@ -1032,7 +1113,7 @@ func TestMetaSectionLimit(t *testing.T) {
 	// A section claiming more than the limit is refused before allocation,
 	// even if the file is that long.
 	s := makeSample(1, true)
-	secs := stdSecs(s.h, s.procs, s.data)
+	secs := s.secs()
 	secs[1].payload = append(secs[1].payload, make([]byte, maxMetaSection)...)
 	_, err := decodeBytes(assemble(1, secs))
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "limit") {
@@ -1108,7 +1189,7 @@ func TestValidate(t *testing.T) {
 		{"empty content run inside a page run", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].Files[2].Content[1] = DataRun{Off: ps[0].VMAs[1].Pages[0].Off + 8}
 		}, nil},
-		{"two processes share data", func(_ *Header, ps []*Process, _ uint64) { ps[1].VMAs[1].Pages[0].Off = ps[0].VMAs[1].Pages[0].Off }, nil},
+		{"two processes share data", func(_ *Header, ps []*Process, _ uint64) { ps[1].VMAs[1].Pages[0].Off = ps[0].VMAs[1].Pages[0].Off }, ErrCorrupt},
 		{"negative fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].FD = -1 }, ErrCorrupt},
 		{"duplicate fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].FD = 0 }, ErrCorrupt},
 		{"same fd in two processes", func(_ *Header, ps []*Process, _ uint64) {}, nil},
@@ -1117,7 +1198,58 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)
 			tc.mutate(s.h, s.procs, uint64(len(s.data)))
-			_, err := decodeBytes(assemble(1, stdSecs(s.h, s.procs, s.data)))
+			_, err := decodeBytes(assemble(1, s.secs()))
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Decode: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateObjects(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(o *Objects, ps []*Process, dataLen uint64)
+		want   error
+	}{
+		{"baseline", func(*Objects, []*Process, uint64) {}, nil},
+		{"shm id 0", func(o *Objects, _ []*Process, _ uint64) { o.Shm[0].ID = 0 }, ErrCorrupt},
+		{"shm id twice", func(o *Objects, _ []*Process, _ uint64) { o.Shm = append(o.Shm, SharedMem{ID: 1}) }, ErrCorrupt},
+		{"unreferenced shm", func(o *Objects, _ []*Process, _ uint64) { o.Shm = append(o.Shm, SharedMem{ID: 5, Size: 10}) }, nil},
+		{"shm size beyond off_t", func(o *Objects, _ []*Process, _ uint64) { o.Shm[0].Size = 1 << 63 }, ErrCorrupt},
+		{"shm run past object end", func(o *Objects, _ []*Process, _ uint64) { o.Shm[0].Pages[1].Len++ }, ErrCorrupt},
+		{"shm run starts past object end", func(o *Objects, _ []*Process, _ uint64) { o.Shm[0].Pages[1].Addr = 0x3000 }, ErrCorrupt},
+		{"shm run beyond data section", func(o *Objects, _ []*Process, n uint64) { o.Shm[0].Pages[0].Off = n }, ErrCorrupt},
+		{"shm run shares data with a process", func(o *Objects, ps []*Process, _ uint64) { o.Shm[0].Pages[0].Off = ps[0].VMAs[2].Pages[0].Off }, ErrCorrupt},
+		{"pipe id negative", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[1].ID = -1 }, ErrCorrupt},
+		{"pipe id twice", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[1].ID = 1 }, ErrCorrupt},
+		{"pipe capacity 0", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[1].Capacity = 0 }, ErrCorrupt},
+		{"pipe capacity huge", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[1].Capacity = math.MaxInt32 + 1 }, ErrCorrupt},
+		{"pipe data over capacity", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[0].Capacity = 299 }, ErrCorrupt},
+		{"pipe data ends past capacity", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[0].Data[0].Addr = 65536 - 299 }, ErrCorrupt},
+		{"pipe data ends at capacity", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[0].Data[0].Addr = 65536 - 300 }, nil},
+		{"pipe data beyond data section", func(o *Objects, _ []*Process, n uint64) { o.Pipes[0].Data[0].Off = n - 299 }, ErrCorrupt},
+		{"pipe data shares data with shm", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[0].Data[0].Off = o.Shm[0].Pages[1].Off }, ErrCorrupt},
+		{"vma names missing shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[3].Shm = 9 }, ErrCorrupt},
+		{"vma names negative shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[3].Shm = -1 }, ErrCorrupt},
+		{"anon vma names shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[2].Shm = 1 }, ErrCorrupt},
+		{"shared-anon vma without shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[3].Shm = 0 }, nil},
+		{"pipe fd without pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[0].Files[4].Pipe = 0 }, ErrCorrupt},
+		{"pipe fd names missing pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[5].Pipe = 3 }, ErrCorrupt},
+		{"regular fd names pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[0].Files[1].Pipe = 1 }, ErrCorrupt},
+		{"file description 0", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[1].Desc = 0 }, ErrCorrupt},
+		{"objects emptied, their data unreferenced", func(o *Objects, ps []*Process, _ uint64) {
+			*o = Objects{}
+			for _, p := range ps {
+				p.VMAs[3].Shm = 0
+				p.Files = p.Files[:4]
+			}
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := makeSample(2, false)
+			tc.mutate(s.objs, s.procs, uint64(len(s.data)))
+			_, err := decodeBytes(assemble(1, s.secs()))
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("Decode: %v, want %v", err, tc.want)
 			}
@@ -1127,7 +1259,7 @@ func TestValidate(t *testing.T) {
 
 func TestNoProcesses(t *testing.T) {
 	h := sampleHeader(0, 0)
-	_, err := decodeBytes(assemble(1, stdSecs(h, nil, nil)))
+	_, err := decodeBytes(assemble(1, stdSecs(h, nil, nil, nil)))
 	if !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Decode: %v, want ErrCorrupt", err)
 	}
@@ -1178,7 +1310,7 @@ func (r eofReaderAt) ReadAt(p []byte, off int64) (int, error) {
 
 func TestReaderAtContract(t *testing.T) {
 	s := makeSample(1, true)
-	img := assemble(1, stdSecs(s.h, s.procs, s.data))
+	img := assemble(1, s.secs())
 	got, err := Decode(eofReaderAt(img), int64(len(img)))
 	if err != nil {
 		t.Fatalf("Decode with io.EOF on full reads: %v", err)

@@ -29,9 +29,9 @@ func seedImages(t testing.TB) map[string][]byte {
 		}
 	}
 	out := map[string][]byte{}
-	write := func(name string, procs []*Process, data []byte) {
+	write := func(name string, objs *Objects, procs []*Process, data []byte) {
 		path := filepath.Join(t.TempDir(), name)
-		if err := writeImage(path, sampleHeader(len(procs), len(data)), procs, data, 512); err != nil {
+		if err := writeImage(path, sampleHeader(len(procs), len(data)), objs, procs, data, 512); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(path)
@@ -40,29 +40,41 @@ func seedImages(t testing.TB) map[string][]byte {
 		}
 		out[name] = b
 	}
-	write("seed-minimal", []*Process{tiny(10)}, nil)
+	write("seed-minimal", nil, []*Process{tiny(10)}, nil)
 
 	// One page of memory and a deleted file of 10 bytes.
 	p := tiny(20)
 	p.VMAs = append([]VMA{{Start: 0x600000, End: 0x602000, Prot: ProtRead | ProtWrite, Kind: VMAAnon, Name: "[heap]",
 		Pages: []DataRun{{Addr: 0x601000, Off: 0, Len: 4096}}}}, p.VMAs...)
 	p.Files = []File{
-		{FD: 0, Kind: FileChar, Path: "/dev/null"},
-		{FD: 3, Kind: FileDeleted, Path: "/tmp/x (deleted)", Mode: 0o100600, Content: []DataRun{{Addr: 0, Off: 4096, Len: 10}}},
+		{FD: 0, Desc: 1, Kind: FileChar, Path: "/dev/null"},
+		{FD: 3, Desc: 2, Kind: FileDeleted, Path: "/tmp/x (deleted)", Mode: 0o100600, Content: []DataRun{{Addr: 0, Off: 4096, Len: 10}}},
 	}
 	data := make([]byte, 4096+10)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	write("seed-one-page", []*Process{p}, data)
+	write("seed-one-page", nil, []*Process{p}, data)
 
-	// Two processes sharing a file-backed mapping record, no pages.
+	// Two processes and a zombie sharing a file mapping, a shared memory
+	// object, a pipe with unread bytes and a deleted file's description.
 	a, b := tiny(30), tiny(31)
 	b.PPID = 30
+	shm := VMA{Start: 0x7f0000000000, End: 0x7f0000001000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASharedAnon, Name: "/dev/zero (deleted)", Shm: 1}
+	a.VMAs = append([]VMA{shm}, a.VMAs...)
 	b.VMAs = append([]VMA{{Start: 0x400000, End: 0x401000, Prot: ProtRead | ProtExec, Kind: VMAFile, Name: "/bin/tiny",
-		File: &FileRef{Path: "/bin/tiny", Dev: 1, Inode: 2, Size: 4096, MtimeNS: 3}}}, b.VMAs...)
-	b.Files = []File{{FD: 5, Kind: FileDeleted, Path: "/tmp/y (deleted)", Content: []DataRun{{Addr: 4096, Off: 0, Len: 5}}}}
-	write("seed-two-procs", []*Process{a, b}, []byte("hello"))
+		File: &FileRef{Path: "/bin/tiny", Dev: 1, Inode: 2, Size: 4096, MtimeNS: 3}}, shm}, b.VMAs...)
+	a.Files = []File{{FD: 1, Desc: 2, Kind: FilePipe, Path: "pipe:[9]", Flags: 1, Pipe: 1}}
+	b.Files = []File{
+		{FD: 0, Desc: 1, Kind: FilePipe, Path: "pipe:[9]", Pipe: 1},
+		{FD: 5, Desc: 3, Kind: FileDeleted, Path: "/tmp/y (deleted)", Content: []DataRun{{Addr: 4096, Off: 0, Len: 5}}},
+	}
+	z := &Process{PID: 32, PPID: 30, Zombie: true, WaitStatus: 0x100}
+	objs := &Objects{
+		Shm:   []SharedMem{{ID: 1, Inode: 8, Size: 4096, Pages: []DataRun{{Addr: 0, Off: 8, Len: 100}}}},
+		Pipes: []Pipe{{ID: 1, Inode: 9, Capacity: 65536, Data: []DataRun{{Off: 5, Len: 3}}}},
+	}
+	write("seed-two-procs", objs, []*Process{a, b, z}, append([]byte("helloabc"), bytes.Repeat([]byte{0xcc}, 100)...))
 	return out
 }
 
@@ -109,31 +121,49 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzDecodeRecords fuzzes the JSON of the header and of one process inside
-// an otherwise well-formed image with correct checksums, so that the
-// fuzzer reaches the record validation that FuzzDecode rarely gets past the
-// CRCs to.
+// FuzzDecodeRecords fuzzes the JSON of the header, the objects and one
+// process inside an otherwise well-formed image with correct checksums, so
+// that the fuzzer reaches the record validation that FuzzDecode rarely gets
+// past the CRCs to. An empty objects argument leaves the section out.
 func FuzzDecodeRecords(f *testing.F) {
-	s := makeSample(1, true)
+	s := buildSample(sampleOpts{nproc: 1, small: true, objects: true})
 	h, _ := json.Marshal(s.h)
+	o, _ := json.Marshal(s.objs)
 	p, _ := json.Marshal(s.procs[0])
-	f.Add(h, p, uint16(len(s.data)))
+	f.Add(h, o, p, uint16(len(s.data)))
 	for _, b := range seedImages(f) {
-		secs := parseSections(f, b)
-		f.Add(b[secs[0].payloadOff():][:secs[0].length], b[secs[1].payloadOff():][:secs[1].length], uint16(secs[len(secs)-2].length))
+		var hdr, objs, proc []byte
+		var n uint64
+		for _, sc := range parseSections(f, b) {
+			payload := b[sc.payloadOff():][:sc.length]
+			switch {
+			case sc.typ == SecHeader:
+				hdr = payload
+			case sc.typ == SecObjects:
+				objs = payload
+			case sc.typ == SecProcess && proc == nil:
+				proc = payload
+			case sc.typ == SecData:
+				n = sc.length
+			}
+		}
+		f.Add(hdr, objs, proc, uint16(n))
 	}
-	f.Fuzz(func(t *testing.T, hdr, proc []byte, n uint16) {
+	f.Fuzz(func(t *testing.T, hdr, objs, proc []byte, n uint16) {
 		data := make([]byte, n)
 		for i := range data {
 			data[i] = byte(i)
 		}
-		b := assemble(1, []sec{
-			{typ: SecHeader, flags: FlagCritical, payload: hdr},
-			{typ: SecProcess, flags: FlagCritical, payload: proc},
-			{typ: SecPad, autoPad: true},
-			{typ: SecData, flags: FlagCritical, payload: data},
-			{typ: SecEnd, flags: FlagCritical, autoEnd: true},
-		})
+		secs := []sec{{typ: SecHeader, flags: FlagCritical, payload: hdr}}
+		if len(objs) > 0 {
+			secs = append(secs, sec{typ: SecObjects, flags: FlagCritical, payload: objs})
+		}
+		b := assemble(1, append(secs,
+			sec{typ: SecProcess, flags: FlagCritical, payload: proc},
+			sec{typ: SecPad, autoPad: true},
+			sec{typ: SecData, flags: FlagCritical, payload: data},
+			sec{typ: SecEnd, flags: FlagCritical, autoEnd: true},
+		))
 		img, err := decodeBytes(b)
 		if err != nil {
 			if img != nil || !isOneOf(err, allErrs...) {
@@ -196,6 +226,68 @@ func checkAccepted(t *testing.T, img *Image, b []byte) {
 			}
 		}
 	}
+	shm, pipes := map[int]bool{}, map[int]bool{}
+	for _, m := range img.Objects.Shm {
+		shm[m.ID] = true
+		for _, r := range m.Pages {
+			if end, carry := bits.Add64(r.Addr, r.Len, 0); carry != 0 || end > m.Size {
+				t.Fatalf("shm %d: run %+v beyond its %d bytes", m.ID, r, m.Size)
+			}
+			inData(fmt.Sprintf("shm %d", m.ID), r)
+		}
+	}
+	for _, p := range img.Objects.Pipes {
+		pipes[p.ID] = true
+		for _, r := range p.Data {
+			if end, carry := bits.Add64(r.Addr, r.Len, 0); carry != 0 || end > uint64(p.Capacity) {
+				t.Fatalf("pipe %d: run %+v beyond its capacity %d", p.ID, r, p.Capacity)
+			}
+			inData(fmt.Sprintf("pipe %d", p.ID), r)
+		}
+	}
+	for _, p := range img.Processes {
+		for _, v := range p.VMAs {
+			if v.Shm != 0 && !shm[v.Shm] {
+				t.Fatalf("pid %d: vma %#x names missing shm %d", p.PID, v.Start, v.Shm)
+			}
+		}
+		for _, f := range p.Files {
+			if f.Pipe != 0 && !pipes[f.Pipe] || f.Kind == FilePipe && f.Pipe == 0 {
+				t.Fatalf("pid %d: fd %d (%s) names missing pipe %d", p.PID, f.FD, f.Kind, f.Pipe)
+			}
+		}
+	}
+	// No byte of the data section goes to two places.
+	var spans [][2]uint64
+	collect := func(rs []DataRun) {
+		for _, r := range rs {
+			if r.Len > 0 {
+				spans = append(spans, [2]uint64{r.Off, r.Off + r.Len})
+			}
+		}
+	}
+	for _, p := range img.Processes {
+		for _, v := range p.VMAs {
+			collect(v.Pages)
+		}
+		for _, f := range p.Files {
+			collect(f.Content)
+		}
+	}
+	for _, m := range img.Objects.Shm {
+		collect(m.Pages)
+	}
+	for _, p := range img.Objects.Pipes {
+		collect(p.Data)
+	}
+	for i, a := range spans {
+		for _, c := range spans[i+1:] {
+			if a[0] < c[1] && c[0] < a[1] {
+				t.Fatalf("data runs %v and %v overlap", a, c)
+			}
+		}
+	}
+
 	crc := Checksum(0, b[off:off+n])
 	if crc != img.DataCRC() {
 		if err := img.VerifyData(); !errors.Is(err, ErrChecksum) {
@@ -210,7 +302,7 @@ func checkAccepted(t *testing.T, img *Image, b []byte) {
 	// What the reader accepts, the writer writes and the reader reads back
 	// unchanged.
 	path := filepath.Join(t.TempDir(), "again")
-	if err := writeImage(path, &img.Header, img.Processes, b[off:off+n], 4096); err != nil {
+	if err := writeImage(path, &img.Header, &img.Objects, img.Processes, b[off:off+n], 4096); err != nil {
 		t.Fatalf("write accepted image again: %v", err)
 	}
 	again, err := Open(path)

@@ -120,6 +120,13 @@ type Thread struct {
 	Pending  [][]byte `json:"pending,omitempty"` // thread-private pending siginfo, 128 bytes each
 	AltStack AltStack `json:"altstack"`
 	Rseq     *Rseq    `json:"rseq,omitempty"`
+	Comm     string   `json:"comm,omitempty"` // the thread's own name
+	// ClearTID is set_tid_address(2)'s pointer: the kernel clears it and
+	// wakes futex waiters when the thread exits (pthread_join relies on it).
+	ClearTID uint64 `json:"clear_tid,omitempty"`
+	// RobustList is the thread's robust futex list (set_robust_list(2)).
+	RobustHead uint64 `json:"robust_head,omitempty"`
+	RobustLen  uint64 `json:"robust_len,omitempty"`
 }
 
 // Regs mirrors the x86_64 user_regs_struct. It is kept here, not taken from
@@ -200,7 +207,16 @@ const (
 	FileChar    = "chardev" // character device (/dev/null, a tty), reopened by path
 	FileDeleted = "deleted" // unlinked regular file; content is in the data section
 	FilePipe    = "pipe"    // end of a pipe or FIFO in Objects.Pipes
+	FileEventfd = "eventfd" // eventfd(2): Count, Semaphore
+	FileEpoll   = "epoll"   // epoll instance: Watches
 )
+
+// EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
+type EpollWatch struct {
+	FD     int    `json:"fd"`
+	Events uint32 `json:"events"`
+	Data   uint64 `json:"data"`
+}
 
 // File is one open file descriptor.
 type File struct {
@@ -215,4 +231,8 @@ type File struct {
 	Pos     int64     `json:"pos"`
 	Mode    uint32    `json:"mode"` // st_mode, for deleted files
 	Content []DataRun `json:"content,omitempty"`
+
+	Count     uint64       `json:"count,omitempty"`     // eventfd counter
+	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE
+	Watches   []EpollWatch `json:"watches,omitempty"`   // epoll
 }

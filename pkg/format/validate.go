@@ -30,13 +30,14 @@ func (img *Image) validate() error {
 	if len(img.Processes) == 0 {
 		return corrupt("no processes")
 	}
-	if err := img.validateObjects(); err != nil {
+	ids, err := img.validateObjects()
+	if err != nil {
 		return err
 	}
 	pids := make(map[int]bool)
 	tids := make(map[int]bool)
 	for _, p := range img.Processes {
-		if err := img.validateProcess(p); err != nil {
+		if err := img.validateProcess(p, ids); err != nil {
 			return fmt.Errorf("process %d: %w", p.PID, err)
 		}
 		if pids[p.PID] {
@@ -56,66 +57,51 @@ func (img *Image) validate() error {
 // validateObjects checks the shared objects: IDs are positive and unique,
 // shared memory runs lie inside the object, pipe contents fit the pipe (restore
 // writes them back into a pipe of that capacity before anyone reads it).
-func (img *Image) validateObjects() error {
+func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
-	seen := make(map[int]bool)
+	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool)}
 	for _, m := range o.Shm {
-		if m.ID <= 0 || seen[m.ID] {
-			return corrupt("shared memory ID %d is not positive or appears twice", m.ID)
+		if m.ID <= 0 || ids.shm[m.ID] {
+			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
 		}
-		seen[m.ID] = true
+		ids.shm[m.ID] = true
 		if m.Size > math.MaxInt64 {
-			return corrupt("shared memory %d has size %d", m.ID, m.Size)
+			return ids, corrupt("shared memory %d has size %d", m.ID, m.Size)
 		}
 		for _, r := range m.Pages {
 			if r.Addr > m.Size || r.Len > m.Size-r.Addr {
-				return corrupt("shared memory %d: run %#x+%#x beyond its %d bytes", m.ID, r.Addr, r.Len, m.Size)
+				return ids, corrupt("shared memory %d: run %#x+%#x beyond its %d bytes", m.ID, r.Addr, r.Len, m.Size)
 			}
 			if err := img.inData(r); err != nil {
-				return fmt.Errorf("shared memory %d: %w", m.ID, err)
+				return ids, fmt.Errorf("shared memory %d: %w", m.ID, err)
 			}
 		}
 	}
-	clear(seen)
 	for _, p := range o.Pipes {
-		if p.ID <= 0 || seen[p.ID] {
-			return corrupt("pipe ID %d is not positive or appears twice", p.ID)
+		if p.ID <= 0 || ids.pipe[p.ID] {
+			return ids, corrupt("pipe ID %d is not positive or appears twice", p.ID)
 		}
-		seen[p.ID] = true
+		ids.pipe[p.ID] = true
 		if p.Capacity <= 0 || p.Capacity > maxPipeSize {
-			return corrupt("pipe %d has capacity %d", p.ID, p.Capacity)
+			return ids, corrupt("pipe %d has capacity %d", p.ID, p.Capacity)
 		}
 		for _, r := range p.Data {
 			if r.Addr > uint64(p.Capacity) || r.Len > uint64(p.Capacity)-r.Addr {
-				return corrupt("pipe %d: %d bytes at %d exceed its capacity %d", p.ID, r.Len, r.Addr, p.Capacity)
+				return ids, corrupt("pipe %d: %d bytes at %d exceed its capacity %d", p.ID, r.Len, r.Addr, p.Capacity)
 			}
 			if err := img.inData(r); err != nil {
-				return fmt.Errorf("pipe %d: %w", p.ID, err)
+				return ids, fmt.Errorf("pipe %d: %w", p.ID, err)
 			}
 		}
 	}
-	return nil
+	return ids, nil
 }
 
-func (img *Image) hasShm(id int) bool {
-	for _, m := range img.Objects.Shm {
-		if m.ID == id {
-			return true
-		}
-	}
-	return false
-}
+// objectIDs are the IDs of the image's shared objects, for the references
+// from process records.
+type objectIDs struct{ shm, pipe map[int]bool }
 
-func (img *Image) hasPipe(id int) bool {
-	for _, p := range img.Objects.Pipes {
-		if p.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
-func (img *Image) validateProcess(p *Process) error {
+func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
 		return corrupt("bad pid %d", p.PID)
 	}
@@ -135,7 +121,7 @@ func (img *Image) validateProcess(p *Process) error {
 	}
 	var prevEnd uint64
 	for i := range p.VMAs {
-		if err := img.validateVMA(&p.VMAs[i], prevEnd); err != nil {
+		if err := img.validateVMA(&p.VMAs[i], prevEnd, ids); err != nil {
 			return err
 		}
 		prevEnd = p.VMAs[i].End
@@ -147,14 +133,14 @@ func (img *Image) validateProcess(p *Process) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
 		if f.Desc <= 0 {
 			return corrupt("fd %d has file description %d", f.FD, f.Desc)
 		}
-		if (f.Kind == FilePipe) != (f.Pipe != 0) || f.Pipe != 0 && !img.hasPipe(f.Pipe) {
+		if (f.Kind == FilePipe) != (f.Pipe != 0) || f.Pipe != 0 && !ids.pipe[f.Pipe] {
 			return corrupt("fd %d (%s) names pipe %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Pipe)
 		}
 		for _, r := range f.Content {
@@ -222,7 +208,7 @@ func siginfos(s [][]byte) error {
 	return nil
 }
 
-func (img *Image) validateVMA(v *VMA, prevEnd uint64) error {
+func (img *Image) validateVMA(v *VMA, prevEnd uint64, ids objectIDs) error {
 	if v.Start >= v.End || v.Start&pageMask != 0 || v.End&pageMask != 0 || v.Start < prevEnd {
 		return corrupt("memory area %#x-%#x is empty, unaligned or out of order", v.Start, v.End)
 	}
@@ -234,6 +220,9 @@ func (img *Image) validateVMA(v *VMA, prevEnd uint64) error {
 		}
 	default:
 		return corrupt("memory area %#x-%#x has unknown kind %q", v.Start, v.End, v.Kind)
+	}
+	if v.Shm != 0 && (v.Kind != VMASharedAnon || !ids.shm[v.Shm]) {
+		return corrupt("memory area %#x-%#x (%s) names shared memory %d, which the image lacks or which does not fit", v.Start, v.End, v.Kind, v.Shm)
 	}
 	prev := v.Start
 	for _, r := range v.Pages {

@@ -78,7 +78,7 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 		return nil, fmt.Errorf("fdinfo pos %q: %w", info.Pos, err)
 	}
 	if strings.HasPrefix(target, "anon_inode:") {
-		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
+		return anonFile(p.PID, fd, target, int(flags))
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(link, &st); err != nil {
@@ -127,4 +127,63 @@ func (f *OpenFile) CopyContent(w io.Writer) error {
 		return fmt.Errorf("copy deleted file %s: %w", f.Path, err)
 	}
 	return nil
+}
+
+// anonFile handles the anonymous-inode files chpox can rebuild: eventfd
+// (its counter) and epoll (its watch list), both read from fdinfo.
+func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
+	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: flags}}
+	var st unix.Stat_t
+	if err := unix.Stat(procPath(pid, "fd/"+strconv.Itoa(fd)), &st); err == nil {
+		f.Dev, f.Ino = st.Dev, st.Ino
+	}
+	info, err := os.ReadFile(procPath(pid, "fdinfo/"+strconv.Itoa(fd)))
+	if err != nil {
+		return nil, fmt.Errorf("read fdinfo: %w", err)
+	}
+	switch target {
+	case "anon_inode:[eventfd]":
+		f.Kind = format.FileEventfd
+		for _, line := range strings.Split(string(info), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "eventfd-count":
+				f.Count, err = strconv.ParseUint(v, 16, 64)
+			case "eventfd-semaphore":
+				f.Semaphore = v == "1"
+			}
+			if err != nil {
+				return nil, fmt.Errorf("fdinfo %q: %w", line, err)
+			}
+		}
+	case "anon_inode:[eventpoll]":
+		f.Kind = format.FileEpoll
+		if f.Watches, err = parseEpoll(string(info)); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
+	}
+	return f, nil
+}
+
+// parseEpoll reads the "tfd: N events: HEX data: HEX ..." lines of an
+// epoll fd's fdinfo (fs/eventpoll.c, ep_show_fdinfo).
+func parseEpoll(info string) ([]format.EpollWatch, error) {
+	var out []format.EpollWatch
+	for _, line := range strings.Split(info, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[0] != "tfd:" || f[2] != "events:" || f[4] != "data:" {
+			continue
+		}
+		fd, err1 := strconv.Atoi(f[1])
+		ev, err2 := strconv.ParseUint(f[3], 16, 32)
+		data, err3 := strconv.ParseUint(f[5], 16, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return nil, fmt.Errorf("epoll fdinfo line %q: bad number", line)
+		}
+		out = append(out, format.EpollWatch{FD: fd, Events: uint32(ev), Data: data})
+	}
+	return out, nil
 }

@@ -26,7 +26,7 @@ var ErrNoProcess = errors.New("no such process")
 // Info is the /proc view of one process.
 type Info struct {
 	format.Process
-	Threads  []int // TIDs
+	TIDs     []int // threads
 	Children []int
 	Zombie   bool
 }
@@ -170,7 +170,7 @@ func readTasks(p procfs.Proc, in *Info) error {
 		if err != nil {
 			continue
 		}
-		in.Threads = append(in.Threads, tid)
+		in.TIDs = append(in.TIDs, tid)
 		b, err := os.ReadFile(procPath(p.PID, fmt.Sprintf("task/%d/children", tid)))
 		if err != nil {
 			return err
@@ -227,4 +227,25 @@ func TracerPID(pid int) int {
 		}
 	}
 	return 0
+}
+
+// TIDs lists the threads of pid.
+func TIDs(pid int) ([]int, error) {
+	ents, err := os.ReadDir(procPath(pid, "task"))
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: list threads: %w", pid, err)
+	}
+	var out []int
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, tid)
+		}
+	}
+	return out, nil
+}
+
+// ThreadComm is the name of one thread ("" if it is gone).
+func ThreadComm(tid int) string {
+	b, _ := os.ReadFile(procPath(tid, "comm"))
+	return strings.TrimSuffix(string(b), "\n")
 }

@@ -147,8 +147,8 @@ func TestRead(t *testing.T) {
 	if d := cmp.Diff(c.args, in.Cmdline); d != "" {
 		t.Errorf("Cmdline (-want +got):\n%s", d)
 	}
-	if in.Zombie || len(in.Children) != 0 || !cmp.Equal(in.Threads, []int{c.pid}) {
-		t.Errorf("Zombie %v Children %v Threads %v, want a live single-threaded process", in.Zombie, in.Children, in.Threads)
+	if in.Zombie || len(in.Children) != 0 || !cmp.Equal(in.TIDs, []int{c.pid}) {
+		t.Errorf("Zombie %v Children %v Threads %v, want a live single-threaded process", in.Zombie, in.Children, in.TIDs)
 	}
 	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
 	for i := 0; i < 4; i++ {

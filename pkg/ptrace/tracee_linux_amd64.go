@@ -340,6 +340,9 @@ func (t *Tracee) PokeStub() error {
 	return nil
 }
 
+// Stub is the address of the syscall stub in use.
+func (t *Tracee) Stub() uint64 { return t.stub }
+
 // UseStub points injection at a stub the caller placed in tracee memory.
 func (t *Tracee) UseStub(addr uint64) { t.stub = addr }
 

@@ -15,7 +15,9 @@ func neg(e uint64) uint64 { return -e }
 
 // TestRestartSyscall follows arch_do_signal_or_restart for a stop with no
 // handler to run: ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND restart
-// the call, ERESTART_RESTARTBLOCK becomes EINTR, anything else is left.
+// the call; ERESTART_RESTARTBLOCK restarts sleeps, futex waits and poll
+// with their original arguments and becomes EINTR for anything else;
+// anything else is left.
 func TestRestartSyscall(t *testing.T) {
 	const rip = 0x401000
 	cases := []struct {
@@ -26,7 +28,11 @@ func TestRestartSyscall(t *testing.T) {
 		{"ERESTARTSYS (read)", unix.SYS_READ, neg(512), unix.SYS_READ, rip - 2},
 		{"ERESTARTNOINTR (pause-like)", unix.SYS_WAIT4, neg(513), unix.SYS_WAIT4, rip - 2},
 		{"ERESTARTNOHAND (pause)", unix.SYS_PAUSE, neg(514), unix.SYS_PAUSE, rip - 2},
-		{"ERESTART_RESTARTBLOCK (nanosleep)", unix.SYS_CLOCK_NANOSLEEP, neg(516), neg(uint64(unix.EINTR)), rip},
+		{"ERESTART_RESTARTBLOCK (clock_nanosleep)", unix.SYS_CLOCK_NANOSLEEP, neg(516), unix.SYS_CLOCK_NANOSLEEP, rip - 2},
+		{"ERESTART_RESTARTBLOCK (nanosleep)", unix.SYS_NANOSLEEP, neg(516), unix.SYS_NANOSLEEP, rip - 2},
+		{"ERESTART_RESTARTBLOCK (futex)", unix.SYS_FUTEX, neg(516), unix.SYS_FUTEX, rip - 2},
+		{"ERESTART_RESTARTBLOCK (poll)", unix.SYS_POLL, neg(516), unix.SYS_POLL, rip - 2},
+		{"ERESTART_RESTARTBLOCK (other: EINTR)", unix.SYS_READ, neg(516), neg(uint64(unix.EINTR)), rip},
 		{"not in a syscall", ^uint64(0), neg(512), neg(512), rip},
 		{"normal return", unix.SYS_READ, 42, 42, rip},
 		{"error return", unix.SYS_READ, neg(uint64(unix.EAGAIN)), neg(uint64(unix.EAGAIN)), rip},

@@ -96,12 +96,22 @@ func (x *target) setFSCreds(c format.Creds) error {
 	return err
 }
 
-// setCreds switches to the image's ids for good; after it the process has
-// no privilege it did not have before the checkpoint.
+// setCreds switches every thread to the image's ids for good (credentials
+// are per thread in the kernel); after it the process has no privilege it
+// did not have before the checkpoint.
 func (x *target) setCreds(c format.Creds) error {
 	if !credsDiffer(c) {
 		return nil
 	}
+	for _, t := range x.allThreads() {
+		if err := t.setThreadCreds(c); err != nil {
+			return fmt.Errorf("thread %d: %w", t.pid(), err)
+		}
+	}
+	return nil
+}
+
+func (x *target) setThreadCreds(c format.Creds) error {
 	if _, err := x.call("setresgid", unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
 		return err
 	}
@@ -140,11 +150,17 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	for _, f := range p.Files {
 		x.freeFD = max(x.freeFD, uint64(f.FD)+1)
 	}
-	for _, f := range p.Files {
-		if err := x.installFile(f, o, here); err != nil {
-			return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
+	// epoll instances last: the fds they watch must exist first.
+	for _, epollPass := range []bool{false, true} {
+		for _, f := range p.Files {
+			if (f.Kind == format.FileEpoll) != epollPass {
+				continue
+			}
+			if err := x.installFile(f, o, here); err != nil {
+				return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
+			}
+			here[f.Desc] = f.FD
 		}
-		here[f.Desc] = f.FD
 	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
@@ -168,10 +184,70 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 	if sup != nil {
 		return x.fromChpox(sup, f.FD, cloexec)
 	}
-	if err := x.openFile(f, o); err != nil {
+	var err error
+	switch f.Kind {
+	case format.FileEventfd:
+		err = x.makeEventfd(f)
+	case format.FileEpoll:
+		err = x.makeEpoll(f)
+	default:
+		err = x.openFile(f, o)
+	}
+	if err != nil {
 		return err
 	}
 	return o.keep(f.Desc, x.pid(), f.FD)
+}
+
+const efdSemaphore = 1 // EFD_SEMAPHORE
+
+// makeEventfd creates an eventfd with the saved counter (written, as the
+// initial value of eventfd2 is only 32 bits).
+func (x *target) makeEventfd(f format.File) error {
+	flags := uint64(f.Flags) & (unix.O_NONBLOCK | unix.O_CLOEXEC)
+	if f.Semaphore {
+		flags |= efdSemaphore
+	}
+	fd, err := x.call("eventfd2", unix.SYS_EVENTFD2, 0, flags)
+	if err != nil {
+		return err
+	}
+	if f.Count > 0 {
+		x.resetScratch()
+		at, err := x.put(u64s(f.Count))
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("write(eventfd)", unix.SYS_WRITE, fd, at, 8); err != nil {
+			return err
+		}
+	}
+	return x.moveFD(fd, f.FD, uint64(f.Flags)&unix.O_CLOEXEC)
+}
+
+// makeEpoll creates an epoll instance watching the saved fds with their
+// events and data.
+func (x *target) makeEpoll(f format.File) error {
+	fd, err := x.call("epoll_create1", unix.SYS_EPOLL_CREATE1, uint64(f.Flags)&unix.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	if err := x.moveFD(fd, f.FD, uint64(f.Flags)&unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	for _, w := range f.Watches {
+		x.resetScratch()
+		ev := binary.LittleEndian.AppendUint32(nil, w.Events) // struct epoll_event is packed
+		ev = binary.LittleEndian.AppendUint64(ev, w.Data)
+		at, err := x.put(ev)
+		if err != nil {
+			return err
+		}
+		if _, err := x.call(fmt.Sprintf("epoll_ctl(ADD %d)", w.FD), unix.SYS_EPOLL_CTL, uint64(f.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fromChpox installs chpox's file sup at fd: pidfd_getfd(2) on chpox
@@ -284,31 +360,8 @@ func (x *target) restoreSignals(p *format.Process) error {
 			return err
 		}
 	}
-	th := p.Threads[0]
-	if th.AltStack.Flags&ssDisable == 0 {
-		x.resetScratch()
-		// SS_ONSTACK is a state, not a setting: it cannot be passed back.
-		flags := uint64(uint32(th.AltStack.Flags) &^ ssOnStack)
-		at, err := x.put(u64s(th.AltStack.SP, flags, th.AltStack.Size))
-		if err != nil {
-			return err
-		}
-		if _, err := x.call("sigaltstack", unix.SYS_SIGALTSTACK, at, 0); err != nil {
-			return err
-		}
-	}
-	if th.Rseq != nil {
-		if _, err := x.call("rseq", unix.SYS_RSEQ, th.Rseq.Addr, uint64(th.Rseq.Len), 0, uint64(th.Rseq.Sig)); err != nil {
-			return err
-		}
-	}
 	if err := x.drainSignals(); err != nil {
 		return err
-	}
-	for _, si := range th.Pending {
-		if err := x.queue(unix.SYS_RT_TGSIGQUEUEINFO, uint64(th.TID), si); err != nil {
-			return err
-		}
 	}
 	for _, si := range p.SharedPending {
 		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, 0, si); err != nil {
@@ -336,25 +389,28 @@ func (x *target) queue(nr uint64, tid uint64, si []byte) error {
 	return err
 }
 
-// finish removes the scratch area and loads the final registers and signal
-// mask; the process stays stopped until the whole tree is ready.
+// finish removes the scratch area and loads every thread's final
+// registers and signal mask; the process stays stopped until the whole tree
+// is ready.
 func (x *target) finish(p *format.Process) error {
 	if _, err := x.t.SyscallLast(unix.SYS_MUNMAP, x.scratch, scratchSize); err != nil {
 		return fmt.Errorf("injected munmap(scratch): %w", err)
 	}
-	th := p.Threads[0]
-	if err := x.t.SetXState(th.XSave); err != nil {
-		return fmt.Errorf("the CPU here lacks state the image has: %w", err)
+	for i, t := range x.allThreads() {
+		th := p.Threads[i]
+		if err := t.t.SetXState(th.XSave); err != nil {
+			return fmt.Errorf("thread %d: the CPU here lacks state the image has: %w", th.TID, err)
+		}
+		regs := toPtrace(th.Regs)
+		restartSyscall(&regs)
+		if err := t.t.SetRegs(&regs); err != nil {
+			return err
+		}
+		if err := t.t.SetSigMask(th.SigMask); err != nil {
+			return err
+		}
+		t.t.KeepSigMask()
 	}
-	regs := toPtrace(th.Regs)
-	restartSyscall(&regs)
-	if err := x.t.SetRegs(&regs); err != nil {
-		return err
-	}
-	if err := x.t.SetSigMask(th.SigMask); err != nil {
-		return err
-	}
-	x.t.KeepSigMask()
 	return nil
 }
 
@@ -369,10 +425,13 @@ const (
 // restartSyscall does what the kernel does when a system call interrupted
 // by a stop returns to user space with no signal handler to run
 // (arch/x86/kernel/signal.c, arch_do_signal_or_restart): the call is made
-// again. A call that needs kernel-held restart state (restart_block:
-// nanosleep, poll, futex with timeout) cannot be resumed in a new process
-// and returns EINTR, as after a signal. chpox does this itself because the
-// final stop need not pass through that kernel path.
+// again. Calls that the kernel resumes through restart_block (state that
+// lives in the kernel and is gone) are made again with their original
+// arguments where that is safe: absolute sleeps and futex waits resume
+// exactly, relative ones wait their whole time again (never less), and
+// glibc's sleep(3) passes the remaining time back in as the request. Any
+// other such call returns EINTR, as after a signal. chpox does this itself
+// because the final stop need not pass through that kernel path.
 func restartSyscall(r *unix.PtraceRegs) {
 	if int64(r.Orig_rax) < 0 {
 		return
@@ -382,7 +441,13 @@ func restartSyscall(r *unix.PtraceRegs) {
 		r.Rax = r.Orig_rax
 		r.Rip -= 2
 	case errRestartRestartBlock:
-		r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+		switch r.Orig_rax {
+		case unix.SYS_NANOSLEEP, unix.SYS_CLOCK_NANOSLEEP, unix.SYS_FUTEX, unix.SYS_POLL:
+			r.Rax = r.Orig_rax
+			r.Rip -= 2
+		default:
+			r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+		}
 	}
 	r.Orig_rax = ^uint64(0)
 }

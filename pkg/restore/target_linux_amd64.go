@@ -29,7 +29,11 @@ type target struct {
 	dataOff  uint64 // next free byte of the scratch data area
 	supPidfd uint64 // the process's pidfd of chpox, once opened
 	freeFD   uint64 // lowest fd number above all of the image's
+	threads  []*target // the other threads, once created
 }
+
+// allThreads is the main thread, then the others, in image order.
+func (x *target) allThreads() []*target { return append([]*target{x}, x.threads...) }
 
 func (x *target) pid() int { return x.t.PID }
 
@@ -135,12 +139,21 @@ func (x *target) setup(avoid []span) error {
 	return nil
 }
 
-// cloneWithPID makes x create a child with the given PID and returns it,
+type cloneMode int
+
+const (
+	cloneSibling cloneMode = iota // the root: a child of chpox, not of the loader
+	cloneChild                    // a child process of x
+	cloneThread                   // a thread of x's process
+)
+
+// cloneWithPID makes x create a child (or thread) with the given ID and returns it,
 // stopped and traced. The loader creates the root as its sibling
 // (CLONE_PARENT: a child of chpox, so a foreground restore can wait for it);
 // every other process is forked by its own restored parent, so parent and
 // child are related as they were.
-func (x *target) cloneWithPID(pid int, sibling bool) (*target, error) {
+func (x *target) cloneWithPID(pid int, mode cloneMode) (*target, error) {
+	x.resetScratch()
 	tid := make([]byte, 4)
 	binary.LittleEndian.PutUint32(tid, uint32(pid))
 	tidAt, err := x.put(tid)
@@ -149,10 +162,15 @@ func (x *target) cloneWithPID(pid int, sibling bool) (*target, error) {
 	}
 	args := make([]byte, 88) // struct clone_args, CLONE_ARGS_SIZE_VER2
 	le := binary.LittleEndian
-	if sibling {
+	switch mode {
+	case cloneSibling:
 		le.PutUint64(args[0:], unix.CLONE_PARENT) // exit_signal must be 0: inherited
-	} else {
+	case cloneChild:
 		le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal, as fork(2)
+	case cloneThread:
+		// The thread's TLS, stack and registers are set before it runs.
+		le.PutUint64(args[0:], unix.CLONE_VM|unix.CLONE_FS|unix.CLONE_FILES|unix.CLONE_SIGHAND|
+			unix.CLONE_THREAD|unix.CLONE_SYSVSEM)
 	}
 	le.PutUint64(args[64:], tidAt) // set_tid
 	le.PutUint64(args[72:], 1)     // set_tid_size

@@ -51,7 +51,7 @@ func restoreTree(img *format.Image) (*Restored, error) {
 		if !ok {
 			for i := len(nodes) - 1; i >= 0; i-- {
 				if nodes[i].x != nil {
-					nodes[i].x.t.Kill()
+					nodes[i].x.t.Kill() // SIGKILL ends every thread
 				}
 			}
 		}
@@ -83,8 +83,10 @@ func restoreTree(img *format.Image) (*Restored, error) {
 	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
-		if err := live[i].x.t.DetachAsIs(); err != nil {
-			return nil, err
+		for _, t := range live[i].x.allThreads() {
+			if err := t.t.DetachAsIs(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	ok = true
@@ -118,14 +120,14 @@ func createTree(nodes []*node) error {
 	if err != nil {
 		return err
 	}
-	nodes[0].x, err = loader.cloneWithPID(nodes[0].p.PID, true)
+	nodes[0].x, err = loader.cloneWithPID(nodes[0].p.PID, cloneSibling)
 	loader.t.Kill()
 	if err != nil {
 		return err
 	}
 	for i, n := range nodes {
 		if i > 0 {
-			if n.x, err = n.parent.x.cloneWithPID(n.p.PID, false); err != nil {
+			if n.x, err = n.parent.x.cloneWithPID(n.p.PID, cloneChild); err != nil {
 				return err
 			}
 		}
@@ -184,6 +186,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"file credentials", func() error { return x.setFSCreds(p.Creds) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
+		{"threads", func() error { return x.restoreThreads(p) }},
 		{"credentials", func() error { return x.setCreds(p.Creds) }},
 		{"registers", func() error { return x.finish(p) }},
 	}

@@ -24,17 +24,24 @@ func (s *Supervisor) freeze(stopped int) ([]*dump.Member, error) {
 			}
 			continue
 		}
+		// The thread at the trigger stop is stopped already.
+		stop := func(tid int) (*ptrace.Tracee, error) {
+			if tid == stopped {
+				return ptrace.Stopped(tid)
+			}
+			return ptrace.Interrupt(tid)
+		}
 		m := &dump.Member{Info: in}
 		if !in.Zombie {
-			if pid == stopped {
-				m.T, err = ptrace.Stopped(pid)
-			} else {
-				m.T, err = ptrace.Interrupt(pid)
-			}
+			m.T, err = stop(pid)
 			if errors.Is(err, ptrace.ErrExited) && pid != s.root {
 				continue
 			}
 			if err != nil {
+				return ms, err
+			}
+			if err := m.FreezeThreads(stop); err != nil {
+				ms = append(ms, m)
 				return ms, err
 			}
 			if m.Info, err = procinfo.Read(pid); err != nil {
