@@ -11,13 +11,13 @@ import (
 )
 
 const (
-	nsig             = 64
-	sigactSize       = 32 // struct kernel_sigaction on x86_64
-	scratchSize      = 4 * 4096
-	prGetTIDAddress  = 40 // PR_GET_TID_ADDRESS
-	threadQueryOff   = (nsig + 1) * sigactSize
-	threadQuerySize  = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
-	allSignals       = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
+	nsig            = 64
+	sigactSize      = 32 // struct kernel_sigaction on x86_64
+	scratchSize     = 4 * 4096
+	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
+	threadQueryOff  = (nsig + 1) * sigactSize
+	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
+	allSignals      = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
 )
 
 // inject asks the process itself for what /proc does not show: signal

@@ -26,9 +26,9 @@ const (
 type target struct {
 	t        *ptrace.Tracee
 	scratch  uint64
-	dataOff  uint64 // next free byte of the scratch data area
-	supPidfd uint64 // the process's pidfd of chpox, once opened
-	freeFD   uint64 // lowest fd number above all of the image's
+	dataOff  uint64    // next free byte of the scratch data area
+	supPidfd uint64    // the process's pidfd of chpox, once opened
+	freeFD   uint64    // lowest fd number above all of the image's
 	threads  []*target // the other threads, once created
 }
 
