@@ -7,7 +7,7 @@ GO    ?= go
 BIN   := bin/chpox
 FUZZTIME ?= 15s
 
-.PHONY: all build setup test lint unit e2e fuzz bench demo clean
+.PHONY: all build setup test lint unit e2e fuzz bench stress demo clean
 
 all: build
 
@@ -38,6 +38,11 @@ fuzz:
 	for f in $$($(GO) test -list '^Fuzz' ./pkg/format | grep ^Fuzz); do \
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./pkg/format || exit 1; \
 	done
+
+# Checkpoint/restore of the Go and the pthread program, 50 times each.
+stress: setup
+	CHPOX_STRESS=50 $(GO) test -count=1 -v -run '^TestStressThreads$$' -timeout 40m ./e2e | grep -E '^(=== RUN|--- FAIL|\s+threads_test|ok|FAIL|PASS)' | grep -v '=== RUN' || true
+	@echo "(see the 'successful checkpoint/restore cycles' line above)"
 
 bench: setup
 	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench

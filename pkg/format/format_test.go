@@ -196,7 +196,11 @@ func buildSample(o sampleOpts) sample {
 		s.objs = sampleObjects(d)
 	}
 	for i := 0; i < o.nproc; i++ {
-		s.procs = append(s.procs, sampleProcess(100+10*i, d, o.small, o.objects))
+		p := sampleProcess(100+10*i, d, o.small, o.objects)
+		if i > 0 {
+			p.PPID = 100 // a tree: the first process is the root
+		}
+		s.procs = append(s.procs, p)
 	}
 	if o.zombie {
 		s.procs = append(s.procs, &Process{PID: 999, PPID: 100, PGID: 100, SID: 100, Comm: "defunct", Zombie: true, WaitStatus: 0x0100})
