@@ -1,0 +1,393 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// runJob is a `chpox run` in the background. Its stdout (O_APPEND) and
+// stderr are files: the job inherits them, and a pipe to this test would
+// make every checkpoint refuse.
+type runJob struct {
+	cmd            *exec.Cmd
+	stdout, stderr string // paths
+	img            string // -o
+	root           int    // the job's root process
+	done           chan struct{}
+	status         string
+}
+
+func (j *runJob) exited() bool {
+	select {
+	case <-j.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startRun starts `chpox run ARGS...` and waits until it names the job's
+// root process. The job's root is killed at the end of the test, then chpox.
+func startRun(t *testing.T, args ...string) *runJob {
+	t.Helper()
+	dir := t.TempDir()
+	j := &runJob{stdout: filepath.Join(dir, "job.out"), stderr: filepath.Join(dir, "run.err"), done: make(chan struct{})}
+	for i, a := range args {
+		if a == "-o" && i+1 < len(args) {
+			j.img = args[i+1]
+		}
+	}
+	out, err := os.OpenFile(j.stdout, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	errf, err := os.OpenFile(j.stderr, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	j.cmd = exec.Command(chpoxBin, append([]string{"run"}, args...)...)
+	j.cmd.Stdout, j.cmd.Stderr = out, errf
+	if err := j.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		j.cmd.Wait()
+		j.status = describeWait(j.cmd.ProcessState.Sys().(syscall.WaitStatus))
+		close(j.done)
+	}()
+	t.Cleanup(func() {
+		if !j.exited() {
+			j.cmd.Process.Kill()
+			<-j.done
+		}
+		t.Logf("chpox run %s: %s; stderr:\n%s", strings.Join(args, " "), j.status, tail(j.stderr))
+	})
+	m := j.waitFile(t, j.stderr, `(?m)^chpox: job pid (\d+);`, 1, 10*time.Second)
+	j.root = atoi(m[1])
+	adopt(t, "job", j.root, j.stdout)
+	t.Logf("chpox run %s: pid %d, job pid %d", strings.Join(args, " "), j.cmd.Process.Pid, j.root)
+	return j
+}
+
+// waitFile polls a file of the job until pattern matches n times and
+// returns the last match. It fails at once if the job printed GOT TRIGGER
+// or FAIL, or if chpox run ended.
+func (j *runJob) waitFile(t *testing.T, path, pattern string, n int, timeout time.Duration) []string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.Now().Add(timeout)
+	for {
+		data, _ := os.ReadFile(path)
+		if bad := regexp.MustCompile(`(?m)^.*(GOT TRIGGER|FAIL).*$`).Find(data); bad != nil {
+			t.Fatalf("%s: %q; job output:\n%s", path, bad, tail(j.stdout))
+		}
+		if all := re.FindAllStringSubmatch(string(data), -1); len(all) >= n {
+			return all[len(all)-1]
+		}
+		if j.exited() || time.Now().After(deadline) {
+			t.Fatalf("%d× %q not in %s within %v (chpox run: %s, job root %s); chpox run stderr:\n%s\njob output:\n%s",
+				n, pattern, filepath.Base(path), timeout, j.status, procState(j.root), tail(j.stderr), tail(j.stdout))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// count is the last "ROLE count N" the job printed, or -1.
+func (j *runJob) count(role string) int {
+	return lastInt(j.stdout, `(?m)^`+role+` count (\d+)$`)
+}
+
+// waitCount waits until the job's ROLE count reaches min.
+func (j *runJob) waitCount(t *testing.T, role string, min int) int {
+	t.Helper()
+	j.waitFile(t, j.stdout, `(?m)^`+role+` count (\d+)$`, 1, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n := j.count(role); n >= min {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s count did not reach %d within 10s (job root %s); output:\n%s", role, min, procState(j.root), tail(j.stdout))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkRunLog checks the job's output: no GOT TRIGGER, and in each part
+// (parts are separated by MARK lines the test appends before a restore)
+// each role counts up by one with no gap. It returns the first count of
+// ROLE in each part.
+func checkRunLog(t *testing.T, path string, roles ...string) map[string][]int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string][]int{}
+	next := map[string]int{}
+	lineRE := regexp.MustCompile(`^(\w+) count (\d+)$`)
+	lines := strings.Split(string(data), "\n")
+	lines = lines[:len(lines)-1]
+	for i, l := range lines {
+		switch {
+		case l == "MARK":
+			next = map[string]int{}
+			continue
+		case strings.Contains(l, "GOT TRIGGER"):
+			t.Errorf("line %d: %q: the trigger signal reached the job", i+1, l)
+			continue
+		case strings.HasPrefix(l, "child pid "):
+			continue
+		}
+		m := lineRE.FindStringSubmatch(l)
+		if m == nil {
+			t.Errorf("line %d: unexpected %q", i+1, l)
+			continue
+		}
+		n := atoi(m[2])
+		if want, ok := next[m[1]]; !ok {
+			first[m[1]] = append(first[m[1]], n)
+		} else if n != want {
+			t.Errorf("line %d: %q, want %s count %d (the count was disturbed); lines around it:\n%s",
+				i+1, l, m[1], want, strings.Join(lines[max(0, i-5):min(len(lines), i+5)], "\n"))
+			return first
+		}
+		next[m[1]] = n + 1
+	}
+	for _, r := range roles {
+		if len(first[r]) == 0 {
+			t.Errorf("no %s count in the job's output", r)
+		}
+	}
+	return first
+}
+
+var checkpointRE = `(?m)^chpox: checkpoint (\d+) at \d\d:\d\d:\d\d: (\d+) processes, (\d+) bytes, frozen \S+ -> (.+)$`
+
+// waitCheckpoint waits for and checks the n-th checkpoint line of chpox run.
+func (j *runJob) waitCheckpoint(t *testing.T, n, procs int, img string) {
+	t.Helper()
+	j.waitFile(t, j.stderr, fmt.Sprintf(`(?m)^chpox: checkpoint %d at `, n), 1, 20*time.Second)
+	data, _ := os.ReadFile(j.stderr)
+	if strings.Contains(string(data), "failed") {
+		t.Fatalf("a checkpoint failed:\n%s", data)
+	}
+	all := regexp.MustCompile(checkpointRE).FindAllStringSubmatch(string(data), -1)
+	if len(all) < n {
+		t.Fatalf("checkpoint line %d is not of the form %q:\n%s", n, checkpointRE, data)
+	}
+	m := all[n-1]
+	if atoi(m[1]) != n || atoi(m[2]) != procs || m[4] != img {
+		t.Errorf("checkpoint line %q, want checkpoint %d of %d processes to %s", m[0], n, procs, img)
+	}
+	if size := fileSize(img); size <= 0 || atoi(m[3]) < 4096 {
+		t.Errorf("checkpoint line says %s bytes, %s has %d", m[3], img, size)
+	}
+}
+
+// waitRestoredCounts waits until the restored job (root and child) has
+// counted a while after the last MARK.
+func waitRestoredCounts(t *testing.T, path string, r *proc) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the restored job counts", func() bool {
+		data, _ := os.ReadFile(path)
+		after := string(data[strings.LastIndex(string(data), "MARK\n")+1:])
+		if r.exited() {
+			t.Fatalf("the restored job ended: %s; output:\n%s", r.status, tail(path))
+		}
+		return strings.Count(after, "root count") >= 20 && strings.Count(after, "child count") >= 10
+	})
+}
+
+func appendMark(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("MARK\n")
+	f.Close()
+}
+
+// Two checkpoints on the trigger signal (given as a number), sent once to
+// the root and once to the exec'd child: the image holds the later one,
+// the job never sees the signal and its count is not disturbed. chpox run
+// killed with SIGKILL leaves the job running untraced.
+func TestRunCheckpoints(t *testing.T) {
+	setup(t, "runjob")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "10", "-o", img, "--", progs["runjob"], "tree")
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	j.waitCount(t, "root", 20)
+	j.waitCount(t, "child", 20)
+
+	unix.Kill(j.root, unix.SIGUSR1)
+	j.waitCheckpoint(t, 1, 2, img)
+	c1 := j.count("root")
+	j.waitCount(t, "root", c1+30)
+	c2lo := j.count("root")
+	unix.Kill(child, unix.SIGUSR1)
+	j.waitCheckpoint(t, 2, 2, img)
+	c2hi := j.count("root")
+	j.waitCount(t, "root", c2hi+10)
+	j.waitCount(t, "child", j.count("child")+10)
+	checkRunLog(t, j.stdout, "root", "child")
+	for _, pid := range []int{j.root, child} {
+		if st := procState(pid); !strings.Contains(st, fmt.Sprintf("TracerPid: %d", j.cmd.Process.Pid)) {
+			t.Errorf("pid %d under chpox run: %s, want traced by chpox run (%d)", pid, st, j.cmd.Process.Pid)
+		}
+	}
+
+	// chpox run dies: the job goes on, untraced.
+	j.cmd.Process.Kill()
+	<-j.done
+	for _, pid := range []int{j.root, child} {
+		waitFor(t, 5*time.Second, fmt.Sprintf("pid %d untraced after chpox run was killed", pid), func() bool {
+			return strings.Contains(procState(pid), "TracerPid: 0")
+		})
+		if s := mustStat(t, pid); s.state == "T" || s.state == "t" || s.state == "Z" {
+			t.Errorf("after chpox run was killed: %v", s)
+		}
+	}
+	j.waitCount(t, "root", j.count("root")+20)
+	j.waitCount(t, "child", j.count("child")+20)
+	checkRunLog(t, j.stdout, "root", "child")
+
+	// The image holds the second checkpoint.
+	killPIDs(t, j.root, child)
+	appendMark(t, j.stdout)
+	r := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
+	if s := mustStat(t, child); s.ppid != j.root {
+		t.Errorf("restored child: %v, want ppid %d", s, j.root)
+	}
+	waitRestoredCounts(t, j.stdout, r)
+	first := checkRunLog(t, j.stdout, "root", "child")
+	if len(first["root"]) != 2 {
+		t.Fatalf("root count starts %v, want two parts (original, restored)", first["root"])
+	}
+	got := first["root"][1]
+	t.Logf("checkpoint 1 at root count ~%d, checkpoint 2 between %d and %d; restored from %d", c1, c2lo, c2hi, got)
+	if got < c2lo || got > c2hi+1 {
+		t.Errorf("the restored job starts at root count %d, want the second checkpoint's (between %d and %d; the first was at ~%d)",
+			got, c2lo, c2hi+1, c1)
+	}
+}
+
+// --interval checkpoints periodically (trigger by name); the job never
+// sees the trigger; SIGTERM to chpox run reaches the job, and chpox run
+// exits with the job's status.
+func TestRunInterval(t *testing.T) {
+	setup(t, "runjob")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	began := time.Now()
+	j := startRun(t, "--signal", "SIGUSR2", "--interval", "300ms", "-o", img, "--", progs["runjob"])
+	for n := 1; n <= 3; n++ {
+		j.waitCheckpoint(t, n, 1, img)
+	}
+	if d := time.Since(began); d < 800*time.Millisecond {
+		t.Errorf("3 checkpoints within %v with --interval 300ms", d)
+	}
+	j.waitCount(t, "root", j.count("root")+10)
+	checkRunLog(t, j.stdout, "root")
+	if ps := imageProcs(t, img); len(ps) != 1 || ps[0].PID != j.root {
+		t.Errorf("the image holds %v, want the job %d", imagePIDs(ps), j.root)
+	}
+
+	if err := j.cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("chpox run still runs 10s after SIGTERM; job: %s", procState(j.root))
+	}
+	if j.status != "exit status 77" {
+		t.Errorf("chpox run ended with %q after SIGTERM, want exit status 77 (the job's SIGTERM handler exits 77); output:\n%s",
+			j.status, tail(j.stdout))
+	}
+	if data, _ := os.ReadFile(j.stdout); !strings.Contains(string(data), "got SIGTERM\n") {
+		t.Errorf("the job did not get SIGTERM; output:\n%s", tail(j.stdout))
+	}
+	waitPIDFree(t, j.root, 5*time.Second)
+}
+
+// chpox run exits with the job's exit status.
+func TestRunExitStatus(t *testing.T) {
+	setup(t, "runjob")
+	j := startRun(t, "-o", filepath.Join(t.TempDir(), "job.chp"), "--", progs["runjob"], "30", "7")
+	select {
+	case <-j.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("chpox run still runs; job: %s", procState(j.root))
+	}
+	if j.status != "exit status 7" {
+		t.Errorf("chpox run ended with %q, want exit status 7 (the job's)", j.status)
+	}
+	if n := j.count("root"); n != 30 {
+		t.Errorf("the job counted to %d, want 30", n)
+	}
+}
+
+// chpox dump of a process under chpox run goes through the supervisor; the
+// job stays traced by chpox run and keeps counting; the image restores.
+// A job killed by a signal makes chpox run exit 128+N.
+func TestRunDumpSupervised(t *testing.T) {
+	setup(t, "runjob")
+	j := startRun(t, "--signal", "USR1", "-o", filepath.Join(t.TempDir(), "default.chp"), "--", progs["runjob"], "tree")
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	j.waitCount(t, "root", 20)
+	j.waitCount(t, "child", 5)
+
+	img := filepath.Join(t.TempDir(), "dumped.chp")
+	lo := j.count("root")
+	r := mustChpox(t, "dump", strconv.Itoa(j.root), "-o", img)
+	hi := j.count("root")
+	if !strings.Contains(r.stderr, "2 processes") {
+		t.Errorf("dump stderr %q does not say 2 processes", r.stderr)
+	}
+	if ps := imageProcs(t, img); len(ps) != 2 {
+		t.Errorf("the image holds %v, want %d and %d", imagePIDs(ps), j.root, child)
+	}
+	j.waitCount(t, "root", hi+20)
+	j.waitCount(t, "child", j.count("child")+10)
+	for _, pid := range []int{j.root, child} {
+		if st := procState(pid); !strings.Contains(st, fmt.Sprintf("TracerPid: %d", j.cmd.Process.Pid)) {
+			t.Errorf("pid %d after chpox dump: %s, want still traced by chpox run (%d)", pid, st, j.cmd.Process.Pid)
+		}
+	}
+	checkRunLog(t, j.stdout, "root", "child")
+
+	killPIDs(t, j.root, child)
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chpox run still runs 10s after its job was killed")
+	}
+	if j.status != "exit status 137" {
+		t.Errorf("chpox run ended with %q after SIGKILL of its job, want exit status 137", j.status)
+	}
+	appendMark(t, j.stdout)
+	rp := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
+	if s := mustStat(t, child); s.ppid != j.root {
+		t.Errorf("restored child: %v, want ppid %d", s, j.root)
+	}
+	waitRestoredCounts(t, j.stdout, rp)
+	first := checkRunLog(t, j.stdout, "root", "child")
+	if len(first["root"]) != 2 || first["root"][1] < lo || first["root"][1] > hi+1 {
+		t.Errorf("root count starts %v; the restored part should start between %d and %d", first["root"], lo, hi+1)
+	}
+}
