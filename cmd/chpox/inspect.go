@@ -54,18 +54,71 @@ func printImage(out io.Writer, img *format.Image) {
 	h := img.Header
 	fmt.Fprintf(out, "image: format %d, %s, kernel %s, made %s on %s by %s\n",
 		format.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
-	fmt.Fprintf(out, "processes: %d, data: %s\n", h.Processes, bytesString(h.DataBytes))
+	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
+		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
+	printTree(out, img.Processes)
+	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
-		printProcess(out, p)
+		printProcess(out, p, users)
 	}
 }
 
-func printProcess(out io.Writer, p *format.Process) {
+// printTree draws the process tree, children indented under parents.
+func printTree(out io.Writer, ps []*format.Process) {
+	children := map[int][]*format.Process{}
+	inImage := map[int]bool{}
+	for _, p := range ps {
+		inImage[p.PID] = true
+	}
+	var roots []*format.Process
+	for _, p := range ps {
+		if inImage[p.PPID] {
+			children[p.PPID] = append(children[p.PPID], p)
+		} else {
+			roots = append(roots, p)
+		}
+	}
+	fmt.Fprintln(out, "tree:")
+	var walk func(p *format.Process, depth int)
+	walk = func(p *format.Process, depth int) {
+		note := ""
+		switch {
+		case p.Zombie:
+			note = fmt.Sprintf("  (zombie, wait status %#x)", p.WaitStatus)
+		case len(p.Threads) > 1:
+			note = fmt.Sprintf("  (%d threads)", len(p.Threads))
+		}
+		fmt.Fprintf(out, "  %s%d %s%s\n", strings.Repeat("  ", depth), p.PID, p.Comm, note)
+		for _, c := range children[p.PID] {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+}
+
+// descUsers maps each open file description to the "pid:fd"s that share it.
+func descUsers(ps []*format.Process) map[int][]string {
+	out := map[int][]string{}
+	for _, p := range ps {
+		for _, f := range p.Files {
+			out[f.Desc] = append(out[f.Desc], fmt.Sprintf("%d:%d", p.PID, f.FD))
+		}
+	}
+	return out
+}
+
+func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	fmt.Fprintf(out, "\nprocess %d (%s) parent %d, group %d, session %d, uid %d\n", p.PID, p.Comm, p.PPID, p.PGID, p.SID, p.Creds.UID[0])
+	if p.Zombie {
+		fmt.Fprintf(out, "  zombie: wait status %#x\n", p.WaitStatus)
+		return
+	}
 	fmt.Fprintf(out, "  exe %s\n  cwd %s\n  cmdline %s\n", p.Exe, p.Cwd, strings.Join(p.Cmdline, " "))
 	for _, t := range p.Threads {
-		fmt.Fprintf(out, "  thread %d: rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
-			t.TID, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
+		fmt.Fprintf(out, "  thread %d (%s): rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
+			t.TID, t.Comm, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  memory\tprot\tkind\tsaved\tname")
@@ -76,9 +129,15 @@ func printProcess(out io.Writer, p *format.Process) {
 		}
 		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name)
 	}
-	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath")
+	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath\tshared with")
 	for _, f := range p.Files {
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path)
+		var others []string
+		for _, u := range users[f.Desc] {
+			if u != fmt.Sprintf("%d:%d", p.PID, f.FD) {
+				others = append(others, u)
+			}
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
 	}
 	tw.Flush()
 	var sigs []string
