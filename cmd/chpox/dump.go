@@ -73,7 +73,7 @@ func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if opt.NoChildren {
+		if opt.NoChildren && procinfo.ThreadComm(tp) == "chpox" {
 			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree is checkpointed whole (no --no-children)", errUsage, pid, tp)
 		}
 		res, err := supervisor.RequestDump(tp, pid, out, opt.Kill)
