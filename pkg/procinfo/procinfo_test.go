@@ -16,35 +16,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/internal/testutil"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/procinfo"
 )
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("these tests need root, and CI must run them")
-	}
-	t.Skip("needs root")
-}
-
-func buildC(t *testing.T, name string) string {
-	t.Helper()
-	needRoot(t)
-	src, err := filepath.Abs(filepath.Join("testdata", name+".c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("gcc", "-O1", "-Wall", "-Werror", "-o", bin, src).CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc %s: %v\n%s", name, err, out)
-	}
-	return bin
-}
 
 func start(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
@@ -68,7 +43,7 @@ type filesChild struct {
 
 func startFiles(t *testing.T) *filesChild {
 	t.Helper()
-	bin := buildC(t, "files")
+	bin := testutil.BuildC(t, "files")
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +279,7 @@ func runWithFile(t *testing.T, f *os.File) int {
 // TestFilesUnsupported: descriptors chpox cannot restore yet make Files
 // fail with ErrUnsupported naming the fd.
 func TestFilesUnsupported(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	sock := func() *os.File {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -338,7 +313,7 @@ func TestFilesUnsupported(t *testing.T) {
 // TestFilesPipe: a pipe end is listed as a pipe with no offset (pipes
 // were refused with ErrUnsupported until pipe support was added).
 func TestFilesPipe(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,44 +15,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/internal/testutil"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
-
-// needRoot skips without root (ptrace of our own children would work, but
-// the tests also read /proc/PID/mem), and fails instead on CI, where the
-// tests must run.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("these tests need root, and CI must run them")
-	}
-	t.Skip("needs root")
-}
-
-// buildC compiles testdata/name.c into a temporary directory.
-func buildC(t *testing.T, name string) string {
-	t.Helper()
-	needRoot(t)
-	src, err := filepath.Abs(filepath.Join("testdata", name+".c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("gcc", "-O1", "-Wall", "-Werror", "-o", bin, src).CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc %s: %v\n%s", name, err, out)
-	}
-	return bin
-}
 
 // counter runs testdata/counter.c and returns it with a channel of the
 // numbers it prints. The child is killed and reaped at the end of the test.
 func counter(t *testing.T) (*exec.Cmd, <-chan uint64) {
 	t.Helper()
-	cmd := exec.Command(buildC(t, "counter"))
+	cmd := exec.Command(testutil.BuildC(t, "counter"))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +330,7 @@ func TestReleaseAfterSeizeOnly(t *testing.T) {
 // TestSeizeNoProcess: a PID that does not exist fails with an error that
 // says so.
 func TestSeizeNoProcess(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
@@ -389,7 +359,7 @@ func TestSeizeNoProcess(t *testing.T) {
 // TestInjectIntoKilled: a tracee killed from outside during injection is
 // reported as ErrExited, not as a hang or a strange stop.
 func TestInjectIntoKilled(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	cmd := exec.Command("sleep", "100")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -431,7 +401,7 @@ func TestInjectIntoKilled(t *testing.T) {
 // (restart_block), is injected into and released; it must still sleep and
 // not die or wake early.
 func TestSleepSurvivesInjection(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	cmd := exec.Command("sleep", "1.5")
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

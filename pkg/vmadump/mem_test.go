@@ -11,34 +11,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/chpox/chpox/internal/testutil"
 	"github.com/chpox/chpox/pkg/format"
 )
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("these tests need root, and CI must run them")
-	}
-	t.Skip("needs root")
-}
-
-func buildC(t *testing.T, name string) string {
-	t.Helper()
-	needRoot(t)
-	src, err := filepath.Abs(filepath.Join("testdata", name+".c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("gcc", "-O1", "-Wall", "-Werror", "-o", bin, src).CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc %s: %v\n%s", name, err, out)
-	}
-	return bin
-}
 
 // pat is the pattern of testdata/mem.c: byte off of an area, tagged.
 func pat(off uint64, tag uint64) byte {
@@ -59,7 +34,7 @@ const (
 // startMem runs testdata/mem.c, waits for its addresses and returns them.
 func startMem(t *testing.T) *memChild {
 	t.Helper()
-	bin := buildC(t, "mem")
+	bin := testutil.BuildC(t, "mem")
 	filePath := filepath.Join(t.TempDir(), "mapped")
 	content := make([]byte, 4*pg)
 	for i := range content {
