@@ -288,14 +288,14 @@ func TestFilesUnsupported(t *testing.T) {
 		unix.Close(fds[1])
 		return os.NewFile(uintptr(fds[0]), "socket")
 	}
-	eventfd := func() *os.File {
-		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	timerfd := func() *os.File {
+		fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return os.NewFile(uintptr(fd), "eventfd")
+		return os.NewFile(uintptr(fd), "timerfd")
 	}
-	for name, mk := range map[string]func() *os.File{"socket": sock, "eventfd": eventfd} {
+	for name, mk := range map[string]func() *os.File{"socket": sock, "timerfd": timerfd} {
 		t.Run(name, func(t *testing.T) {
 			pid := runWithFile(t, mk())
 			fs, err := procinfo.Files(pid)
@@ -334,4 +334,50 @@ func TestFilesPipe(t *testing.T) {
 		}
 	}
 	t.Error("fd 3 is not listed")
+}
+
+// TestFilesEventfdEpoll: an eventfd's counter and an epoll set's watches
+// are read from fdinfo.
+func TestFilesEventfdEpoll(t *testing.T) {
+	testutil.NeedRoot(t)
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_SEMAPHORE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(efd, binary.LittleEndian.AppendUint64(nil, 0x1234)); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: 77, Pad: 5}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	read := func(f *os.File) *procinfo.OpenFile {
+		pid := runWithFile(t, f) // as the child's fd 3
+		fs, err := procinfo.Files(pid)
+		t.Cleanup(func() { procinfo.CloseFiles(fs) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, of := range fs {
+			if of.FD == 3 {
+				return of
+			}
+		}
+		t.Fatalf("fd 3 not listed: %+v", fs)
+		return nil
+	}
+	gotE := read(os.NewFile(uintptr(efd), "eventfd"))
+	gotP := read(os.NewFile(uintptr(ep), "epoll"))
+	if gotE.Kind != format.FileEventfd || gotE.Count != 0x1234 || !gotE.Semaphore {
+		t.Errorf("eventfd read as %+v, want count 0x1234, semaphore", gotE)
+	}
+	// The kernel always adds EPOLLERR and EPOLLHUP to what was asked.
+	want := []format.EpollWatch{{FD: efd, Events: unix.EPOLLIN | unix.EPOLLET | unix.EPOLLERR | unix.EPOLLHUP, Data: 5<<32 | 77}}
+	if gotP.Kind != format.FileEpoll || !cmp.Equal(gotP.Watches, want) {
+		t.Errorf("epoll read as %+v, want watches %+v", gotP, want)
+	}
 }
