@@ -46,6 +46,7 @@ type Tracee struct {
 	mask      uint64
 	deferred  int  // a signal caught at a stop, re-delivered on release
 	keep      bool // stays traced after Release (a `chpox run` tracee)
+	swallowed bool // Interrupt met the signal it was told to keep back
 }
 
 func (t *Tracee) fail(op string, err error) error {
@@ -272,8 +273,9 @@ func (t *Tracee) Release() error {
 // Interrupt stops a process this thread already traces (seized) and
 // returns it; Release lets it continue, still traced. Fork, clone and exec
 // event stops on the way are continued: a process frozen in the middle of
-// fork would be dumped with the call half done.
-func Interrupt(pid int) (*Tracee, error) {
+// fork would be dumped with the call half done. A stop for signal swallow
+// (a checkpoint trigger) is reported by Swallowed and never delivered.
+func Interrupt(pid int, swallow unix.Signal) (*Tracee, error) {
 	t := &Tracee{PID: pid, keep: true}
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
@@ -290,12 +292,18 @@ func Interrupt(pid int) (*Tracee, error) {
 			if err := unix.PtraceCont(pid, 0); err != nil {
 				return nil, t.fail("ptrace(PTRACE_CONT)", err)
 			}
+		case ws.StopSignal() == swallow:
+			t.swallowed = true
+			return t, t.LoadRegs()
 		default: // a signal on its way in: it is delivered on release
 			t.deferred = int(ws.StopSignal())
 			return t, t.LoadRegs()
 		}
 	}
 }
+
+// Swallowed tells whether Interrupt met (and kept back) the swallow signal.
+func (t *Tracee) Swallowed() bool { return t.swallowed }
 
 // Stopped wraps a traced process the caller has already waited for in a
 // signal-delivery stop whose signal is to be swallowed.

@@ -8,10 +8,11 @@ import (
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
-// freeze stops every process of the tree, top-down from the root; stopped
-// is at its trigger stop already. Zombies are recorded as they are. A
-// process that exits meanwhile has left the tree.
-func (s *Supervisor) freeze(stopped int) ([]*dump.Member, error) {
+// freeze stops every process of the tree, top-down from the root; threads
+// in s.stopped are at a trigger stop already (and run again once released,
+// so they leave the set). Zombies are recorded as they are. A process that
+// exits meanwhile has left the tree.
+func (s *Supervisor) freeze() ([]*dump.Member, error) {
 	var ms []*dump.Member
 	queue := []int{s.root}
 	for len(queue) > 0 {
@@ -26,10 +27,15 @@ func (s *Supervisor) freeze(stopped int) ([]*dump.Member, error) {
 		}
 		// The thread at the trigger stop is stopped already.
 		stop := func(tid int) (*ptrace.Tracee, error) {
-			if tid == stopped {
+			if s.stopped[tid] {
+				delete(s.stopped, tid)
 				return ptrace.Stopped(tid)
 			}
-			return ptrace.Interrupt(tid)
+			t, err := ptrace.Interrupt(tid, s.opt.Signal)
+			if err == nil && t.Swallowed() {
+				s.again = true // a trigger that came during this checkpoint
+			}
+			return t, err
 		}
 		m := &dump.Member{Info: in}
 		if !in.Zombie {

@@ -45,6 +45,14 @@ type Supervisor struct {
 	requests chan *request // from the control socket
 	wakeups  chan wakeup   // why a trigger signal was sent by chpox itself
 	count    int           // checkpoints taken
+	// stopped holds the threads waiting at a trigger stop during
+	// checkpoints; a freeze takes them as they are.
+	stopped map[int]bool
+	// rootStatus is the root's end, if it was collected early.
+	rootStatus *unix.WaitStatus
+	// again asks for one more checkpoint: a trigger arrived while one was
+	// being taken.
+	again bool
 }
 
 type wakeup int
@@ -144,6 +152,9 @@ func (s *Supervisor) ticker() {
 // loop handles every ptrace event of the tree.
 func (s *Supervisor) loop() (int, error) {
 	for {
+		if ws := s.rootStatus; ws != nil {
+			return exitStatus(*ws), nil
+		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -154,10 +165,7 @@ func (s *Supervisor) loop() (int, error) {
 		}
 		if ws.Exited() || ws.Signaled() {
 			if pid == s.root {
-				if ws.Signaled() {
-					return 128 + int(ws.Signal()), nil
-				}
-				return ws.ExitStatus(), nil
+				return exitStatus(ws), nil
 			}
 			continue
 		}
@@ -167,6 +175,14 @@ func (s *Supervisor) loop() (int, error) {
 		}
 		s.resume(pid, ws)
 	}
+}
+
+// exitStatus is a shell's view of how a process ended.
+func exitStatus(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // resume lets a stopped tracee go on: events and interrupt stops are
@@ -188,11 +204,14 @@ func ptraceListen(pid int) {
 	unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_LISTEN, uintptr(pid), 0, 0, 0, 0)
 }
 
-// checkpoints serves a trigger stop of pid: triggers already queued are
-// folded in (one checkpoint however many arrived together), then a
-// checkpoint to the default image unless the only reason was a request,
-// then one per request.
-func (s *Supervisor) checkpoints(stopped int) {
+// checkpoints serves a trigger stop of pid. Trigger stops already queued
+// (the signal sent to several processes at once) and wakeup tokens are
+// folded in: one checkpoint to the default image unless the only reason
+// was a request, then one per request. Every thread left at a trigger stop
+// is continued without the signal: it is never delivered.
+func (s *Supervisor) checkpoints(first int) {
+	s.stopped = map[int]bool{first: true}
+	s.collectQueued()
 	defaultWanted, requested := false, 0
 	for done := false; !done; {
 		select {
@@ -210,19 +229,48 @@ func (s *Supervisor) checkpoints(stopped int) {
 		defaultWanted = true // the user's own signal
 	}
 	if defaultWanted && s.opt.Output != "" {
-		res, err := s.checkpoint(stopped, s.opt.Output, false)
-		s.report(res, err, s.opt.Output)
+		s.again = true
+		for i := 0; s.again && i < 2; i++ { // at most one more: triggers coalesce
+			s.again = false
+			res, err := s.checkpoint(s.opt.Output, false)
+			s.report(res, err, s.opt.Output)
+		}
 	}
 	for ; requested > 0; requested-- {
 		select {
 		case r := <-s.requests:
-			res, err := s.checkpoint(stopped, r.Output, r.Kill)
+			res, err := s.checkpoint(r.Output, r.Kill)
 			s.report(res, err, r.Output)
 			r.reply <- reply(res, err)
 		default:
 		}
 	}
-	unix.PtraceCont(stopped, 0) // the trigger is swallowed
+	for tid := range s.stopped {
+		unix.PtraceCont(tid, 0)
+	}
+	s.stopped = nil
+}
+
+// collectQueued takes the events already waiting (no blocking): more
+// trigger stops join s.stopped, anything else is handled as usual.
+func (s *Supervisor) collectQueued() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WALL|unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+		switch {
+		case ws.Exited() || ws.Signaled():
+			if pid == s.root {
+				s.rootStatus = &ws
+			}
+		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
+			s.stopped[pid] = true
+		default:
+			s.resume(pid, ws)
+		}
+	}
 }
 
 func (s *Supervisor) report(res *dump.Result, err error, out string) {
@@ -236,11 +284,11 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 		s.count, now, res.Processes, res.Bytes, res.Frozen.Round(time.Microsecond*100), out)
 }
 
-// checkpoint freezes the tree (the process at the trigger stop is frozen
+// checkpoint freezes the tree (threads at a trigger stop are frozen
 // already), writes the image and lets the tree go on.
-func (s *Supervisor) checkpoint(stopped int, out string, kill bool) (*dump.Result, error) {
+func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 	start := time.Now()
-	ms, err := s.freeze(stopped)
+	ms, err := s.freeze()
 	if err != nil {
 		dump.Release(ms)
 		return nil, err
