@@ -256,7 +256,7 @@ func describeWait(ws syscall.WaitStatus) string {
 	case ws.Exited():
 		return fmt.Sprintf("exit status %d", ws.ExitStatus())
 	case ws.Signaled():
-		return "killed by " + ws.Signal().String()
+		return "killed by " + unix.SignalName(unix.Signal(ws.Signal()))
 	}
 	return fmt.Sprintf("wait status %#x", uint32(ws))
 }

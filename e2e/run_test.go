@@ -352,6 +352,10 @@ func TestRunDumpSupervised(t *testing.T) {
 	j.waitCount(t, "root", 20)
 	j.waitCount(t, "child", 5)
 
+	// A supervised tree is checkpointed whole: --no-children is a usage error.
+	nc := runChpox(t, "dump", "--no-children", strconv.Itoa(j.root), "-o", filepath.Join(t.TempDir(), "nc.chp"))
+	wantFailure(t, nc, 2, "--no-children")
+
 	img := filepath.Join(t.TempDir(), "dumped.chp")
 	lo := j.count("root")
 	r := mustChpox(t, "dump", strconv.Itoa(j.root), "-o", img)

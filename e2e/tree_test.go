@@ -401,6 +401,22 @@ func checkTreeImage(t *testing.T, img string, tp treePIDs) {
 			t.Errorf("inspect output lacks %q:\n%s", line, text)
 		}
 	}
+	// The tree section draws children under their parent (in any order
+	// among siblings) and marks the zombie with its wait status.
+	for _, line := range []string{
+		fmt.Sprintf("\ntree:\n  %d tree\n", tp.parent),
+		fmt.Sprintf("\n    %d tree\n", tp.c1),
+		fmt.Sprintf("\n    %d tree\n", tp.c2),
+		fmt.Sprintf("\n    %d tree  (zombie, wait status 0x2a00)\n", tp.c3),
+		fmt.Sprintf("\n      %d tree\n", tp.gc),
+	} {
+		if !strings.Contains(text, line) {
+			t.Errorf("inspect output lacks %q:\n%.1500s", line, text)
+		}
+	}
+	if i, j := strings.Index(text, fmt.Sprintf("\n    %d tree\n", tp.c1)), strings.Index(text, fmt.Sprintf("\n      %d tree\n", tp.gc)); i < 0 || j < i {
+		t.Errorf("inspect tree does not show grandchild %d under c1 %d:\n%.1500s", tp.gc, tp.c1, text)
+	}
 	if !strings.Contains(text, "processes: 5,") {
 		t.Errorf("inspect output does not say processes: 5:\n%.500s", text)
 	}
