@@ -36,7 +36,7 @@ e2e:
 # Every fuzz target of the image reader, briefly; longer runs: make fuzz FUZZTIME=10m
 fuzz:
 	for f in $$($(GO) test -list '^Fuzz' ./pkg/format | grep ^Fuzz); do \
-		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./pkg/format || exit 1; \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./pkg/format || exit 1; \
 	done
 
 # Checkpoint/restore of the Go and the pthread program, 50 times each.
