@@ -197,15 +197,21 @@ func start(t *testing.T, name string, args ...string) *proc {
 		args = append([]string{exe}, args...)
 		exe = python
 	}
-	logPath := filepath.Join(t.TempDir(), strings.TrimSuffix(name, ".py")+".log")
+	return startExe(t, strings.TrimSuffix(name, ".py"), exe, args...)
+}
+
+// startExe is start for any executable (not only testdata programs): stdout
+// and stderr go to a log file in t.TempDir, stdin is /dev/null.
+func startExe(t *testing.T, name, exe string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	cmd := exec.Command(exe, args...)
-	cmd.Stdout = f
-	cmd.Stderr = f
+	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +227,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(p.kill)
-	t.Logf("started %s %v: pid %d, log %s", name, args, p.pid, logPath)
+	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
 	return p
 }
 

@@ -134,16 +134,16 @@ func TestGoProgram(t *testing.T) {
 // uninterrupted run's.
 func TestPythonThreads(t *testing.T) {
 	setupThreads(t)
-	ref := start(t, "pythreads.py", "12")
+	ref := start(t, "pythreads.py", "48")
 	if st := ref.waitExit(t, 60*time.Second); st != "exit status 0" {
 		t.Fatalf("uninterrupted run: %s\n%s", st, tail(ref.log))
 	}
-	digest := regexp.MustCompile(`(?m)^py threads 12 [0-9a-f]+$`)
+	digest := regexp.MustCompile(`(?m)^py threads 48 [0-9a-f]+$`)
 	want := digest.FindString(tail(ref.log))
 	if want == "" {
 		t.Fatalf("uninterrupted run printed no digest:\n%s", tail(ref.log))
 	}
-	log := checkpointAndFinish(t, "pythreads.py", 200*time.Millisecond, 1000*time.Millisecond, "12")
+	log := checkpointAndFinish(t, "pythreads.py", 200*time.Millisecond, 800*time.Millisecond, "48")
 	if got := digest.FindString(log); got != want {
 		t.Fatalf("restored run printed %q, uninterrupted %q:\n%s", got, want, log)
 	}

@@ -18,37 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// startExe is start for any executable (not only testdata programs): stdout
-// and stderr go to a log file in t.TempDir, stdin is /dev/null.
-func startExe(t *testing.T, name, exe string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, pid: cmd.Process.Pid, cmd: cmd, log: logPath, done: make(chan struct{})}
-	register(p)
-	go func() {
-		err := cmd.Wait()
-		if err == nil {
-			p.status = "exit status 0"
-		} else {
-			p.status = err.Error()
-		}
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
-	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
-	return p
-}
-
 // stat is what /proc/PID/stat says about a process's place in the tree.
 type stat struct {
 	state                string

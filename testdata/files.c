@@ -22,15 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
+#include "testprog.h"
 
 static volatile sig_atomic_t usr1;
 static void on_usr1(int sig) {

@@ -16,18 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testprog.h"
+
 #define PAGE 4096
 #define SPARSE_SIZE (1UL << 30)
-
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
 
 static void die(const char *what) {
 	say("setup FAIL %s: %m\n", what);

@@ -37,19 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testprog.h"
+
 #define PATTERN 10240
 
 static volatile sig_atomic_t usr1, usr2;
-
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
 
 static void on_usr1(int sig) {
 	(void)sig;
@@ -59,11 +51,6 @@ static void on_usr1(int sig) {
 static void on_usr2(int sig) {
 	(void)sig;
 	usr2 = 1;
-}
-
-static void nap(int ms) {
-	struct timespec ts = {0, ms * 1000 * 1000L};
-	nanosleep(&ts, NULL);
 }
 
 static unsigned char pat(int i) { return (unsigned char)(i * 7 + i / 251 + 3); }

@@ -16,15 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void say(const char *fmt, ...) {
-	char buf[128];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
+#include "testprog.h"
 
 static void on_trigger(int sig) { say("GOT TRIGGER %d\n", sig); }
 

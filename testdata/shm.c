@@ -23,29 +23,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testprog.h"
+
 #define ANON (8 << 20)
 #define FILESZ (64 << 10)
 
 static volatile sig_atomic_t usr1;
 
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
-
 static void on_usr1(int sig) {
 	(void)sig;
 	usr1 = 1;
-}
-
-static void nap(int ms) {
-	struct timespec ts = {0, ms * 1000 * 1000L};
-	nanosleep(&ts, NULL);
 }
 
 static uint64_t pat(uint64_t i) { return i * 0x9E3779B97F4A7C15ull + 17; }

@@ -30,20 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testprog.h"
+
 static volatile sig_atomic_t usr1, usr2;
 static const char *role = "parent";
 static pid_t want_ppid, want_pgid, want_sid;
 static pid_t c1, c2, c3;
-
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
 
 static void on_usr1(int sig) {
 	(void)sig;
@@ -71,16 +63,11 @@ static void check(void) {
 	say("tree ok %s\n", role);
 }
 
-static void nap(void) {
-	struct timespec ts = {0, 20 * 1000 * 1000};
-	nanosleep(&ts, NULL);
-}
-
 static void loop(void) {
 	static int reaped;
 	for (long n = 0;; n++) {
 		say("alive %s %ld\n", role, n);
-		nap();
+		nap(20);
 		if (usr1) {
 			usr1 = 0;
 			if (strcmp(role, "parent") == 0 && !reaped) {

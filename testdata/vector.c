@@ -24,15 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void say(const char *fmt, ...) {
-	char buf[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (write(1, buf, n) != n)
-		_exit(99);
-}
+#include "testprog.h"
 
 // Everything the asm loads and stores, in one block so the asm needs a single
 // pointer register (the loop uses every vector register and r8-r11).
