@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/procinfo"
@@ -35,7 +37,12 @@ func dumpCommand() *cli.Command {
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("%w: %q is not a PID", errUsage, c.Args().First())
 			}
-			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children")}
+			// Ctrl-C while the processes are frozen must not leave them
+			// half-injected: the dump notices, puts them back and stops.
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+			interrupted := func() bool { return len(sigs) > 0 }
+			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted}
 			res, err := dumpAny(pid, opt)
 			if err != nil {
 				return err

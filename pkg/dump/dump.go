@@ -32,7 +32,15 @@ type Options struct {
 	Output     string
 	Kill       bool // SIGKILL the tree after a successful dump
 	NoChildren bool // dump the named process only
+	// Interrupted, if set, is asked between steps; true abandons the dump:
+	// the processes are released unchanged and nothing is written.
+	Interrupted func() bool
 }
+
+// ErrInterrupted reports a dump abandoned on request.
+var ErrInterrupted = errors.New("interrupted: no image written; the processes run on unchanged")
+
+func (o Options) interrupted() bool { return o.Interrupted != nil && o.Interrupted() }
 
 // Result describes a finished dump.
 type Result struct {
@@ -124,9 +132,16 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if err := Collect(ms, 0); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
+	if opt.interrupted() {
+		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
+	}
 	w, err := Write(ms, opt.Output)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
+	}
+	if opt.interrupted() {
+		w.Abort()
+		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
 	res.Processes, res.DataBytes = len(ms), int64(w.DataBytes)
 	if opt.Kill {
