@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // wantFailure checks a failed chpox command's exit code and message.
@@ -181,4 +183,40 @@ func TestUnsupported(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDumpInterrupted: SIGINT to chpox while it copies a large process
+// abandons the dump: the previous image stays byte for byte, no temporary
+// file is left, and the process runs on untraced with its memory intact.
+func TestDumpInterrupted(t *testing.T) {
+	setup(t, "bigmem")
+	p := start(t, "bigmem", "768")
+	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "big.img")
+	old := []byte("the previous checkpoint")
+	if err := os.WriteFile(img, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+	time.Sleep(200 * time.Millisecond) // let it freeze and start copying (768 MiB take seconds)
+	if b.exited() {
+		t.Fatalf("dump finished before it could be interrupted: %s", b.status)
+	}
+	b.cmd.Process.Signal(unix.SIGINT)
+	<-b.done
+	if b.status != "exit status 1" || !strings.Contains(b.stderr.String(), "interrupted") {
+		t.Fatalf("interrupted dump: %s, stderr %q; want exit status 1 and \"interrupted\"", b.status, b.stderr.String())
+	}
+	if got, _ := os.ReadFile(img); string(got) != string(old) {
+		t.Errorf("the previous image changed: %q", got)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the directory holds %d entries, want only the previous image", len(ents))
+	}
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("after the interrupted dump the process is still traced: %s", st)
+	}
+	p.signal(t, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^bigmem ok$`, 1, 60*time.Second)
 }

@@ -37,6 +37,7 @@ var cPrograms = map[string][]string{
 	"sleeper": nil,
 	"files":   nil,
 	"holder":  {"-pthread"},
+	"bigmem":  nil,
 	"tree":    nil,
 	"pipes":   nil,
 	"shm":     nil,
