@@ -369,3 +369,37 @@ func TestDumpLeavesOriginalRunning(t *testing.T) {
 	}
 	checkCounterLog(t, p.log)
 }
+
+// TestStoppedProcess: a process stopped by job control (kill -STOP) stays
+// stopped through a dump, comes back stopped, and SIGCONT resumes it.
+func TestStoppedProcess(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 10, 10*time.Second)
+	p.signal(t, unix.SIGSTOP)
+	waitState(t, p.pid, "T")
+	at := lastInt(p.log, countRE)
+	img := dump(t, p)
+	time.Sleep(100 * time.Millisecond) // a running counter would log 10 lines meanwhile
+	if st := procState(p.pid); !strings.Contains(st, "State: T") || lastInt(p.log, countRE) != at {
+		t.Fatalf("after the dump the stopped counter ran: %s, count %d→%d", st, at, lastInt(p.log, countRE))
+	}
+	killOriginal(t, p)
+	r := restoreDetached(t, img, p)
+	waitState(t, r.pid, "T")
+	r.signal(t, unix.SIGCONT)
+	r.waitInt(t, countRE, at+20, 10*time.Second)
+}
+
+// waitState waits until /proc/PID/status shows the state letter.
+func waitState(t *testing.T, pid int, letter string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(procState(pid), "State: "+letter) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pid %d never reached state %s: %s", pid, letter, procState(pid))
+}

@@ -298,6 +298,7 @@ func Collect(ms []*Member, ignoreSig int) error {
 		if err := inject(m.Threads(), p); err != nil {
 			return err
 		}
+		p.Stopped = m.T.GroupStopped()
 		// Put back what chpox changed before memory is read, so the image
 		// holds the process as it was; the main thread (code) last.
 		for _, t := range append(m.Others, m.T) {

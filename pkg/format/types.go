@@ -45,6 +45,9 @@ type Process struct {
 	// they hold no memory or files. WaitStatus is what wait(2) will report.
 	Zombie     bool `json:"zombie,omitempty"`
 	WaitStatus int  `json:"wait_status,omitempty"`
+	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
+	// come back stopped.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes and

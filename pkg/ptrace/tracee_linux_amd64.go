@@ -46,6 +46,7 @@ type Tracee struct {
 	mask      uint64
 	deferred  int  // a signal caught at a stop, re-delivered on release
 	keep      bool // stays traced after Release (a `chpox run` tracee)
+	groupStop bool // was in a job-control stop; Release stops it again
 	swallowed bool // Interrupt met the signal it was told to keep back
 }
 
@@ -92,8 +93,28 @@ func (t *Tracee) waitFirstStop() error {
 	if sig := ws.StopSignal(); ws.TrapCause() <= 0 && sig != unix.SIGTRAP && sig != unix.SIGSTOP {
 		t.deferred = int(sig)
 	}
+	t.noteGroupStop(ws)
 	return t.LoadRegs()
 }
+
+// noteGroupStop remembers that the tracee sat in a group-stop (kill
+// -STOP, Ctrl-Z): injection runs it, so Release stops it again.
+func (t *Tracee) noteGroupStop(ws unix.WaitStatus) {
+	if ws.TrapCause() != unix.PTRACE_EVENT_STOP {
+		return
+	}
+	if isStopSignal(ws.StopSignal()) {
+		t.groupStop = true
+	}
+}
+
+func isStopSignal(sig unix.Signal) bool {
+	return sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+}
+
+// GroupStopped tells whether the tracee was stopped by job control when
+// chpox stopped it.
+func (t *Tracee) GroupStopped() bool { return t.groupStop }
 
 func (t *Tracee) wait() (unix.WaitStatus, error) {
 	for {
@@ -258,13 +279,17 @@ func (t *Tracee) Undo() error {
 // tracee sees it as if chpox had never been there.
 func (t *Tracee) Release() error {
 	err := t.Undo()
+	sig := t.deferred
+	if t.groupStop {
+		sig = int(unix.SIGSTOP) // back into the group-stop it was in
+	}
 	if t.keep {
-		if cerr := unix.PtraceCont(t.PID, t.deferred); cerr != nil && err == nil {
+		if cerr := unix.PtraceCont(t.PID, sig); cerr != nil && err == nil {
 			err = t.fail("ptrace(PTRACE_CONT)", cerr)
 		}
 		return err
 	}
-	if derr := t.detachSig(t.deferred); derr != nil && err == nil {
+	if derr := t.detachSig(sig); derr != nil && err == nil {
 		err = derr
 	}
 	return err
@@ -287,6 +312,7 @@ func Interrupt(pid int, swallow unix.Signal) (*Tracee, error) {
 		}
 		switch cause := ws.TrapCause(); {
 		case cause == unix.PTRACE_EVENT_STOP:
+			t.noteGroupStop(ws)
 			return t, t.LoadRegs()
 		case cause > 0:
 			if err := unix.PtraceCont(pid, 0); err != nil {
@@ -313,9 +339,10 @@ func Stopped(pid int) (*Tracee, error) {
 }
 
 // DetachAsIs detaches without touching registers: the caller has set the
-// final state (restore).
-func (t *Tracee) DetachAsIs() error {
-	return t.detachSig(0)
+// final state (restore). A non-zero sig is delivered (SIGSTOP: the process
+// comes back stopped, as it was).
+func (t *Tracee) DetachAsIs(sig unix.Signal) error {
+	return t.detachSig(int(sig))
 }
 
 // Kill sends SIGKILL and reaps the tracee if it is our child.
@@ -414,6 +441,10 @@ func (t *Tracee) runTo(sig unix.Signal, rip uint64) error {
 			}
 			t.Children = append(t.Children, int(msg))
 		case cause > 0: // interrupt or group stop: just go on
+		case isStopSignal(ws.StopSignal()):
+			// Job control wants the process stopped (it was, or is being,
+			// stopped): kept back now, Release stops it again.
+			t.groupStop = true
 		case ws.StopSignal() == sig:
 			var r unix.PtraceRegs
 			if err := unix.PtraceGetRegs(t.PID, &r); err != nil {

@@ -83,10 +83,15 @@ func restoreTree(img *format.Image) (*Restored, error) {
 	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
+		sig := unix.Signal(0)
+		if live[i].p.Stopped {
+			sig = unix.SIGSTOP
+		}
 		for _, t := range live[i].x.allThreads() {
-			if err := t.t.DetachAsIs(); err != nil {
+			if err := t.t.DetachAsIs(sig); err != nil {
 				return nil, err
 			}
+			sig = 0 // one SIGSTOP stops the whole process
 		}
 	}
 	ok = true
