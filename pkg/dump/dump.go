@@ -210,11 +210,15 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 	}
 	t, err := ptrace.Seize(pid)
 	if err != nil {
-		if errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.ESRCH) {
-			if isRoot {
-				return nil, fmt.Errorf("pid %d: %w", pid, procinfo.ErrNoProcess)
+		// It may have exited in between: a zombie is recorded as one.
+		if again, rerr := procinfo.Read(pid); !isRoot && (rerr != nil || again.Zombie) {
+			if rerr != nil {
+				return nil, nil
 			}
-			return nil, nil
+			return &Member{Info: again}, nil
+		}
+		if errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("pid %d: %w", pid, procinfo.ErrNoProcess)
 		}
 		return nil, traced(pid, err)
 	}

@@ -60,10 +60,40 @@ func Read(pid int) (*Info, error) {
 	}
 	for _, s := range steps {
 		if err := s.f(p, in); err != nil {
+			if gone(pid) {
+				// It exited while being read: now a zombie or gone.
+				return readExited(pid)
+			}
 			return nil, fmt.Errorf("pid %d: read %s: %w", pid, s.what, err)
 		}
 	}
 	return in, nil
+}
+
+// gone tells whether pid has exited (zombie or reaped).
+func gone(pid int) bool {
+	b, err := os.ReadFile(procPath(pid, "stat"))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+3 > len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// readExited reads a process that exited during Read: as a zombie if its
+// parent has not reaped it yet, else ErrNoProcess.
+func readExited(pid int) (*Info, error) {
+	p, err := procfs.NewProc(pid)
+	if err == nil {
+		var st procfs.ProcStat
+		if st, err = p.Stat(); err == nil && st.State == "Z" {
+			in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}, Zombie: true}
+			if err = readZombie(p, in); err == nil {
+				return in, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 }
 
 func procPath(pid int, name string) string { return fmt.Sprintf("/proc/%d/%s", pid, name) }
