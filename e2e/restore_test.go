@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -402,4 +403,69 @@ func waitState(t *testing.T, pid int, letter string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("pid %d never reached state %s: %s", pid, letter, procState(pid))
+}
+
+// TestCredentials: root restores a process of another user with its ids,
+// groups, no capabilities and no_new_privs, and a root process with a cut
+// bounding set and fewer capabilities without giving them back: restore
+// never hands out more privilege than the process had.
+func TestCredentials(t *testing.T) {
+	setup(t, "counter")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string // lines of /proc/PID/status
+	}{
+		{"user", []string{"--reuid=1000", "--regid=1000", "--groups=1000,27", "--no-new-privs"},
+			[]string{"Uid:\t1000\t1000\t1000\t1000", "Gid:\t1000\t1000\t1000\t1000", "Groups:\t27 1000", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"}},
+		{"root with fewer capabilities", []string{"--bounding-set=-net_raw,-sys_admin", "--inh-caps=+kill"},
+			[]string{"Uid:\t0\t0\t0\t0", "CapInh:\t0000000000000020"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := startExe(t, "counter", setpriv, append(c.args, progs["counter"])...)
+			// The user must be able to reopen its log by path at restore
+			// (t.TempDir makes 0700 directories, two levels of them).
+			os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+			os.Chmod(filepath.Dir(p.log), 0o755)
+			os.Chmod(p.log, 0o666)
+			p.waitInt(t, countRE, 5, 10*time.Second)
+			before := statusLines(t, p.pid)
+			img := dumpKill(t, p)
+			r := restoreDetached(t, img, p)
+			r.waitInt(t, countRE, lastInt(p.log, countRE)+5, 10*time.Second)
+			after := statusLines(t, r.pid)
+			for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"} {
+				if before[k] != after[k] {
+					t.Errorf("%s: %q before, %q after restore", k, before[k], after[k])
+				}
+			}
+			for _, w := range c.want {
+				k, v, _ := strings.Cut(w, ":")
+				if strings.TrimSpace(after[k]) != strings.TrimSpace(v) {
+					t.Errorf("%s after restore is %q, want %q", k, after[k], v)
+				}
+			}
+		})
+	}
+}
+
+// statusLines reads /proc/PID/status into a map of field to value.
+func statusLines(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
 }

@@ -250,6 +250,9 @@ func traced(pid int, err error) error {
 // Supported refuses processes chpox cannot checkpoint yet.
 func Supported(in *procinfo.Info) error {
 	switch {
+	case in.Seccomp != "" && in.Seccomp != "0":
+		// Restoring it without its filter would lift the sandbox.
+		return fmt.Errorf("process %d runs under seccomp (mode %s), which cannot be restored yet: %w", in.PID, in.Seccomp, ErrUnsupported)
 	case in.Root != "/":
 		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
 	}

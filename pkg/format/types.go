@@ -81,6 +81,15 @@ type Creds struct {
 	UID    [4]uint32 `json:"uid"`
 	GID    [4]uint32 `json:"gid"`
 	Groups []uint32  `json:"groups,omitempty"`
+	// Capability sets as bit masks (/proc/PID/status); restore never
+	// gives the process more than these.
+	CapInh uint64 `json:"cap_inh"`
+	CapPrm uint64 `json:"cap_prm"`
+	CapEff uint64 `json:"cap_eff"`
+	CapBnd uint64 `json:"cap_bnd"`
+	CapAmb uint64 `json:"cap_amb"`
+	// NoNewPrivs is prctl(PR_SET_NO_NEW_PRIVS).
+	NoNewPrivs bool `json:"no_new_privs,omitempty"`
 }
 
 // Rlimit is one resource limit (RLIMIT_* number).

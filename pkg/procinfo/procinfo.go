@@ -26,7 +26,8 @@ var ErrNoProcess = errors.New("no such process")
 // Info is the /proc view of one process.
 type Info struct {
 	format.Process
-	TIDs     []int // threads
+	TIDs     []int  // threads
+	Seccomp  string // seccomp mode: "0" none, "1" strict, "2" filter
 	Children []int
 	Zombie   bool
 }
@@ -127,6 +128,17 @@ func readStatus(p procfs.Proc, in *Info) error {
 				v, _ := strconv.ParseUint(g, 10, 32)
 				in.Creds.Groups = append(in.Creds.Groups, uint32(v))
 			}
+		case "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
+			v, err := strconv.ParseUint(strings.TrimSpace(val), 16, 64)
+			if err != nil {
+				return fmt.Errorf("%s %q: %w", key, val, err)
+			}
+			*map[string]*uint64{"CapInh": &in.Creds.CapInh, "CapPrm": &in.Creds.CapPrm, "CapEff": &in.Creds.CapEff,
+				"CapBnd": &in.Creds.CapBnd, "CapAmb": &in.Creds.CapAmb}[key] = v
+		case "NoNewPrivs":
+			in.Creds.NoNewPrivs = strings.TrimSpace(val) == "1"
+		case "Seccomp":
+			in.Seccomp = strings.TrimSpace(val)
 		}
 	}
 	return nil
@@ -179,15 +191,45 @@ func readPaths(p procfs.Proc, in *Info) error {
 	return err
 }
 
+// readLimits parses /proc/PID/limits: prlimit64 on another user's process
+// needs CAP_SYS_RESOURCE, which chpox may not have, and procfs keeps only
+// the soft limits. The rows follow RLIMIT_* order; the kernel prints
+// "%-25s %-20s %-20s %-10s" (fs/proc/base.c, proc_pid_limits).
 func readLimits(p procfs.Proc, in *Info) error {
-	for r := 0; r < 16; r++ { // RLIM_NLIMITS
-		var l unix.Rlimit
-		if err := unix.Prlimit(p.PID, r, nil, &l); err != nil {
-			return os.NewSyscallError("prlimit64", err)
-		}
-		in.Rlimits = append(in.Rlimits, format.Rlimit{Resource: r, Cur: l.Cur, Max: l.Max})
+	b, err := os.ReadFile(procPath(p.PID, "limits"))
+	if err != nil {
+		return err
 	}
-	return nil
+	in.Rlimits, err = parseLimits(string(b))
+	return err
+}
+
+func parseLimits(text string) ([]format.Rlimit, error) {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if len(lines) < 2 {
+		return nil, fmt.Errorf("limits: %d lines", len(lines))
+	}
+	var out []format.Rlimit
+	for r, line := range lines[1:] {
+		if len(line) < 67 {
+			return nil, fmt.Errorf("limits line %q is short", line)
+		}
+		soft, err1 := limitValue(line[26:46])
+		hard, err2 := limitValue(line[47:67])
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("limits line %q: bad value", line)
+		}
+		out = append(out, format.Rlimit{Resource: r, Cur: soft, Max: hard})
+	}
+	return out, nil
+}
+
+func limitValue(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "unlimited" {
+		return unix.RLIM_INFINITY, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
 }
 
 func readTasks(p procfs.Proc, in *Info) error {

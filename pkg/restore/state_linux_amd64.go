@@ -96,21 +96,7 @@ func (x *target) setFSCreds(c format.Creds) error {
 	return err
 }
 
-// setCreds switches every thread to the image's ids for good (credentials
-// are per thread in the kernel); after it the process has no privilege it
-// did not have before the checkpoint.
-func (x *target) setCreds(c format.Creds) error {
-	if !credsDiffer(c) {
-		return nil
-	}
-	for _, t := range x.allThreads() {
-		if err := t.setThreadCreds(c); err != nil {
-			return fmt.Errorf("thread %d: %w", t.pid(), err)
-		}
-	}
-	return nil
-}
-
+// setThreadCreds switches one thread to the image's ids for good.
 func (x *target) setThreadCreds(c format.Creds) error {
 	if _, err := x.call("setresgid", unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
 		return err
