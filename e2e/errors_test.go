@@ -220,3 +220,31 @@ func TestDumpInterrupted(t *testing.T) {
 	p.signal(t, unix.SIGUSR1)
 	p.waitLog(t, `(?m)^bigmem ok$`, 1, 60*time.Second)
 }
+
+// TestRestoreUntrusted: root does not restore what a user could have
+// forged: an image of a root process owned by a user, or an image others
+// may write. Nothing starts; exit code 5.
+func TestRestoreUntrusted(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	img := dumpKill(t, p)
+	if err := os.Chown(img, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	r := runChpox(t, "restore", "--detach", img)
+	wantFailure(t, r, 5, "belongs to uid 1000", "claims uid 0", "not trusted")
+	if err := os.Chown(img, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(img, 0o620); err != nil {
+		t.Fatal(err)
+	}
+	r = runChpox(t, "restore", "--detach", img)
+	wantFailure(t, r, 5, "writable by group or others", "not trusted")
+	if pidExists(p.pid) {
+		t.Errorf("pid %d exists after refused restores: %s", p.pid, procState(p.pid))
+	}
+	os.Chmod(img, 0o600)
+	restoreDetached(t, img, p) // the same image, trusted again, restores
+}

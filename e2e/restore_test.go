@@ -425,6 +425,11 @@ func TestCredentials(t *testing.T) {
 		{"root with fewer capabilities", []string{"--bounding-set=-net_raw,-sys_admin", "--inh-caps=+kill"},
 			[]string{"Uid:\t0\t0\t0\t0", "CapInh:\t0000000000000020"}},
 	}
+	// The user's files (its program, mapped again at restore) must be
+	// reachable by the user: restore opens them with the process's ids.
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := startExe(t, "counter", setpriv, append(c.args, progs["counter"])...)

@@ -33,6 +33,8 @@ func classify(err error) (int, string) {
 		return exitBadImage, "the image is damaged; restore from another copy"
 	case errors.Is(err, format.ErrTruncated):
 		return exitBadImage, "the image is incomplete (copy interrupted?); restore from another copy"
+	case errors.Is(err, restore.ErrUntrusted):
+		return exitBadImage, "restore it as its owner, or as root only images root wrote"
 	case errors.Is(err, format.ErrBadMagic), errors.Is(err, format.ErrVersion), errors.Is(err, restore.ErrIncompatible):
 		return exitBadImage, ""
 	case errors.Is(err, procinfo.ErrUnsupported):

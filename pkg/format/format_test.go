@@ -1057,6 +1057,14 @@ func TestUnknownJSONFields(t *testing.T) {
 	}
 }
 
+// padGap is the pad length that puts the data payload of sections
+// header, process, pad, data on a page boundary (preamble 16 bytes,
+// section headers 24).
+func padGap(x []sec) int {
+	used := 16 + 24 + len(x[0].payload) + 24 + len(x[1].payload) + 24 + 24
+	return (4096 - used%4096) % 4096
+}
+
 // TestStructure covers container rules a bit flip cannot always reach.
 func TestStructure(t *testing.T) {
 	s := makeSample(1, true)
@@ -1079,10 +1087,10 @@ func TestStructure(t *testing.T) {
 		{"process after data", with(func(x []sec) { x[4] = x[1] }), ErrCorrupt},
 		{"two pads", with(func(x []sec) { x[1] = sec{typ: SecPad} }), ErrCorrupt},
 		{"pad not zero", with(func(x []sec) {
-			x[2] = sec{typ: SecPad, payload: append(make([]byte, 4096-16-24-len(x[0].payload)-24-len(x[1].payload)-24-24-1), 1)}
+			x[2] = sec{typ: SecPad, payload: append(make([]byte, padGap(x)-1), 1)}
 		}), ErrCorrupt},
 		{"pad a page too long", with(func(x []sec) {
-			x[2] = sec{typ: SecPad, payload: make([]byte, 2*4096-16-24-len(x[0].payload)-24-len(x[1].payload)-24-24)}
+			x[2] = sec{typ: SecPad, payload: make([]byte, padGap(x)+4096)}
 		}), ErrCorrupt},
 		{"data not aligned", with(func(x []sec) { x[2] = sec{typ: SecPad, payload: []byte{0, 0, 0}} }), ErrCorrupt},
 		{"header not critical", with(func(x []sec) { x[0].flags = 0 }), ErrCorrupt},

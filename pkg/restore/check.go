@@ -14,7 +14,10 @@ import (
 )
 
 // check refuses images that cannot be restored here, before anything starts.
-func check(img *format.Image, opt Options) error {
+func check(path string, img *format.Image, opt Options) error {
+	if err := checkOwner(path, img); err != nil {
+		return err
+	}
 	h := &img.Header
 	if h.Arch != runtime.GOARCH {
 		return fmt.Errorf("image is for %s, this machine is %s: %w", h.Arch, runtime.GOARCH, ErrIncompatible)
@@ -34,6 +37,82 @@ func check(img *format.Image, opt Options) error {
 				return err
 			}
 		}
+		for _, f := range p.Files {
+			if err := checkFD(p.PID, f); err != nil {
+				return err
+			}
+		}
+	}
+	for _, pi := range img.Objects.Pipes {
+		if err := checkFIFO(pi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrUntrusted refuses an image whose owner could have forged what it
+// asks root to do.
+var ErrUntrusted = errors.New("image not trusted")
+
+// checkOwner: an image is as trustworthy as whoever could write it. Root
+// restores without question only images root owns and nobody else may
+// write; an image owned by a user may only bring back that user's own
+// unprivileged processes, so a forged one gains its owner nothing.
+func checkOwner(path string, img *format.Image) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("stat image: %w", err)
+	}
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("%s is writable by group or others (mode %#o): anyone could have changed it; chmod 600 it if you trust it: %w",
+			path, st.Mode&0o777, ErrUntrusted)
+	}
+	if unix.Geteuid() != 0 || st.Uid == 0 {
+		return nil // a non-root restorer is held to its own ids by checkCreds
+	}
+	for _, p := range img.Processes {
+		c := p.Creds
+		for i := 0; i < 4; i++ {
+			if c.UID[i] != st.Uid {
+				return fmt.Errorf("%s belongs to uid %d but process %d in it claims uid %d: %w", path, st.Uid, p.PID, c.UID[i], ErrUntrusted)
+			}
+		}
+		if c.CapPrm|c.CapEff|c.CapAmb != 0 {
+			return fmt.Errorf("%s belongs to uid %d but process %d in it claims capabilities %#x: %w", path, st.Uid, p.PID, c.CapPrm|c.CapEff, ErrUntrusted)
+		}
+	}
+	return nil
+}
+
+// checkFD makes sure a file reopened by path is still of its kind: a FIFO
+// or device in the place of a regular file would block or act on open.
+func checkFD(pid int, f format.File) error {
+	want := map[string]uint32{format.FileRegular: unix.S_IFREG, format.FileDir: unix.S_IFDIR, format.FileChar: unix.S_IFCHR}[f.Kind]
+	if want == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(f.Path, &st); err != nil {
+		return fmt.Errorf("process %d: fd %d: %w", pid, f.FD, err)
+	}
+	if st.Mode&unix.S_IFMT != want {
+		return fmt.Errorf("process %d: fd %d: %s is no longer a %s (mode %#o): %w", pid, f.FD, f.Path, f.Kind, st.Mode, ErrIncompatible)
+	}
+	return nil
+}
+
+// checkFIFO makes sure a named FIFO is still a FIFO before chpox opens it.
+func checkFIFO(p format.Pipe) error {
+	if p.FIFO == "" {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p.FIFO, &st); err != nil {
+		return fmt.Errorf("FIFO %s: %w", p.FIFO, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return fmt.Errorf("%s is no longer a FIFO: %w", p.FIFO, ErrIncompatible)
 	}
 	return nil
 }

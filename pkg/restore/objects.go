@@ -59,7 +59,13 @@ func (o *objects) create(img *format.Image) error {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
-				t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o7777)
+				// No set-id bits (a stand-in owned by root must not become
+				// a setuid program); owned by the process's fs ids, which
+				// open it after switching to them.
+				t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o777)
+				if err == nil {
+					err = t.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
+				}
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: recreate deleted file %s: %w", p.PID, f.FD, f.Path, err)
 				}
@@ -86,8 +92,9 @@ func memfd(s format.SharedMem) (*os.File, error) {
 func newPipe(p format.Pipe) (*pipeObj, error) {
 	po := &pipeObj{Pipe: p, usedEnd: map[*os.File]bool{}}
 	if p.FIFO != "" {
-		// O_RDWR never blocks and keeps the FIFO's buffer alive.
-		f, err := os.OpenFile(p.FIFO, os.O_RDWR, 0)
+		// O_RDWR never blocks and keeps the FIFO's buffer alive;
+		// O_NOFOLLOW: the path was checked to be a FIFO, not a link.
+		f, err := os.OpenFile(p.FIFO, os.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open FIFO %s: %w", p.FIFO, err)
 		}

@@ -47,7 +47,7 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	defer img.Close()
-	if err := check(img, opt); err != nil {
+	if err := check(path, img, opt); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	var out *Restored

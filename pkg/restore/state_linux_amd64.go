@@ -65,7 +65,27 @@ func credsDiffer(c format.Creds) bool {
 	r, e, s := unix.Getresuid()
 	rg, eg, sg := unix.Getresgid()
 	return c.UID != [4]uint32{uint32(r), uint32(e), uint32(s), uint32(e)} ||
-		c.GID != [4]uint32{uint32(rg), uint32(eg), uint32(sg), uint32(eg)}
+		c.GID != [4]uint32{uint32(rg), uint32(eg), uint32(sg), uint32(eg)} ||
+		!sameGroups(c.Groups)
+}
+
+// sameGroups compares the image's supplementary groups with chpox's: the
+// process must not keep chpox's groups when its ids happen to match.
+func sameGroups(want []uint32) bool {
+	have, err := unix.Getgroups()
+	if err != nil || len(have) != len(want) {
+		return false
+	}
+	set := map[uint32]bool{}
+	for _, g := range have {
+		set[uint32(g)] = true
+	}
+	for _, g := range want {
+		if !set[g] {
+			return false
+		}
+	}
+	return true
 }
 
 // setFSCreds makes file opens happen with the image's filesystem ids and

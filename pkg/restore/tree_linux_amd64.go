@@ -66,6 +66,12 @@ func restoreTree(img *format.Image) (*Restored, error) {
 	defer o.close()
 	live := liveNodes(nodes)
 	for _, n := range live {
+		// Files are opened with the process's own filesystem ids, the
+		// mapped ones too: an image cannot make chpox map what its
+		// process could not open.
+		if err := n.x.setFSCreds(n.p.Creds); err != nil {
+			return nil, fmt.Errorf("pid %d: restore file credentials: %w", n.p.PID, err)
+		}
 		if err := n.x.mapMemory(n.p, o); err != nil {
 			return nil, fmt.Errorf("pid %d: restore memory: %w", n.p.PID, err)
 		}
@@ -188,7 +194,6 @@ func (x *target) build(p *format.Process, o *objects) error {
 	}{
 		{"memory protection", func() error { return x.protect(p) }},
 		{"mm fields", func() error { return x.setMM(p) }},
-		{"file credentials", func() error { return x.setFSCreds(p.Creds) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
