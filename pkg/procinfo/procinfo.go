@@ -46,7 +46,12 @@ func Read(pid int) (*Info, error) {
 		return nil, fmt.Errorf("pid %d: read stat: %w", pid, err)
 	}
 	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}}
-	in.Zombie = st.State == "Z"
+	// A "Z" main thread with other threads alive is a running process
+	// whose main thread called pthread_exit, not a zombie.
+	in.Zombie = st.State == "Z" && st.NumThreads <= 1
+	if st.State == "Z" && !in.Zombie {
+		return nil, fmt.Errorf("pid %d: its main thread has exited while %d threads run on: %w", pid, st.NumThreads-1, ErrUnsupported)
+	}
 	if in.Zombie {
 		// A zombie has no memory, files or paths left: only its identity
 		// and the status its parent will reap.
