@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 // The control socket lets `chpox dump` checkpoint a tree that `chpox run`
@@ -72,12 +75,22 @@ func (s *Supervisor) serve(c *net.UnixConn) {
 	if err := json.NewDecoder(c).Decode(r); err != nil {
 		return
 	}
-	if r.PID == 0 {
-		r.PID = s.root
+	if r.PID != 0 && procinfo.TracerPID(r.PID) != os.Getpid() {
+		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("pid %d is not part of this job", r.PID)})
+		return
 	}
-	s.requests <- r
-	if err := s.trigger(r.PID, wakeRequest); err != nil {
-		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("signal pid %d: %v", r.PID, err)})
+	if !filepath.IsAbs(r.Output) {
+		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("output %q is not an absolute path", r.Output)})
+		return
+	}
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	s.mu.Unlock()
+	if err := s.wake(); err != nil {
+		s.mu.Lock()
+		s.pending = slices.DeleteFunc(s.pending, func(q *request) bool { return q == r })
+		s.mu.Unlock()
+		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("wake the supervisor: %v", err)})
 		return
 	}
 	json.NewEncoder(c).Encode(<-r.reply)
@@ -106,6 +119,8 @@ func RequestDump(supervisor, pid int, out string, kill bool) (*dump.Result, erro
 		return nil, fmt.Errorf("pid %d is traced by pid %d: %w", pid, supervisor, ErrNotSupervised)
 	}
 	defer c.Close()
+	// A checkpoint of a large job takes seconds; an hour means it is stuck.
+	c.SetDeadline(time.Now().Add(time.Hour))
 	if err := json.NewEncoder(c).Encode(request{PID: pid, Output: out, Kill: kill}); err != nil {
 		return nil, fmt.Errorf("ask chpox run (pid %d): %w", supervisor, err)
 	}

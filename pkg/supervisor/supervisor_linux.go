@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,12 +40,14 @@ const traceOptions = unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK |
 
 // Supervisor is one running job.
 type Supervisor struct {
-	opt      Options
-	tr       *ptrace.Tracer
-	root     int
-	requests chan *request // from the control socket
-	wakeups  chan wakeup   // why a trigger signal was sent by chpox itself
-	count    int           // checkpoints taken
+	opt     Options
+	tr      *ptrace.Tracer
+	root    int
+	waker   int // a traced `sleep` that chpox signals to wake its tracing loop
+	mu      sync.Mutex
+	pending []*request // dump requests from the control socket, not yet served
+	due     bool       // an --interval checkpoint is due
+	count   int        // checkpoints taken
 	// stopped holds the threads waiting at a trigger stop during
 	// checkpoints; a freeze takes them as they are.
 	stopped map[int]bool
@@ -55,17 +58,14 @@ type Supervisor struct {
 	again bool
 }
 
-type wakeup int
-
-const (
-	wakeInterval wakeup = iota
-	wakeRequest
-)
-
 // Start starts the job traced and returns once it runs.
 func Start(tr *ptrace.Tracer, opt Options) (*Supervisor, error) {
-	s := &Supervisor{opt: opt, tr: tr, requests: make(chan *request, 16), wakeups: make(chan wakeup, 64)}
+	s := &Supervisor{opt: opt, tr: tr}
+	if err := tr.Do(s.startWaker); err != nil {
+		return nil, err
+	}
 	if err := tr.Do(s.start); err != nil {
+		unix.Kill(s.waker, unix.SIGKILL)
 		return nil, err
 	}
 	return s, nil
@@ -134,16 +134,33 @@ func (s *Supervisor) Wait() (int, error) {
 	return status, err
 }
 
-// Trigger asks for a checkpoint the way a user does: by sending the
-// trigger signal to a process of the tree.
-func (s *Supervisor) trigger(pid int, why wakeup) error {
-	s.wakeups <- why
-	return unix.Kill(pid, s.opt.Signal)
+// startWaker starts the tracing loop's doorbell: the loop blocks in
+// wait4, which only a tracee's stop ends, so requests and the interval
+// timer signal this traced `sleep` (never the job: a signal the job does
+// not expect could hurt it). It is chpox's child, outside the job's tree.
+func (s *Supervisor) startWaker() error {
+	cmd := exec.Command("sleep", "infinity")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the supervisor's waker (sleep): %w", err)
+	}
+	s.waker = cmd.Process.Pid
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(s.waker, &ws, unix.WALL, nil); err != nil { // exec SIGTRAP
+		return fmt.Errorf("start the supervisor's waker: %w", err)
+	}
+	return unix.PtraceCont(s.waker, 0)
 }
+
+// wake rings the doorbell.
+func (s *Supervisor) wake() error { return unix.Kill(s.waker, unix.SIGUSR1) }
 
 func (s *Supervisor) ticker() {
 	for range time.Tick(s.opt.Interval) {
-		if s.trigger(s.root, wakeInterval) != nil {
+		s.mu.Lock()
+		s.due = true
+		s.mu.Unlock()
+		if s.wake() != nil {
 			return
 		}
 	}
@@ -165,15 +182,20 @@ func (s *Supervisor) loop() (int, error) {
 		}
 		if ws.Exited() || ws.Signaled() {
 			if pid == s.root {
+				unix.Kill(s.waker, unix.SIGKILL)
 				return exitStatus(ws), nil
 			}
 			continue
 		}
-		if ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0 {
+		switch {
+		case pid == s.waker:
+			unix.PtraceCont(pid, 0) // the doorbell's signal is swallowed
+			s.checkpoints(0)
+		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
 			s.checkpoints(pid)
-			continue
+		default:
+			s.resume(pid, ws)
 		}
-		s.resume(pid, ws)
 	}
 }
 
@@ -204,45 +226,36 @@ func ptraceListen(pid int) {
 	unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_LISTEN, uintptr(pid), 0, 0, 0, 0)
 }
 
-// checkpoints serves a trigger stop of pid. Trigger stops already queued
-// (the signal sent to several processes at once) and wakeup tokens are
-// folded in: one checkpoint to the default image unless the only reason
-// was a request, then one per request. Every thread left at a trigger stop
-// is continued without the signal: it is never delivered.
+// checkpoints serves a trigger stop of thread first (0: a doorbell).
+// Trigger stops already queued are folded in, so a signal sent to several
+// processes at once makes one checkpoint; a trigger met while freezing
+// asks for one more (s.again). Then the requests that arrived are served,
+// again until none is left. Every thread left at a trigger stop is
+// continued without the signal: it is never delivered.
 func (s *Supervisor) checkpoints(first int) {
-	s.stopped = map[int]bool{first: true}
+	s.stopped = map[int]bool{}
+	if first != 0 {
+		s.stopped[first] = true
+	}
 	s.collectQueued()
-	defaultWanted, requested := false, 0
-	for done := false; !done; {
-		select {
-		case w := <-s.wakeups:
-			if w == wakeRequest {
-				requested++
-			} else {
-				defaultWanted = true
-			}
-		default:
-			done = true
+	s.again = len(s.stopped) > 0 // the user's own signal
+	for {
+		s.mu.Lock()
+		reqs, due := s.pending, s.due
+		s.pending, s.due = nil, false
+		s.mu.Unlock()
+		if !s.again && !due && len(reqs) == 0 {
+			break
 		}
-	}
-	if requested == 0 {
-		defaultWanted = true // the user's own signal
-	}
-	if defaultWanted && s.opt.Output != "" {
-		s.again = true
-		for i := 0; s.again && i < 2; i++ { // at most one more: triggers coalesce
+		if s.again || due {
 			s.again = false
 			res, err := s.checkpoint(s.opt.Output, false)
 			s.report(res, err, s.opt.Output)
 		}
-	}
-	for ; requested > 0; requested-- {
-		select {
-		case r := <-s.requests:
+		for _, r := range reqs {
 			res, err := s.checkpoint(r.Output, r.Kill)
 			s.report(res, err, r.Output)
 			r.reply <- reply(res, err)
-		default:
 		}
 	}
 	for tid := range s.stopped {
@@ -265,6 +278,8 @@ func (s *Supervisor) collectQueued() {
 			if pid == s.root {
 				s.rootStatus = &ws
 			}
+		case pid == s.waker:
+			unix.PtraceCont(pid, 0)
 		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
 			s.stopped[pid] = true
 		default:
@@ -301,19 +316,33 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 	}
 	res.DataBytes = int64(w.DataBytes)
 	if kill {
+		// Commit while still frozen: the job dies only once its image is
+		// safe; the release then just lets the SIGKILLs act.
+		if err := w.Commit(); err != nil {
+			dump.Release(ms)
+			return nil, err
+		}
 		for _, m := range ms {
 			unix.Kill(m.Info.PID, unix.SIGKILL)
 		}
+		dump.Release(ms)
+		res.Frozen = time.Since(start)
+		return res, statSize(res, out)
 	}
 	rerr := dump.Release(ms)
 	res.Frozen = time.Since(start)
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(out); err == nil {
+	return res, errors.Join(rerr, statSize(res, out))
+}
+
+func statSize(res *dump.Result, out string) error {
+	st, err := os.Stat(out)
+	if err == nil {
 		res.Bytes = st.Size()
 	}
-	return res, rerr
+	return err
 }
 
 func (s *Supervisor) write(ms []*dump.Member, out string) (*dump.ImageWriter, error) {
