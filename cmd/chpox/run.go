@@ -68,17 +68,14 @@ func runCommand() *cli.Command {
 // parseSignal takes 31, SIGUSR2 or USR2.
 func parseSignal(s string) (unix.Signal, error) {
 	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return unix.Signal(n), nil
+		return checkTrigger(unix.Signal(n))
 	}
 	name := strings.ToUpper(s)
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
 	if sig := unix.SignalNum(name); sig != 0 {
-		if sig == unix.SIGKILL || sig == unix.SIGSTOP {
-			return 0, fmt.Errorf("%w: %s cannot be caught and cannot trigger a checkpoint", errUsage, name)
-		}
-		return sig, nil
+		return checkTrigger(sig)
 	}
 	return 0, fmt.Errorf("%w: %q is not a signal (use a number or a name like SIGUSR2)", errUsage, s)
 }
@@ -96,4 +93,15 @@ func forward(sigs <-chan os.Signal, pid int, getpgid func(int) (int, error)) {
 		}
 		unix.Kill(pid, s.(unix.Signal))
 	}
+}
+
+// checkTrigger refuses signals that cannot be a trigger: KILL and STOP are
+// never seen, and a fault signal (SEGV, BUS, ILL, FPE, TRAP) kept back from
+// the job would make the faulting instruction run again forever.
+func checkTrigger(sig unix.Signal) (unix.Signal, error) {
+	switch sig {
+	case unix.SIGKILL, unix.SIGSTOP, unix.SIGSEGV, unix.SIGBUS, unix.SIGILL, unix.SIGFPE, unix.SIGTRAP:
+		return 0, fmt.Errorf("%w: %s cannot trigger checkpoints (pick one the job does not use, e.g. SIGUSR2 or 31)", errUsage, unix.SignalName(sig))
+	}
+	return sig, nil
 }

@@ -105,6 +105,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
 		return corrupt("bad pid %d", p.PID)
 	}
+	if p.Zombie && !fatalStatus(p.WaitStatus) {
+		return corrupt("zombie wait status %#x is neither an exit code nor a fatal signal", p.WaitStatus)
+	}
 	if (len(p.Threads) == 0 && !p.Zombie) || len(p.Threads) > maxThreads {
 		return corrupt("%d threads", len(p.Threads))
 	}
@@ -242,4 +245,22 @@ func (img *Image) inData(r DataRun) error {
 		return corrupt("data run %d+%d beyond the %d-byte data section", r.Off, r.Len, img.dataLen)
 	}
 	return nil
+}
+
+// fatalStatus accepts a wait status a zombie can have: an exit code (0-255
+// in bits 8-15), or death by a signal whose default action ends the
+// process (with or without the core flag, 0x80).
+func fatalStatus(ws int) bool {
+	sig := ws & 0x7f
+	if sig == 0 {
+		return ws&^0xff00 == 0
+	}
+	if ws&^0xff != 0 {
+		return false
+	}
+	switch sig {
+	case 17, 18, 19, 20, 21, 22, 23, 28: // CHLD CONT STOP TSTP TTIN TTOU URG WINCH
+		return false
+	}
+	return sig <= 64
 }

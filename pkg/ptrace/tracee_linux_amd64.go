@@ -507,7 +507,7 @@ func (t *Tracee) Exit(sig int, nr uint64, args ...uint64) error {
 	if err := unix.PtraceCont(t.PID, sig); err != nil {
 		return t.fail("ptrace(PTRACE_CONT)", err)
 	}
-	for {
+	for stops := 0; ; stops++ {
 		var ws unix.WaitStatus
 		_, err := unix.Wait4(t.PID, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -519,7 +519,12 @@ func (t *Tracee) Exit(sig int, nr uint64, args ...uint64) error {
 		if ws.Exited() || ws.Signaled() {
 			return nil
 		}
-		// Any stop on the way out (the signal's own delivery stop): go on
+		if stops == 8 {
+			// The signal did not end it (its action is not fatal): stop.
+			unix.Kill(t.PID, unix.SIGKILL)
+			return t.fail("exit", fmt.Errorf("signal %d did not end the process", sig))
+		}
+		// A stop on the way out (the signal's own delivery stop): go on
 		// with the signal.
 		if err := unix.PtraceCont(t.PID, sig); err != nil {
 			return t.fail("ptrace(PTRACE_CONT)", err)

@@ -500,8 +500,13 @@ func (x *target) becomeZombie(p *format.Process) error {
 		return x.t.Exit(0, unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
 	}
 	sig := ws.Signal()
-	unix.Prlimit(x.pid(), unix.RLIMIT_CORE, &unix.Rlimit{}, nil) // no core file for a past death
-	at, err := x.put(u64s(0, 0, 0, 0))                           // SIG_DFL
+	// No core file, and no crash report through a core_pattern pipe, for
+	// a death that happened before the checkpoint.
+	unix.Prlimit(x.pid(), unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+	if _, err := x.call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0); err != nil {
+		return err
+	}
+	at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
 	if err != nil {
 		return err
 	}
