@@ -318,7 +318,7 @@ func Collect(ms []*Member, ignoreSig int) error {
 }
 
 func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {
-	th := format.Thread{TID: t.PID, Regs: fromPtrace(&t.Regs)}
+	th := format.Thread{TID: t.PID, Regs: ptrace.ToFormat(&t.Regs)}
 	var err error
 	if th.XSave, err = t.XState(); err != nil {
 		return th, err

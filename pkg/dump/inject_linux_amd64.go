@@ -28,7 +28,7 @@ const (
 func inject(threads []*ptrace.Tracee, p *format.Process) error {
 	main := threads[0]
 	for _, t := range threads {
-		if err := t.SetSigMask(allSignals); err != nil {
+		if err := t.SetSigMask(ptrace.AllSignals); err != nil {
 			return err
 		}
 	}
@@ -70,7 +70,7 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	}
 	p.MM.Brk = brk
 	buf := make([]byte, (nsig+1)*sigactSize)
-	if err := readMem(t.PID, scratch, buf); err != nil {
+	if err := ptrace.ReadMem(t.PID, scratch, buf); err != nil {
 		return err
 	}
 	le := binary.LittleEndian
@@ -102,7 +102,7 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 		}
 	}
 	b := make([]byte, threadQuerySize)
-	if err := readMem(t.PID, at, b); err != nil {
+	if err := ptrace.ReadMem(t.PID, at, b); err != nil {
 		return err
 	}
 	le := binary.LittleEndian
@@ -110,26 +110,4 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 	th.ClearTID = le.Uint64(b[24:])
 	th.RobustHead, th.RobustLen = le.Uint64(b[32:]), le.Uint64(b[40:])
 	return nil
-}
-
-func readMem(pid int, addr uint64, buf []byte) error {
-	local := []unix.Iovec{{Base: &buf[0]}}
-	local[0].SetLen(len(buf))
-	n, err := unix.ProcessVMReadv(pid, local, []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}, 0)
-	if err == nil && n != len(buf) {
-		err = fmt.Errorf("short read: %d of %d bytes", n, len(buf))
-	}
-	if err != nil {
-		return fmt.Errorf("pid %d: read scratch memory: %w", pid, err)
-	}
-	return nil
-}
-
-func fromPtrace(r *unix.PtraceRegs) format.Regs {
-	return format.Regs{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
-		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
-		OrigRax: r.Orig_rax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
-		FsBase: r.Fs_base, GsBase: r.Gs_base, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
 }

@@ -241,7 +241,7 @@ func (t *Tracee) DeferredSiginfo() ([]byte, error) {
 	return b, wrap(t, "read siginfo", err)
 }
 
-// DetachWithSignal detaches and delivers a signal.
+// detachSig detaches and delivers a signal.
 func (t *Tracee) detachSig(sig int) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(t.PID), 0, uintptr(sig), 0, 0)
 	if e != 0 {

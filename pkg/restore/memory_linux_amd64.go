@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
@@ -30,22 +29,6 @@ type namedSpan struct {
 	name string
 }
 
-func (x *target) ownMaps() ([]namedSpan, error) {
-	pr, err := procfs.NewProc(x.pid())
-	if err != nil {
-		return nil, err
-	}
-	maps, err := pr.ProcMaps()
-	if err != nil {
-		return nil, fmt.Errorf("read maps: %w", err)
-	}
-	var out []namedSpan
-	for _, m := range maps {
-		out = append(out, namedSpan{span{uint64(m.StartAddr), uint64(m.EndAddr)}, m.Pathname})
-	}
-	return out, nil
-}
-
 func isVDSO(name string) bool {
 	return name == "[vvar]" || name == "[vvar_vclock]" || name == "[vdso]"
 }
@@ -60,7 +43,7 @@ func (x *target) placeVDSO(p *format.Process) error {
 			want[v.Name] = v
 		}
 	}
-	own, err := x.ownMaps()
+	own, err := namedMappings(x.pid())
 	if err != nil {
 		return err
 	}
@@ -114,7 +97,7 @@ func (x *target) mremap(from span, to uint64) error {
 
 // unmapAllBut removes every loader mapping except the scratch area and keep.
 func (x *target) unmapAllBut(keep *span) error {
-	own, err := x.ownMaps()
+	own, err := namedMappings(x.pid())
 	if err != nil {
 		return err
 	}

@@ -9,9 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/ptrace"
 )
-
-const allSignals = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
 
 // sigaltstack flags (include/uapi/linux/signal.h).
 const (
@@ -407,7 +406,7 @@ func (x *target) finish(p *format.Process) error {
 		if err := t.t.SetXState(th.XSave); err != nil {
 			return fmt.Errorf("thread %d: the CPU here lacks state the image has: %w", th.TID, err)
 		}
-		regs := toPtrace(th.Regs)
+		regs := ptrace.FromFormat(th.Regs)
 		restartSyscall(&regs)
 		if err := t.t.SetRegs(&regs); err != nil {
 			return err
@@ -458,21 +457,12 @@ func restartSyscall(r *unix.PtraceRegs) {
 	r.Orig_rax = ^uint64(0)
 }
 
-func toPtrace(r format.Regs) unix.PtraceRegs {
-	return unix.PtraceRegs{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
-		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi,
-		Orig_rax: r.OrigRax, Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss,
-		Fs_base: r.FsBase, Gs_base: r.GsBase, Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
-}
-
 // drainSignals discards signals the process got while it was being built
 // (SIGCHLD from a child made a zombie, for one): only the image's pending
 // signals may be pending when it runs.
 func (x *target) drainSignals() error {
 	x.resetScratch()
-	at, err := x.put(u64s(allSignals, 0, 0)) // sigset, then a zero timespec
+	at, err := x.put(u64s(ptrace.AllSignals, 0, 0)) // sigset, then a zero timespec
 	if err != nil {
 		return err
 	}

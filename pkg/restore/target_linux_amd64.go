@@ -54,7 +54,7 @@ func (x *target) put(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("scratch area full (%d bytes wanted)", len(b))
 	}
 	addr := x.scratch + scratchData + x.dataOff
-	if err := writeMem(x.pid(), addr, b); err != nil {
+	if err := ptrace.WriteMem(x.pid(), addr, b); err != nil {
 		return 0, err
 	}
 	x.dataOff += n
@@ -64,22 +64,6 @@ func (x *target) put(b []byte) (uint64, error) {
 func (x *target) resetScratch() { x.dataOff = 0 }
 
 func (x *target) cstring(s string) (uint64, error) { return x.put(append([]byte(s), 0)) }
-
-func writeMem(pid int, addr uint64, b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	local := []unix.Iovec{{Base: &b[0]}}
-	local[0].SetLen(len(b))
-	n, err := unix.ProcessVMWritev(pid, local, []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
-	if err == nil && n != len(b) {
-		err = fmt.Errorf("short write %d of %d", n, len(b))
-	}
-	if err != nil {
-		return fmt.Errorf("write %d bytes at %#x: %w", len(b), addr, err)
-	}
-	return nil
-}
 
 // startLoader starts this binary traced and stopped at its first
 // instruction, with a scratch area at an address that neither it nor the
@@ -131,7 +115,7 @@ func (x *target) setup(avoid []span) error {
 	if err != nil {
 		return err
 	}
-	if err := writeMem(x.pid(), at, ptrace.StubCode()); err != nil {
+	if err := ptrace.WriteMem(x.pid(), at, ptrace.StubCode()); err != nil {
 		return err
 	}
 	x.scratch = at
@@ -211,7 +195,18 @@ const traceOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PT
 // span is a half-open address range.
 type span struct{ start, end uint64 }
 
+// mappings lists the address ranges pid has mapped.
 func mappings(pid int) ([]span, error) {
+	named, err := namedMappings(pid)
+	out := make([]span, len(named))
+	for i, m := range named {
+		out[i] = m.span
+	}
+	return out, err
+}
+
+// namedMappings lists pid's mappings with their names ([vdso], paths).
+func namedMappings(pid int) ([]namedSpan, error) {
 	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return nil, err
@@ -220,9 +215,9 @@ func mappings(pid int) ([]span, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read maps of %d: %w", pid, err)
 	}
-	var out []span
+	var out []namedSpan
 	for _, m := range maps {
-		out = append(out, span{uint64(m.StartAddr), uint64(m.EndAddr)})
+		out = append(out, namedSpan{span{uint64(m.StartAddr), uint64(m.EndAddr)}, m.Pathname})
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/ptrace"
 )
 
 // node is one process of the tree being restored.
@@ -142,7 +143,7 @@ func createTree(nodes []*node) error {
 				return err
 			}
 		}
-		if err := n.x.t.SetSigMask(allSignals); err != nil {
+		if err := n.x.t.SetSigMask(ptrace.AllSignals); err != nil {
 			return err
 		}
 		// A session or group leader must lead before its children are

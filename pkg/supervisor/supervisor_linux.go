@@ -89,9 +89,9 @@ func (s *Supervisor) start() error {
 	var ws unix.WaitStatus
 	steps := []func() error{
 		func() error { _, err := unix.Wait4(pid, &ws, unix.WALL, nil); return err }, // exec SIGTRAP
-		func() error { return rawDetach(pid, unix.SIGSTOP) },
+		func() error { return ptrace.DetachWith(pid, unix.SIGSTOP) },
 		func() error { _, err := unix.Wait4(pid, &ws, unix.WUNTRACED, nil); return err },
-		func() error { return seize(pid) },
+		func() error { return ptrace.SeizeWith(pid, traceOptions) },
 		func() error { return unix.Kill(pid, unix.SIGCONT) },
 	}
 	for _, st := range steps {
@@ -99,22 +99,6 @@ func (s *Supervisor) start() error {
 			unix.Kill(pid, unix.SIGKILL)
 			return fmt.Errorf("start %s traced: %w", s.opt.Args[0], err)
 		}
-	}
-	return nil
-}
-
-func rawDetach(pid int, sig unix.Signal) error {
-	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(pid), 0, uintptr(sig), 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-func seize(pid int) error {
-	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(pid), 0, traceOptions, 0, 0)
-	if e != 0 {
-		return os.NewSyscallError("ptrace(PTRACE_SEIZE)", e)
 	}
 	return nil
 }
@@ -149,7 +133,7 @@ func (s *Supervisor) startWaker() error {
 	if _, err := unix.Wait4(s.waker, &ws, unix.WALL, nil); err != nil { // exec SIGTRAP
 		return fmt.Errorf("start the supervisor's waker: %w", err)
 	}
-	return unix.PtraceCont(s.waker, 0)
+	return ptrace.Cont(s.waker, 0)
 }
 
 // wake rings the doorbell.
@@ -189,7 +173,7 @@ func (s *Supervisor) loop() (int, error) {
 		}
 		switch {
 		case pid == s.waker:
-			unix.PtraceCont(pid, 0) // the doorbell's signal is swallowed
+			ptrace.Cont(pid, 0) // the doorbell's signal is swallowed
 			s.checkpoints(0)
 		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
 			s.checkpoints(pid)
@@ -214,16 +198,12 @@ func (s *Supervisor) resume(pid int, ws unix.WaitStatus) {
 	sig := ws.StopSignal()
 	switch cause := ws.TrapCause(); {
 	case cause == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
-		ptraceListen(pid)
+		ptrace.Listen(pid)
 	case cause > 0:
-		unix.PtraceCont(pid, 0)
+		ptrace.Cont(pid, 0)
 	default:
-		unix.PtraceCont(pid, int(sig))
+		ptrace.Cont(pid, sig)
 	}
-}
-
-func ptraceListen(pid int) {
-	unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_LISTEN, uintptr(pid), 0, 0, 0, 0)
 }
 
 // checkpoints serves a trigger stop of thread first (0: a doorbell).
@@ -259,7 +239,7 @@ func (s *Supervisor) checkpoints(first int) {
 		}
 	}
 	for tid := range s.stopped {
-		unix.PtraceCont(tid, 0)
+		ptrace.Cont(tid, 0)
 	}
 	s.stopped = nil
 }
@@ -279,7 +259,7 @@ func (s *Supervisor) collectQueued() {
 				s.rootStatus = &ws
 			}
 		case pid == s.waker:
-			unix.PtraceCont(pid, 0)
+			ptrace.Cont(pid, 0)
 		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
 			s.stopped[pid] = true
 		default:

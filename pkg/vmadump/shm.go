@@ -61,7 +61,7 @@ func (s *Shm) findData() error {
 	return nil
 }
 
-// PlanShm assigns data offsets to the object's runs from off on.
+// Plan assigns data offsets to the object's runs from off on.
 func (s *Shm) Plan(off uint64) uint64 {
 	for i := range s.Pages {
 		s.Pages[i].Off = off
