@@ -82,8 +82,8 @@ func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error
 				continue
 			}
 			t, err := stop(tid)
-			if errors.Is(err, ptrace.ErrExited) {
-				continue // the thread ended meanwhile
+			if errors.Is(err, ptrace.ErrExited) || (err != nil && !procinfo.ThreadAlive(m.Info.PID, tid)) {
+				continue // the thread ended meanwhile (an exiting thread refuses PTRACE_SEIZE)
 			}
 			if err != nil {
 				return err
@@ -241,7 +241,7 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 // traced explains a failed seize: most often another tracer (a debugger, or
 // a `chpox run` supervisor, which FromSupervisor handles) holds the process.
 func traced(pid int, err error) error {
-	if tp := procinfo.TracerPID(pid); tp > 0 {
+	if tp := procinfo.TracerPID(pid); tp > 0 && tp != os.Getpid() {
 		return fmt.Errorf("pid %d is already traced by pid %d (a debugger?): %w", pid, tp, err)
 	}
 	return err

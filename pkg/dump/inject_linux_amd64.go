@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
@@ -20,6 +21,38 @@ const (
 	allSignals      = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
 )
 
+// stubAddress picks where the stub goes: over the current instruction, as
+// long as that code is private to the process. In shared memory (a JIT's
+// code in a MAP_SHARED memfd) the poke would reach every process mapping
+// it, so the start of any private executable mapping serves instead.
+func stubAddress(t *ptrace.Tracee) (uint64, error) {
+	p, err := procfs.NewProc(t.PID)
+	if err != nil {
+		return 0, err
+	}
+	maps, err := p.ProcMaps()
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: read maps: %w", t.PID, err)
+	}
+	rip := t.Regs.Rip
+	var fallback uint64
+	for _, m := range maps {
+		if !m.Perms.Execute || !m.Perms.Private || m.Pathname == "[vsyscall]" {
+			continue
+		}
+		if uint64(m.StartAddr) <= rip && rip+8 <= uint64(m.EndAddr) {
+			return rip, nil
+		}
+		if fallback == 0 {
+			fallback = uint64(m.StartAddr)
+		}
+	}
+	if fallback == 0 {
+		return 0, fmt.Errorf("pid %d has no private executable memory for the syscall stub: %w", t.PID, ErrUnsupported)
+	}
+	return fallback, nil
+}
+
 // inject asks the process itself for what /proc does not show: signal
 // actions and brk (per process); the alternate signal stack, the
 // clear_child_tid pointer and the robust futex list (per thread). All
@@ -32,7 +65,11 @@ func inject(threads []*ptrace.Tracee, p *format.Process) error {
 			return err
 		}
 	}
-	if err := main.PokeStub(); err != nil {
+	at, err := stubAddress(main)
+	if err != nil {
+		return err
+	}
+	if err := main.PokeStubAt(at); err != nil {
 		return err
 	}
 	for _, t := range threads[1:] {

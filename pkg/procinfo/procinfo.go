@@ -326,3 +326,13 @@ func ThreadComm(tid int) string {
 	b, _ := os.ReadFile(procPath(tid, "comm"))
 	return strings.TrimSuffix(string(b), "\n")
 }
+
+// ThreadAlive tells whether thread tid of pid still runs (not exiting).
+func ThreadAlive(pid, tid int) bool {
+	b, err := os.ReadFile(procPath(pid, fmt.Sprintf("task/%d/stat", tid)))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}

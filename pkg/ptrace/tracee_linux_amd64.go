@@ -3,6 +3,7 @@ package ptrace
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,7 +87,7 @@ func Attached(pid int) (*Tracee, error) {
 // waitFirstStop waits for a stop and loads the registers. A real signal
 // caught here is kept to be re-delivered on detach, not lost.
 func (t *Tracee) waitFirstStop() error {
-	ws, err := t.wait()
+	ws, err := t.waitStop()
 	if err != nil {
 		return err
 	}
@@ -115,6 +116,36 @@ func isStopSignal(sig unix.Signal) bool {
 // GroupStopped tells whether the tracee was stopped by job control when
 // chpox stopped it.
 func (t *Tracee) GroupStopped() bool { return t.groupStop }
+
+// StopTimeout bounds the wait for a process to stop after it was asked
+// to: one in uninterruptible sleep (a hung NFS read) or waiting for a
+// vfork child does not stop, and chpox must not hang with it.
+var StopTimeout = 10 * time.Second
+
+// ErrNoStop reports a process that did not stop in time.
+var ErrNoStop = errors.New("did not stop (uninterruptible sleep, or waiting for a vfork child?); try again later")
+
+// waitStop is wait with StopTimeout.
+func (t *Tracee) waitStop() (unix.WaitStatus, error) {
+	deadline := time.Now().Add(StopTimeout)
+	for delay := 50 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(t.PID, &ws, unix.WALL|unix.WNOHANG, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return ws, t.fail("wait4", err)
+		case pid == t.PID && (ws.Exited() || ws.Signaled()):
+			return ws, t.fail("wait4", fmt.Errorf("%w (status %#x)", ErrExited, uint32(ws)))
+		case pid == t.PID:
+			return ws, nil
+		case time.Now().After(deadline):
+			return ws, t.fail("stop", fmt.Errorf("%w (waited %v)", ErrNoStop, StopTimeout))
+		}
+		time.Sleep(delay)
+	}
+}
 
 func (t *Tracee) wait() (unix.WaitStatus, error) {
 	for {
@@ -306,7 +337,7 @@ func Interrupt(pid int, swallow unix.Signal) (*Tracee, error) {
 		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
 	}
 	for {
-		ws, err := t.wait()
+		ws, err := t.waitStop()
 		if err != nil {
 			return nil, err
 		}
@@ -360,8 +391,12 @@ func (t *Tracee) Kill() {
 // PokeStub writes the syscall stub over the tracee's own code at the current
 // instruction (word-aligned so the poke never crosses a page). Undo puts the
 // original bytes back.
-func (t *Tracee) PokeStub() error {
-	word := t.Regs.Rip &^ 7
+func (t *Tracee) PokeStub() error { return t.PokeStubAt(t.Regs.Rip) }
+
+// PokeStubAt writes the stub at the word holding addr, which must be in
+// executable private memory of the tracee.
+func (t *Tracee) PokeStubAt(addr uint64) error {
+	word := addr &^ 7
 	orig := make([]byte, 8)
 	if _, err := unix.PtracePeekText(t.PID, uintptr(word), orig); err != nil {
 		return t.fail("read code for the syscall stub", err)
