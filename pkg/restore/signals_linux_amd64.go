@@ -1,0 +1,167 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/ptrace"
+)
+
+func (x *target) restoreSignals(p *format.Process) error {
+	for _, sa := range p.Sigactions {
+		x.resetScratch()
+		at, err := x.put(u64s(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		if err != nil {
+			return err
+		}
+		if _, err := x.call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), at, 0, 8); err != nil {
+			return err
+		}
+	}
+	if err := x.drainSignals(); err != nil {
+		return err
+	}
+	for _, si := range p.SharedPending {
+		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, 0, si); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queue re-queues one pending signal with its siginfo. Signals stay blocked
+// until the final mask is set, so nothing is delivered early.
+func (x *target) queue(nr uint64, tid uint64, si []byte) error {
+	x.resetScratch()
+	at, err := x.put(si)
+	if err != nil {
+		return err
+	}
+	sig := uint64(binary.LittleEndian.Uint32(si))
+	pid := uint64(x.pid())
+	if nr == unix.SYS_RT_TGSIGQUEUEINFO {
+		_, err = x.call("rt_tgsigqueueinfo", nr, pid, tid, sig, at)
+	} else {
+		_, err = x.call("rt_sigqueueinfo", nr, pid, sig, at)
+	}
+	return err
+}
+
+// finish removes the scratch area and loads every thread's final
+// registers and signal mask; the process stays stopped until the whole tree
+// is ready.
+func (x *target) finish(p *format.Process) error {
+	if _, err := x.t.SyscallLast(unix.SYS_MUNMAP, x.scratch, scratchSize); err != nil {
+		return fmt.Errorf("injected munmap(scratch): %w", err)
+	}
+	for i, t := range x.allThreads() {
+		th := p.Threads[i]
+		if err := t.t.SetXState(th.XSave); err != nil {
+			return fmt.Errorf("thread %d: the CPU here lacks state the image has: %w", th.TID, err)
+		}
+		regs := ptrace.FromFormat(th.Regs)
+		restartSyscall(&regs)
+		if err := t.t.SetRegs(&regs); err != nil {
+			return err
+		}
+		if err := t.t.SetSigMask(th.SigMask); err != nil {
+			return err
+		}
+		t.t.KeepSigMask()
+	}
+	return nil
+}
+
+// Kernel-internal syscall return codes (include/linux/errno.h).
+const (
+	errRestartSys          = 512
+	errRestartNoIntr       = 513
+	errRestartNoHand       = 514
+	errRestartRestartBlock = 516
+)
+
+// restartSyscall does what the kernel does when a system call interrupted
+// by a stop returns to user space with no signal handler to run
+// (arch/x86/kernel/signal.c, arch_do_signal_or_restart): the call is made
+// again. Calls that the kernel resumes through restart_block (state that
+// lives in the kernel and is gone) are made again with their original
+// arguments where that is safe: absolute sleeps and futex waits resume
+// exactly, relative ones wait their whole time again (never less), and
+// glibc's sleep(3) passes the remaining time back in as the request. Any
+// other such call returns EINTR, as after a signal. chpox does this itself
+// because the final stop need not pass through that kernel path.
+func restartSyscall(r *unix.PtraceRegs) {
+	if int64(r.Orig_rax) < 0 {
+		return
+	}
+	switch -int64(r.Rax) {
+	case errRestartSys, errRestartNoIntr, errRestartNoHand:
+		r.Rax = r.Orig_rax
+		r.Rip -= 2
+	case errRestartRestartBlock:
+		switch r.Orig_rax {
+		case unix.SYS_NANOSLEEP, unix.SYS_CLOCK_NANOSLEEP, unix.SYS_FUTEX, unix.SYS_POLL:
+			r.Rax = r.Orig_rax
+			r.Rip -= 2
+		default:
+			r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+		}
+	}
+	r.Orig_rax = ^uint64(0)
+}
+
+// drainSignals discards signals the process got while it was being built
+// (SIGCHLD from a child made a zombie, for one): only the image's pending
+// signals may be pending when it runs.
+func (x *target) drainSignals() error {
+	x.resetScratch()
+	at, err := x.put(u64s(ptrace.AllSignals, 0, 0)) // sigset, then a zero timespec
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 1024; i++ {
+		_, err := x.t.Syscall(unix.SYS_RT_SIGTIMEDWAIT, at, 0, at+8, 8)
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("injected rt_sigtimedwait: %w", err)
+		}
+	}
+	return fmt.Errorf("signals keep arriving while the process is built")
+}
+
+// becomeZombie ends a process that was a zombie at the checkpoint the way
+// it ended then, so that its restored parent reaps the same status.
+func (x *target) becomeZombie(p *format.Process) error {
+	x.resetScratch()
+	if name, err := x.cstring(p.Comm); err == nil {
+		x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	}
+	ws := unix.WaitStatus(p.WaitStatus)
+	if !ws.Signaled() {
+		return x.t.Exit(0, unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
+	}
+	sig := ws.Signal()
+	// No core file, and no crash report through a core_pattern pipe, for
+	// a death that happened before the checkpoint.
+	unix.Prlimit(x.pid(), unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+	if _, err := x.call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0); err != nil {
+		return err
+	}
+	at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
+	if err != nil {
+		return err
+	}
+	if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
+		return err
+	}
+	if err := x.t.SetSigMask(0); err != nil {
+		return err
+	}
+	x.t.KeepSigMask()
+	return x.t.Exit(int(sig), 0)
+}
