@@ -10,6 +10,9 @@ import (
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
+// restoreSignals sets the process-wide signal state: actions, then the
+// shared pending signals (after stray ones are drained). Per-thread state
+// is in threadState, masks in finish.
 func (x *target) restoreSignals(p *format.Process) error {
 	for _, sa := range p.Sigactions {
 		x.resetScratch()
