@@ -31,17 +31,26 @@ func wantFailure(t *testing.T, r chpoxResult, code int, words ...string) {
 // freePID returns a PID no process holds (searching down from pid_max).
 func freePID(t *testing.T) int {
 	t.Helper()
-	data, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	// The kernel hands out PIDs upward from the last one it gave: a free
+	// PID a little below that one stays free until the counter wraps.
+	// (pid_max may be only 32768, so the top of the range is no safer.)
+	data, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
 	if err != nil {
 		t.Fatal(err)
 	}
-	max, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	for pid := max - 1; pid > max-1000; pid-- {
+	last, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	for pid := last - 100; pid > 300 && pid > last-5000; pid-- {
 		if !pidExists(pid) {
 			return pid
 		}
 	}
-	t.Fatal("no free PID near pid_max")
+	// Just after a wrap: the top of the range is the farthest away.
+	for pid := 32767; pid > last+5000; pid-- {
+		if !pidExists(pid) {
+			return pid
+		}
+	}
+	t.Fatal("no free PID far from the allocator")
 	return 0
 }
 

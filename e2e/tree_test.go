@@ -386,6 +386,15 @@ func checkTreeImage(t *testing.T, img string, tp treePIDs) {
 	if i, j := strings.Index(text, fmt.Sprintf("\n    %d tree\n", tp.c1)), strings.Index(text, fmt.Sprintf("\n      %d tree\n", tp.gc)); i < 0 || j < i {
 		t.Errorf("inspect tree does not show grandchild %d under c1 %d:\n%.1500s", tp.gc, tp.c1, text)
 	}
+	// All five write to one stdout description: inspect says who shares it.
+	if !strings.Contains(text, "shared with") {
+		t.Errorf("inspect output has no \"shared with\" column:\n%.800s", text)
+	}
+	for _, pid := range []int{tp.c1, tp.c2, tp.gc} {
+		if !strings.Contains(text, fmt.Sprintf(" %d:1", pid)) {
+			t.Errorf("inspect does not show fd 1 of pid %d as shared:\n%.2500s", pid, text)
+		}
+	}
 	if !strings.Contains(text, "processes: 5,") {
 		t.Errorf("inspect output does not say processes: 5:\n%.500s", text)
 	}
