@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -433,20 +432,62 @@ type chpoxResult struct {
 // runChpox runs chpox to completion (at most a minute).
 func runChpox(t *testing.T, args ...string) chpoxResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, chpoxBin, args...)
+	cmd := exec.Command(chpoxBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	began := time.Now()
-	err := cmd.Run()
-	r := chpoxResult{stdout: stdout.String(), stderr: stderr.String(), code: exitCode(err)}
-	if ctx.Err() != nil {
-		t.Fatalf("chpox %s: timed out after a minute; stderr:\n%s", strings.Join(args, " "), r.stderr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		// Say where everything hangs before killing it: chpox's threads
+		// and those of its children (a restored root is one).
+		diag := threadsOf(cmd.Process.Pid)
+		for _, c := range childrenOf(cmd.Process.Pid) {
+			diag += threadsOf(c)
+		}
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("chpox %s: timed out after a minute; stderr:\n%s\nthreads:\n%s", strings.Join(args, " "), stderr.String(), diag)
+	}
+	r := chpoxResult{stdout: stdout.String(), stderr: stderr.String(), code: exitCode(err)}
 	t.Logf("chpox %s: exit %d in %v; stdout %q; stderr %q", strings.Join(args, " "), r.code,
 		time.Since(began).Round(time.Millisecond), r.stdout, r.stderr)
 	return r
+}
+
+// childrenOf lists the children of pid.
+func childrenOf(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// threadsOf describes every thread of pid: state, wait channel, syscall.
+func threadsOf(pid int) string {
+	var b strings.Builder
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+		stat, _ := os.ReadFile(dir + "stat")
+		wchan, _ := os.ReadFile(dir + "wchan")
+		sc, _ := os.ReadFile(dir + "syscall")
+		fmt.Fprintf(&b, "  %d/%s: %.60s | wchan %s | syscall %s\n", pid, task.Name(), stat, wchan, strings.TrimSpace(string(sc)))
+	}
+	return b.String()
 }
 
 func exitCode(err error) int {
