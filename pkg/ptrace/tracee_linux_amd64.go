@@ -376,12 +376,25 @@ func (t *Tracee) DetachAsIs(sig unix.Signal) error {
 	return t.detachSig(int(sig))
 }
 
-// Kill sends SIGKILL and reaps the tracee if it is our child.
-func (t *Tracee) Kill() {
+// Kill sends SIGKILL to the tracee's process and reaps it and the given
+// other threads of it, all traced by this thread.
+func (t *Tracee) Kill(threads ...*Tracee) {
 	unix.Kill(t.PID, unix.SIGKILL)
+	// Traced threads that die stay zombies until their tracer reaps them,
+	// and the leader cannot be reaped before them: reap the others first
+	// or the wait for the leader never returns.
+	for _, th := range threads {
+		if th != t {
+			reap(th.PID)
+		}
+	}
+	reap(t.PID)
+}
+
+func reap(pid int) {
 	var ws unix.WaitStatus
 	for {
-		_, err := unix.Wait4(t.PID, &ws, unix.WALL, nil)
+		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
 		if err != unix.EINTR {
 			return
 		}

@@ -52,7 +52,12 @@ func restoreTree(img *format.Image) (*Restored, error) {
 		if !ok {
 			for i := len(nodes) - 1; i >= 0; i-- {
 				if nodes[i].x != nil {
-					nodes[i].x.t.Kill() // SIGKILL ends every thread
+					x := nodes[i].x
+					var threads []*ptrace.Tracee
+					for _, th := range x.threads {
+						threads = append(threads, th.t)
+					}
+					x.t.Kill(threads...) // SIGKILL ends every thread
 				}
 			}
 		}
