@@ -203,3 +203,20 @@ func TestStressThreads(t *testing.T) {
 	}
 	t.Logf("successful checkpoint/restore cycles: pthreads %d/%d, goprog %d/%d", ok["pthreads"], n, ok["goprog"], n)
 }
+
+// TestPendingSignals: a signal pending in one thread (sent with tgkill,
+// si_code SI_TKILL) and one pending for the whole process survive a
+// checkpoint and are delivered, with their codes, once unblocked.
+func TestPendingSignals(t *testing.T) {
+	setup(t, "pending")
+	p := start(t, "pending")
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	insp := mustChpox(t, "inspect", img)
+	if !strings.Contains(insp.stdout, "1 pending") {
+		t.Errorf("inspect shows no thread with a pending signal:\n%s", insp.stdout)
+	}
+	r := restoreDetached(t, img, p)
+	r.waitLog(t, `(?m)^usr2 in worker code -6$`, 1, 10*time.Second)
+	r.waitLog(t, `(?m)^usr1 code 0$`, 1, 10*time.Second)
+}

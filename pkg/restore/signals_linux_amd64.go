@@ -28,27 +28,30 @@ func (x *target) restoreSignals(p *format.Process) error {
 		return err
 	}
 	for _, si := range p.SharedPending {
-		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, 0, si); err != nil {
+		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, x.pid(), si); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// queue re-queues one pending signal with its siginfo. Signals stay blocked
+// queue re-queues one pending signal with its siginfo: process-wide
+// (rt_sigqueueinfo, from the main thread) or to the calling thread. Signals stay blocked
 // until the final mask is set, so nothing is delivered early.
-func (x *target) queue(nr uint64, tid uint64, si []byte) error {
+func (x *target) queue(nr uint64, tgid int, si []byte) error {
 	x.resetScratch()
 	at, err := x.put(si)
 	if err != nil {
 		return err
 	}
 	sig := uint64(binary.LittleEndian.Uint32(si))
-	pid := uint64(x.pid())
 	if nr == unix.SYS_RT_TGSIGQUEUEINFO {
-		_, err = x.call("rt_tgsigqueueinfo", nr, pid, tid, sig, at)
+		// To the calling thread itself: the kernel lets only a thread
+		// queue a signal with kill/tgkill-style source info to itself
+		// (kernel/signal.c, do_rt_tgsigqueueinfo).
+		_, err = x.call("rt_tgsigqueueinfo", nr, uint64(tgid), uint64(x.pid()), sig, at)
 	} else {
-		_, err = x.call("rt_sigqueueinfo", nr, pid, sig, at)
+		_, err = x.call("rt_sigqueueinfo", nr, uint64(tgid), sig, at)
 	}
 	return err
 }

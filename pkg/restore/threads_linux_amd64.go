@@ -27,7 +27,7 @@ func (x *target) restoreThreads(p *format.Process) error {
 			return fmt.Errorf("thread %d: %w", th.TID, err)
 		}
 		for _, si := range th.Pending {
-			if err := x.queue(unix.SYS_RT_TGSIGQUEUEINFO, uint64(th.TID), si); err != nil {
+			if err := t.queue(unix.SYS_RT_TGSIGQUEUEINFO, x.pid(), si); err != nil {
 				return fmt.Errorf("thread %d: %w", th.TID, err)
 			}
 		}
