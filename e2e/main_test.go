@@ -280,13 +280,18 @@ func (p *proc) kill() {
 	}
 }
 
-func (p *proc) exited() bool {
+// closed tells whether ch is closed, without waiting.
+func closed(ch chan struct{}) bool {
 	select {
-	case <-p.done:
+	case <-ch:
 		return true
 	default:
 		return false
 	}
+}
+
+func (p *proc) exited() bool {
+	return closed(p.done)
 }
 
 // waitExit waits for the process to end by itself and returns how it ended.
@@ -571,12 +576,7 @@ type bgChpox struct {
 }
 
 func (b *bgChpox) exited() bool {
-	select {
-	case <-b.done:
-		return true
-	default:
-		return false
-	}
+	return closed(b.done)
 }
 
 // startChpox starts chpox in the background; it is killed at the end of the test.

@@ -28,12 +28,7 @@ type runJob struct {
 }
 
 func (j *runJob) exited() bool {
-	select {
-	case <-j.done:
-		return true
-	default:
-		return false
-	}
+	return closed(j.done)
 }
 
 // startRun starts `chpox run ARGS...` and waits until it names the job's
