@@ -312,6 +312,12 @@ func (t *Tracee) Release() error {
 	err := t.Undo()
 	sig := t.deferred
 	if t.groupStop {
+		if sig != 0 {
+			// Both a caught signal and a group-stop: queue the signal
+			// again (its siginfo becomes tkill's) so that SIGCONT finds
+			// it pending, as it would have been.
+			unix.Syscall(unix.SYS_TKILL, uintptr(t.PID), uintptr(sig), 0)
+		}
 		sig = int(unix.SIGSTOP) // back into the group-stop it was in
 	}
 	if t.keep {
