@@ -29,7 +29,13 @@ func restoreCommand() *cli.Command {
 			// kill chpox half way; they are forwarded once it runs.
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
-			r, err := restore.Restore(tracer, c.Args().First(), restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds())})
+			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds())}
+			takeBack := func() {}
+			defer func() { takeBack() }()
+			if !c.Bool("detach") {
+				opt.BeforeRun = func(pgid int) { takeBack = handTerminal(pgid) }
+			}
+			r, err := restore.Restore(tracer, c.Args().First(), opt)
 			if err != nil {
 				return err
 			}

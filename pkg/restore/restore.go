@@ -31,6 +31,10 @@ var (
 type Options struct {
 	// PIDWait is how long to wait for an old zombie to release the PID.
 	PIDWaitMS int
+	// BeforeRun, if set, is called with the root's process group once the
+	// tree is built and just before it runs (a foreground restore hands
+	// it the terminal there, before it could read and stop on SIGTTIN).
+	BeforeRun func(pgid int)
 }
 
 // Restored is a running restored tree: its root is a child of chpox.
@@ -53,7 +57,7 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	var out *Restored
 	err = tr.Do(func() error {
 		var err error
-		out, err = restoreTree(img)
+		out, err = restoreTree(img, opt)
 		return err
 	})
 	if err != nil {

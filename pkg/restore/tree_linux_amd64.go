@@ -42,7 +42,7 @@ func treeOf(img *format.Image) ([]*node, error) {
 // restoreTree builds the whole tree stopped, then lets it run at once.
 // Until then every process is traced with PTRACE_O_EXITKILL and has not run
 // an instruction of its own; on failure all are killed.
-func restoreTree(img *format.Image) (*Restored, error) {
+func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	nodes, err := treeOf(img)
 	if err != nil {
 		return nil, err
@@ -93,6 +93,14 @@ func restoreTree(img *format.Image) (*Restored, error) {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
+	root := nodes[0].p
+	pgid := unix.Getpgrp()
+	if root.PGID == root.PID {
+		pgid = root.PID
+	}
+	if opt.BeforeRun != nil {
+		opt.BeforeRun(pgid)
+	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
 		sig := unix.Signal(0)
@@ -107,11 +115,6 @@ func restoreTree(img *format.Image) (*Restored, error) {
 		}
 	}
 	ok = true
-	root := nodes[0].p
-	pgid := unix.Getpgrp()
-	if root.PGID == root.PID {
-		pgid = root.PID
-	}
 	return &Restored{PID: root.PID, PGID: pgid, Processes: len(nodes)}, nil
 }
 
