@@ -78,12 +78,29 @@ func Read(pid int) (*Info, error) {
 
 // gone tells whether pid has exited (zombie or reaped).
 func gone(pid int) bool {
-	b, err := os.ReadFile(procPath(pid, "stat"))
+	st, _, err := State(pid)
+	return err != nil || st == "Z" || st == "X"
+}
+
+// State returns the state letter (R, S, D, T, Z ...) and the name of pid
+// from /proc/PID/stat.
+func State(pid int) (state, comm string, err error) {
+	return statState(procPath(pid, "stat"))
+}
+
+// statState parses a stat file: comm may hold spaces and parentheses, so
+// the state is found after the last ')'.
+func statState(path string) (state, comm string, err error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return true
+		return "", "", err
 	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || i+3 > len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i || j+3 > len(s) {
+		return "", "", fmt.Errorf("%s: malformed", path)
+	}
+	return s[j+2 : j+3], s[i+1 : j], nil
 }
 
 // readExited reads a process that exited during Read: as a zombie if its
@@ -329,10 +346,6 @@ func ThreadComm(tid int) string {
 
 // ThreadAlive tells whether thread tid of pid still runs (not exiting).
 func ThreadAlive(pid, tid int) bool {
-	b, err := os.ReadFile(procPath(pid, fmt.Sprintf("task/%d/stat", tid)))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	st, _, err := statState(procPath(pid, fmt.Sprintf("task/%d/stat", tid)))
+	return err == nil && st != "Z" && st != "X"
 }

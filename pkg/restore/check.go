@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 // check refuses images that cannot be restored here, before anything starts.
@@ -139,7 +139,7 @@ func checkCreds(p *format.Process) error {
 func waitPIDFree(pid int, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
-		state, comm, err := pidState(pid)
+		state, comm, err := procinfo.State(pid)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -148,19 +148,6 @@ func waitPIDFree(pid int, wait time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func pidState(pid int) (state, comm string, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", "", err
-	}
-	s := string(b)
-	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if i < 0 || j < i || j+3 > len(s) {
-		return "?", "?", nil
-	}
-	return s[j+2 : j+3], s[i+1 : j], nil
 }
 
 // checkFile makes sure a mapped file is still the one that was mapped: a

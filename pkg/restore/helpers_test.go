@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 func neg(e uint64) uint64 { return -e }
@@ -190,7 +192,7 @@ func zombie(t *testing.T) *exec.Cmd {
 	}
 	t.Cleanup(func() { cmd.Wait() })
 	for i := 0; i < 1000; i++ {
-		if s, _, err := pidState(cmd.Process.Pid); err == nil && s == "Z" {
+		if s, _, err := procinfo.State(cmd.Process.Pid); err == nil && s == "Z" {
 			return cmd
 		}
 		time.Sleep(2 * time.Millisecond)
