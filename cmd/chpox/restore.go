@@ -51,32 +51,15 @@ func restoreCommand() *cli.Command {
 // waitForeground waits for the restored process like a shell waits for a
 // job, forwarding termination signals, and returns its exit status.
 func waitForeground(r *restore.Restored, sigs <-chan os.Signal) int {
-	done := make(chan unix.WaitStatus, 1)
-	go func() {
-		var ws unix.WaitStatus
-		for {
-			_, err := unix.Wait4(r.PID, &ws, 0, nil)
-			if err != unix.EINTR {
-				break
-			}
-		}
-		done <- ws
-	}()
-	sameGroup := r.PGID != r.PID // it stayed in our process group
+	go forward(sigs, r.PID)
+	var ws unix.WaitStatus
 	for {
-		select {
-		case ws := <-done:
-			if ws.Signaled() {
-				return 128 + int(ws.Signal())
-			}
-			return ws.ExitStatus()
-		case s := <-sigs:
-			// A terminal sends SIGINT and SIGQUIT to the whole foreground
-			// group: forwarding them again would deliver them twice.
-			if sameGroup && (s == unix.SIGINT || s == unix.SIGQUIT) {
-				continue
-			}
-			unix.Kill(r.PID, s.(unix.Signal))
+		if _, err := unix.Wait4(r.PID, &ws, 0, nil); err != unix.EINTR {
+			break
 		}
 	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }

@@ -55,7 +55,7 @@ func runCommand() *cli.Command {
 				fmt.Fprintf(os.Stderr, "chpox: %v (chpox dump of this job will not work)\n", err)
 			}
 			fmt.Fprintf(os.Stderr, "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
-			go forward(sigs, s.PID(), unix.Getpgid)
+			go forward(sigs, s.PID())
 			status, err := s.Wait()
 			if err != nil {
 				return err
@@ -84,10 +84,10 @@ func parseSignal(s string) (unix.Signal, error) {
 // shell user expects. SIGINT and SIGQUIT from a terminal reach the whole
 // foreground process group, so they are forwarded only to a job in another
 // group (else it would get them twice).
-func forward(sigs <-chan os.Signal, pid int, getpgid func(int) (int, error)) {
+func forward(sigs <-chan os.Signal, pid int) {
 	for s := range sigs {
 		if s == unix.SIGINT || s == unix.SIGQUIT {
-			if g, err := getpgid(pid); err == nil && g == unix.Getpgrp() {
+			if g, err := unix.Getpgid(pid); err == nil && g == unix.Getpgrp() {
 				continue
 			}
 		}
