@@ -40,7 +40,6 @@ type Options struct {
 // Restored is a running restored tree: its root is a child of chpox.
 type Restored struct {
 	PID       int // of the root
-	PGID      int // the root's process group as restored
 	Processes int
 }
 

@@ -115,7 +115,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		}
 	}
 	ok = true
-	return &Restored{PID: root.PID, PGID: pgid, Processes: len(nodes)}, nil
+	return &Restored{PID: root.PID, Processes: len(nodes)}, nil
 }
 
 func liveNodes(nodes []*node) []*node {
