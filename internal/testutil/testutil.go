@@ -38,3 +38,15 @@ func BuildC(t testing.TB, name string, flags ...string) string {
 	}
 	return bin
 }
+
+// Start starts cmd and kills and reaps it at the end of the test.
+func Start(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+}

@@ -21,17 +21,6 @@ import (
 	"github.com/chpox/chpox/pkg/procinfo"
 )
 
-func start(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-}
-
 // filesChild runs testdata/files.c and waits until it is set up.
 type filesChild struct {
 	pid                       int
@@ -70,7 +59,7 @@ func startFiles(t *testing.T) *filesChild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, cmd)
+	testutil.Start(t, cmd)
 	c.pid = cmd.Process.Pid
 	// The child replaces its stdout with /dev/null as its last step.
 	done := make(chan struct{})
@@ -264,7 +253,7 @@ func runWithFile(t *testing.T, f *os.File) int {
 	t.Helper()
 	cmd := exec.Command("sleep", "100")
 	cmd.ExtraFiles = []*os.File{f}
-	start(t, cmd)
+	testutil.Start(t, cmd)
 	f.Close()
 	// Wait until sleep has exec'd (fd 3 is kept; the fd table is final).
 	for i := 0; i < 500; i++ {

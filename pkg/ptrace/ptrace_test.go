@@ -28,13 +28,7 @@ func counter(t *testing.T) (*exec.Cmd, <-chan uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	testutil.Start(t, cmd)
 	nums := make(chan uint64, 1<<16)
 	go func() {
 		defer close(nums)
@@ -361,13 +355,7 @@ func TestSeizeNoProcess(t *testing.T) {
 func TestInjectIntoKilled(t *testing.T) {
 	testutil.NeedRoot(t)
 	cmd := exec.Command("sleep", "100")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	testutil.Start(t, cmd)
 	pid := cmd.Process.Pid
 	time.Sleep(50 * time.Millisecond)
 	tr := ptrace.NewTracer()

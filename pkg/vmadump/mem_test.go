@@ -50,13 +50,7 @@ func startMem(t *testing.T) *memChild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	testutil.Start(t, cmd)
 	c := &memChild{pid: cmd.Process.Pid, filePath: filePath}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
