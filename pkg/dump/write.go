@@ -33,7 +33,7 @@ type plan struct {
 	procs   []*proc
 	objects format.Objects
 	shm     []*vmadump.Shm
-	pipes   [][]byte // unread pipe contents, by pipe ID-1
+	blobs   [][]byte // objects' saved bytes (unread pipe data ...), in data order
 	end     uint64   // data section length
 }
 
@@ -67,8 +67,8 @@ func Write(ms []*Member, out string) (*ImageWriter, error) {
 }
 
 // gather reads areas and files of every process and lays out the data
-// section: memory of each process, shared memory objects, pipe contents,
-// deleted files.
+// section: memory of each process, shared memory objects, objects' saved
+// bytes (pipe contents), deleted files.
 func (pl *plan) gather(ms []*Member) error {
 	for _, m := range ms {
 		if m.T == nil {
@@ -87,7 +87,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return err
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.pipeObjects, pl.deletedFiles}
+	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.pipeObjects, pl.sockets, pl.deletedFiles}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -173,7 +173,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 			return err
 		}
 	}
-	for _, data := range pl.pipes {
+	for _, data := range pl.blobs {
 		if _, err := w.Write(data); err != nil {
 			return err
 		}

@@ -33,7 +33,7 @@ import (
 )
 
 // Version is the image format version this package writes and reads.
-const Version = 1
+const Version = 2
 
 // Magic opens every image (PNG-style: non-ASCII first byte, CR LF to catch
 // text-mode mangling).

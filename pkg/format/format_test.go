@@ -482,7 +482,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := assemble(1, s.secs()); !bytes.Equal(b, want) {
+			if want := assemble(Version, s.secs()); !bytes.Equal(b, want) {
 				t.Errorf("writer output (%d bytes) differs from the spec encoding (%d bytes)", len(b), len(want))
 			}
 		})
@@ -972,14 +972,14 @@ func TestNotAnImage(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	s := makeSample(1, true)
-	for _, v := range []uint32{0, 2, 1 << 31} {
+	for _, v := range []uint32{0, 1, Version + 1, 1 << 31} {
 		b := assemble(v, s.secs())
 		_, err := decodeBytes(b)
 		if !errors.Is(err, ErrVersion) {
 			t.Errorf("version %d: %v, want ErrVersion", v, err)
 			continue
 		}
-		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", v)) || !strings.Contains(msg, "version 1") {
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", v)) || !strings.Contains(msg, fmt.Sprintf("version %d", Version)) {
 			t.Errorf("version %d: message %q names not both versions", v, msg)
 		}
 	}
@@ -1015,7 +1015,7 @@ func TestUnknownSections(t *testing.T) {
 		{"reserved set on unknown section", insert(1, sec{typ: 100, reserved: 1}), ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img, err := decodeBytes(assemble(1, tc.secs))
+			img, err := decodeBytes(assemble(Version, tc.secs))
 			if tc.want != nil {
 				if !errors.Is(err, tc.want) {
 					t.Errorf("Decode: %v, want %v", err, tc.want)
@@ -1048,7 +1048,7 @@ func TestUnknownJSONFields(t *testing.T) {
 		p := secs[i].payload
 		secs[i].payload = append([]byte(`{"future_field":{"a":[1,2,3]},`), p[1:]...)
 	}
-	img, err := decodeBytes(assemble(1, secs))
+	img, err := decodeBytes(assemble(Version, secs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1113,7 +1113,7 @@ func TestStructure(t *testing.T) {
 		{"process json null", with(func(x []sec) { x[1].payload = []byte(`null`) }), ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeBytes(assemble(1, tc.secs))
+			_, err := decodeBytes(assemble(Version, tc.secs))
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("Decode: %v, want %v", err, tc.want)
 			}
@@ -1127,7 +1127,7 @@ func TestMetaSectionLimit(t *testing.T) {
 	s := makeSample(1, true)
 	secs := s.secs()
 	secs[1].payload = append(secs[1].payload, make([]byte, maxMetaSection)...)
-	_, err := decodeBytes(assemble(1, secs))
+	_, err := decodeBytes(assemble(Version, secs))
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("Decode: %v, want ErrCorrupt about the limit", err)
 	}
@@ -1210,7 +1210,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)
 			tc.mutate(s.h, s.procs, uint64(len(s.data)))
-			_, err := decodeBytes(assemble(1, s.secs()))
+			_, err := decodeBytes(assemble(Version, s.secs()))
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("Decode: %v, want %v", err, tc.want)
 			}
@@ -1261,7 +1261,7 @@ func TestValidateObjects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)
 			tc.mutate(s.objs, s.procs, uint64(len(s.data)))
-			_, err := decodeBytes(assemble(1, s.secs()))
+			_, err := decodeBytes(assemble(Version, s.secs()))
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("Decode: %v, want %v", err, tc.want)
 			}
@@ -1271,7 +1271,7 @@ func TestValidateObjects(t *testing.T) {
 
 func TestNoProcesses(t *testing.T) {
 	h := sampleHeader(0, 0)
-	_, err := decodeBytes(assemble(1, stdSecs(h, nil, nil, nil)))
+	_, err := decodeBytes(assemble(Version, stdSecs(h, nil, nil, nil)))
 	if !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Decode: %v, want ErrCorrupt", err)
 	}
@@ -1322,7 +1322,7 @@ func (r eofReaderAt) ReadAt(p []byte, off int64) (int, error) {
 
 func TestReaderAtContract(t *testing.T) {
 	s := makeSample(1, true)
-	img := assemble(1, s.secs())
+	img := assemble(Version, s.secs())
 	got, err := Decode(eofReaderAt(img), int64(len(img)))
 	if err != nil {
 		t.Fatalf("Decode with io.EOF on full reads: %v", err)
@@ -1356,7 +1356,7 @@ func TestReaderAtContract(t *testing.T) {
 	// A zero-length section ending exactly at the end of the file (found by
 	// FuzzDecode: bytes.Reader returns io.EOF for the empty read, which came
 	// out as a bare "EOF" error). Its empty JSON is malformed.
-	cut := assemble(1, []sec{{typ: SecHeader, flags: FlagCritical}})
+	cut := assemble(Version, []sec{{typ: SecHeader, flags: FlagCritical}})
 	if _, err := decodeBytes(cut); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("empty header section at the end: %v, want ErrCorrupt", err)
 	}

@@ -50,11 +50,15 @@ type Process struct {
 	Stopped bool `json:"stopped,omitempty"`
 }
 
-// Objects holds what several processes (or fds) may share: pipes and
-// shared memory. Process records refer to them by ID (IDs start at 1).
+// Objects holds what several processes (or fds) may share: pipes, shared
+// memory, sockets, and descriptors shared with processes outside the
+// checkpoint. Process records refer to them by ID (IDs start at 1).
 type Objects struct {
-	Pipes []Pipe      `json:"pipes,omitempty"`
-	Shm   []SharedMem `json:"shm,omitempty"`
+	Pipes       []Pipe       `json:"pipes,omitempty"`
+	Shm         []SharedMem  `json:"shm,omitempty"`
+	UnixSockets []UnixSocket `json:"unix_sockets,omitempty"`
+	InetSockets []InetSocket `json:"inet_sockets,omitempty"`
+	Externals   []External   `json:"externals,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -221,6 +225,16 @@ const (
 	FilePipe    = "pipe"    // end of a pipe or FIFO in Objects.Pipes
 	FileEventfd = "eventfd" // eventfd(2): Count, Semaphore
 	FileEpoll   = "epoll"   // epoll instance: Watches
+	// FileUnix is a UNIX domain socket: Socket is its ID in
+	// Objects.UnixSockets.
+	FileUnix = "unix"
+	// FileInet is a TCP or UDP socket over IPv4 or IPv6: Socket is its ID
+	// in Objects.InetSockets.
+	FileInet = "inet"
+	// FileExternal is a descriptor whose object lives on outside the
+	// checkpoint (a pipe to a process that is not dumped, a connection to
+	// an outside server): External is its ID in Objects.Externals.
+	FileExternal = "external"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -235,14 +249,16 @@ type File struct {
 	FD int `json:"fd"`
 	// Desc identifies the open file description: fds with the same Desc,
 	// in one process or several, share one offset and one set of flags.
-	Desc    int       `json:"desc"`
-	Pipe    int       `json:"pipe,omitempty"` // kind pipe: ID in Objects.Pipes
-	Kind    string    `json:"kind"`
-	Path    string    `json:"path"`
-	Flags   int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included
-	Pos     int64     `json:"pos"`
-	Mode    uint32    `json:"mode"` // st_mode, for deleted files
-	Content []DataRun `json:"content,omitempty"`
+	Desc     int       `json:"desc"`
+	Pipe     int       `json:"pipe,omitempty"`     // kind pipe: ID in Objects.Pipes
+	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
+	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
+	Kind     string    `json:"kind"`
+	Path     string    `json:"path"`
+	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included
+	Pos      int64     `json:"pos"`
+	Mode     uint32    `json:"mode"` // st_mode, for deleted files
+	Content  []DataRun `json:"content,omitempty"`
 
 	Count     uint64       `json:"count,omitempty"`     // eventfd counter
 	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE

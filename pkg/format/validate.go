@@ -59,7 +59,8 @@ func (img *Image) validate() error {
 // writes them back into a pipe of that capacity before anyone reads it).
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
-	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool)}
+	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
+		inet: make(map[int]bool), external: make(map[int]bool)}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
 			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
@@ -76,6 +77,25 @@ func (img *Image) validateObjects() (objectIDs, error) {
 				return ids, fmt.Errorf("shared memory %d: %w", m.ID, err)
 			}
 		}
+	}
+	var unixIDs, inetIDs, extIDs []int
+	for _, u := range o.UnixSockets {
+		unixIDs = append(unixIDs, u.ID)
+	}
+	for _, u := range o.InetSockets {
+		inetIDs = append(inetIDs, u.ID)
+	}
+	for _, e := range o.Externals {
+		extIDs = append(extIDs, e.ID)
+	}
+	if err := uniqueIDs("unix socket", ids.unix, unixIDs); err != nil {
+		return ids, err
+	}
+	if err := uniqueIDs("inet socket", ids.inet, inetIDs); err != nil {
+		return ids, err
+	}
+	if err := uniqueIDs("external", ids.external, extIDs); err != nil {
+		return ids, err
 	}
 	for _, p := range o.Pipes {
 		if p.ID <= 0 || ids.pipe[p.ID] {
@@ -97,9 +117,34 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	return ids, nil
 }
 
+// refersTo checks that a socket or external fd names an object of its
+// family that the image holds, and that other fds name none.
+func refersTo(f File, ids objectIDs) error {
+	sockets := map[string]map[int]bool{FileUnix: ids.unix, FileInet: ids.inet}[f.Kind]
+	if (sockets != nil) != (f.Socket != 0) || f.Socket != 0 && !sockets[f.Socket] {
+		return corrupt("fd %d (%s) names socket %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Socket)
+	}
+	if (f.Kind == FileExternal) != (f.External != 0) || f.External != 0 && !ids.external[f.External] {
+		return corrupt("fd %d (%s) names external object %d, which the image lacks or which does not fit", f.FD, f.Kind, f.External)
+	}
+	return nil
+}
+
+// uniqueIDs records the IDs of one object family; they must be positive
+// and unique.
+func uniqueIDs(family string, seen map[int]bool, ids []int) error {
+	for _, id := range ids {
+		if id <= 0 || seen[id] {
+			return corrupt("%s ID %d is not positive or appears twice", family, id)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, pipe map[int]bool }
+type objectIDs struct{ shm, pipe, unix, inet, external map[int]bool }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -136,7 +181,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileExternal:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -145,6 +190,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		if (f.Kind == FilePipe) != (f.Pipe != 0) || f.Pipe != 0 && !ids.pipe[f.Pipe] {
 			return corrupt("fd %d (%s) names pipe %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Pipe)
+		}
+		if err := refersTo(f, ids); err != nil {
+			return err
 		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.

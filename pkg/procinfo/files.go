@@ -14,6 +14,10 @@ import (
 	"github.com/chpox/chpox/pkg/format"
 )
 
+// FileSocket marks a socket whose family is not known yet; it is never
+// written into an image.
+const FileSocket = "socket"
+
 // OpenFile is an open file descriptor, with the content of a deleted file
 // (which exists nowhere but in the process) still to be copied.
 type OpenFile struct {
@@ -96,7 +100,7 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	case unix.S_IFCHR:
 		f.Kind = format.FileChar
 	case unix.S_IFSOCK:
-		return nil, fmt.Errorf("a socket (%s): %w", target, ErrUnsupported)
+		f.Kind = FileSocket // its family decides its kind (pkg/dump)
 	case unix.S_IFIFO:
 		f.Kind = format.FilePipe
 		f.Pos = 0

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/procinfo"
 )
 
@@ -44,7 +45,9 @@ func check(path string, img *format.Image, opt Options) error {
 		}
 	}
 	for _, pi := range img.Objects.Pipes {
-		if err := checkFIFO(pi); err != nil {
+		if err := pipe.CheckFIFO(pi); errors.Is(err, pipe.ErrNotFIFO) {
+			return fmt.Errorf("%w: %w", err, ErrIncompatible)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -98,21 +101,6 @@ func checkFD(pid int, f format.File) error {
 	}
 	if st.Mode&unix.S_IFMT != want {
 		return fmt.Errorf("process %d: fd %d: %s is no longer a %s (mode %#o): %w", pid, f.FD, f.Path, f.Kind, st.Mode, ErrIncompatible)
-	}
-	return nil
-}
-
-// checkFIFO makes sure a named FIFO is still a FIFO before chpox opens it.
-func checkFIFO(p format.Pipe) error {
-	if p.FIFO == "" {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(p.FIFO, &st); err != nil {
-		return fmt.Errorf("FIFO %s: %w", p.FIFO, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
-		return fmt.Errorf("%s is no longer a FIFO: %w", p.FIFO, ErrIncompatible)
 	}
 	return nil
 }

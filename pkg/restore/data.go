@@ -24,7 +24,7 @@ type sink struct {
 	file     io.WriterAt
 }
 
-// bufferAt collects a pipe's unread bytes.
+// bufferAt collects an object's saved bytes (a pipe's unread data).
 type bufferAt struct{ b *[]byte }
 
 func (w bufferAt) WriteAt(p []byte, off int64) (int, error) {
@@ -120,7 +120,7 @@ func sinksOf(img *format.Image, o *objects) []sink {
 		add(s.Pages, 0, o.shm[s.ID])
 	}
 	for _, p := range img.Objects.Pipes {
-		add(p.Data, 0, bufferAt{&o.pipes[p.ID].data})
+		add(p.Data, 0, bufferAt{&o.pipes[p.ID].Data})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
 	return out

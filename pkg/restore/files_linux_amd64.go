@@ -62,9 +62,17 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 		return err
 	}
 	sup := o.descs[f.Desc]
-	if sup == nil && f.Kind == format.FilePipe {
+	if sup == nil {
 		var err error
-		if sup, err = o.pipeEnd(f); err != nil {
+		switch f.Kind {
+		case format.FilePipe:
+			sup, err = o.pipeEnd(f)
+		case format.FileExternal:
+			sup, err = o.external(f)
+		case format.FileUnix, format.FileInet:
+			err = fmt.Errorf("socket %d was not created", f.Socket)
+		}
+		if err != nil {
 			return err
 		}
 	}

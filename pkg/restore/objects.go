@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/pipe"
 )
 
 // objects are the things chpox creates once and hands to every process
@@ -16,22 +17,16 @@ import (
 // one fd. The processes reach them through /proc/<chpox>/fd or
 // pidfd_getfd(2); chpox closes its copies when the tree runs.
 type objects struct {
-	shm     map[int]*os.File // by SharedMem.ID
-	pipes   map[int]*pipeObj // by Pipe.ID
-	deleted map[int]*os.File // by File.Desc
-	descs   map[int]*os.File // by File.Desc: chpox's copy of a shared description
-	uses    map[int]int      // by File.Desc: fds in the whole tree
+	shm     map[int]*os.File   // by SharedMem.ID
+	pipes   map[int]*pipe.Pipe // by Pipe.ID
+	deleted map[int]*os.File   // by File.Desc
+	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
+	uses    map[int]int        // by File.Desc: fds in the whole tree
+	opt     Options            // the user's choices (external descriptors ...)
 }
 
-type pipeObj struct {
-	format.Pipe
-	r, w    *os.File // the two ends; for a FIFO both are one O_RDWR keeper
-	data    []byte   // unread bytes, filled from the data section
-	usedEnd map[*os.File]bool
-}
-
-func newObjects(img *format.Image) (*objects, error) {
-	o := &objects{shm: map[int]*os.File{}, pipes: map[int]*pipeObj{}, deleted: map[int]*os.File{},
+func newObjects(img *format.Image, opt Options) (*objects, error) {
+	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}}
 	if err := o.create(img); err != nil {
 		o.close()
@@ -49,11 +44,14 @@ func (o *objects) create(img *format.Image) error {
 		o.shm[s.ID] = f
 	}
 	for _, p := range img.Objects.Pipes {
-		po, err := newPipe(p)
+		po, err := pipe.New(p)
 		if err != nil {
-			return fmt.Errorf("pipe %d: %w", p.ID, err)
+			return err
 		}
 		o.pipes[p.ID] = po
+	}
+	if err := o.createSockets(img); err != nil {
+		return err
 	}
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
@@ -89,70 +87,28 @@ func memfd(s format.SharedMem) (*os.File, error) {
 	return f, nil
 }
 
-func newPipe(p format.Pipe) (*pipeObj, error) {
-	po := &pipeObj{Pipe: p, usedEnd: map[*os.File]bool{}}
-	if p.FIFO != "" {
-		// O_RDWR never blocks and keeps the FIFO's buffer alive;
-		// O_NOFOLLOW: the path was checked to be a FIFO, not a link.
-		f, err := os.OpenFile(p.FIFO, os.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open FIFO %s: %w", p.FIFO, err)
-		}
-		po.r, po.w = f, f
-	} else {
-		var fds [2]int
-		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-			return nil, os.NewSyscallError("pipe2", err)
-		}
-		po.r, po.w = os.NewFile(uintptr(fds[0]), "pipe-r"), os.NewFile(uintptr(fds[1]), "pipe-w")
-	}
-	if p.Capacity > 0 {
-		if _, err := unix.FcntlInt(po.w.Fd(), unix.F_SETPIPE_SZ, p.Capacity); err != nil {
-			return nil, os.NewSyscallError("fcntl(F_SETPIPE_SZ)", err)
-		}
-	}
-	return po, nil
-}
-
-// fillPipes puts the unread bytes back; they fit, the capacity is restored.
-func (o *objects) fillPipes() error {
+// fill puts saved bytes back into the objects that hold them (pipes,
+// sockets),
+// once the data section was read and before any process runs.
+func (o *objects) fill() error {
 	for _, p := range o.pipes {
-		if len(p.data) == 0 {
-			continue
-		}
-		if _, err := p.w.Write(p.data); err != nil {
-			return fmt.Errorf("refill pipe %d: %w", p.ID, err)
+		if err := p.Fill(); err != nil {
+			return err
 		}
 	}
-	return nil
+	return o.fillSockets()
 }
 
-// pipeEnd returns chpox's file for the description f names: the pipe's
-// own end the first time, a reopened end for another description of the
-// same direction. Status flags (O_NONBLOCK ...) are set on it.
+// pipeEnd returns chpox's file for the description f names and keeps it
+// for the other fds that share it.
 func (o *objects) pipeEnd(f format.File) (*os.File, error) {
 	p := o.pipes[f.Pipe]
 	if p == nil {
 		return nil, fmt.Errorf("fd %d names pipe %d, which the image lacks", f.FD, f.Pipe)
 	}
-	acc := f.Flags & unix.O_ACCMODE
-	end := p.w
-	if acc == unix.O_RDONLY {
-		end = p.r
-	}
-	if p.FIFO != "" || p.usedEnd[end] {
-		// A FIFO end, or a second description of one direction: a new
-		// open of the same pipe (through /proc, which reopens it).
-		reopened, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", end.Fd()), acc|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("reopen pipe %d: %w", p.ID, err)
-		}
-		end = reopened
-	}
-	p.usedEnd[end] = true
-	const settable = unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK
-	if _, err := unix.FcntlInt(end.Fd(), unix.F_SETFL, f.Flags&settable); err != nil {
-		return nil, os.NewSyscallError("fcntl(F_SETFL)", err)
+	end, err := p.End(f.Flags)
+	if err != nil {
+		return nil, err
 	}
 	o.descs[f.Desc] = end
 	return end, nil
@@ -184,13 +140,10 @@ func (o *objects) close() {
 			all[f] = true
 		}
 	}
-	for _, p := range o.pipes {
-		all[p.r], all[p.w] = true, true
-		for f := range p.usedEnd {
-			all[f] = true
-		}
-	}
 	for f := range all {
-		f.Close()
+		f.Close() // pipe ends among the descs: closing an os.File twice is harmless
+	}
+	for _, p := range o.pipes {
+		p.Close()
 	}
 }

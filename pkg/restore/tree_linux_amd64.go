@@ -65,7 +65,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := createTree(nodes); err != nil {
 		return nil, err
 	}
-	o, err := newObjects(img)
+	o, err := newObjects(img, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -85,13 +85,16 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := writeData(img, o); err != nil {
 		return nil, err
 	}
-	if err := o.fillPipes(); err != nil {
+	if err := o.fill(); err != nil {
 		return nil, err
 	}
 	for _, n := range live {
 		if err := n.x.build(n.p, o); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
+	}
+	if err := o.beforeRun(); err != nil {
+		return nil, err
 	}
 	root := nodes[0].p
 	pgid := unix.Getpgrp()
