@@ -13,11 +13,11 @@ FUZZTIME ?= 100000x
 
 all: build
 
-# What a fresh machine of this kind may lack: gcc builds the test programs,
-# python3 runs one of them. Go comes with the machine.
+# What a fresh machine of this kind may lack (Debian packages, only those
+# missing): gcc for the test programs; python3, redis, nginx and node, the
+# real programs the e2e tests checkpoint; nftables. Go comes with the machine.
 setup:
-	@command -v gcc >/dev/null && command -v python3 >/dev/null || \
-		(apt-get update && apt-get install -y gcc libc6-dev python3)
+	@./scripts/setup.sh
 	$(GO) mod download
 
 build:
