@@ -57,8 +57,12 @@ fuzz:
 stress: setup
 	CHPOX_STRESS=50 $(GO) test -count=1 -v -run '^TestStressThreads$$' -timeout 40m ./e2e
 
+# BenchmarkRedis (redis with 1M keys and 20 clients) needs TCP sockets
+# (branch inet); until it lands it runs with `make bench BENCH_WAITING=`.
+BENCH_WAITING ?= ^BenchmarkRedis$$
+
 bench: setup
-	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench
+	$(GO) test -run='^$$' -bench=. -skip '$(BENCH_WAITING)' -benchtime=3x -timeout 30m ./bench
 
 demo: setup build
 	./scripts/demo.sh
