@@ -42,6 +42,7 @@ var cPrograms = map[string][]string{
 	"pipes":   nil,
 	"shm":     nil,
 	"runjob":  nil,
+	"iouring": nil,
 }
 
 func TestMain(m *testing.M) {

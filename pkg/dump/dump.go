@@ -81,6 +81,12 @@ func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error
 			if have[tid] {
 				continue
 			}
+			if procinfo.IOWorker(m.Info.PID, tid) {
+				// Seen with node (libuv) under UV_USE_IO_URING=1: the
+				// first injected call into this thread waited forever.
+				return fmt.Errorf("process %d uses io_uring (thread %d, %s, is the kernel's io_uring worker), which chpox cannot checkpoint: %w",
+					m.Info.PID, tid, procinfo.ThreadComm(tid), ErrUnsupported)
+			}
 			t, err := stop(tid)
 			if errors.Is(err, ptrace.ErrExited) || (err != nil && !procinfo.ThreadAlive(m.Info.PID, tid)) {
 				continue // the thread ended meanwhile (an exiting thread refuses PTRACE_SEIZE)

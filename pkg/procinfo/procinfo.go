@@ -344,6 +344,28 @@ func ThreadComm(tid int) string {
 	return strings.TrimSuffix(string(b), "\n")
 }
 
+// pfIOWorker is PF_IO_WORKER in a task's flags (include/linux/sched.h).
+const pfIOWorker = 0x10
+
+// IOWorker tells whether thread tid of pid is one the kernel runs for an
+// io_uring (iou-sqp-PID, the SQPOLL thread, or iou-wrk-PID, an io-wq
+// worker): it is listed among the process's threads but never returns to
+// user space, so it can be stopped but never run an injected call.
+func IOWorker(pid, tid int) bool {
+	b, err := os.ReadFile(procPath(pid, fmt.Sprintf("task/%d/stat", tid)))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	// After "pid (comm) ": state ppid pgrp session tty_nr tpgid flags (proc(5)).
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return err == nil && flags&pfIOWorker != 0
+}
+
 // ThreadAlive tells whether thread tid of pid still runs (not exiting).
 func ThreadAlive(pid, tid int) bool {
 	st, _, err := statState(procPath(pid, fmt.Sprintf("task/%d/stat", tid)))

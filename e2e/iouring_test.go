@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// io_uring is not supported: a process holding a ring is refused, naming
+// it, and runs on unharmed. With IORING_SETUP_SQPOLL the kernel adds a
+// thread to the process (iou-sqp-PID) that never returns to user space;
+// chpox once stopped it and then waited forever for a call injected into
+// it. node does this under UV_USE_IO_URING=1.
+func TestIOUring(t *testing.T) {
+	for _, mode := range []string{"sqpoll", "plain", "node"} {
+		t.Run(mode, func(t *testing.T) {
+			var p *proc
+			if mode == "node" {
+				setup(t)
+				node, js := nodeArgs(t)
+				t.Setenv("UV_USE_IO_URING", "1")
+				p = startExe(t, "node", node, filepath.Join(filepath.Dir(js), "fsloop.js"))
+			} else {
+				setup(t, "iouring")
+				p = start(t, "iouring", mode)
+			}
+			p.waitLog(t, `(?m)^ready$`, 1, 20*time.Second)
+			img := filepath.Join(t.TempDir(), "iouring.img")
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+			wantFailure(t, r, 6, "io_uring")
+			if _, err := os.Stat(img); err == nil {
+				t.Errorf("the refused dump left %s", img)
+			}
+			n := lastInt(p.log, `(?m)^alive (\d+)$`)
+			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
+			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+				t.Errorf("after the refused dump: %s", st)
+			}
+		})
+	}
+}
