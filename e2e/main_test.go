@@ -213,6 +213,15 @@ func startExe(t *testing.T, name, exe string, args ...string) *proc {
 	defer f.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	p := startCmd(t, name, cmd, logPath)
+	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
+	return p
+}
+
+// startCmd starts cmd, set up by the caller with exactly the descriptors it
+// means to test, watches it and kills it at the end of the test.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, logPath string) *proc {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +237,6 @@ func startExe(t *testing.T, name, exe string, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(p.kill)
-	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
 	return p
 }
 

@@ -41,8 +41,9 @@ func inspectCommand() *cli.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
 					Header    format.Header     `json:"header"`
+					Objects   format.Objects    `json:"objects"`
 					Processes []*format.Process `json:"processes"`
-				}{img.Header, img.Processes})
+				}{img.Header, img.Objects, img.Processes})
 			}
 			printImage(os.Stdout, img)
 			return nil
@@ -57,6 +58,7 @@ func printImage(out io.Writer, img *format.Image) {
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
 	printTree(out, img.Processes)
+	printExternals(out, img)
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
 		printProcess(out, p, users)
@@ -162,4 +164,28 @@ func protString(v format.VMA) string {
 		b[3] = 's'
 	}
 	return string(b)
+}
+
+// printExternals lists the descriptors shared with processes outside the
+// checkpoint, with the key `chpox restore --external KEY=...` takes.
+func printExternals(out io.Writer, img *format.Image) {
+	if len(img.Objects.Externals) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "shared with processes outside the checkpoint (restore --external KEY=FD|closed|null; stdin, stdout and stderr default to chpox restore's own):")
+	for _, e := range img.Objects.Externals {
+		var fds []string
+		for _, p := range img.Processes {
+			for _, f := range p.Files {
+				if f.Kind == format.FileExternal && f.External == e.ID {
+					fds = append(fds, fmt.Sprintf("%d:%d", p.PID, f.FD))
+				}
+			}
+		}
+		peer := ""
+		if e.Peer > 0 {
+			peer = fmt.Sprintf(", other end in pid %d", e.Peer)
+		}
+		fmt.Fprintf(out, "  %s  %s%s; held as pid:fd %s\n", e.Key, e.What, peer, strings.Join(fds, " "))
+	}
 }

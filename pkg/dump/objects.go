@@ -44,8 +44,8 @@ func (pl *plan) descriptions() error {
 }
 
 // pipeObjects gives every pipe one ID and saves its unread bytes. A pipe
-// whose other end is held outside the dumped tree cannot be rebuilt (the
-// peer would not be connected to the new pipe): dump refuses it.
+// also held by a process outside the dumped tree cannot be rebuilt
+// connected to it: it is recorded as external.
 func (pl *plan) pipeObjects() error {
 	ids := map[uint64]int{}
 	for _, p := range pl.procs {
@@ -53,14 +53,12 @@ func (pl *plan) pipeObjects() error {
 			if f.Kind != format.FilePipe {
 				continue
 			}
+			if out := pl.outsideHolder(f.Path); out != 0 && pipe.IsAnonymous(f.Path) {
+				pl.markExternal(f, "pipe", out, 0)
+				continue
+			}
 			id, ok := ids[f.Ino]
 			if !ok {
-				if pipe.IsAnonymous(f.Path) {
-					if out := pipe.HolderOutside(f.Path, pl.tree()); out != 0 {
-						return fmt.Errorf("pid %d: fd %d is a pipe shared with pid %d, which is not part of the checkpoint (redirect to a file, or dump the common parent): %w",
-							p.Info.PID, f.FD, out, ErrUnsupported)
-					}
-				}
 				rec, data, err := pipe.Describe(p.Info.PID, f.FD, f.Path, f.Ino)
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)

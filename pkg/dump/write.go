@@ -33,8 +33,9 @@ type plan struct {
 	procs   []*proc
 	objects format.Objects
 	shm     []*vmadump.Shm
-	blobs   [][]byte // objects' saved bytes (unread pipe data ...), in data order
-	end     uint64   // data section length
+	blobs   [][]byte       // objects' saved bytes (unread pipe data ...), in data order
+	end     uint64         // data section length
+	holders map[string]int // pipes and sockets held outside the tree, by link target
 }
 
 func (pl *plan) close() {

@@ -28,4 +28,7 @@ type External struct {
 	// Peer is a process outside the checkpoint that held the other end
 	// at dump time, 0 if unknown (informational).
 	Peer int `json:"peer,omitempty"`
+	// SockType is the socket type (SOCK_STREAM ...) of an external
+	// socket, for the stand-in restore makes when asked for a closed one.
+	SockType int `json:"sock_type,omitempty"`
 }
