@@ -35,6 +35,8 @@ type plan struct {
 	shm     []*vmadump.Shm
 	blobs   [][]byte // objects' saved bytes (unread pipe data ...), in data order
 	end     uint64   // data section length
+	// externals maps an open file description to its External ID.
+	externals map[int]int
 }
 
 func (pl *plan) close() {
