@@ -59,6 +59,7 @@ func printImage(out io.Writer, img *format.Image) {
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
 	printTree(out, img.Processes)
 	printExternals(out, img)
+	printUnix(out, img.Objects.UnixSockets)
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
 		printProcess(out, p, users)
@@ -187,5 +188,58 @@ func printExternals(out io.Writer, img *format.Image) {
 			peer = fmt.Sprintf(", other end in pid %d", e.Peer)
 		}
 		fmt.Fprintf(out, "  %s  %s%s; held as pid:fd %s\n", e.Key, e.What, peer, strings.Join(fds, " "))
+	}
+}
+
+// printUnix lists the UNIX sockets, one line each.
+func printUnix(out io.Writer, socks []format.UnixSocket) {
+	if len(socks) > 0 {
+		fmt.Fprintln(out, "unix sockets:")
+	}
+	types := map[int]string{1: "stream", 2: "dgram", 5: "seqpacket"}
+	for _, u := range socks {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  %d %s inode %d", u.ID, types[u.Type], u.Inode)
+		switch {
+		case u.Abstract:
+			fmt.Fprintf(&b, " name @%s", u.Name)
+		case u.Name != "":
+			fmt.Fprintf(&b, " name %s", u.Name)
+		}
+		if u.Mode != 0 {
+			fmt.Fprintf(&b, " mode %#o", u.Mode)
+		}
+		if u.Unlinked {
+			b.WriteString(" (unlinked)")
+		}
+		if u.Listening {
+			fmt.Fprintf(&b, " listening backlog %d pending %v", u.Backlog, u.Pending)
+		}
+		if u.Peer != 0 {
+			fmt.Fprintf(&b, " peer %d", u.Peer)
+		}
+		if u.Listener != 0 {
+			fmt.Fprintf(&b, " accepted from %d", u.Listener)
+		}
+		if u.PeerName != "" {
+			fmt.Fprintf(&b, " connected to %s", u.PeerName)
+		}
+		if u.PeerClosed {
+			b.WriteString(" peer closed")
+		}
+		if u.Shutdown != 0 {
+			fmt.Fprintf(&b, " shutdown %s", [4]string{"", "rd", "wr", "rdwr"}[u.Shutdown&3])
+		}
+		var n uint64
+		for _, r := range u.Queue {
+			n += r.Len
+		}
+		if n > 0 || len(u.Messages) > 0 {
+			fmt.Fprintf(&b, " queue %d bytes", n)
+			if len(u.Messages) > 0 {
+				fmt.Fprintf(&b, " in %d messages", len(u.Messages))
+			}
+		}
+		fmt.Fprintln(out, b.String())
 	}
 }

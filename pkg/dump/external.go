@@ -18,7 +18,7 @@ func (pl *plan) outsideHolder(link string) int {
 // markExternal records f as a descriptor whose object stays outside the
 // checkpoint (pkg/objects/external); fds of one object share one record.
 func (pl *plan) markExternal(f *procinfo.OpenFile, what string, peer, sockType int) {
-	f.Kind = format.FileExternal
+	f.Kind, f.Socket = format.FileExternal, 0
 	for _, e := range pl.objects.Externals {
 		if e.Key == f.Path {
 			f.External = e.ID

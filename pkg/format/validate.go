@@ -94,6 +94,9 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	if err := uniqueIDs("inet socket", ids.inet, inetIDs); err != nil {
 		return ids, err
 	}
+	if err := img.validateUnix(ids.unix); err != nil {
+		return ids, err
+	}
 	if err := uniqueIDs("external", ids.external, extIDs); err != nil {
 		return ids, err
 	}
@@ -115,6 +118,97 @@ func (img *Image) validateObjects() (objectIDs, error) {
 		}
 	}
 	return ids, nil
+}
+
+// Bounds of a UNIX socket record. Restore buffers a queue in memory and
+// sends it back, so a queue cannot exceed what a socket buffer can hold
+// (sk_rcvbuf is an int); sun_path holds 108 bytes.
+const (
+	maxUnixName     = 107
+	maxUnixQueue    = math.MaxInt32
+	maxUnixMessages = 1 << 20
+)
+
+// validateUnix checks the UNIX sockets: known types, names that fit
+// sun_path, references to sockets the image holds (peers point at each
+// other for stream and seqpacket, a listener is listening, a pending
+// connection waits in one backlog and has no peer), queues inside the data
+// section, messages that add up to the queue.
+func (img *Image) validateUnix(ids map[int]bool) error {
+	byID := map[int]*UnixSocket{}
+	for i := range img.Objects.UnixSockets {
+		byID[img.Objects.UnixSockets[i].ID] = &img.Objects.UnixSockets[i]
+	}
+	pending := map[int]bool{}
+	for _, u := range img.Objects.UnixSockets {
+		bad := func(format string, args ...any) error {
+			return corrupt("unix socket %d: "+format, append([]any{u.ID}, args...)...)
+		}
+		stream := u.Type == 1 || u.Type == 5
+		if u.Type != 1 && u.Type != 2 && u.Type != 5 {
+			return bad("type %d", u.Type)
+		}
+		if len(u.Name) > maxUnixName || len(u.PeerName) > maxUnixName || (u.Abstract && u.Name == "") || (u.PeerAbstract && u.PeerName == "") {
+			return bad("bad name or peer name")
+		}
+		if u.Mode > 0o7777 || u.Shutdown < 0 || u.Shutdown > 3 || u.Backlog < 0 || u.Backlog > math.MaxInt32 {
+			return bad("mode %#o, shutdown %d or backlog %d out of range", u.Mode, u.Shutdown, u.Backlog)
+		}
+		o := u.Options
+		if o.SndBuf < 0 || o.RcvBuf < 0 || o.RcvTimeo < 0 || o.SndTimeo < 0 || o.LingerSec < 0 || o.PeekOff < -1 {
+			return bad("negative option")
+		}
+		for _, id := range []int{u.Peer, u.Listener} {
+			if id != 0 && (!ids[id] || id == u.ID) {
+				return bad("names socket %d, which the image lacks", id)
+			}
+		}
+		if u.Peer != 0 && (u.PeerName != "" || u.PeerClosed) {
+			return bad("has a peer in the image and another one")
+		}
+		if p := byID[u.Peer]; p != nil && (p.Type != u.Type || stream && p.Peer != u.ID) {
+			return bad("peer %d does not fit", u.Peer)
+		}
+		if l := byID[u.Listener]; l != nil && (!l.Listening || l.Type != u.Type || u.Peer == 0) {
+			return bad("listener %d does not fit", u.Listener)
+		}
+		if u.Listening && (!stream || u.Peer != 0 || u.Listener != 0 || u.Queue != nil) {
+			return bad("listens and is connected or holds data")
+		}
+		if !u.Listening && (u.Pending != nil || u.Backlog != 0) {
+			return bad("has a backlog but does not listen")
+		}
+		for _, c := range u.Pending {
+			if cs := byID[c]; cs == nil || pending[c] || cs.Type != u.Type || cs.Peer != 0 || cs.Listening {
+				return bad("pending connection %d does not fit", c)
+			}
+			pending[c] = true
+		}
+		var total uint64
+		for _, r := range u.Queue {
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("unix socket %d: %w", u.ID, err)
+			}
+			total += r.Len
+		}
+		if total > maxUnixQueue {
+			return bad("queue of %d bytes", total)
+		}
+		if u.Type == 1 && u.Messages != nil || len(u.Messages) > maxUnixMessages {
+			return bad("%d messages", len(u.Messages))
+		}
+		var sum uint64
+		for _, m := range u.Messages {
+			if m.Len < 0 || m.Len > maxUnixQueue || m.Sender != 0 && !ids[m.Sender] {
+				return bad("message of %d bytes from socket %d", m.Len, m.Sender)
+			}
+			sum += uint64(m.Len)
+		}
+		if u.Type != 1 && sum != total {
+			return bad("messages of %d bytes in all, queue of %d", sum, total)
+		}
+	}
+	return nil
 }
 
 // refersTo checks that a socket or external fd names an object of its
@@ -232,6 +326,9 @@ func (img *Image) disjointRuns() error {
 	}
 	for _, p := range img.Objects.Pipes {
 		add(p.Data)
+	}
+	for _, u := range img.Objects.UnixSockets {
+		add(u.Queue)
 	}
 	slices.SortFunc(runs, func(a, b DataRun) int {
 		switch {

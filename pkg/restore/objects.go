@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
 // objects are the things chpox creates once and hands to every process
@@ -22,6 +23,7 @@ type objects struct {
 	deleted map[int]*os.File   // by File.Desc
 	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
 	uses    map[int]int        // by File.Desc: fds in the whole tree
+	unix    *unixsock.Set      // UNIX sockets, nil if none
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -154,5 +156,8 @@ func (o *objects) close() {
 	}
 	for _, p := range o.pipes {
 		p.Close()
+	}
+	if o.unix != nil {
+		o.unix.Close()
 	}
 }
