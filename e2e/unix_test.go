@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -110,6 +111,47 @@ func TestUnixStreamExternal(t *testing.T) {
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ping 1" {
 		t.Errorf("the server got %q (%v), want ping 1", buf[:n], err)
 	}
+	key := linkOf(p.pid, 3)
+	killOriginal(t, p)
+
+	// Restored with a new connection to the server as its fd 3: the
+	// program's next ping arrives on it.
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connFile, err := conn.File()
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer connFile.Close()
+	c2, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	rc := exec.Command(chpoxBin, "restore", "--detach", "--external", key+"=3", img)
+	rc.ExtraFiles = []*os.File{connFile}
+	if out, err := rc.CombinedOutput(); err != nil {
+		t.Fatalf("restore --external %s=3: %v: %s", key, err, out)
+	}
+	r := adopt(t, "unixsock(restored)", p.pid, p.log)
+	r.signal(t, unix.SIGUSR1)
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c2.Read(buf); err != nil || string(buf[:n]) != "ping 2" {
+		t.Errorf("the server got %q (%v) on the connection handed to restore, want ping 2", buf[:n], err)
+	}
+	killOriginal(t, r)
+
+	// Restored as a dropped connection: the next ping fails with EPIPE.
+	mustChpox(t, "restore", "--detach", "--external", key+"=closed", img)
+	r = adopt(t, "unixsock(restored, dropped)", p.pid, p.log)
+	r.signal(t, unix.SIGUSR1)
+	waitFor(t, 10*time.Second, "the dropped connection's send to fail with EPIPE", func() bool {
+		b, _ := os.ReadFile(p.log)
+		return strings.Contains(string(b), "FAIL ping: send (errno 32)\n")
+	})
 }
 
 // TestUnixInFlight: a descriptor in flight (SCM_RIGHTS in a receive
