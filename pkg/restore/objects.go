@@ -22,6 +22,7 @@ type objects struct {
 	deleted map[int]*os.File   // by File.Desc
 	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
 	uses    map[int]int        // by File.Desc: fds in the whole tree
+	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	opt     Options            // the user's choices (external descriptors ...)
 }
 
@@ -146,4 +147,5 @@ func (o *objects) close() {
 	for _, p := range o.pipes {
 		p.Close()
 	}
+	o.closeInet()
 }
