@@ -30,18 +30,20 @@ var (
 
 // cPrograms are compiled from ../testdata/NAME.c with gcc -O1 -g and these extra flags.
 var cPrograms = map[string][]string{
-	"counter": nil,
-	"memory":  nil,
-	"vector":  nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
-	"sleeper": nil,
-	"files":   nil,
-	"holder":  {"-pthread"},
-	"bigmem":  nil,
-	"pending": {"-pthread"},
-	"tree":    nil,
-	"pipes":   nil,
-	"shm":     nil,
-	"runjob":  nil,
+	"counter":  nil,
+	"memory":   nil,
+	"vector":   nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
+	"sleeper":  nil,
+	"files":    nil,
+	"holder":   {"-pthread"},
+	"bigmem":   nil,
+	"pending":  {"-pthread"},
+	"tree":     nil,
+	"pipes":    nil,
+	"shm":      nil,
+	"runjob":   nil,
+	"tcppair":  nil,
+	"udpqueue": nil,
 }
 
 func TestMain(m *testing.M) {
@@ -85,6 +87,7 @@ func runMain(m *testing.M) int {
 		progs[name] = exe
 	}
 	progs["dict.py"] = filepath.Join(root, "testdata", "dict.py")
+	progs["httpserver.py"] = filepath.Join(root, "testdata", "httpserver.py")
 
 	// Restored processes are children of chpox; a detached one is orphaned
 	// when chpox exits. As a subreaper this process inherits them, so it can

@@ -41,8 +41,9 @@ func inspectCommand() *cli.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
 					Header    format.Header     `json:"header"`
+					Objects   format.Objects    `json:"objects"`
 					Processes []*format.Process `json:"processes"`
-				}{img.Header, img.Processes})
+				}{img.Header, img.Objects, img.Processes})
 			}
 			printImage(os.Stdout, img)
 			return nil

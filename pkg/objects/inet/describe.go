@@ -287,7 +287,9 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 	return nil
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // seqs reads write_seq and rcv_nxt (TCP_QUEUE_SEQ on each queue).
 func (s *Socket) seqs() (snd, rcv uint32, err error) {
@@ -402,9 +404,11 @@ func (s *Socket) saveDatagrams() error {
 func checkLocal(src netip.AddrPort) error {
 	a := src.Addr().Unmap()
 	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4()}
+	var sa unix.Sockaddr
 	if a.Is6() {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: a.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: a.As4()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
