@@ -100,12 +100,12 @@ func outsideNote(n int, kill bool) string {
 	if n == 0 {
 		return ""
 	}
-	conns := fmt.Sprintf("%d TCP connections", n)
+	conns, are, goes := fmt.Sprintf("%d TCP connections", n), "are", "go"
 	if n == 1 {
-		conns = "1 TCP connection"
+		conns, are, goes = "1 TCP connection", "is", "goes"
 	}
 	if kill {
-		return fmt.Sprintf("chpox: %s to peers outside the checkpoint are held (network lock, `nft list table inet chpox`) until `chpox restore` resumes them; the peers see only a pause", conns)
+		return fmt.Sprintf("chpox: %s to peers outside the checkpoint %s held (network lock, `nft list table inet chpox`) until `chpox restore` resumes them; the peers see only a pause", conns, are)
 	}
-	return fmt.Sprintf("chpox: %s to peers outside the checkpoint go on in the running process; restoring the image while it runs fails (the connections exist), and after it ends its peers have seen them close: restored, they would be reset. Use --kill to move them", conns)
+	return fmt.Sprintf("chpox: %s to peers outside the checkpoint %s on in the running process; restoring the image while it runs fails (the connections exist), and after it ends its peers have seen them close: restored, they would be reset. Use --kill to move them", conns, goes)
 }
