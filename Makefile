@@ -14,10 +14,11 @@ FUZZTIME ?= 100000x
 all: build
 
 # What a fresh machine of this kind may lack: gcc builds the test programs,
-# python3 runs one of them. Go comes with the machine.
+# python3 runs some of them, nft sets the network lock of TCP connections.
+# Go comes with the machine.
 setup:
-	@command -v gcc >/dev/null && command -v python3 >/dev/null || \
-		(apt-get update && apt-get install -y gcc libc6-dev python3)
+	@command -v gcc >/dev/null && command -v python3 >/dev/null && command -v nft >/dev/null || \
+		(apt-get update && apt-get install -y gcc libc6-dev python3 nftables)
 	$(GO) mod download
 
 build:

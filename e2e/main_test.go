@@ -43,6 +43,8 @@ var cPrograms = map[string][]string{
 	"shm":      nil,
 	"runjob":   nil,
 	"unixsock": nil,
+	"tcppair":  nil,
+	"udpqueue": nil,
 }
 
 func TestMain(m *testing.M) {
@@ -86,6 +88,7 @@ func runMain(m *testing.M) int {
 		progs[name] = exe
 	}
 	progs["dict.py"] = filepath.Join(root, "testdata", "dict.py")
+	progs["httpserver.py"] = filepath.Join(root, "testdata", "httpserver.py")
 
 	// Restored processes are children of chpox; a detached one is orphaned
 	// when chpox exits. As a subreaper this process inherits them, so it can

@@ -57,6 +57,9 @@ func printImage(out io.Writer, img *format.Image) {
 		format.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
+	for _, s := range img.Objects.InetSockets {
+		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
+	}
 	printTree(out, img.Processes)
 	printExternals(out, img)
 	printUnix(out, img.Objects.UnixSockets)
@@ -242,4 +245,52 @@ func printUnix(out io.Writer, socks []format.UnixSocket) {
 		}
 		fmt.Fprintln(out, b.String())
 	}
+}
+
+// inetLine describes a TCP or UDP socket in one line.
+func inetLine(s format.InetSocket) string {
+	proto := "UDP"
+	if s.Type == 1 { // SOCK_STREAM
+		proto = "TCP"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", proto, s.State)
+	if s.Local.IsValid() {
+		fmt.Fprintf(&b, " %s", s.Local)
+	}
+	if s.Peer.IsValid() {
+		fmt.Fprintf(&b, " -> %s", s.Peer)
+	}
+	if s.Outside {
+		b.WriteString(" (peer outside the image)")
+	}
+	if s.State == format.InetListen {
+		fmt.Fprintf(&b, " backlog %d", s.Backlog)
+	}
+	o := s.Options
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{o.ReuseAddr, "reuseaddr"}, {o.ReusePort, "reuseport"}, {o.V6Only, "v6only"}, {o.KeepAlive, "keepalive"}, {o.NoDelay, "nodelay"}} {
+		if f.on {
+			b.WriteString(" " + f.name)
+		}
+	}
+	if r := s.Repair; r != nil {
+		fmt.Fprintf(&b, "; send queue %s (%d unsent), receive queue %s; mss %d", bytesString(int64(format.Len(r.SendQueue))), r.Unsent,
+			bytesString(int64(format.Len(r.RecvQueue))), r.MSS)
+		if r.Wscale {
+			fmt.Fprintf(&b, " wscale %d/%d", r.SndWscale, r.RcvWscale)
+		}
+		if r.SACK {
+			b.WriteString(" sack")
+		}
+		if r.Timestamps {
+			b.WriteString(" timestamps")
+		}
+	}
+	if n := len(s.Datagrams); n > 0 {
+		fmt.Fprintf(&b, "; %d datagrams queued", n)
+	}
+	return b.String()
 }

@@ -3,6 +3,7 @@ package format
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 )
 
@@ -12,6 +13,17 @@ const (
 	maxThreads  = 1 << 16
 	pageMask    = 4095
 	maxPipeSize = math.MaxInt32 // restore buffers a pipe's bytes in memory
+
+	// Restore buffers a socket's queues in memory and writes them into
+	// buffers the kernel bounds far lower (net.core.{r,w}mem_max).
+	maxTCPQueue  = 64 << 20
+	maxDatagram  = 65535
+	maxDatagrams = 1 << 16
+
+	afInet, afInet6        = 2, 10 // AF_INET, AF_INET6
+	sockStream, sockDgram  = 1, 2  // SOCK_STREAM, SOCK_DGRAM
+	ipprotoTCP, ipprotoUDP = 6, 17 // IPPROTO_TCP, IPPROTO_UDP
+	tcpMaxWscale           = 14    // RFC 7323; the kernel refuses more (tcp_repair_options_est)
 )
 
 // validate checks what restore relies on, so that a damaged or hostile image
@@ -99,6 +111,11 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	}
 	if err := uniqueIDs("external", ids.external, extIDs); err != nil {
 		return ids, err
+	}
+	for i := range o.InetSockets {
+		if err := img.validateInet(&o.InetSockets[i]); err != nil {
+			return ids, fmt.Errorf("inet socket %d: %w", o.InetSockets[i].ID, err)
+		}
 	}
 	for _, p := range o.Pipes {
 		if p.ID <= 0 || ids.pipe[p.ID] {
@@ -330,6 +347,15 @@ func (img *Image) disjointRuns() error {
 	for _, u := range img.Objects.UnixSockets {
 		add(u.Queue)
 	}
+	for _, s := range img.Objects.InetSockets {
+		if s.Repair != nil {
+			add(s.Repair.SendQueue)
+			add(s.Repair.RecvQueue)
+		}
+		for _, d := range s.Datagrams {
+			add(d.Data)
+		}
+	}
 	slices.SortFunc(runs, func(a, b DataRun) int {
 		switch {
 		case a.Off < b.Off:
@@ -408,4 +434,81 @@ func fatalStatus(ws int) bool {
 		return false
 	}
 	return sig <= 64
+}
+
+// validateInet checks a TCP or UDP socket: a family, type and protocol chpox
+// creates, a state that fits them, addresses of the family, queues inside
+// the data section and within bounds restore can buffer.
+func (img *Image) validateInet(s *InetSocket) error {
+	if s.Family != afInet && s.Family != afInet6 {
+		return corrupt("family %d", s.Family)
+	}
+	tcp := s.Type == sockStream && s.Protocol == ipprotoTCP
+	udp := s.Type == sockDgram && s.Protocol == ipprotoUDP
+	if !tcp && !udp {
+		return corrupt("type %d protocol %d", s.Type, s.Protocol)
+	}
+	for _, a := range []netip.AddrPort{s.Local, s.Peer} {
+		if a.IsValid() && (a.Addr().Zone() != "" && s.Family == afInet || a.Addr().Is6() != (s.Family == afInet6)) {
+			return corrupt("address %s does not fit family %d", a, s.Family)
+		}
+	}
+	bound, connected := s.Local.IsValid() && s.Local.Port() != 0, s.Peer.IsValid() && s.Peer.Port() != 0
+	ok := false
+	switch s.State {
+	case InetUnbound:
+		ok = !bound && !connected
+	case InetBound:
+		ok = bound && !connected
+	case InetListen:
+		ok = tcp && bound && !connected && s.Backlog >= 0
+	case InetEstablished:
+		ok = tcp && bound && connected && s.Repair != nil
+	case InetConnected:
+		ok = udp && connected
+	}
+	if !ok {
+		return corrupt("state %q does not fit a %s socket bound to %v, connected to %v", s.State, map[bool]string{true: "TCP", false: "UDP"}[tcp], s.Local, s.Peer)
+	}
+	if (s.Repair != nil) != (s.State == InetEstablished) || len(s.Datagrams) > 0 && !udp {
+		return corrupt("repair data or datagrams where they do not belong")
+	}
+	if r := s.Repair; r != nil {
+		for _, q := range [][]DataRun{r.SendQueue, r.RecvQueue} {
+			if len(q) > 1 {
+				return corrupt("a queue in %d runs", len(q))
+			}
+			for _, d := range q {
+				if err := img.inData(d); err != nil {
+					return err
+				}
+				if d.Len > maxTCPQueue || d.Addr != 0 {
+					return corrupt("queue of %d bytes at %d", d.Len, d.Addr)
+				}
+			}
+		}
+		if uint64(r.Unsent) > Len(r.SendQueue) {
+			return corrupt("%d unsent bytes in a send queue of %d", r.Unsent, Len(r.SendQueue))
+		}
+		if r.SndWscale > tcpMaxWscale || r.RcvWscale > tcpMaxWscale || r.MSS == 0 || r.MSS > 65535 {
+			return corrupt("window scale %d/%d or MSS %d out of range", r.SndWscale, r.RcvWscale, r.MSS)
+		}
+	}
+	if len(s.Datagrams) > maxDatagrams {
+		return corrupt("%d queued datagrams", len(s.Datagrams))
+	}
+	for _, d := range s.Datagrams {
+		if !d.From.IsValid() || d.From.Addr().Is6() != (s.Family == afInet6) || len(d.Data) > 1 {
+			return corrupt("datagram from %v in %d runs", d.From, len(d.Data))
+		}
+		for _, r := range d.Data {
+			if err := img.inData(r); err != nil {
+				return err
+			}
+			if r.Len > maxDatagram || r.Addr != 0 {
+				return corrupt("datagram of %d bytes at %d", r.Len, r.Addr)
+			}
+		}
+	}
+	return nil
 }

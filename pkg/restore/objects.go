@@ -24,6 +24,7 @@ type objects struct {
 	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
 	uses    map[int]int        // by File.Desc: fds in the whole tree
 	unix    *unixsock.Set      // UNIX sockets, nil if none
+	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -160,4 +161,5 @@ func (o *objects) close() {
 	if o.unix != nil {
 		o.unix.Close()
 	}
+	o.closeInet()
 }

@@ -1,8 +1,6 @@
 package restore
 
 import (
-	"fmt"
-
 	"github.com/chpox/chpox/pkg/format"
 )
 
@@ -13,17 +11,17 @@ func (o *objects) createSockets(img *format.Image) error {
 	if err := o.createUnix(img); err != nil {
 		return err
 	}
-	if len(img.Objects.InetSockets) > 0 {
-		return fmt.Errorf("the image holds sockets, which this chpox cannot restore yet: %w", ErrIncompatible)
-	}
-	return nil
+	return o.createInet(img)
 }
 
 // fillSockets puts the saved queues back, once the data section is read.
 func (o *objects) fillSockets() error {
-	return o.fillUnix()
+	if err := o.fillUnix(); err != nil {
+		return err
+	}
+	return o.fillInet()
 }
 
 // beforeRun is the last step before the processes run: what must wait
 // until every process holds its objects.
-func (o *objects) beforeRun() error { return nil }
+func (o *objects) beforeRun() error { return o.resumeInet() }
