@@ -10,13 +10,14 @@ BIN   := bin/chpox
 # and then with a bare "context deadline exceeded" at its end (golang/go#75804).
 FUZZTIME ?= 100000x
 
-.PHONY: all build setup test lint unit e2e servers fuzz bench stress demo clean
+.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress demo clean
 
 all: build
 
 # What a fresh machine of this kind may lack (Debian packages, only those
 # missing): gcc for the test programs; python3, redis, nginx and node, the
-# real programs the e2e tests checkpoint; nftables. Go comes with the machine.
+# real programs the e2e tests checkpoint; nft sets the network lock of TCP
+# connections. Go comes with the machine.
 setup:
 	@./scripts/setup.sh
 	$(GO) mod download
@@ -52,6 +53,10 @@ fuzz:
 	for f in $$($(GO) test -list '^Fuzz' ./pkg/format | grep ^Fuzz); do \
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./pkg/format || exit 1; \
 	done
+
+# The long run outside CI: at least 10^7 executions of every fuzz target.
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=10000000x
 
 # Checkpoint/restore of the Go and the pthread program, 50 times each.
 stress: setup

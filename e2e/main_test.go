@@ -30,19 +30,22 @@ var (
 
 // cPrograms are compiled from ../testdata/NAME.c with gcc -O1 -g and these extra flags.
 var cPrograms = map[string][]string{
-	"counter": nil,
-	"memory":  nil,
-	"vector":  nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
-	"sleeper": nil,
-	"files":   nil,
-	"holder":  {"-pthread"},
-	"bigmem":  nil,
-	"pending": {"-pthread"},
-	"tree":    nil,
-	"pipes":   nil,
-	"shm":     nil,
-	"runjob":  nil,
-	"iouring": nil,
+	"counter":  nil,
+	"memory":   nil,
+	"vector":   nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
+	"sleeper":  nil,
+	"files":    nil,
+	"holder":   {"-pthread"},
+	"bigmem":   nil,
+	"pending":  {"-pthread"},
+	"tree":     nil,
+	"pipes":    nil,
+	"shm":      nil,
+	"runjob":   nil,
+	"unixsock": nil,
+	"tcppair":  nil,
+	"udpqueue": nil,
+	"iouring":  nil,
 }
 
 func TestMain(m *testing.M) {
@@ -86,6 +89,7 @@ func runMain(m *testing.M) int {
 		progs[name] = exe
 	}
 	progs["dict.py"] = filepath.Join(root, "testdata", "dict.py")
+	progs["httpserver.py"] = filepath.Join(root, "testdata", "httpserver.py")
 
 	// Restored processes are children of chpox; a detached one is orphaned
 	// when chpox exits. As a subreaper this process inherits them, so it can
@@ -214,6 +218,15 @@ func startExe(t *testing.T, name, exe string, args ...string) *proc {
 	defer f.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	p := startCmd(t, name, cmd, logPath)
+	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
+	return p
+}
+
+// startCmd starts cmd, set up by the caller with exactly the descriptors it
+// means to test, watches it and kills it at the end of the test.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, logPath string) *proc {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +242,6 @@ func startExe(t *testing.T, name, exe string, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(p.kill)
-	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
 	return p
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -473,4 +474,38 @@ func statusLines(t *testing.T, pid int) map[string]string {
 		}
 	}
 	return m
+}
+
+// TestProcessAttributes: umask, personality and resource limits that the
+// program did not choose itself come back: each one differs from the
+// defaults chpox restore itself runs with.
+func TestProcessAttributes(t *testing.T) {
+	setup(t, "counter")
+	p := startExe(t, "counter", "/bin/sh", "-c", "umask 0027; ulimit -n 777; exec setarch x86_64 -R "+progs["counter"])
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	attrs := func(pid int) map[string]string {
+		m := map[string]string{"Umask": statusLines(t, pid)["Umask"]}
+		pers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+		m["personality"] = strings.TrimSpace(string(pers))
+		limits, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+		for _, l := range strings.Split(string(limits), "\n") {
+			if strings.HasPrefix(l, "Max open files") {
+				m["nofile"] = strings.Join(strings.Fields(l)[3:5], " ")
+			}
+		}
+		return m
+	}
+	before := attrs(p.pid)
+	want := map[string]string{"Umask": "0027", "personality": "00040000", "nofile": "777 777"}
+	for k, v := range want {
+		if before[k] != v {
+			t.Fatalf("the original's %s is %q, want %q: the test would prove nothing", k, before[k], v)
+		}
+	}
+	img := dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, countRE, lastInt(p.log, countRE)+5, 10*time.Second)
+	if after := attrs(r.pid); !reflect.DeepEqual(after, before) {
+		t.Errorf("after restore %v, before %v", after, before)
+	}
 }

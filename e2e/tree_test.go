@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -586,60 +585,6 @@ func TestShellPipeline(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(p.log); len(data) > 0 {
 		t.Errorf("the pipeline wrote to stdout/stderr:\n%s", tailOf(data))
-	}
-}
-
-// A process whose stdout is a pipe to a process outside the tree (this
-// test) is refused with exit 6 naming the pipe and the other process, and
-// keeps running unharmed.
-func TestDumpRefusesOutsidePipe(t *testing.T) {
-	setup(t, "counter")
-	rd, wr, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	cmd := exec.Command(progs["counter"])
-	cmd.Stdout = wr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	wr.Close()
-	p := &proc{name: "counter", pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	register(p)
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
-	// Drain the pipe so the counter never blocks; count lines.
-	var mu sync.Mutex
-	lines := 0
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := rd.Read(buf)
-			mu.Lock()
-			lines += strings.Count(string(buf[:n]), "\n")
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	seen := func() int { mu.Lock(); defer mu.Unlock(); return lines }
-	waitFor(t, 10*time.Second, "counter output on the pipe", func() bool { return seen() >= 10 })
-
-	img := filepath.Join(t.TempDir(), "x.img")
-	r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-	wantFailure(t, r, 6, "pipe", strconv.Itoa(os.Getpid()), fmt.Sprintf("pid %d", p.pid))
-	if _, err := os.Stat(img); err == nil {
-		t.Errorf("the refused dump left %s", img)
-	}
-	n := seen()
-	waitFor(t, 10*time.Second, "the counter goes on after the refused dump", func() bool { return seen() >= n+20 })
-	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
-		t.Errorf("counter after the refused dump: %s", st)
 	}
 }
 

@@ -1,7 +1,7 @@
 // holder: holds one thing chpox cannot checkpoint yet, and keeps printing
 // "alive N" every 10ms so a test sees it survive a refused dump.
 //
-//   holder socket   a UNIX socket (socketpair)
+//   holder packet   an AF_PACKET socket (needs root)
 //   holder thread   a second thread (it sleeps)
 //   holder child    a child process (it sleeps; it dies with the holder)
 //
@@ -28,9 +28,8 @@ static void *idle(void *arg) {
 
 int main(int argc, char **argv) {
 	const char *what = argc > 1 ? argv[1] : "";
-	if (strcmp(what, "socket") == 0) {
-		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+	if (strcmp(what, "packet") == 0) {
+		if (socket(AF_PACKET, SOCK_DGRAM, 0) < 0)
 			return 1;
 	} else if (strcmp(what, "thread") == 0) {
 		pthread_t t;
@@ -49,7 +48,7 @@ int main(int argc, char **argv) {
 		}
 		say("child %d\n", pid);
 	} else {
-		say("usage: holder socket|thread|child\n");
+		say("usage: holder packet|thread|child\n");
 		return 2;
 	}
 	say("ready\n");

@@ -55,6 +55,9 @@ func dumpCommand() *cli.Command {
 			if c.Bool("kill") {
 				fmt.Fprintf(os.Stderr, "chpox: pid %d killed after the checkpoint\n", pid)
 			}
+			if msg := outsideNote(res.OutsideTCP, c.Bool("kill")); msg != "" {
+				fmt.Fprintln(os.Stderr, msg)
+			}
 			return nil
 		},
 	}
@@ -89,4 +92,20 @@ func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
 		}
 	}
 	return dump.Dump(tracer, pid, opt)
+}
+
+// outsideNote says what the image will do with TCP connections to peers
+// outside the checkpoint (docs/usage.md, "TCP and UDP").
+func outsideNote(n int, kill bool) string {
+	if n == 0 {
+		return ""
+	}
+	conns, are, goes := fmt.Sprintf("%d TCP connections", n), "are", "go"
+	if n == 1 {
+		conns, are, goes = "1 TCP connection", "is", "goes"
+	}
+	if kill {
+		return fmt.Sprintf("chpox: %s to peers outside the checkpoint %s held (network lock, `nft list table inet chpox`) until `chpox restore` resumes them; the peers see only a pause", conns, are)
+	}
+	return fmt.Sprintf("chpox: %s to peers outside the checkpoint %s on in the running process; restoring the image while it runs fails (the connections exist), and after it ends its peers have seen them close: restored, they would be reset. Use --kill to move them", conns, goes)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/restore"
 )
@@ -25,6 +26,8 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, errUsage):
 		return exitUsage, "run 'chpox --help' for usage"
+	case errors.Is(err, external.ErrNoChoice):
+		return exitUsage, "'chpox inspect IMAGE' lists the descriptors that were shared with outside processes"
 	case errors.Is(err, procinfo.ErrNoProcess):
 		return exitNoProcess, "check the PID with 'ps'"
 	case errors.Is(err, restore.ErrPIDInUse):

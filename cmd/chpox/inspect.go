@@ -41,8 +41,9 @@ func inspectCommand() *cli.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
 					Header    format.Header     `json:"header"`
+					Objects   format.Objects    `json:"objects"`
 					Processes []*format.Process `json:"processes"`
-				}{img.Header, img.Processes})
+				}{img.Header, img.Objects, img.Processes})
 			}
 			printImage(os.Stdout, img)
 			return nil
@@ -56,7 +57,12 @@ func printImage(out io.Writer, img *format.Image) {
 		format.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
+	for _, s := range img.Objects.InetSockets {
+		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
+	}
 	printTree(out, img.Processes)
+	printExternals(out, img)
+	printUnix(out, img.Objects.UnixSockets)
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
 		printProcess(out, p, users)
@@ -162,4 +168,129 @@ func protString(v format.VMA) string {
 		b[3] = 's'
 	}
 	return string(b)
+}
+
+// printExternals lists the descriptors shared with processes outside the
+// checkpoint, with the key `chpox restore --external KEY=...` takes.
+func printExternals(out io.Writer, img *format.Image) {
+	if len(img.Objects.Externals) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "shared with processes outside the checkpoint (restore --external KEY=FD|closed|null; stdin, stdout and stderr default to chpox restore's own):")
+	for _, e := range img.Objects.Externals {
+		var fds []string
+		for _, p := range img.Processes {
+			for _, f := range p.Files {
+				if f.Kind == format.FileExternal && f.External == e.ID {
+					fds = append(fds, fmt.Sprintf("%d:%d", p.PID, f.FD))
+				}
+			}
+		}
+		peer := ""
+		if e.Peer > 0 {
+			peer = fmt.Sprintf(", other end in pid %d", e.Peer)
+		}
+		fmt.Fprintf(out, "  %s  %s%s; held as pid:fd %s\n", e.Key, e.What, peer, strings.Join(fds, " "))
+	}
+}
+
+// printUnix lists the UNIX sockets, one line each.
+func printUnix(out io.Writer, socks []format.UnixSocket) {
+	if len(socks) > 0 {
+		fmt.Fprintln(out, "unix sockets:")
+	}
+	types := map[int]string{1: "stream", 2: "dgram", 5: "seqpacket"}
+	for _, u := range socks {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  %d %s inode %d", u.ID, types[u.Type], u.Inode)
+		switch {
+		case u.Abstract:
+			fmt.Fprintf(&b, " name @%s", u.Name)
+		case u.Name != "":
+			fmt.Fprintf(&b, " name %s", u.Name)
+		}
+		if u.Mode != 0 {
+			fmt.Fprintf(&b, " mode %#o", u.Mode)
+		}
+		if u.Unlinked {
+			b.WriteString(" (unlinked)")
+		}
+		if u.Listening {
+			fmt.Fprintf(&b, " listening backlog %d pending %v", u.Backlog, u.Pending)
+		}
+		if u.Peer != 0 {
+			fmt.Fprintf(&b, " peer %d", u.Peer)
+		}
+		if u.Listener != 0 {
+			fmt.Fprintf(&b, " accepted from %d", u.Listener)
+		}
+		if u.PeerName != "" {
+			fmt.Fprintf(&b, " connected to %s", u.PeerName)
+		}
+		if u.PeerClosed {
+			b.WriteString(" peer closed")
+		}
+		if u.Shutdown != 0 {
+			fmt.Fprintf(&b, " shutdown %s", [4]string{"", "rd", "wr", "rdwr"}[u.Shutdown&3])
+		}
+		var n uint64
+		for _, r := range u.Queue {
+			n += r.Len
+		}
+		if n > 0 || len(u.Messages) > 0 {
+			fmt.Fprintf(&b, " queue %d bytes", n)
+			if len(u.Messages) > 0 {
+				fmt.Fprintf(&b, " in %d messages", len(u.Messages))
+			}
+		}
+		fmt.Fprintln(out, b.String())
+	}
+}
+
+// inetLine describes a TCP or UDP socket in one line.
+func inetLine(s format.InetSocket) string {
+	proto := "UDP"
+	if s.Type == 1 { // SOCK_STREAM
+		proto = "TCP"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", proto, s.State)
+	if s.Local.IsValid() {
+		fmt.Fprintf(&b, " %s", s.Local)
+	}
+	if s.Peer.IsValid() {
+		fmt.Fprintf(&b, " -> %s", s.Peer)
+	}
+	if s.Outside {
+		b.WriteString(" (peer outside the image)")
+	}
+	if s.State == format.InetListen {
+		fmt.Fprintf(&b, " backlog %d", s.Backlog)
+	}
+	o := s.Options
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{o.ReuseAddr, "reuseaddr"}, {o.ReusePort, "reuseport"}, {o.V6Only, "v6only"}, {o.KeepAlive, "keepalive"}, {o.NoDelay, "nodelay"}} {
+		if f.on {
+			b.WriteString(" " + f.name)
+		}
+	}
+	if r := s.Repair; r != nil {
+		fmt.Fprintf(&b, "; send queue %s (%d unsent), receive queue %s; mss %d", bytesString(int64(format.Len(r.SendQueue))), r.Unsent,
+			bytesString(int64(format.Len(r.RecvQueue))), r.MSS)
+		if r.Wscale {
+			fmt.Fprintf(&b, " wscale %d/%d", r.SndWscale, r.RcvWscale)
+		}
+		if r.SACK {
+			b.WriteString(" sack")
+		}
+		if r.Timestamps {
+			b.WriteString(" timestamps")
+		}
+	}
+	if n := len(s.Datagrams); n > 0 {
+		fmt.Fprintf(&b, "; %d datagrams queued", n)
+	}
+	return b.String()
 }

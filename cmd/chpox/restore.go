@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/restore"
 )
 
@@ -20,6 +21,7 @@ func restoreCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the process runs and print its PID"},
 			&cli.DurationFlag{Name: "pid-wait", Value: 2 * time.Second, Usage: "how long to wait for an exited original to release its PID"},
+			&cli.StringSliceFlag{Name: "external", Usage: "`KEY=FD|closed|null`: what to give a descriptor that was shared with a process outside the checkpoint (KEY as 'chpox inspect' lists it; FD a descriptor of chpox restore; stdin, stdout and stderr default to chpox restore's own)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -29,7 +31,14 @@ func restoreCommand() *cli.Command {
 			// kill chpox half way; they are forwarded once it runs.
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
-			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds())}
+			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds()), Externals: map[string]external.Choice{}}
+			for _, s := range c.StringSlice("external") {
+				key, choice, err := external.ParseChoice(s)
+				if err != nil {
+					return fmt.Errorf("%w: --external %w", errUsage, err)
+				}
+				opt.Externals[key] = choice
+			}
 			takeBack := func() {}
 			defer func() { takeBack() }()
 			if !c.Bool("detach") {

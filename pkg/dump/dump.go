@@ -50,6 +50,9 @@ type Result struct {
 	Bytes     int64         // size of the image file
 	DataBytes int64         // memory, pipe and file contents
 	Frozen    time.Duration // how long the processes were stopped
+	// OutsideTCP counts the established TCP connections to peers outside
+	// the checkpoint (cmd/chpox says what the image will do with them).
+	OutsideTCP int
 }
 
 // Member is one process of a frozen tree.
@@ -141,7 +144,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output)
+	w, err := Write(ms, opt.Output, opt.Kill)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -149,7 +152,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		w.Abort()
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	res.Processes, res.DataBytes = len(ms), int64(w.DataBytes)
+	res.Processes, res.DataBytes, res.OutsideTCP = len(ms), int64(w.DataBytes), w.OutsideTCP
 	if opt.Kill {
 		// Still frozen: nothing can change after the checkpoint.
 		if err := w.Commit(); err != nil {

@@ -1,19 +1,107 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/netlock"
+	"github.com/chpox/chpox/pkg/objects/inet"
 )
 
+// inetState is what a dump holds of its TCP and UDP sockets until the image
+// is committed: chpox's copies (a connection kept in repair mode for a
+// --kill must be taken out of it again if the dump fails) and the lock.
+type inetState struct {
+	sockets []*inet.Socket
+	locked  []netlock.Conn
+	outside int // established connections to peers outside the tree
+}
+
 // inetSockets describes every TCP and UDP socket once (pkg/objects/inet).
+// For a dump that kills, the established connections are locked first
+// (pkg/netlock), so that from the moment their state is read no packet
+// reaches them until the restore; their repair mode stays on, so that the
+// kill closes them silently. Otherwise repair mode is on only while they
+// are read.
 func (pl *plan) inetSockets() error {
+	ids := map[int]int{} // Desc -> socket ID: a socket cannot be reopened, one description each
+	var conns []netlock.Conn
 	for _, p := range pl.procs {
 		for _, f := range p.files {
-			if f.Kind == format.FileInet {
-				return fmt.Errorf("pid %d: fd %d is a TCP/UDP socket (%s), which chpox cannot checkpoint yet: %w", p.Info.PID, f.FD, f.Path, ErrUnsupported)
+			if f.Kind != format.FileInet {
+				continue
+			}
+			if id, ok := ids[f.Desc]; ok {
+				f.Socket = id
+				continue
+			}
+			s, err := inet.Open(p.Info.PID, f.FD)
+			if err != nil {
+				return err
+			}
+			pl.inet.sockets = append(pl.inet.sockets, s)
+			s.Rec.ID, s.Rec.Inode = len(pl.inet.sockets), f.Ino
+			ids[f.Desc], f.Socket = s.Rec.ID, s.Rec.ID
+			if local, peer, ok := s.Conn(); ok {
+				conns = append(conns, netlock.Conn{Local: local, Peer: peer})
 			}
 		}
 	}
+	// A connection whose reverse is in the tree too has both ends here.
+	ends := map[netlock.Conn]bool{}
+	for _, c := range conns {
+		ends[netlock.Conn{Local: unmapped(c.Local), Peer: unmapped(c.Peer)}] = true
+	}
+	for _, s := range pl.inet.sockets {
+		if local, peer, ok := s.Conn(); ok && !ends[netlock.Conn{Local: unmapped(peer), Peer: unmapped(local)}] {
+			s.Rec.Outside = true
+			pl.inet.outside++
+		}
+	}
+	if pl.kill && len(conns) > 0 {
+		if err := netlock.Lock(conns); err != nil {
+			return fmt.Errorf("%d established TCP connections need the network lock for --kill: %w", len(conns), err)
+		}
+		pl.inet.locked = conns
+	}
+	for _, s := range pl.inet.sockets {
+		if err := s.Save(pl.kill); err != nil {
+			return err
+		}
+		rec := s.Rec
+		if rec.Repair != nil {
+			rec.Repair.SendQueue, rec.Repair.RecvQueue = pl.blob(s.SendQ), pl.blob(s.RecvQ)
+		}
+		for i := range rec.Datagrams {
+			rec.Datagrams[i].Data = pl.blob(s.Datagrams[i])
+		}
+		pl.objects.InetSockets = append(pl.objects.InetSockets, rec)
+	}
 	return nil
+}
+
+func unmapped(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// undo takes the connections out of repair mode and lifts the lock: the
+// dump failed and the processes run on.
+func (st *inetState) undo() error {
+	var errs []error
+	for _, s := range st.sockets {
+		errs = append(errs, s.LeaveRepair())
+	}
+	errs = append(errs, netlock.Unlock(st.locked))
+	st.locked = nil
+	st.close()
+	return errors.Join(errs...)
+}
+
+func (st *inetState) close() {
+	for _, s := range st.sockets {
+		s.Close()
+	}
+	st.sockets = nil
 }

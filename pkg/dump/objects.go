@@ -2,6 +2,8 @@ package dump
 
 import (
 	"fmt"
+	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -11,15 +13,31 @@ import (
 
 const kcmpFile = 0 // KCMP_FILE, include/uapi/linux/kcmp.h
 
-// sameFile tells whether two fds refer to one open file description.
-func sameFile(pid1, fd1, pid2, fd2 int) bool {
+// compareFiles orders two fds by the open file description they refer
+// to, as kcmp(2) does: 0 the same description, -1 or 1 an order that is
+// consistent for the life of the descriptions (kernel/kcmp.c compares the
+// obfuscated pointers), so descriptions can be sorted and searched.
+func compareFiles(pid1, fd1, pid2, fd2 int) (int, error) {
 	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
-	return e == 0 && r == 0
+	if e != 0 {
+		return 0, os.NewSyscallError("kcmp", e)
+	}
+	switch r {
+	case 0:
+		return 0, nil
+	case 1:
+		return -1, nil
+	case 2:
+		return 1, nil
+	}
+	return 0, fmt.Errorf("kcmp: pid %d fd %d and pid %d fd %d cannot be ordered", pid1, fd1, pid2, fd2)
 }
 
 // descriptions numbers the open file descriptions: fds that kcmp(2) finds
 // to be the same file (after dup or fork) get the same Desc, so restore
-// creates the description once and they share one offset again.
+// creates the description once and they share one offset again. The
+// descriptions of one inode are kept sorted by kcmp's order: a process
+// with 10,000 descriptions of one file costs n log n comparisons, not n².
 func (pl *plan) descriptions() error {
 	type rep struct{ pid, fd, id int }
 	byInode := map[[2]uint64][]rep{}
@@ -27,25 +45,33 @@ func (pl *plan) descriptions() error {
 	for _, p := range pl.procs {
 		for _, f := range p.files {
 			key := [2]uint64{f.Dev, f.Ino}
-			for _, r := range byInode[key] {
-				if sameFile(r.pid, r.fd, p.Info.PID, f.FD) {
-					f.Desc = r.id
-					break
+			reps := byInode[key]
+			var cmpErr error
+			i, found := slices.BinarySearchFunc(reps, rep{}, func(r rep, _ rep) int {
+				c, err := compareFiles(r.pid, r.fd, p.Info.PID, f.FD)
+				if err != nil && cmpErr == nil {
+					cmpErr = err
 				}
+				return c
+			})
+			if cmpErr != nil {
+				return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, cmpErr)
 			}
-			if f.Desc == 0 {
-				f.Desc = next
-				next++
-				byInode[key] = append(byInode[key], rep{p.Info.PID, f.FD, f.Desc})
+			if found {
+				f.Desc = reps[i].id
+				continue
 			}
+			f.Desc = next
+			next++
+			byInode[key] = slices.Insert(reps, i, rep{p.Info.PID, f.FD, f.Desc})
 		}
 	}
 	return nil
 }
 
 // pipeObjects gives every pipe one ID and saves its unread bytes. A pipe
-// whose other end is held outside the dumped tree cannot be rebuilt (the
-// peer would not be connected to the new pipe): dump refuses it.
+// also held by a process outside the dumped tree cannot be rebuilt
+// connected to it: it is recorded as external.
 func (pl *plan) pipeObjects() error {
 	ids := map[uint64]int{}
 	for _, p := range pl.procs {
@@ -53,14 +79,12 @@ func (pl *plan) pipeObjects() error {
 			if f.Kind != format.FilePipe {
 				continue
 			}
+			if out := pl.outsideHolder(f.Path); out != 0 && pipe.IsAnonymous(f.Path) {
+				pl.markExternal(f, "pipe", out, 0)
+				continue
+			}
 			id, ok := ids[f.Ino]
 			if !ok {
-				if pipe.IsAnonymous(f.Path) {
-					if out := pipe.HolderOutside(f.Path, pl.tree()); out != 0 {
-						return fmt.Errorf("pid %d: fd %d is a pipe shared with pid %d, which is not part of the checkpoint (redirect to a file, or dump the common parent): %w",
-							p.Info.PID, f.FD, out, ErrUnsupported)
-					}
-				}
 				rec, data, err := pipe.Describe(p.Info.PID, f.FD, f.Path, f.Ino)
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)

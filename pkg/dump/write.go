@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -19,6 +20,28 @@ import (
 type ImageWriter struct {
 	*format.Writer
 	DataBytes uint64
+	// OutsideTCP counts the established TCP connections to peers outside
+	// the checkpoint.
+	OutsideTCP int
+	inet       *inetState
+}
+
+// Commit makes the image the latest checkpoint. If that fails, sockets a
+// --kill left in repair mode and locked are given back to the processes,
+// which run on.
+func (w *ImageWriter) Commit() error {
+	err := w.Writer.Commit()
+	if err != nil {
+		err = errors.Join(err, w.inet.undo())
+	}
+	w.inet.close()
+	return err
+}
+
+// Abort drops the image and gives the sockets back (see Commit).
+func (w *ImageWriter) Abort() {
+	w.inet.undo()
+	w.Writer.Abort()
 }
 
 // proc is one live process with what write needs of it.
@@ -33,8 +56,11 @@ type plan struct {
 	procs   []*proc
 	objects format.Objects
 	shm     []*vmadump.Shm
-	blobs   [][]byte // objects' saved bytes (unread pipe data ...), in data order
-	end     uint64   // data section length
+	blobs   [][]byte       // objects' saved bytes (unread pipe data ...), in data order
+	end     uint64         // data section length
+	holders map[string]int // pipes and sockets held outside the tree, by link target
+	kill    bool           // the processes die after the dump (--kill)
+	inet    *inetState
 }
 
 func (pl *plan) close() {
@@ -47,10 +73,17 @@ func (pl *plan) close() {
 }
 
 // Write gathers the memory and files of the frozen processes and writes
-// the whole image to a temporary file.
-func Write(ms []*Member, out string) (*ImageWriter, error) {
-	pl := &plan{}
+// the whole image to a temporary file. kill says the processes will be
+// killed once it is committed (their TCP connections are then locked and
+// kept in repair mode, pkg/dump/inet.go).
+func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
+	pl := &plan{kill: kill, inet: &inetState{}}
 	defer pl.close()
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, pl.inet.undo())
+		}
+	}()
 	if err := pl.gather(ms); err != nil {
 		return nil, err
 	}
@@ -58,7 +91,7 @@ func Write(ms []*Member, out string) (*ImageWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	iw := &ImageWriter{Writer: w, DataBytes: pl.end}
+	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err

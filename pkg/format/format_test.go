@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,6 +161,17 @@ func sampleObjects(d *dataBuilder) *Objects {
 		Pipes: []Pipe{
 			{ID: 1, Inode: 4242, Capacity: 65536, Data: []DataRun{d.add(0, 300)}},
 			{ID: 2, Inode: 4343, Capacity: 4096, FIFO: "/tmp/fifo"},
+		},
+		InetSockets: []InetSocket{
+			{ID: 1, Inode: 501, Family: 2, Type: 1, Protocol: 6, State: InetEstablished, Outside: true,
+				Local: netip.MustParseAddrPort("127.0.0.1:80"), Peer: netip.MustParseAddrPort("127.0.0.1:40000"),
+				Options: InetOptions{ReuseAddr: true, NoDelay: true, KeepAlive: true, KeepIdle: 15},
+				Repair: &TCPRepair{SendSeq: 1000, RecvSeq: 5000, SendQueue: []DataRun{d.add(0, 200)}, Unsent: 50,
+					RecvQueue: []DataRun{d.add(0, 100)}, MSS: 65483, Wscale: true, SndWscale: 7, RcvWscale: 7,
+					SACK: true, Timestamps: true, Timestamp: 123456, Window: TCPWindow{SndWnd: 65535, MaxWindow: 65535}}},
+			{ID: 2, Inode: 502, Family: 10, Type: 2, Protocol: 17, State: InetBound, Local: netip.MustParseAddrPort("[::1]:53"),
+				Datagrams: []Datagram{{From: netip.MustParseAddrPort("[::1]:999"), Data: []DataRun{d.add(0, 30)}}}},
+			{ID: 3, Inode: 503, Family: 10, Type: 1, Protocol: 6, State: InetListen, Backlog: 128, Local: netip.MustParseAddrPort("[::]:8080")},
 		},
 	}
 }
@@ -417,7 +429,7 @@ func TestRoundTrip(t *testing.T) {
 			if s.objs != nil {
 				wantObjs = *s.objs
 			}
-			if diff := cmp.Diff(wantObjs, img.Objects); diff != "" {
+			if diff := cmp.Diff(wantObjs, img.Objects, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 				t.Errorf("objects (-want +got):\n%s", diff)
 			}
 			if off := img.DataFileOffset(); off%4096 != 0 {
@@ -472,6 +484,18 @@ func TestRoundTrip(t *testing.T) {
 			for _, p := range img.Objects.Pipes {
 				for _, r := range p.Data {
 					check(fmt.Sprintf("pipe %d", p.ID), r)
+				}
+			}
+			for _, s := range img.Objects.InetSockets {
+				var runs []DataRun
+				if s.Repair != nil {
+					runs = append(append(runs, s.Repair.SendQueue...), s.Repair.RecvQueue...)
+				}
+				for _, d := range s.Datagrams {
+					runs = append(runs, d.Data...)
+				}
+				for _, r := range runs {
+					check(fmt.Sprintf("inet socket %d", s.ID), r)
 				}
 			}
 			if nruns != len(s.runs) {
@@ -1250,6 +1274,29 @@ func TestValidateObjects(t *testing.T) {
 		{"pipe fd names missing pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[5].Pipe = 3 }, ErrCorrupt},
 		{"regular fd names pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[0].Files[1].Pipe = 1 }, ErrCorrupt},
 		{"file description 0", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[1].Desc = 0 }, ErrCorrupt},
+		{"inet family unknown", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Family = 1 }, ErrCorrupt},
+		{"inet raw socket", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Type = 3 }, ErrCorrupt},
+		{"inet SCTP", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[2].Protocol = 132 }, ErrCorrupt},
+		{"inet id twice", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[1].ID = 1 }, ErrCorrupt},
+		{"inet state unknown", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].State = "syn_sent" }, ErrCorrupt},
+		{"inet established without repair", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Repair = nil }, ErrCorrupt},
+		{"inet listener with repair", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[2].Repair = &TCPRepair{MSS: 1} }, ErrCorrupt},
+		{"inet UDP listening", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[1].State = InetListen }, ErrCorrupt},
+		{"inet IPv6 address on IPv4", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Peer = netip.MustParseAddrPort("[::1]:1") }, ErrCorrupt},
+		{"inet queue beyond data", func(o *Objects, _ []*Process, n uint64) { o.InetSockets[0].Repair.SendQueue[0].Off = n - 10 }, ErrCorrupt},
+		{"inet queue shares data", func(o *Objects, _ []*Process, _ uint64) {
+			o.InetSockets[0].Repair.RecvQueue[0].Off = o.InetSockets[0].Repair.SendQueue[0].Off
+		}, ErrCorrupt},
+		{"inet queue huge", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Repair.SendQueue[0].Len = 1 << 40 }, ErrCorrupt},
+		{"inet unsent beyond queue", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Repair.Unsent = 201 }, ErrCorrupt},
+		{"inet wscale 15", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Repair.SndWscale = 15 }, ErrCorrupt},
+		{"inet mss 0", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[0].Repair.MSS = 0 }, ErrCorrupt},
+		{"inet datagram on TCP", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[2].Datagrams = o.InetSockets[1].Datagrams }, ErrCorrupt},
+		{"inet datagram too big", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[1].Datagrams[0].Data[0].Len = 65536 }, ErrCorrupt},
+		{"inet datagram from nowhere", func(o *Objects, _ []*Process, _ uint64) { o.InetSockets[1].Datagrams[0].From = netip.AddrPort{} }, ErrCorrupt},
+		{"inet datagram from IPv4 on IPv6", func(o *Objects, _ []*Process, _ uint64) {
+			o.InetSockets[1].Datagrams[0].From = netip.MustParseAddrPort("127.0.0.1:9")
+		}, ErrCorrupt},
 		{"objects emptied, their data unreferenced", func(o *Objects, ps []*Process, _ uint64) {
 			*o = Objects{}
 			for _, p := range ps {

@@ -75,6 +75,28 @@ func seedImages(t testing.TB) map[string][]byte {
 		Pipes: []Pipe{{ID: 1, Inode: 9, Capacity: 65536, Data: []DataRun{{Off: 5, Len: 3}}}},
 	}
 	write("seed-two-procs", objs, []*Process{a, b, z}, append([]byte("helloabc"), bytes.Repeat([]byte{0xcc}, 100)...))
+
+	// UNIX sockets: a pair with unread bytes, a listener with a waiting
+	// connection, a datagram socket with messages from a named sender.
+	u := tiny(40)
+	u.Files = []File{
+		{FD: 3, Desc: 1, Kind: FileUnix, Path: "socket:[1]", Socket: 1},
+		{FD: 4, Desc: 2, Kind: FileUnix, Path: "socket:[2]", Socket: 2},
+		{FD: 5, Desc: 3, Kind: FileUnix, Path: "socket:[3]", Socket: 3},
+		{FD: 6, Desc: 4, Kind: FileUnix, Path: "socket:[4]", Socket: 4},
+		{FD: 7, Desc: 5, Kind: FileUnix, Path: "socket:[5]", Socket: 5},
+		{FD: 8, Desc: 6, Kind: FileUnix, Path: "socket:[6]", Socket: 6},
+	}
+	uobjs := &Objects{UnixSockets: []UnixSocket{
+		{ID: 1, Inode: 1, Type: 1, Peer: 2, Queue: []DataRun{{Off: 0, Len: 3}}, Options: UnixOptions{PeekOff: -1}},
+		{ID: 2, Inode: 2, Type: 1, Peer: 1, Shutdown: 2},
+		{ID: 3, Inode: 3, Type: 1, Name: "/tmp/l", Mode: 0o640, Listening: true, Backlog: 5, Pending: []int{4}},
+		{ID: 4, Inode: 4, Type: 1},
+		{ID: 5, Inode: 5, Type: 2, Name: "g", Abstract: true, Queue: []DataRun{{Off: 3, Len: 5}},
+			Messages: []UnixMessage{{Len: 2, Sender: 6}, {Len: 3}}},
+		{ID: 6, Inode: 6, Type: 2, Name: "/tmp/s", Unlinked: true, Peer: 5},
+	}}
+	write("seed-unix-sockets", uobjs, []*Process{u}, []byte("abcdefgh"))
 	return out
 }
 

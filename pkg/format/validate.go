@@ -3,6 +3,7 @@ package format
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 )
 
@@ -12,6 +13,17 @@ const (
 	maxThreads  = 1 << 16
 	pageMask    = 4095
 	maxPipeSize = math.MaxInt32 // restore buffers a pipe's bytes in memory
+
+	// Restore buffers a socket's queues in memory and writes them into
+	// buffers the kernel bounds far lower (net.core.{r,w}mem_max).
+	maxTCPQueue  = 64 << 20
+	maxDatagram  = 65535
+	maxDatagrams = 1 << 16
+
+	afInet, afInet6        = 2, 10 // AF_INET, AF_INET6
+	sockStream, sockDgram  = 1, 2  // SOCK_STREAM, SOCK_DGRAM
+	ipprotoTCP, ipprotoUDP = 6, 17 // IPPROTO_TCP, IPPROTO_UDP
+	tcpMaxWscale           = 14    // RFC 7323; the kernel refuses more (tcp_repair_options_est)
 )
 
 // validate checks what restore relies on, so that a damaged or hostile image
@@ -94,8 +106,16 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	if err := uniqueIDs("inet socket", ids.inet, inetIDs); err != nil {
 		return ids, err
 	}
+	if err := img.validateUnix(ids.unix); err != nil {
+		return ids, err
+	}
 	if err := uniqueIDs("external", ids.external, extIDs); err != nil {
 		return ids, err
+	}
+	for i := range o.InetSockets {
+		if err := img.validateInet(&o.InetSockets[i]); err != nil {
+			return ids, fmt.Errorf("inet socket %d: %w", o.InetSockets[i].ID, err)
+		}
 	}
 	for _, p := range o.Pipes {
 		if p.ID <= 0 || ids.pipe[p.ID] {
@@ -115,6 +135,97 @@ func (img *Image) validateObjects() (objectIDs, error) {
 		}
 	}
 	return ids, nil
+}
+
+// Bounds of a UNIX socket record. Restore buffers a queue in memory and
+// sends it back, so a queue cannot exceed what a socket buffer can hold
+// (sk_rcvbuf is an int); sun_path holds 108 bytes.
+const (
+	maxUnixName     = 107
+	maxUnixQueue    = math.MaxInt32
+	maxUnixMessages = 1 << 20
+)
+
+// validateUnix checks the UNIX sockets: known types, names that fit
+// sun_path, references to sockets the image holds (peers point at each
+// other for stream and seqpacket, a listener is listening, a pending
+// connection waits in one backlog and has no peer), queues inside the data
+// section, messages that add up to the queue.
+func (img *Image) validateUnix(ids map[int]bool) error {
+	byID := map[int]*UnixSocket{}
+	for i := range img.Objects.UnixSockets {
+		byID[img.Objects.UnixSockets[i].ID] = &img.Objects.UnixSockets[i]
+	}
+	pending := map[int]bool{}
+	for _, u := range img.Objects.UnixSockets {
+		bad := func(format string, args ...any) error {
+			return corrupt("unix socket %d: "+format, append([]any{u.ID}, args...)...)
+		}
+		stream := u.Type == 1 || u.Type == 5
+		if u.Type != 1 && u.Type != 2 && u.Type != 5 {
+			return bad("type %d", u.Type)
+		}
+		if len(u.Name) > maxUnixName || len(u.PeerName) > maxUnixName || (u.Abstract && u.Name == "") || (u.PeerAbstract && u.PeerName == "") {
+			return bad("bad name or peer name")
+		}
+		if u.Mode > 0o7777 || u.Shutdown < 0 || u.Shutdown > 3 || u.Backlog < 0 || u.Backlog > math.MaxInt32 {
+			return bad("mode %#o, shutdown %d or backlog %d out of range", u.Mode, u.Shutdown, u.Backlog)
+		}
+		o := u.Options
+		if o.SndBuf < 0 || o.RcvBuf < 0 || o.RcvTimeo < 0 || o.SndTimeo < 0 || o.LingerSec < 0 || o.PeekOff < -1 {
+			return bad("negative option")
+		}
+		for _, id := range []int{u.Peer, u.Listener} {
+			if id != 0 && (!ids[id] || id == u.ID) {
+				return bad("names socket %d, which the image lacks", id)
+			}
+		}
+		if u.Peer != 0 && (u.PeerName != "" || u.PeerClosed) {
+			return bad("has a peer in the image and another one")
+		}
+		if p := byID[u.Peer]; p != nil && (p.Type != u.Type || stream && p.Peer != u.ID) {
+			return bad("peer %d does not fit", u.Peer)
+		}
+		if l := byID[u.Listener]; l != nil && (!l.Listening || l.Type != u.Type || u.Peer == 0) {
+			return bad("listener %d does not fit", u.Listener)
+		}
+		if u.Listening && (!stream || u.Peer != 0 || u.Listener != 0 || u.Queue != nil) {
+			return bad("listens and is connected or holds data")
+		}
+		if !u.Listening && (u.Pending != nil || u.Backlog != 0) {
+			return bad("has a backlog but does not listen")
+		}
+		for _, c := range u.Pending {
+			if cs := byID[c]; cs == nil || pending[c] || cs.Type != u.Type || cs.Peer != 0 || cs.Listening {
+				return bad("pending connection %d does not fit", c)
+			}
+			pending[c] = true
+		}
+		var total uint64
+		for _, r := range u.Queue {
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("unix socket %d: %w", u.ID, err)
+			}
+			total += r.Len
+		}
+		if total > maxUnixQueue {
+			return bad("queue of %d bytes", total)
+		}
+		if u.Type == 1 && u.Messages != nil || len(u.Messages) > maxUnixMessages {
+			return bad("%d messages", len(u.Messages))
+		}
+		var sum uint64
+		for _, m := range u.Messages {
+			if m.Len < 0 || m.Len > maxUnixQueue || m.Sender != 0 && !ids[m.Sender] {
+				return bad("message of %d bytes from socket %d", m.Len, m.Sender)
+			}
+			sum += uint64(m.Len)
+		}
+		if u.Type != 1 && sum != total {
+			return bad("messages of %d bytes in all, queue of %d", sum, total)
+		}
+	}
+	return nil
 }
 
 // refersTo checks that a socket or external fd names an object of its
@@ -233,6 +344,18 @@ func (img *Image) disjointRuns() error {
 	for _, p := range img.Objects.Pipes {
 		add(p.Data)
 	}
+	for _, u := range img.Objects.UnixSockets {
+		add(u.Queue)
+	}
+	for _, s := range img.Objects.InetSockets {
+		if s.Repair != nil {
+			add(s.Repair.SendQueue)
+			add(s.Repair.RecvQueue)
+		}
+		for _, d := range s.Datagrams {
+			add(d.Data)
+		}
+	}
 	slices.SortFunc(runs, func(a, b DataRun) int {
 		switch {
 		case a.Off < b.Off:
@@ -311,4 +434,81 @@ func fatalStatus(ws int) bool {
 		return false
 	}
 	return sig <= 64
+}
+
+// validateInet checks a TCP or UDP socket: a family, type and protocol chpox
+// creates, a state that fits them, addresses of the family, queues inside
+// the data section and within bounds restore can buffer.
+func (img *Image) validateInet(s *InetSocket) error {
+	if s.Family != afInet && s.Family != afInet6 {
+		return corrupt("family %d", s.Family)
+	}
+	tcp := s.Type == sockStream && s.Protocol == ipprotoTCP
+	udp := s.Type == sockDgram && s.Protocol == ipprotoUDP
+	if !tcp && !udp {
+		return corrupt("type %d protocol %d", s.Type, s.Protocol)
+	}
+	for _, a := range []netip.AddrPort{s.Local, s.Peer} {
+		if a.IsValid() && (a.Addr().Zone() != "" && s.Family == afInet || a.Addr().Is6() != (s.Family == afInet6)) {
+			return corrupt("address %s does not fit family %d", a, s.Family)
+		}
+	}
+	bound, connected := s.Local.IsValid() && s.Local.Port() != 0, s.Peer.IsValid() && s.Peer.Port() != 0
+	ok := false
+	switch s.State {
+	case InetUnbound:
+		ok = !bound && !connected
+	case InetBound:
+		ok = bound && !connected
+	case InetListen:
+		ok = tcp && bound && !connected && s.Backlog >= 0
+	case InetEstablished:
+		ok = tcp && bound && connected && s.Repair != nil
+	case InetConnected:
+		ok = udp && connected
+	}
+	if !ok {
+		return corrupt("state %q does not fit a %s socket bound to %v, connected to %v", s.State, map[bool]string{true: "TCP", false: "UDP"}[tcp], s.Local, s.Peer)
+	}
+	if (s.Repair != nil) != (s.State == InetEstablished) || len(s.Datagrams) > 0 && !udp {
+		return corrupt("repair data or datagrams where they do not belong")
+	}
+	if r := s.Repair; r != nil {
+		for _, q := range [][]DataRun{r.SendQueue, r.RecvQueue} {
+			if len(q) > 1 {
+				return corrupt("a queue in %d runs", len(q))
+			}
+			for _, d := range q {
+				if err := img.inData(d); err != nil {
+					return err
+				}
+				if d.Len > maxTCPQueue || d.Addr != 0 {
+					return corrupt("queue of %d bytes at %d", d.Len, d.Addr)
+				}
+			}
+		}
+		if uint64(r.Unsent) > Len(r.SendQueue) {
+			return corrupt("%d unsent bytes in a send queue of %d", r.Unsent, Len(r.SendQueue))
+		}
+		if r.SndWscale > tcpMaxWscale || r.RcvWscale > tcpMaxWscale || r.MSS == 0 || r.MSS > 65535 {
+			return corrupt("window scale %d/%d or MSS %d out of range", r.SndWscale, r.RcvWscale, r.MSS)
+		}
+	}
+	if len(s.Datagrams) > maxDatagrams {
+		return corrupt("%d queued datagrams", len(s.Datagrams))
+	}
+	for _, d := range s.Datagrams {
+		if !d.From.IsValid() || d.From.Addr().Is6() != (s.Family == afInet6) || len(d.Data) > 1 {
+			return corrupt("datagram from %v in %d runs", d.From, len(d.Data))
+		}
+		for _, r := range d.Data {
+			if err := img.inData(r); err != nil {
+				return err
+			}
+			if r.Len > maxDatagram || r.Addr != 0 {
+				return corrupt("datagram of %d bytes at %d", r.Len, r.Addr)
+			}
+		}
+	}
+	return nil
 }

@@ -44,6 +44,9 @@ func check(path string, img *format.Image, opt Options) error {
 			}
 		}
 	}
+	if err := checkExternals(img, opt); err != nil {
+		return err
+	}
 	for _, pi := range img.Objects.Pipes {
 		if err := pipe.CheckFIFO(pi); errors.Is(err, pipe.ErrNotFIFO) {
 			return fmt.Errorf("%w: %w", err, ErrIncompatible)

@@ -68,7 +68,9 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 		case format.FilePipe:
 			sup, err = o.pipeEnd(f)
 		case format.FileExternal:
-			sup, err = o.external(f)
+			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
+				err = fmt.Errorf("no stand-in for external object %d", f.External)
+			}
 		case format.FileUnix, format.FileInet:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
 		}

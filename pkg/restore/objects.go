@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
 // objects are the things chpox creates once and hands to every process
@@ -22,12 +23,17 @@ type objects struct {
 	deleted map[int]*os.File   // by File.Desc
 	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
 	uses    map[int]int        // by File.Desc: fds in the whole tree
+	unix    *unixsock.Set      // UNIX sockets, nil if none
+	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	opt     Options            // the user's choices (external descriptors ...)
+	// externals stand in for descriptors shared with outside processes,
+	// by {PID, FD}.
+	externals map[[2]int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -51,6 +57,9 @@ func (o *objects) create(img *format.Image) error {
 		o.pipes[p.ID] = po
 	}
 	if err := o.createSockets(img); err != nil {
+		return err
+	}
+	if err := o.openExternals(img); err != nil {
 		return err
 	}
 	for _, p := range img.Processes {
@@ -140,10 +149,17 @@ func (o *objects) close() {
 			all[f] = true
 		}
 	}
+	for _, f := range o.externals {
+		all[f] = true
+	}
 	for f := range all {
 		f.Close() // pipe ends among the descs: closing an os.File twice is harmless
 	}
 	for _, p := range o.pipes {
 		p.Close()
 	}
+	if o.unix != nil {
+		o.unix.Close()
+	}
+	o.closeInet()
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -35,6 +36,10 @@ type Options struct {
 	// tree is built and just before it runs (a foreground restore hands
 	// it the terminal there, before it could read and stop on SIGTTIN).
 	BeforeRun func(pgid int)
+	// Externals says what to give descriptors that were shared with
+	// processes outside the checkpoint, by key (pkg/objects/external);
+	// stdin, stdout and stderr get chpox's own when not named here.
+	Externals map[string]external.Choice
 }
 
 // Restored is a running restored tree: its root is a child of chpox.

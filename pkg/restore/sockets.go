@@ -1,8 +1,6 @@
 package restore
 
 import (
-	"fmt"
-
 	"github.com/chpox/chpox/pkg/format"
 )
 
@@ -10,15 +8,20 @@ import (
 // pkg/objects/inet) and keeps one file per open file description in o.descs,
 // from where each process takes it.
 func (o *objects) createSockets(img *format.Image) error {
-	if len(img.Objects.UnixSockets)+len(img.Objects.InetSockets) > 0 {
-		return fmt.Errorf("the image holds sockets, which this chpox cannot restore yet: %w", ErrIncompatible)
+	if err := o.createUnix(img); err != nil {
+		return err
 	}
-	return nil
+	return o.createInet(img)
 }
 
 // fillSockets puts the saved queues back, once the data section is read.
-func (o *objects) fillSockets() error { return nil }
+func (o *objects) fillSockets() error {
+	if err := o.fillUnix(); err != nil {
+		return err
+	}
+	return o.fillInet()
+}
 
 // beforeRun is the last step before the processes run: what must wait
 // until every process holds its objects.
-func (o *objects) beforeRun() error { return nil }
+func (o *objects) beforeRun() error { return o.resumeInet() }

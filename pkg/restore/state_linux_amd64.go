@@ -136,7 +136,9 @@ func (x *target) restoreMisc(p *format.Process) error {
 	if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
 		return err
 	}
-	x.call("umask", unix.SYS_UMASK, uint64(p.Umask))
+	if _, err := x.call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
+		return err
+	}
 	if _, err := x.call("personality", unix.SYS_PERSONALITY, uint64(p.Personality)); err != nil {
 		return err
 	}

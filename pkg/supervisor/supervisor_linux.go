@@ -289,12 +289,12 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 		return nil, err
 	}
 	res := &dump.Result{PID: s.root, Processes: len(ms)}
-	w, err := s.write(ms, out)
+	w, err := s.write(ms, out, kill)
 	if err != nil {
 		dump.Release(ms)
 		return nil, err
 	}
-	res.DataBytes = int64(w.DataBytes)
+	res.DataBytes, res.OutsideTCP = int64(w.DataBytes), w.OutsideTCP
 	if kill {
 		// Commit while still frozen: the job dies only once its image is
 		// safe; the release then just lets the SIGKILLs act.
@@ -325,11 +325,11 @@ func statSize(res *dump.Result, out string) error {
 	return err
 }
 
-func (s *Supervisor) write(ms []*dump.Member, out string) (*dump.ImageWriter, error) {
+func (s *Supervisor) write(ms []*dump.Member, out string, kill bool) (*dump.ImageWriter, error) {
 	if err := dump.Collect(ms, int(s.opt.Signal)); err != nil {
 		return nil, err
 	}
-	return dump.Write(ms, out)
+	return dump.Write(ms, out, kill)
 }
 
 var errRootGone = errors.New("the job's root process is gone")

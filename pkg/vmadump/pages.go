@@ -66,7 +66,9 @@ func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 // pagemapRuns returns the runs of pages whose pagemap entry passes keep.
 func pagemapRuns(pm *os.File, a *Area, keep func(uint64) bool) ([]format.DataRun, error) {
 	const chunk = 64 << 10 // entries per read: 512 KiB
-	buf := make([]byte, chunk*8)
+	// Sized to the area: a process of 100,000 one-page areas must not
+	// allocate 512 KiB for each.
+	buf := make([]byte, min((a.End-a.Start)/pageSize, chunk)*8)
 	var runs []format.DataRun
 	for addr := a.Start; addr < a.End; {
 		n := min((a.End-addr)/pageSize, chunk)

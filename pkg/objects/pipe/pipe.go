@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -71,27 +70,6 @@ func peek(fd, capacity int) ([]byte, error) {
 		got += k
 	}
 	return data, nil
-}
-
-// HolderOutside returns a process that is not in tree (nor chpox) and
-// holds the file whose fd link target is link, or 0. A pipe whose other
-// end is held there cannot be rebuilt connected to it.
-func HolderOutside(link string, tree map[int]bool) int {
-	ents, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || tree[pid] || pid == self {
-			continue
-		}
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		for _, fd := range fds {
-			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); l == link {
-				return pid
-			}
-		}
-	}
-	return 0
 }
 
 // Pipe is a pipe created again, in chpox, with its unread bytes.
