@@ -154,9 +154,14 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 		if m == nil {
 			return fmt.Errorf("shared memory object %d is missing from the image", v.Shm)
 		}
-		var err error
-		if fd, err = x.openForMap(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), m.Fd()), true, fds); err != nil {
-			return err
+		key := fmt.Sprintf("shm:%d", v.Shm)
+		var ok bool
+		if fd, ok = fds[key]; !ok {
+			var err error
+			if fd, err = x.chpoxCopy(m); err != nil {
+				return err
+			}
+			fds[key] = fd
 		}
 		off = v.Offset
 	default:
@@ -165,6 +170,21 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	x.resetScratch()
 	_, err := x.call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
 	return err
+}
+
+// chpoxCopy gives the process chpox's file sup, the same open file
+// description, through pidfd_getfd(2), and returns its fd (close-on-exec).
+// Opening /proc/CHPOX/fd/N instead would fail once the process has its own
+// filesystem ids (nginx's workers run as nobody): chpox's fd directory is
+// not theirs. pidfd_getfd checks the real ids, still chpox's here.
+func (x *target) chpoxCopy(sup *os.File) (uint64, error) {
+	pidfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, pidfd, uint64(sup.Fd()), 0)
+	x.call("close", unix.SYS_CLOSE, pidfd)
+	return fd, err
 }
 
 func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uint64, error) {
