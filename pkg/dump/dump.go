@@ -164,6 +164,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		}
 		Release(ms) // detaching lets the SIGKILLs act
 		res.Frozen = time.Since(frozenAt)
+		reapKilled(ms)
 		return nil
 	}
 	released = true
@@ -174,6 +175,33 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	res.Frozen = time.Since(frozenAt)
 	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
 	return w.Commit() // fsync and rename while the processes run
+}
+
+// reapKilled waits, as their tracer, for the threads killed after the
+// checkpoint. A thread that died before it could be detached stays a
+// zombie of its tracer, holding its TID (and the leader, and so the PID,
+// with it) until the tracer waits for it or exits: a long-lived caller of
+// Dump, like a benchmark that restores at once, would find the PID taken.
+// A process whose real parent is elsewhere goes on to that parent once
+// its tracer has waited (ptrace(2)). Bounded: 5 s in all.
+func reapKilled(ms []*Member) {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		// The leader is reported only once the other threads are gone.
+		for _, t := range append(append([]*ptrace.Tracee(nil), m.Others...), m.T) {
+			for {
+				var ws unix.WaitStatus
+				pid, err := unix.Wait4(t.PID, &ws, unix.WALL|unix.WNOHANG, nil)
+				if (pid == t.PID && (ws.Exited() || ws.Signaled())) || (err != nil && err != unix.EINTR) || time.Now().After(deadline) {
+					break // reaped, or not ours (it was detached)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
 }
 
 // freezeTree seizes root and then, top-down, its descendants: a process is
