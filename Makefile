@@ -34,19 +34,14 @@ lint:
 unit:
 	$(GO) test -race -count=1 ./pkg/... ./cmd/... ./internal/...
 
-# Tests of real programs that wait for a branch: they hold TCP listening and
-# established sockets (branch inet) and nginx's master and workers talk over
-# socketpairs (branch unix). `make servers` runs them; as each lands, take
-# its tests off this list so that `make test` runs them.
-SERVERS_WAITING ?= ^TestServer(Redis|Nginx|Node|RunNode)$$
-
 e2e:
-	$(GO) test -race -count=1 -timeout 10m -skip '$(SERVERS_WAITING)' ./e2e
+	$(GO) test -race -count=1 -timeout 10m ./e2e
 
-# redis (100k keys, 50 clients), nginx (master, 2 workers, keep-alive) and
-# node's http server through dump --kill and restore, and node under chpox run.
+# Only the real programs (part of e2e): redis (100k keys, 50 clients), nginx
+# (master, 2 workers, keep-alive) and node's http server through dump --kill
+# and restore, node under chpox run, and io_uring refused.
 servers: setup
-	$(GO) test -race -count=1 -v -run '^TestServer' -timeout 15m ./e2e
+	$(GO) test -race -count=1 -v -run '^Test(Server|IOUring)' -timeout 15m ./e2e
 
 # Every fuzz target of the image reader, briefly; longer: make fuzz FUZZTIME=5000000x
 fuzz:
@@ -62,12 +57,8 @@ fuzz-long:
 stress: setup
 	CHPOX_STRESS=50 $(GO) test -count=1 -v -run '^TestStressThreads$$' -timeout 40m ./e2e
 
-# BenchmarkRedis (redis with 1M keys and 20 clients) needs TCP sockets
-# (branch inet); until it lands it runs with `make bench BENCH_WAITING=`.
-BENCH_WAITING ?= ^BenchmarkRedis$$
-
 bench: setup
-	$(GO) test -run='^$$' -bench=. -skip '$(BENCH_WAITING)' -benchtime=3x -timeout 30m ./bench
+	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench
 
 demo: setup build
 	./scripts/demo.sh

@@ -23,7 +23,6 @@ import (
 // 20 clients connected and busy goes through dump --kill and restore, each
 // round. Reported next to memcpy and fresh-memory write speed measured in
 // the same run, and the longest wait a client saw (what its users feel).
-// It needs TCP sockets (branch inet).
 
 const redisBenchClients = 20
 

@@ -162,25 +162,25 @@ func dumpKillServer(t *testing.T, s *server, others []int) string {
 	return img
 }
 
-// httpConn is one keep-alive HTTP/1.1 client connection. It never
+// keepAlive is one keep-alive HTTP/1.1 client connection. It never
 // reconnects: an error means the connection did not survive.
-type httpConn struct {
+type keepAlive struct {
 	c net.Conn
 	r *bufio.Reader
 }
 
-func dialHTTP(addr string) (*httpConn, error) {
+func dialKeepAlive(addr string) (*keepAlive, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	return &httpConn{c: c, r: bufio.NewReader(c)}, nil
+	return &keepAlive{c: c, r: bufio.NewReader(c)}, nil
 }
 
 // get sends GET path on the connection and returns the status code, the
 // body and whether the server keeps the connection open. The whole
 // exchange must end within timeout (a checkpoint in between included).
-func (h *httpConn) get(path string, timeout time.Duration) (int, string, bool, error) {
+func (h *keepAlive) get(path string, timeout time.Duration) (int, string, bool, error) {
 	h.c.SetDeadline(time.Now().Add(timeout))
 	if _, err := fmt.Fprintf(h.c, "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", path); err != nil {
 		return 0, "", false, err
@@ -197,4 +197,4 @@ func (h *httpConn) get(path string, timeout time.Duration) (int, string, bool, e
 	return res.StatusCode, string(body), !res.Close, nil
 }
 
-func (h *httpConn) Close() error { return h.c.Close() }
+func (h *keepAlive) Close() error { return h.c.Close() }
