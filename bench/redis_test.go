@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/chpox/chpox/internal/resp"
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/netlock"
 	"github.com/chpox/chpox/pkg/restore"
 )
 
@@ -158,6 +160,23 @@ func BenchmarkRedis(b *testing.B) {
 	// Every client busy (and the machine's memory warm) before timing.
 	waitClients(b, clients, 100)
 
+	// A dump --kill whose restore never comes (a failed round) would leave
+	// the clients' connections in the network lock, the machine's.
+	var locked []netlock.Conn
+	for _, c := range clients {
+		server, client := c.conn.RemoteAddr().(*net.TCPAddr).AddrPort(), c.conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		locked = append(locked, netlock.Conn{
+			Local: netip.AddrPortFrom(server.Addr().Unmap(), server.Port()),
+			Peer:  netip.AddrPortFrom(client.Addr().Unmap(), client.Port()),
+		})
+	}
+	restored := true
+	defer func() {
+		if !restored {
+			netlock.Unlock(locked)
+		}
+	}()
+
 	img := filepath.Join(dir, "redis.chp")
 	var dumpSec, frozenSec, restoreSec, freshSum, memcpySum float64
 	var data, size int64
@@ -170,6 +189,7 @@ func BenchmarkRedis(b *testing.B) {
 			c.longest.Store(0)
 		}
 		t := time.Now()
+		restored = false
 		res, err := dump.Dump(tracer, pid, dump.Options{Output: img, Kill: true})
 		if err != nil {
 			b.Fatal(err)
@@ -186,6 +206,7 @@ func BenchmarkRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 		restoreSec += time.Since(t).Seconds()
+		restored = true
 		pid = r.PID
 		waitClients(b, clients, 20)
 	}

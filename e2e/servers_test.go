@@ -240,6 +240,9 @@ func TestServerRedis(t *testing.T) {
 		go func() { defer wg.Done(); c.run(stop, uint64(c.id)) }()
 	}
 	waitOps(t, clients, 50, 30*time.Second)
+	for _, c := range clients {
+		unlockIfFailed(t, c.conn)
+	}
 
 	img := dumpKillServer(t, rs, nil)
 	killed := time.Now()
@@ -393,6 +396,7 @@ func TestServerNginx(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kept.Close()
+	unlockIfFailed(t, kept.c)
 	for i := 0; i < 5; i++ {
 		getPage(t, kept, page, "before the checkpoint")
 	}
@@ -454,6 +458,7 @@ func startNodeClient(t *testing.T, addr string, delay int, stop <-chan struct{})
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
+	unlockIfFailed(t, h.c)
 	c := &nodeClient{h: h, delay: delay, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)

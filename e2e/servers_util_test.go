@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/netlock"
 )
 
 // Helpers of the tests of real programs (servers_test.go): servers started
@@ -198,3 +201,24 @@ func (h *keepAlive) get(path string, timeout time.Duration) (int, string, bool, 
 }
 
 func (h *keepAlive) Close() error { return h.c.Close() }
+
+// unlockIfFailed takes the connections of clients out of the network lock
+// at the end of a failed test: a dump --kill whose restore never came
+// leaves them there (the lock is the machine's, shared by every test).
+func unlockIfFailed(t *testing.T, conns ...net.Conn) {
+	var locked []netlock.Conn
+	for _, c := range conns {
+		server, client := c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort()
+		locked = append(locked, netlock.Conn{
+			Local: netip.AddrPortFrom(server.Addr().Unmap(), server.Port()),
+			Peer:  netip.AddrPortFrom(client.Addr().Unmap(), client.Port()),
+		})
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if err := netlock.Unlock(locked); err != nil {
+				t.Log(err)
+			}
+		}
+	})
+}
