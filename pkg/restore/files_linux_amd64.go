@@ -192,7 +192,16 @@ func (x *target) moveFD(tmp uint64, fd int, cloexec uint64) error {
 func (x *target) openFile(f format.File, o *objects) error {
 	path := f.Path
 	if t := o.deleted[f.Desc]; t != nil {
-		path = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), t.Fd())
+		// Reopened through a copy of chpox's stand-in in the process
+		// itself: its own fd directory is open to it whatever its ids
+		// (fs/proc/fd.c, proc_fd_permission), chpox's is not to a
+		// process that runs as another user.
+		cp, err := x.chpoxCopy(t)
+		if err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, cp)
+		path = fmt.Sprintf("/proc/self/fd/%d", cp)
 	}
 	x.resetScratch()
 	at, err := x.cstring(path)

@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestFilesAsUser: files.c running as an ordinary user (uid 1000) holds a
+// deleted file, among others; root dumps and restores it. The deleted
+// file's stand-in is chpox's, and a process with its own ids cannot open
+// chpox's /proc/PID/fd: it gets a copy through pidfd_getfd and reopens
+// that in its own fd directory (found with nginx, whose workers run as
+// nobody, for shared memory, which takes the same way).
+func TestFilesAsUser(t *testing.T) {
+	setup(t, "files")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// The user creates its files in dir and reopens its log by path at
+	// restore (t.TempDir makes 0700 directories, two levels of them).
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o777)
+	p := startExe(t, "files", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["files"], dir)
+	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+	os.Chmod(filepath.Dir(p.log), 0o755)
+	os.Chmod(p.log, 0o666)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^files ok$`, 1, 10*time.Second)
+	if st := statusLines(t, r.pid); st["Uid"] != "1000\t1000\t1000\t1000" {
+		t.Errorf("restored with Uid %q, want 1000", st["Uid"])
+	}
+}
