@@ -407,6 +407,11 @@ func TestServerNginx(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(workers) {
 		t.Errorf("workers after restore: %v, want %v", got, workers)
 	}
+	// nginx makes its workers dumpable again after they become nobody
+	// (prctl(PR_SET_DUMPABLE, 1)): so must restore.
+	for _, w := range got {
+		checkProcOwner(t, w, 65534)
+	}
 	for i := 0; i < 5; i++ {
 		getPage(t, kept, page, "after restore")
 	}

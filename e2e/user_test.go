@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,11 +36,27 @@ func TestFilesAsUser(t *testing.T) {
 	os.Chmod(filepath.Dir(p.log), 0o755)
 	os.Chmod(p.log, 0o666)
 	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	checkProcOwner(t, p.pid, 1000)
 	img := dumpKill(t, p)
 	r := restoreDetached(t, img, p)
 	r.signal(t, unix.SIGUSR1)
 	r.waitLog(t, `(?m)^files ok$`, 1, 10*time.Second)
 	if st := statusLines(t, r.pid); st["Uid"] != "1000\t1000\t1000\t1000" {
 		t.Errorf("restored with Uid %q, want 1000", st["Uid"])
+	}
+	// Still dumpable (the change of ids at restore had reset it).
+	checkProcOwner(t, r.pid, 1000)
+}
+
+// checkProcOwner checks who owns /proc/PID's files: the process's euid
+// while it is dumpable, root when not (fs/proc/base.c, task_dump_owner).
+func checkProcOwner(t *testing.T, pid int, uid uint32) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/environ", pid), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != uid {
+		t.Errorf("/proc/%d/environ is owned by uid %d, want %d (is the process dumpable?)", pid, st.Uid, uid)
 	}
 }

@@ -106,6 +106,12 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 		return fmt.Errorf("pid %d: injected brk: %w", t.PID, err)
 	}
 	p.MM.Brk = brk
+	dumpable, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	if err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_DUMPABLE): %w", t.PID, err)
+	}
+	d := uint8(dumpable)
+	p.Creds.Dumpable = &d
 	buf := make([]byte, (nsig+1)*sigactSize)
 	if err := ptrace.ReadMem(t.PID, scratch, buf); err != nil {
 		return err

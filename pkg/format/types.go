@@ -94,6 +94,12 @@ type Creds struct {
 	CapAmb uint64 `json:"cap_amb"`
 	// NoNewPrivs is prctl(PR_SET_NO_NEW_PRIVS).
 	NoNewPrivs bool `json:"no_new_privs,omitempty"`
+	// Dumpable is prctl(PR_GET_DUMPABLE): 0, 1, or 2 (suid_dumpable).
+	// Changing ids at restore resets it (kernel/cred.c, commit_creds), so
+	// a process that ran as its own user would come back not dumpable: its
+	// /proc files root's, no core, no ptrace by that user. Nil in images
+	// that predate it: restore then leaves what the ids made it.
+	Dumpable *uint8 `json:"dumpable,omitempty"`
 }
 
 // Rlimit is one resource limit (RLIMIT_* number).

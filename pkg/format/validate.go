@@ -278,6 +278,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if err := siginfos(p.SharedPending); err != nil {
 		return err
 	}
+	if d := p.Creds.Dumpable; d != nil && *d > 2 {
+		return corrupt("pid %d: dumpable %d", p.PID, *d)
+	}
 	var prevEnd uint64
 	for i := range p.VMAs {
 		if err := img.validateVMA(&p.VMAs[i], prevEnd, ids); err != nil {

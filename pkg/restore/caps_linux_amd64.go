@@ -28,6 +28,13 @@ func (x *target) restoreCreds(c format.Creds) error {
 			return fmt.Errorf("thread %d: %w", t.pid(), err)
 		}
 	}
+	// After the ids, which reset it. PR_SET_DUMPABLE takes 0 or 1 only;
+	// 2 is what the ids leave (fs.suid_dumpable) anyway.
+	if c.Dumpable != nil && *c.Dumpable <= 1 {
+		if _, err := x.call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(*c.Dumpable)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
