@@ -45,6 +45,7 @@ var cPrograms = map[string][]string{
 	"unixsock": nil,
 	"tcppair":  nil,
 	"udpqueue": nil,
+	"netlink":  nil,
 }
 
 func TestMain(m *testing.M) {

@@ -119,7 +119,7 @@ func (s *Socket) describe() error {
 		}
 		return nil
 	}
-	info, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
+	info, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 		return os.NewSyscallError("getsockopt(TCP_MAXSEG)", err)
 	}
 	r.MSS = uint32(mss)
-	info, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
+	info, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 		}
 		r.Timestamp = uint32(ts)
 	}
-	w, err := getsockoptBytes(fd, unix.IPPROTO_TCP, tcpRepairWindow, 20)
+	w, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, tcpRepairWindow, 20)
 	if err != nil {
 		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 	}
