@@ -100,6 +100,9 @@ func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error
 // Dump checkpoints pid and, unless opt.NoChildren, its descendants.
 func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	res := &Result{PID: pid}
+	if err := CheckOutput(opt.Output, pid, opt.NoChildren); err != nil {
+		return nil, fmt.Errorf("dump %d: %w", pid, err)
+	}
 	err := tr.Do(func() error { return dumpTree(pid, opt, res) })
 	if err != nil {
 		return nil, err
@@ -290,6 +293,10 @@ func Collect(ms []*Member, ignoreSig int) error {
 		}
 		p := &m.Info.Process
 		p.Threads = nil
+		tr, err := trampoline(m.Threads())
+		if err != nil {
+			return err
+		}
 		for _, t := range m.Threads() {
 			th, err := collectThread(t, ignoreSig)
 			if err != nil {
@@ -297,12 +304,11 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 			p.Threads = append(p.Threads, th)
 		}
-		var err error
 		if p.SharedPending, err = m.T.PendingSignals(true); err != nil {
 			return err
 		}
 		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
-		if err := inject(m.Threads(), p); err != nil {
+		if err := inject(tr, m.Threads(), p); err != nil {
 			return err
 		}
 		p.Stopped = m.T.GroupStopped()
