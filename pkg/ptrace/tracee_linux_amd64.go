@@ -18,6 +18,11 @@ const xstateMax = 64 << 10
 // stubCode is "syscall; int3": run one system call, then trap back to us.
 var stubCode = []byte{0x0f, 0x05, 0xcc}
 
+// testHook is called at each step of an injected call through the
+// trampoline; the tests of what a tracee does when chpox dies there stop
+// the tracer at one of them.
+var testHook = func(point string) {}
+
 // ErrExited reports that the tracee died while we worked on it.
 var ErrExited = errors.New("process exited")
 
@@ -352,6 +357,9 @@ func (t *Tracee) Undo() error {
 			t.maskSaved = false
 		}
 	}
+	if t.inTramp {
+		testHook("unmasked")
+	}
 	if err := t.SetRegs(&t.Regs); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -683,6 +691,7 @@ func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
 		return 0, err
 	}
 	t.inTramp = true
+	testHook("regs")
 	// All signals blocked only once rip points into the trampoline, whose
 	// recovery code puts the mask back (Undo does the reverse).
 	if !t.maskSaved {
@@ -690,6 +699,7 @@ func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
 			return 0, err
 		}
 	}
+	testHook("mask")
 	for stops := 0; ; {
 		if err := unix.PtraceSyscall(t.PID, 0); err != nil {
 			return 0, t.fail("ptrace(PTRACE_SYSCALL)", err)
@@ -702,8 +712,10 @@ func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
 		case ws.StopSignal() == unix.SIGTRAP|0x80:
 			// The syscall-entry stop, then the syscall-exit stop.
 			if stops++; stops < 2 {
+				testHook("entry")
 				continue
 			}
+			testHook("exit")
 			var r unix.PtraceRegs
 			if err := unix.PtraceGetRegs(t.PID, &r); err != nil {
 				return 0, t.fail("ptrace(PTRACE_GETREGS)", err)
@@ -744,6 +756,7 @@ func (t *Tracee) leaveTrampoline() error {
 		}
 		switch cause := stopEvent(ws); {
 		case cause == unix.PTRACE_EVENT_STOP:
+			testHook("interrupt")
 			return nil
 		case cause > 0:
 		case isStopSignal(ws.StopSignal()):
