@@ -263,8 +263,7 @@ func Supported(in *procinfo.Info) error {
 }
 
 // Release puts every frozen process back as it was and lets it run. The
-// main thread's Undo comes first: it restores the code under the stub,
-// which another thread might otherwise run into.
+// main thread's Undo comes first, then every thread is released.
 func Release(ms []*Member) error {
 	var errs []error
 	for _, m := range ms {

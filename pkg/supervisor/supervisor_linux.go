@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -281,9 +282,11 @@ func (s *Supervisor) collectQueued() {
 // thread waits, a signal still held at its delivery stop would reach the
 // job (and kill it, if it has no handler).
 func (s *Supervisor) hold(tid int) {
+	began := time.Now()
 	if _, err := ptrace.Suppress(tid, s.opt.Signal); err != nil {
 		return // it exited meanwhile
 	}
+	slog.Debug("trigger dropped", "tid", tid, "took", time.Since(began))
 	s.stopped[tid] = true
 }
 
