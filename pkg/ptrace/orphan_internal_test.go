@@ -2,6 +2,7 @@ package ptrace
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -142,4 +143,32 @@ func TestOrphanHelper(t *testing.T) {
 		return tc.Leave()
 	})
 	fmt.Println("helper: point", point, "never reached:", err)
+}
+
+// TestVDSOPadding: the vDSO of this process has room for the trampoline
+// past its ELF content, and the content end is where the zeros start.
+func TestVDSOPadding(t *testing.T) {
+	start, end, err := vdsoRange(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, end-start)
+	if err := ReadMem(os.Getpid(), start, img); err != nil {
+		t.Fatal(err)
+	}
+	content, err := elfContentEnd(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if content == 0 || content > uint64(len(img))-tramSize {
+		t.Fatalf("vdso of %d bytes: content ends at %d, no room for %d bytes", len(img), content, tramSize)
+	}
+	// The section header table is the last thing in the vDSO image.
+	if shoff := binary.LittleEndian.Uint64(img[0x28:]); content < shoff+64 {
+		t.Errorf("content end %d lies before the end of the section headers (at %d)", content, shoff)
+	}
+	if !allZero(img[content:]) {
+		t.Errorf("bytes after the content end %d are not zero", content)
+	}
+	t.Logf("[vdso] %d bytes, ELF content %d, padding %d", len(img), content, uint64(len(img))-content)
 }

@@ -179,7 +179,7 @@ func PlaceTrampoline(pid int) (*Trampoline, error) {
 	}
 	code := img[at : at+uint64(len(tramCode))]
 	present := bytes.Equal(code, tramCode)
-	if !present && !allZero(img[content:at+tramBlockOff]) {
+	if !present && !allZero(img[content:]) {
 		return nil, fmt.Errorf("pid %d: the padding of [vdso] holds unknown bytes: %w", pid, ErrNoTrampoline)
 	}
 	tr := &Trampoline{PID: pid, Code: start + at, Block: start + at + tramBlockOff}
