@@ -323,14 +323,15 @@ func leftChpox() []int {
 	for i := 0; i < 50; i++ {
 		out = nil
 		for _, pid := range childrenOf(os.Getpid()) {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if c := strings.TrimSpace(string(comm)); c != "chpox" && !strings.HasPrefix(c, "chpox-") {
+				continue // not ours to reap: others wait for their own children
+			}
 			var ws unix.WaitStatus
 			if p, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); p == pid {
 				continue
 			}
-			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			if strings.TrimSpace(string(comm)) == "chpox" || strings.HasPrefix(string(comm), "chpox-") {
-				out = append(out, pid)
-			}
+			out = append(out, pid)
 		}
 		if len(out) == 0 {
 			return nil
