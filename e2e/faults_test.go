@@ -184,15 +184,21 @@ func median(ds []time.Duration) time.Duration {
 	return ds[len(ds)/2]
 }
 
-// killAfter starts cmd, SIGKILLs it after d (if it still runs) and reaps it.
+// killAfter starts cmd, SIGKILLs it after d unless it ended before, and
+// reaps it.
 func killAfter(t *testing.T, cmd *exec.Cmd, d time.Duration) {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(d)
-	cmd.Process.Kill()
-	cmd.Wait()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 func faultKilledDumps(t *testing.T, bin string, n int) *faultRow {
