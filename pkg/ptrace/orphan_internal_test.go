@@ -30,7 +30,10 @@ func TestOrphanRecovers(t *testing.T) {
 	bin := testutil.BuildC(t, "orphan")
 	for _, mode := range []string{"read", "sleep"} {
 		for _, point := range orphanPoints {
-			t.Run(mode+"/"+point, func(t *testing.T) { orphanAt(t, bin, mode, point) })
+			t.Run(mode+"/"+point, func(t *testing.T) {
+				t.Parallel() // each has its own target and tracer
+				orphanAt(t, bin, mode, point)
+			})
 		}
 	}
 }
