@@ -46,6 +46,7 @@ var cPrograms = map[string][]string{
 	"tcppair":  nil,
 	"udpqueue": nil,
 	"netlink":  nil,
+	"faultjob": {"-pthread"},
 }
 
 func TestMain(m *testing.M) {
