@@ -161,7 +161,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		}
 		Release(ms) // detaching lets the SIGKILLs act
 		res.Frozen = time.Since(frozenAt)
-		return nil
+		return w.Finish()
 	}
 	released = true
 	if err := Release(ms); err != nil {

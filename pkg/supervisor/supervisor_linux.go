@@ -332,7 +332,7 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 		}
 		dump.Release(ms)
 		res.Frozen = time.Since(start)
-		return res, statSize(res, out)
+		return res, errors.Join(w.Finish(), statSize(res, out))
 	}
 	rerr := dump.Release(ms)
 	res.Frozen = time.Since(start)

@@ -79,6 +79,12 @@ func Open(pid, fd int) (*Socket, error) {
 
 func (s *Socket) sock() int { return int(s.cp.Fd()) }
 
+// File is chpox's copy of the socket.
+func (s *Socket) File() *os.File { return s.cp }
+
+// PID is the process that holds the socket.
+func (s *Socket) PID() int { return s.pid }
+
 func (s *Socket) describe() error {
 	fd := s.sock()
 	r := &s.Rec
@@ -234,6 +240,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 			err = errors.Join(err, s.LeaveRepair())
 		}
 	}()
+	objects.CrashPoint("inet-repair")
 	r := &format.TCPRepair{}
 	if r.SendSeq, r.RecvSeq, err = s.seqs(); err != nil {
 		return err
