@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -255,11 +256,19 @@ func faultKilledRestores(t *testing.T, bin string, n int) *faultRow {
 		// The restored job writes on at the image's offset; cut the
 		// log there, so ticks of an earlier trial do not count.
 		os.Truncate(job.log, logSize)
-		killAfter(t, exec.Command(bin, "restore", "--detach", img), d)
+		cmd := exec.Command(bin, "restore", "--detach", img)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		killAfter(t, cmd, d)
 		time.Sleep(20 * time.Millisecond)
 		var ws unix.WaitStatus
-		unix.Wait4(job.pid, &ws, unix.WNOHANG, nil)
+		if wpid, _ := unix.Wait4(job.pid, &ws, unix.WNOHANG, nil); wpid == job.pid && cmd.ProcessState.Success() {
+			return false, fmt.Sprintf("the restored job ended at once (%s); restore said %q", describeWait(syscall.WaitStatus(ws)), out.String())
+		}
 		if !pidExists(job.pid) {
+			if d == time.Minute {
+				t.Logf("the complete restore: %s; it said %q", cmd.ProcessState, out.String())
+			}
 			return false, ""
 		}
 		h := jobHealth(job.pid, job.log)
