@@ -37,6 +37,7 @@ var cPrograms = map[string][]string{
 	"files":    nil,
 	"holder":   {"-pthread"},
 	"bigmem":   nil,
+	"reserve":  nil,
 	"pending":  {"-pthread"},
 	"tree":     nil,
 	"pipes":    nil,
