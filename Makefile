@@ -10,7 +10,7 @@ BIN   := bin/chpox
 # and then with a bare "context deadline exceeded" at its end (golang/go#75804).
 FUZZTIME ?= 100000x
 
-.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress demo clean
+.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress faults demo clean
 
 all: build
 
@@ -56,6 +56,13 @@ fuzz-long:
 # Checkpoint/restore of the Go and the pthread program, 50 times each.
 stress: setup
 	CHPOX_STRESS=50 $(GO) test -count=1 -v -run '^TestStressThreads$$' -timeout 40m ./e2e
+
+# chpox dump, restore and run SIGKILLed at random instants against a job that
+# checks its own state (issue 8); prints the table of harmed jobs and lost
+# images. `make test` runs a short version (TestFaults' defaults).
+faults: setup
+	CHPOX_FAULTS_DUMPS=1000 CHPOX_FAULTS_RESTORES=200 CHPOX_FAULTS_RUNS=200 \
+		$(GO) test -count=1 -v -run '^TestFaults$$' -timeout 60m ./e2e
 
 bench: setup
 	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench

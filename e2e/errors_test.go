@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -257,4 +258,60 @@ func TestRestoreUntrusted(t *testing.T) {
 	}
 	os.Chmod(img, 0o600)
 	restoreDetached(t, img, p) // the same image, trusted again, restores
+}
+
+// TestRestoreMemoryLimits: an image that cannot fit chpox's memory cgroup
+// or its address-space limit is refused up front with a message that says
+// which limit, instead of the OOM killer ending the restore half way; the
+// PID stays free and the image restores where it fits.
+func TestRestoreMemoryLimits(t *testing.T) {
+	setup(t, "bigmem")
+	p := start(t, "bigmem", "64")
+	p.waitLog(t, `(?m)^ready$`, 1, 30*time.Second)
+	img := dumpKill(t, p)
+
+	cg := memoryCgroup(t, 40<<20)
+	out, err := exec.Command("/bin/sh", "-c", `echo $$ > "$1"/cgroup.procs && exec "$2" restore --detach "$3"`,
+		"sh", cg, chpoxBin, img).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "memory cgroup") || !strings.Contains(string(out), "raise its limit") {
+		t.Errorf("restore in a 40 MiB cgroup: %v, %s; want exit 1 naming the cgroup limit", err, out)
+	}
+	if pidExists(p.pid) {
+		t.Fatalf("a refused restore left pid %d: %s", p.pid, procState(p.pid))
+	}
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^bigmem ok`, 1, 30*time.Second)
+
+	// 16 GiB of reserved address space under a 6 GiB RLIMIT_AS (chpox
+	// itself, a Go program with threads, needs about 1 GiB of it).
+	q := start(t, "reserve", "16")
+	q.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img = dumpKill(t, q)
+	out, err = exec.Command("/bin/sh", "-c", `ulimit -v 6000000 && exec "$1" restore --detach "$2"`, "sh", chpoxBin, img).CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "RLIMIT_AS") {
+		t.Errorf("restore of 16 GiB of mappings under ulimit -v 6000000: %v, %s; want exit 1 naming RLIMIT_AS", err, out)
+	}
+	if pidExists(q.pid) {
+		t.Fatalf("a refused restore left pid %d: %s", q.pid, procState(q.pid))
+	}
+	restoreDetached(t, img, q).waitInt(t, `(?m)^count (\d+)$`, lastInt(q.log, `(?m)^count (\d+)$`)+5, 10*time.Second)
+}
+
+// memoryCgroup makes a memory cgroup (v2, or the v1 memory hierarchy)
+// limited to limit bytes and removes it at the end of the test.
+func memoryCgroup(t *testing.T, limit int64) string {
+	t.Helper()
+	dir, file := "/sys/fs/cgroup/chpox-test-"+strconv.Itoa(os.Getpid()), "memory.max"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		dir, file = "/sys/fs/cgroup/memory/chpox-test-"+strconv.Itoa(os.Getpid()), "memory.limit_in_bytes"
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal("memory cgroup:", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+		t.Fatal("memory cgroup limit:", err)
+	}
+	return dir
 }

@@ -376,3 +376,34 @@ func TestUDPQueue(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPDumpDies: chpox killed while a connection is in repair mode (and
+// locked, for --kill) harms nothing: its guard takes the connections out of
+// repair mode and lifts the lock, and the clients go on.
+func TestTCPDumpDies(t *testing.T) {
+	setup(t)
+	cleanNetLock(t)
+	srv := startExe(t, "httpserver", buildGo(t, "httpserver"), "-addr", "127.0.0.1:0")
+	port := srv.waitLog(t, `listening (\d+)`, 1, 10*time.Second)[1]
+	want := func(i int, local string) string { return fmt.Sprintf("reply %d to %s (conn ", i, local) }
+	var clients []*httpClient
+	for range 2 {
+		clients = append(clients, dialHTTP(t, "127.0.0.1:"+port))
+	}
+	for round, extra := range [][]string{nil, {"--kill"}} {
+		args := append([]string{"dump", fmt.Sprint(srv.pid), "-o", filepath.Join(t.TempDir(), "srv.img")}, extra...)
+		cmd := exec.Command(chpoxBin, args...)
+		cmd.Env = append(os.Environ(), "CHPOX_TEST_CRASH=inet-repair")
+		out, err := cmd.CombinedOutput()
+		if exitCode(err) != 128+int(unix.SIGKILL) {
+			t.Fatalf("chpox %v with CHPOX_TEST_CRASH: %v, want killed; output %s", args, err, out)
+		}
+		waitFor(t, 10*time.Second, "the network guard to finish", func() bool { return lockedElements() == "" })
+		if st := procState(srv.pid); !strings.Contains(st, "TracerPid: 0") {
+			t.Fatalf("server after chpox died: %s", st)
+		}
+		for i, c := range clients {
+			c.check(t, 1000*round+i, want)
+		}
+	}
+}

@@ -37,6 +37,7 @@ var cPrograms = map[string][]string{
 	"files":    nil,
 	"holder":   {"-pthread"},
 	"bigmem":   nil,
+	"reserve":  nil,
 	"pending":  {"-pthread"},
 	"tree":     nil,
 	"pipes":    nil,
@@ -46,6 +47,8 @@ var cPrograms = map[string][]string{
 	"tcppair":  nil,
 	"udpqueue": nil,
 	"iouring":  nil,
+	"netlink":  nil,
+	"faultjob": {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/procinfo"
@@ -40,6 +41,8 @@ func classify(err error) (int, string) {
 		return exitBadImage, "restore it as its owner, or as root only images root wrote"
 	case errors.Is(err, format.ErrBadMagic), errors.Is(err, format.ErrVersion), errors.Is(err, restore.ErrIncompatible):
 		return exitBadImage, ""
+	case errors.Is(err, dump.ErrOutput):
+		return exitFailure, "nothing was frozen: the process was left running unchanged"
 	case errors.Is(err, procinfo.ErrUnsupported):
 		return exitUnsupported, "the process was left running unchanged"
 	case strings.Contains(err.Error(), "operation not permitted"):

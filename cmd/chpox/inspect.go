@@ -63,6 +63,9 @@ func printImage(out io.Writer, img *format.Image) {
 	printTree(out, img.Processes)
 	printExternals(out, img)
 	printUnix(out, img.Objects.UnixSockets)
+	for _, n := range img.Objects.Netlink {
+		fmt.Fprintf(out, "netlink socket %d: protocol %d, port id %d, groups %v\n", n.ID, n.Protocol, n.PortID, n.Groups)
+	}
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
 		printProcess(out, p, users)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/chpox/chpox/pkg/netlock"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -16,6 +17,9 @@ import (
 var tracer *ptrace.Tracer
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == netlock.GuardCommand {
+		os.Exit(netlock.RunGuard()) // started by a dump (pkg/netlock), not by people
+	}
 	app := &cli.App{
 		Name:  "chpox",
 		Usage: "checkpoint and restore Linux processes",

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/supervisor"
 )
 
@@ -37,6 +38,10 @@ func runCommand() *cli.Command {
 			}
 			out, err := filepath.Abs(c.String("output"))
 			if err != nil {
+				return err
+			}
+			// Say now, not at the first checkpoint, that -o cannot work.
+			if err := dump.CheckOutput(out, 0, true); err != nil {
 				return err
 			}
 			// The job gets stdin, stdout and stderr only: descriptors that

@@ -109,6 +109,9 @@ func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error
 // Dump checkpoints pid and, unless opt.NoChildren, its descendants.
 func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	res := &Result{PID: pid}
+	if err := CheckOutput(opt.Output, pid, opt.NoChildren); err != nil {
+		return nil, fmt.Errorf("dump %d: %w", pid, err)
+	}
 	err := tr.Do(func() error { return dumpTree(pid, opt, res) })
 	if err != nil {
 		return nil, err
@@ -165,7 +168,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		Release(ms) // detaching lets the SIGKILLs act
 		res.Frozen = time.Since(frozenAt)
 		reapKilled(ms)
-		return nil
+		return w.Finish()
 	}
 	released = true
 	if err := Release(ms); err != nil {
@@ -297,8 +300,7 @@ func Supported(in *procinfo.Info) error {
 }
 
 // Release puts every frozen process back as it was and lets it run. The
-// main thread's Undo comes first: it restores the code under the stub,
-// which another thread might otherwise run into.
+// main thread's Undo comes first, then every thread is released.
 func Release(ms []*Member) error {
 	var errs []error
 	for _, m := range ms {
@@ -327,6 +329,10 @@ func Collect(ms []*Member, ignoreSig int) error {
 		}
 		p := &m.Info.Process
 		p.Threads = nil
+		tr, err := trampoline(m.Threads())
+		if err != nil {
+			return err
+		}
 		for _, t := range m.Threads() {
 			th, err := collectThread(t, ignoreSig)
 			if err != nil {
@@ -334,12 +340,11 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 			p.Threads = append(p.Threads, th)
 		}
-		var err error
 		if p.SharedPending, err = m.T.PendingSignals(true); err != nil {
 			return err
 		}
 		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
-		if err := inject(m.Threads(), p); err != nil {
+		if err := inject(tr, m.Threads(), p); err != nil {
 			return err
 		}
 		p.Stopped = m.T.GroupStopped()

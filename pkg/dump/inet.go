@@ -17,6 +17,9 @@ type inetState struct {
 	sockets []*inet.Socket
 	locked  []netlock.Conn
 	outside int // established connections to peers outside the tree
+	// guard undoes repair mode and the lock if chpox dies before it is
+	// released (pkg/netlock, guard_linux.go).
+	guard *netlock.Guard
 }
 
 // inetSockets describes every TCP and UDP socket once (pkg/objects/inet).
@@ -60,6 +63,9 @@ func (pl *plan) inetSockets() error {
 			pl.inet.outside++
 		}
 	}
+	if err := pl.inet.startGuard(pl.kill); err != nil {
+		return err
+	}
 	if pl.kill && len(conns) > 0 {
 		if err := netlock.Lock(conns); err != nil {
 			return fmt.Errorf("%d established TCP connections need the network lock for --kill: %w", len(conns), err)
@@ -79,7 +85,43 @@ func (pl *plan) inetSockets() error {
 		}
 		pl.objects.InetSockets = append(pl.objects.InetSockets, rec)
 	}
+	if !pl.kill {
+		// Repair mode is off again: nothing is left to guard.
+		return pl.inet.releaseGuard()
+	}
 	return nil
+}
+
+// startGuard starts the guard of the established connections before repair
+// mode or the lock touch them.
+func (st *inetState) startGuard(kill bool) error {
+	var socks []netlock.GuardSocket
+	for _, s := range st.sockets {
+		local, peer, ok := s.Conn()
+		if !ok {
+			continue
+		}
+		g := netlock.GuardSocket{File: s.File(), Owner: s.PID(), ReuseAddr: s.Rec.Options.ReuseAddr}
+		if kill {
+			g.Lock = &netlock.Conn{Local: local, Peer: peer}
+		}
+		socks = append(socks, g)
+	}
+	if len(socks) == 0 {
+		return nil
+	}
+	g, err := netlock.StartGuard(socks)
+	if err != nil {
+		return err
+	}
+	st.guard = g
+	return nil
+}
+
+func (st *inetState) releaseGuard() error {
+	err := st.guard.Release()
+	st.guard = nil
+	return err
 }
 
 func unmapped(a netip.AddrPort) netip.AddrPort {
@@ -95,13 +137,17 @@ func (st *inetState) undo() error {
 	}
 	errs = append(errs, netlock.Unlock(st.locked))
 	st.locked = nil
-	st.close()
+	errs = append(errs, st.close())
 	return errors.Join(errs...)
 }
 
-func (st *inetState) close() {
+// close releases the guard and chpox's copies of the sockets. After a
+// --kill this comes once the processes were killed.
+func (st *inetState) close() error {
+	err := st.releaseGuard()
 	for _, s := range st.sockets {
 		s.Close()
 	}
 	st.sockets = nil
+	return err
 }

@@ -2,9 +2,9 @@ package dump
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
@@ -18,76 +18,73 @@ const (
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
 	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
-	allSignals      = ^uint64(0) &^ (1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1))
 )
 
-// stubAddress picks where the stub goes: over the current instruction, as
-// long as that code is private to the process. In shared memory (a JIT's
-// code in a MAP_SHARED memfd) the poke would reach every process mapping
-// it, so the start of any private executable mapping serves instead.
-func stubAddress(t *ptrace.Tracee) (uint64, error) {
-	p, err := procfs.NewProc(t.PID)
+// trampoline places the injection code of m's process in its [vdso]
+// padding (never in program code) and lets any thread that an earlier,
+// killed chpox left on its way back through it finish its recovery.
+func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
+	tr, err := ptrace.PlaceTrampoline(threads[0].PID)
+	if errors.Is(err, ptrace.ErrNoTrampoline) {
+		return nil, fmt.Errorf("%w; chpox never writes its injected calls into program code: %w", err, ErrUnsupported)
+	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	maps, err := p.ProcMaps()
-	if err != nil {
-		return 0, fmt.Errorf("pid %d: read maps: %w", t.PID, err)
-	}
-	rip := t.Regs.Rip
-	var fallback uint64
-	for _, m := range maps {
-		if !m.Perms.Execute || !m.Perms.Private || m.Pathname == "[vsyscall]" {
-			continue
-		}
-		if uint64(m.StartAddr) <= rip && rip+8 <= uint64(m.EndAddr) {
-			return rip, nil
-		}
-		if fallback == 0 {
-			fallback = uint64(m.StartAddr)
+	for _, t := range threads {
+		if err := t.StepOut(tr); err != nil {
+			return nil, err
 		}
 	}
-	if fallback == 0 {
-		return 0, fmt.Errorf("pid %d has no private executable memory for the syscall stub: %w", t.PID, ErrUnsupported)
-	}
-	return fallback, nil
+	return tr, nil
 }
 
 // inject asks the process itself for what /proc does not show: signal
 // actions and brk (per process); the alternate signal stack, the
-// clear_child_tid pointer and the robust futex list (per thread). All
-// threads run the one stub poked into the main thread's code, with every
-// signal blocked so nothing is delivered in between.
-func inject(threads []*ptrace.Tracee, p *format.Process) error {
+// clear_child_tid pointer and the robust futex list (per thread). The
+// calls run through the trampoline, one thread at a time: a thread has
+// every signal blocked only while it is in there, and it is back at its own
+// registers and mask before the next one enters.
+func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) (err error) {
 	main := threads[0]
-	for _, t := range threads {
-		if err := t.SetSigMask(ptrace.AllSignals); err != nil {
+	in := func(t *ptrace.Tracee, f func() error) error {
+		if err := t.Enter(tr); err != nil {
 			return err
 		}
+		err := f()
+		return errors.Join(err, t.Leave())
 	}
-	at, err := stubAddress(main)
-	if err != nil {
-		return err
-	}
-	if err := main.PokeStubAt(at); err != nil {
-		return err
-	}
-	for _, t := range threads[1:] {
-		t.UseStub(main.Stub())
-	}
-	scratch, err := main.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		return fmt.Errorf("pid %d: injected mmap: %w", main.PID, err)
-	}
-	err = queryProcess(main, p, scratch)
-	for i, t := range threads {
-		if err == nil {
-			err = queryThread(t, &p.Threads[i], scratch)
+	var scratch uint64
+	defer func() {
+		if scratch == 0 {
+			return
 		}
-	}
-	if _, uerr := main.Syscall(unix.SYS_MUNMAP, scratch, scratchSize); uerr != nil && err == nil {
-		err = fmt.Errorf("pid %d: injected munmap: %w", main.PID, uerr)
+		uerr := in(main, func() error {
+			_, err := main.Syscall(unix.SYS_MUNMAP, scratch, scratchSize)
+			return err
+		})
+		if uerr != nil && err == nil {
+			err = fmt.Errorf("pid %d: injected munmap: %w", main.PID, uerr)
+		}
+	}()
+	err = in(main, func() error {
+		var err error
+		scratch, err = main.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			scratch = 0
+			return fmt.Errorf("pid %d: injected mmap: %w", main.PID, err)
+		}
+		if err := queryProcess(main, p, scratch); err != nil {
+			return err
+		}
+		return queryThread(main, &p.Threads[0], scratch)
+	})
+	for i, t := range threads[1:] {
+		if err != nil {
+			break
+		}
+		err = in(t, func() error { return queryThread(t, &p.Threads[i+1], scratch) })
 	}
 	return err
 }

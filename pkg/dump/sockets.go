@@ -28,6 +28,9 @@ func (pl *plan) sockets() error {
 	if err := pl.unixSockets(); err != nil {
 		return err
 	}
+	if err := pl.netlinkSockets(); err != nil {
+		return err
+	}
 	return pl.inetSockets()
 }
 
@@ -44,6 +47,8 @@ func socketKind(pid, fd int) (string, error) {
 	switch {
 	case family == unix.AF_UNIX:
 		return format.FileUnix, nil
+	case family == unix.AF_NETLINK:
+		return format.FileNetlink, nil
 	case (family == unix.AF_INET || family == unix.AF_INET6) && (typ == unix.SOCK_STREAM || typ == unix.SOCK_DGRAM):
 		return format.FileInet, nil
 	}

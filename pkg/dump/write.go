@@ -24,19 +24,27 @@ type ImageWriter struct {
 	// the checkpoint.
 	OutsideTCP int
 	inet       *inetState
+	kill       bool
 }
 
 // Commit makes the image the latest checkpoint. If that fails, sockets a
 // --kill left in repair mode and locked are given back to the processes,
-// which run on.
+// which run on. For a --kill, the caller kills the processes and then calls
+// Finish.
 func (w *ImageWriter) Commit() error {
 	err := w.Writer.Commit()
 	if err != nil {
-		err = errors.Join(err, w.inet.undo())
+		return errors.Join(err, w.inet.undo())
 	}
-	w.inet.close()
+	if !w.kill {
+		err = w.inet.close()
+	}
 	return err
 }
+
+// Finish lets go of the sockets of the processes a --kill killed: until
+// then a guard would give them back to the processes if chpox died.
+func (w *ImageWriter) Finish() error { return w.inet.close() }
 
 // Abort drops the image and gives the sockets back (see Commit).
 func (w *ImageWriter) Abort() {
@@ -91,7 +99,7 @@ func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet}
+	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err

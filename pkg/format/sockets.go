@@ -193,3 +193,34 @@ type External struct {
 	// socket, for the stand-in restore makes when asked for a closed one.
 	SockType int `json:"sock_type,omitempty"`
 }
+
+// NetlinkSocket is one netlink socket: its protocol, its address (port id)
+// and the multicast groups it joined. Messages queued on it are not kept:
+// dump refuses a socket with unread messages (dump again a moment later),
+// and what the kernel sends between dump and restore is lost.
+type NetlinkSocket struct {
+	ID       int    `json:"id"`
+	Inode    uint64 `json:"inode"`
+	Type     int    `json:"type"`     // SOCK_RAW or SOCK_DGRAM
+	Protocol int    `json:"protocol"` // NETLINK_ROUTE, NETLINK_KOBJECT_UEVENT ...
+	// PortID is the bound port id (nl_pid), 0 if the socket is unbound.
+	PortID uint32 `json:"port_id,omitempty"`
+	// Groups are the multicast groups joined, by number (1 is the first).
+	Groups []uint32 `json:"groups,omitempty"`
+	// DstPort and DstGroup are the default destination set by connect(2).
+	DstPort  uint32         `json:"dst_port,omitempty"`
+	DstGroup uint32         `json:"dst_group,omitempty"`
+	Options  NetlinkOptions `json:"options"`
+}
+
+// NetlinkOptions are the netlink socket options chpox keeps.
+type NetlinkOptions struct {
+	SndBuf         int  `json:"sndbuf,omitempty"`
+	RcvBuf         int  `json:"rcvbuf,omitempty"`
+	PktInfo        bool `json:"pktinfo,omitempty"`
+	BroadcastError bool `json:"broadcast_error,omitempty"`
+	NoENOBUFS      bool `json:"no_enobufs,omitempty"`
+	CapAck         bool `json:"cap_ack,omitempty"`
+	ExtAck         bool `json:"ext_ack,omitempty"`
+	StrictCheck    bool `json:"strict_check,omitempty"`
+}

@@ -54,11 +54,12 @@ type Process struct {
 // memory, sockets, and descriptors shared with processes outside the
 // checkpoint. Process records refer to them by ID (IDs start at 1).
 type Objects struct {
-	Pipes       []Pipe       `json:"pipes,omitempty"`
-	Shm         []SharedMem  `json:"shm,omitempty"`
-	UnixSockets []UnixSocket `json:"unix_sockets,omitempty"`
-	InetSockets []InetSocket `json:"inet_sockets,omitempty"`
-	Externals   []External   `json:"externals,omitempty"`
+	Pipes       []Pipe          `json:"pipes,omitempty"`
+	Shm         []SharedMem     `json:"shm,omitempty"`
+	UnixSockets []UnixSocket    `json:"unix_sockets,omitempty"`
+	InetSockets []InetSocket    `json:"inet_sockets,omitempty"`
+	Netlink     []NetlinkSocket `json:"netlink_sockets,omitempty"`
+	Externals   []External      `json:"externals,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -237,6 +238,9 @@ const (
 	// FileInet is a TCP or UDP socket over IPv4 or IPv6: Socket is its ID
 	// in Objects.InetSockets.
 	FileInet = "inet"
+	// FileNetlink is a netlink socket: Socket is its ID in
+	// Objects.Netlink.
+	FileNetlink = "netlink"
 	// FileExternal is a descriptor whose object lives on outside the
 	// checkpoint (a pipe to a process that is not dumped, a connection to
 	// an outside server): External is its ID in Objects.Externals.

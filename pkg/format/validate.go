@@ -72,7 +72,7 @@ func (img *Image) validate() error {
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
-		inet: make(map[int]bool), external: make(map[int]bool)}
+		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool)}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
 			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
@@ -99,6 +99,9 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	}
 	for _, e := range o.Externals {
 		extIDs = append(extIDs, e.ID)
+	}
+	if err := validateNetlink(o.Netlink, ids.netlink); err != nil {
+		return ids, err
 	}
 	if err := uniqueIDs("unix socket", ids.unix, unixIDs); err != nil {
 		return ids, err
@@ -231,7 +234,7 @@ func (img *Image) validateUnix(ids map[int]bool) error {
 // refersTo checks that a socket or external fd names an object of its
 // family that the image holds, and that other fds name none.
 func refersTo(f File, ids objectIDs) error {
-	sockets := map[string]map[int]bool{FileUnix: ids.unix, FileInet: ids.inet}[f.Kind]
+	sockets := map[string]map[int]bool{FileUnix: ids.unix, FileInet: ids.inet, FileNetlink: ids.netlink}[f.Kind]
 	if (sockets != nil) != (f.Socket != 0) || f.Socket != 0 && !sockets[f.Socket] {
 		return corrupt("fd %d (%s) names socket %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Socket)
 	}
@@ -253,9 +256,39 @@ func uniqueIDs(family string, seen map[int]bool, ids []int) error {
 	return nil
 }
 
+// maxNetlinkGroups bounds the groups one netlink socket may join (the
+// kernel's largest family, generic netlink, allocates group numbers
+// dynamically; 2^16 is far beyond any real one).
+const maxNetlinkGroups = 1 << 16
+
+// validateNetlink checks the netlink sockets: unique IDs, a protocol and
+// type the kernel knows, bounded groups.
+func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
+	for _, n := range socks {
+		if err := uniqueIDs("netlink socket", seen, []int{n.ID}); err != nil {
+			return err
+		}
+		if n.Protocol < 0 || n.Protocol >= 32 || (n.Type != 2 && n.Type != 3) { // MAX_LINKS; SOCK_DGRAM, SOCK_RAW
+			return corrupt("netlink socket %d: protocol %d, type %d", n.ID, n.Protocol, n.Type)
+		}
+		if len(n.Groups) > maxNetlinkGroups {
+			return corrupt("netlink socket %d joins %d groups", n.ID, len(n.Groups))
+		}
+		for _, g := range n.Groups {
+			if g == 0 || g > maxNetlinkGroups {
+				return corrupt("netlink socket %d: group %d", n.ID, g)
+			}
+		}
+		if n.Options.SndBuf < 0 || n.Options.RcvBuf < 0 {
+			return corrupt("netlink socket %d: buffer sizes %d/%d", n.ID, n.Options.SndBuf, n.Options.RcvBuf)
+		}
+	}
+	return nil
+}
+
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, pipe, unix, inet, external map[int]bool }
+type objectIDs struct{ shm, pipe, unix, inet, netlink, external map[int]bool }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -295,7 +328,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileExternal:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

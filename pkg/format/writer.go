@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // Writer writes an image to a temporary file next to its final path and
@@ -15,6 +18,7 @@ import (
 type Writer struct {
 	objects bool // the objects section is written
 	f       *os.File
+	st      os.FileInfo // of f, to recognise it at its temporary name
 	path    string
 	off     int64
 	err     error
@@ -53,21 +57,41 @@ func (w *Writer) misuse(call string) error {
 
 // Create starts a new image that will replace path on Commit. The file is
 // created 0600: it holds all of a process's memory.
+//
+// The temporary file is named .BASE.tmp-PID-N, created with O_CREATE|O_EXCL
+// (which never follows a symlink: open(2)), so a name planted in a
+// directory others can write is never opened; Commit checks the name still
+// holds this file before and after the rename. Temporary files of writers
+// that died (their PID is gone: a killed dump cannot clean up) are removed.
 func Create(path string) (*Writer, error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("create image %s: is a directory", path)
+	}
+	removeStale(dir, base)
+	var f *os.File
+	var err error
+	for i := 0; i < 100; i++ {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.tmp-%d-%d", base, os.Getpid(), rand.Uint32()))
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create image %s: %w", path, err)
 	}
-	if err := f.Chmod(0o600); err != nil {
+	// The umask may have taken bits away, never added: 0600 at most.
+	st, err := f.Stat()
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("create image %s: %w", path, err)
 	}
-	w := &Writer{f: f, path: path}
+	w := &Writer{f: f, path: path, st: st}
 	w.write(preamble())
 	if w.err != nil {
 		w.Abort()
@@ -215,11 +239,37 @@ func (w *Writer) Commit() error {
 		os.Remove(tmp)
 		return fmt.Errorf("close image %s: %w", w.path, err)
 	}
+	// rename(2) moves whatever the name holds, a symlink included: make
+	// sure it is still this file, in case someone replaced it.
+	if st, err := os.Lstat(tmp); err != nil || !os.SameFile(st, w.st) {
+		return fmt.Errorf("rename image into place %s: %s is no longer the file chpox wrote; the previous image is untouched", w.path, tmp)
+	}
 	if err := os.Rename(tmp, w.path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("rename image into place %s: %w", w.path, err)
 	}
+	if st, err := os.Lstat(w.path); err != nil || !os.SameFile(st, w.st) {
+		return fmt.Errorf("rename image into place %s: the name was replaced during the rename; check the directory's permissions", w.path)
+	}
 	return syncDir(filepath.Dir(w.path))
+}
+
+// removeStale removes temporary files of base left by writers that died.
+func removeStale(dir, base string) {
+	names, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	for _, name := range names {
+		rest := strings.TrimPrefix(filepath.Base(name), "."+base+".tmp-")
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", pidStr)); errors.Is(err, os.ErrNotExist) {
+			if st, err := os.Lstat(name); err == nil && st.Mode().IsRegular() {
+				os.Remove(name)
+			}
+		}
+	}
 }
 
 // Abort removes the temporary file; the previous image stays untouched.

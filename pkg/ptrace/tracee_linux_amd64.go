@@ -18,6 +18,11 @@ const xstateMax = 64 << 10
 // stubCode is "syscall; int3": run one system call, then trap back to us.
 var stubCode = []byte{0x0f, 0x05, 0xcc}
 
+// testHook is called at each step of an injected call through the
+// trampoline; the tests of what a tracee does when chpox dies there stop
+// the tracer at one of them.
+var testHook = func(point string) {}
+
 // ErrExited reports that the tracee died while we worked on it.
 var ErrExited = errors.New("process exited")
 
@@ -43,6 +48,8 @@ type Tracee struct {
 	stub      uint64 // address of stubCode in the tracee
 	stubOrig  []byte // bytes the stub overwrote, if it was poked into tracee code
 	stubWord  uint64 // word-aligned address of the poke
+	tramp     *Trampoline
+	inTramp   bool // the registers point into the trampoline (Undo leaves it first)
 	maskSaved bool
 	mask      uint64
 	deferred  int  // a signal caught at a stop, re-delivered on release
@@ -59,21 +66,54 @@ func (t *Tracee) fail(op string, err error) error {
 }
 
 // Seize attaches to a running process without stopping it in a way it could
-// see (PTRACE_SEIZE) and stops it with PTRACE_INTERRUPT.
+// see (PTRACE_SEIZE, with PTRACE_O_TRACESYSGOOD for Enter's injected calls,
+// never EXITKILL: if chpox dies the process goes on) and stops it with
+// PTRACE_INTERRUPT.
 func Seize(pid int) (*Tracee, error) {
 	t := &Tracee{PID: pid}
-	if err := unix.PtraceSeize(pid); err != nil {
-		return nil, t.fail("ptrace(PTRACE_SEIZE)", err)
+	if err := SeizeWith(pid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
+		return nil, t.fail("ptrace(PTRACE_SEIZE)", errors.Unwrap(err))
 	}
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		unix.PtraceDetach(pid)
 		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
 	}
-	if err := t.waitFirstStop(); err != nil {
+	if err := t.settle(0); err != nil {
 		unix.PtraceDetach(pid)
 		return nil, err
 	}
 	return t, nil
+}
+
+// settle waits for the stop a PTRACE_INTERRUPT asked for. A signal met on
+// the way (a signal-delivery-stop comes before the interrupt's trap) is
+// delivered at once, so nothing is held back that chpox's death would
+// lose: the process is then stopped in the signal's handler, before its
+// first instruction, or in a group-stop. The signal swallow (a `chpox run`
+// trigger) is suppressed instead. Fork, clone and exec event stops are
+// continued: a process frozen in the middle of fork would be dumped with
+// the call half done.
+func (t *Tracee) settle(swallow unix.Signal) error {
+	for {
+		ws, err := t.waitStop()
+		if err != nil {
+			return err
+		}
+		sig := ws.StopSignal()
+		switch cause := stopEvent(ws); {
+		case cause == unix.PTRACE_EVENT_STOP:
+			t.noteGroupStop(ws)
+			return t.LoadRegs()
+		case cause > 0:
+			sig = 0
+		case swallow != 0 && sig == swallow:
+			t.swallowed = true
+			sig = 0
+		}
+		if err := unix.PtraceCont(t.PID, int(sig)); err != nil {
+			return t.fail("ptrace(PTRACE_CONT)", err)
+		}
+	}
 }
 
 // Attached wraps a process already traced by this thread (a loader started
@@ -101,12 +141,23 @@ func (t *Tracee) waitFirstStop() error {
 // noteGroupStop remembers that the tracee sat in a group-stop (kill
 // -STOP, Ctrl-Z): injection runs it, so Release stops it again.
 func (t *Tracee) noteGroupStop(ws unix.WaitStatus) {
-	if ws.TrapCause() != unix.PTRACE_EVENT_STOP {
+	if stopEvent(ws) != unix.PTRACE_EVENT_STOP {
 		return
 	}
 	if isStopSignal(ws.StopSignal()) {
 		t.groupStop = true
 	}
+}
+
+// stopEvent is the PTRACE_EVENT_* of a stop, 0 for a signal-delivery or
+// syscall stop. Unlike WaitStatus.TrapCause it also sees the
+// PTRACE_EVENT_STOP of a group-stop, which carries the stop signal, not
+// SIGTRAP (status>>16 == PTRACE_EVENT_STOP: man 2 ptrace, "Group-stop").
+func stopEvent(ws unix.WaitStatus) int {
+	if !ws.Stopped() {
+		return -1
+	}
+	return int(ws>>16) & 0xff
 }
 
 func isStopSignal(sig unix.Signal) bool {
@@ -283,8 +334,15 @@ func (t *Tracee) detachSig(sig int) error {
 
 // Undo restores code, mask and registers, keeping the tracee stopped. It
 // tries every step even when one fails, so as much as possible is put back.
+// The mask comes back before the registers: a tracee orphaned in between
+// still points into the trampoline, whose recovery code puts the rest back.
 func (t *Tracee) Undo() error {
 	var errs []error
+	if t.inTramp {
+		if err := t.leaveTrampoline(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if t.stubOrig != nil {
 		if _, err := unix.PtracePokeText(t.PID, uintptr(t.stubWord), t.stubOrig); err != nil {
 			errs = append(errs, t.fail("restore code under the syscall stub", err))
@@ -299,8 +357,13 @@ func (t *Tracee) Undo() error {
 			t.maskSaved = false
 		}
 	}
+	if t.inTramp {
+		testHook("unmasked")
+	}
 	if err := t.SetRegs(&t.Regs); err != nil {
 		errs = append(errs, err)
+	} else {
+		t.inTramp = false
 	}
 	return errors.Join(errs...)
 }
@@ -337,39 +400,41 @@ func (t *Tracee) Release() error {
 // event stops on the way are continued: a process frozen in the middle of
 // fork would be dumped with the call half done. A stop for signal swallow
 // (a checkpoint trigger) is reported by Swallowed and never delivered.
+//
+// The tracee must have PTRACE_O_TRACESYSGOOD set (chpox run seizes its job
+// with it) for injected calls through a Trampoline.
 func Interrupt(pid int, swallow unix.Signal) (*Tracee, error) {
 	t := &Tracee{PID: pid, keep: true}
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
 	}
-	for {
-		ws, err := t.waitStop()
-		if err != nil {
-			return nil, err
-		}
-		switch cause := ws.TrapCause(); {
-		case cause == unix.PTRACE_EVENT_STOP:
-			t.noteGroupStop(ws)
-			return t, t.LoadRegs()
-		case cause > 0:
-			if err := unix.PtraceCont(pid, 0); err != nil {
-				return nil, t.fail("ptrace(PTRACE_CONT)", err)
-			}
-		case ws.StopSignal() == swallow:
-			t.swallowed = true
-			return t, t.LoadRegs()
-		default: // a signal on its way in: it is delivered on release
-			t.deferred = int(ws.StopSignal())
-			return t, t.LoadRegs()
-		}
+	if err := t.settle(swallow); err != nil {
+		return nil, err
 	}
+	return t, nil
 }
 
 // Swallowed tells whether Interrupt met (and kept back) the swallow signal.
 func (t *Tracee) Swallowed() bool { return t.swallowed }
 
-// Stopped wraps a traced process the caller has already waited for in a
-// signal-delivery stop whose signal is to be swallowed.
+// Suppress turns a signal-delivery-stop for swallow, which the caller
+// has waited for, into an interrupt stop: the signal is dropped now, so
+// it is not delivered to the job should chpox die before the tracee is
+// continued. It reports whether another swallow signal came meanwhile.
+func Suppress(pid int, swallow unix.Signal) (again bool, err error) {
+	t := &Tracee{PID: pid, keep: true}
+	if err := unix.PtraceInterrupt(pid); err != nil {
+		return false, t.fail("ptrace(PTRACE_INTERRUPT)", err)
+	}
+	if err := unix.PtraceCont(pid, 0); err != nil {
+		return false, t.fail("ptrace(PTRACE_CONT)", err)
+	}
+	err = t.settle(swallow)
+	return t.swallowed, err
+}
+
+// Stopped wraps a traced process the caller has already waited for in an
+// interrupt stop (see Suppress).
 func Stopped(pid int) (*Tracee, error) {
 	t := &Tracee{PID: pid, keep: true}
 	return t, t.LoadRegs()
@@ -441,6 +506,9 @@ func StubCode() []byte { return append([]byte(nil), stubCode...) }
 // Syscall runs one system call in the tracee and returns its result. Errors
 // returned by the call come back as unix.Errno.
 func (t *Tracee) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	if t.tramp != nil {
+		return t.trampSyscall(nr, args)
+	}
 	if err := t.start(nr, args); err != nil {
 		return 0, err
 	}
@@ -584,4 +652,155 @@ func (t *Tracee) Exit(sig int, nr uint64, args ...uint64) error {
 			return t.fail("ptrace(PTRACE_CONT)", err)
 		}
 	}
+}
+
+// Enter prepares injected calls through the trampoline tr of the
+// tracee's process: it writes the save block with the registers at the
+// stop and the blocked mask, from which the recovery code after each
+// call's `syscall` puts the thread back if chpox dies. One thread at a
+// time may be entered per process (they share the block); Undo leaves.
+func (t *Tracee) Enter(tr *Trampoline) error {
+	mask, err := t.SigMask()
+	if err != nil {
+		return err
+	}
+	if t.maskSaved {
+		mask = t.mask
+	}
+	if err := pokeMem(t.PID, tr.Block, saveBlock(t.Regs, mask)); err != nil {
+		return t.fail("write the trampoline's save block", err)
+	}
+	t.tramp, t.stub = tr, tr.Code
+	return nil
+}
+
+// Leave undoes Enter: the tracee is back at its own registers and mask,
+// stopped, and later Syscalls are refused until the next Enter.
+func (t *Tracee) Leave() error {
+	err := t.Undo()
+	t.tramp, t.stub = nil, 0
+	return err
+}
+
+// trampSyscall runs one call at the trampoline, driven by PTRACE_SYSCALL
+// from the syscall-entry to the syscall-exit stop: while chpox lives, the
+// tracee never runs the recovery code after the call. If chpox dies at
+// any point, the orphan runs the call and then the recovery code.
+func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
+	if err := t.setCall(nr, args); err != nil {
+		return 0, err
+	}
+	t.inTramp = true
+	testHook("regs")
+	// All signals blocked only once rip points into the trampoline, whose
+	// recovery code puts the mask back (Undo does the reverse).
+	if !t.maskSaved {
+		if err := t.SetSigMask(AllSignals); err != nil {
+			return 0, err
+		}
+	}
+	testHook("mask")
+	for stops := 0; ; {
+		if err := unix.PtraceSyscall(t.PID, 0); err != nil {
+			return 0, t.fail("ptrace(PTRACE_SYSCALL)", err)
+		}
+		ws, err := t.wait()
+		if err != nil {
+			return 0, err
+		}
+		switch cause := stopEvent(ws); {
+		case ws.StopSignal() == unix.SIGTRAP|0x80:
+			// The syscall-entry stop, then the syscall-exit stop.
+			if stops++; stops < 2 {
+				testHook("entry")
+				continue
+			}
+			testHook("exit")
+			var r unix.PtraceRegs
+			if err := unix.PtraceGetRegs(t.PID, &r); err != nil {
+				return 0, t.fail("ptrace(PTRACE_GETREGS)", err)
+			}
+			if r.Rip != t.stub+syscallInsnLen {
+				return 0, t.fail("injected syscall", fmt.Errorf("syscall-exit stop at %#x, expected %#x", r.Rip, t.stub+syscallInsnLen))
+			}
+			if int64(r.Rax) < 0 && int64(r.Rax) > -4096 {
+				return 0, unix.Errno(-int64(r.Rax))
+			}
+			return r.Rax, nil
+		case cause > 0: // an interrupt or group-stop trap: go on
+		case isStopSignal(ws.StopSignal()):
+			t.groupStop = true // kept back now, Release stops it again
+		default:
+			return 0, t.fail("injected syscall", fmt.Errorf("unexpected signal %v", ws.StopSignal()))
+		}
+	}
+}
+
+// leaveTrampoline moves a tracee stopped at a syscall-exit stop in the
+// trampoline to an interrupt stop before its registers are put back: from
+// there (inside get_signal) the kernel applies its own restart rules to
+// an interrupted call of the thread (arch_do_signal_or_restart), which it
+// would skip on the way out of a syscall-exit stop. The tracee runs no
+// instruction meanwhile: the trap comes on its way to user space.
+func (t *Tracee) leaveTrampoline() error {
+	if err := unix.PtraceInterrupt(t.PID); err != nil {
+		return t.fail("ptrace(PTRACE_INTERRUPT)", err)
+	}
+	if err := unix.PtraceCont(t.PID, 0); err != nil {
+		return t.fail("ptrace(PTRACE_CONT)", err)
+	}
+	for {
+		ws, err := t.waitStop()
+		if err != nil {
+			return err
+		}
+		switch cause := stopEvent(ws); {
+		case cause == unix.PTRACE_EVENT_STOP:
+			testHook("interrupt")
+			return nil
+		case cause > 0:
+		case isStopSignal(ws.StopSignal()):
+			t.groupStop = true
+		default:
+			return t.fail("leave the trampoline", fmt.Errorf("unexpected signal %v", ws.StopSignal()))
+		}
+		if err := unix.PtraceCont(t.PID, 0); err != nil {
+			return t.fail("ptrace(PTRACE_CONT)", err)
+		}
+	}
+}
+
+// StepOut lets a thread found inside tr's code (an orphan of an earlier
+// chpox that died mid-injection, still on its way back) run to the end of
+// the recovery code by single steps, so that its registers are its own
+// again and the save block it reads is not overwritten under it.
+func (t *Tracee) StepOut(tr *Trampoline) error {
+	for steps := 0; tr.Contains(t.Regs.Rip); steps++ {
+		if steps > 4*len(tramCode) {
+			return t.fail("step out of the trampoline", fmt.Errorf("still at %#x", t.Regs.Rip))
+		}
+		sig := 0
+		for {
+			if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SINGLESTEP, uintptr(t.PID), 0, uintptr(sig), 0, 0); e != 0 {
+				return t.fail("ptrace(PTRACE_SINGLESTEP)", e)
+			}
+			ws, err := t.waitStop()
+			if err != nil {
+				return err
+			}
+			if ws.StopSignal() == unix.SIGTRAP && stopEvent(ws) == 0 {
+				break // the step's trap
+			}
+			if stopEvent(ws) > 0 {
+				t.noteGroupStop(ws)
+				sig = 0
+				continue
+			}
+			sig = int(ws.StopSignal()) // a signal unblocked by the recovery: deliver it
+		}
+		if err := t.LoadRegs(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

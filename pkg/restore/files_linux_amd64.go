@@ -71,7 +71,7 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
 				err = fmt.Errorf("no stand-in for external object %d", f.External)
 			}
-		case format.FileUnix, format.FileInet:
+		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
 		}
 		if err != nil {

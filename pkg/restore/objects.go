@@ -25,6 +25,7 @@ type objects struct {
 	uses    map[int]int        // by File.Desc: fds in the whole tree
 	unix    *unixsock.Set      // UNIX sockets, nil if none
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
+	netlink []*os.File         // netlink sockets (netlink.go)
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -150,6 +151,9 @@ func (o *objects) close() {
 		}
 	}
 	for _, f := range o.externals {
+		all[f] = true
+	}
+	for _, f := range o.netlink {
 		all[f] = true
 	}
 	for f := range all {

@@ -5,10 +5,13 @@ import (
 )
 
 // createSockets makes every socket of the image in chpox (pkg/objects/unixsock,
-// pkg/objects/inet) and keeps one file per open file description in o.descs,
+// pkg/objects/netlink, pkg/objects/inet) and keeps one file per open file description in o.descs,
 // from where each process takes it.
 func (o *objects) createSockets(img *format.Image) error {
 	if err := o.createUnix(img); err != nil {
+		return err
+	}
+	if err := o.createNetlink(img); err != nil {
 		return err
 	}
 	return o.createInet(img)

@@ -76,7 +76,9 @@ func startLoader(avoid []span) (*target, error) {
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"chpox-loader"}
 	cmd.Env = []string{}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+	// Pdeathsig covers chpox's death before the first stop, where
+	// PTRACE_O_EXITKILL is set; the tracer thread lives as long as chpox.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true, Pdeathsig: unix.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start loader: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"sync"
@@ -35,8 +36,10 @@ type Options struct {
 }
 
 // traceOptions: follow the whole tree; no EXITKILL (see package doc).
+// TRACESYSGOOD marks syscall stops, which only checkpoints' injected calls
+// ask for (ptrace.Tracee.Enter); new tracees inherit all of them.
 const traceOptions = unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK |
-	unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC
+	unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACESYSGOOD
 
 // Supervisor is one running job.
 type Supervisor struct {
@@ -124,7 +127,10 @@ func (s *Supervisor) Wait() (int, error) {
 // not expect could hurt it). It is chpox's child, outside the job's tree.
 func (s *Supervisor) startWaker() error {
 	cmd := exec.Command("sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true, Setpgid: true}
+	// It must not outlive chpox: the tracer thread that starts it lives as
+	// long as the process, so the parent-death signal comes with chpox's
+	// end; EXITKILL as well, since it is traced.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true, Setpgid: true, Pdeathsig: unix.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the supervisor's waker (sleep): %w", err)
 	}
@@ -132,6 +138,9 @@ func (s *Supervisor) startWaker() error {
 	var ws unix.WaitStatus
 	if _, err := unix.Wait4(s.waker, &ws, unix.WALL, nil); err != nil { // exec SIGTRAP
 		return fmt.Errorf("start the supervisor's waker: %w", err)
+	}
+	if err := unix.PtraceSetOptions(s.waker, unix.PTRACE_O_EXITKILL); err != nil {
+		return fmt.Errorf("start the supervisor's waker: %w", os.NewSyscallError("ptrace(PTRACE_SETOPTIONS)", err))
 	}
 	return ptrace.Cont(s.waker, 0)
 }
@@ -215,7 +224,7 @@ func (s *Supervisor) resume(pid int, ws unix.WaitStatus) {
 func (s *Supervisor) checkpoints(first int) {
 	s.stopped = map[int]bool{}
 	if first != 0 {
-		s.stopped[first] = true
+		s.hold(first)
 	}
 	s.collectQueued()
 	s.again = len(s.stopped) > 0 // the user's own signal
@@ -261,11 +270,24 @@ func (s *Supervisor) collectQueued() {
 		case pid == s.waker:
 			ptrace.Cont(pid, 0)
 		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
-			s.stopped[pid] = true
+			s.hold(pid)
 		default:
 			s.resume(pid, ws)
 		}
 	}
+}
+
+// hold keeps a thread met at a trigger stop stopped for the checkpoint,
+// with the trigger signal dropped at once: were chpox killed while the
+// thread waits, a signal still held at its delivery stop would reach the
+// job (and kill it, if it has no handler).
+func (s *Supervisor) hold(tid int) {
+	began := time.Now()
+	if _, err := ptrace.Suppress(tid, s.opt.Signal); err != nil {
+		return // it exited meanwhile
+	}
+	slog.Debug("trigger dropped", "tid", tid, "took", time.Since(began))
+	s.stopped[tid] = true
 }
 
 func (s *Supervisor) report(res *dump.Result, err error, out string) {
@@ -283,6 +305,9 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 // already), writes the image and lets the tree go on.
 func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 	start := time.Now()
+	if err := dump.CheckOutput(out, s.root, false); err != nil {
+		return nil, err
+	}
 	ms, err := s.freeze()
 	if err != nil {
 		dump.Release(ms)
@@ -307,7 +332,7 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 		}
 		dump.Release(ms)
 		res.Frozen = time.Since(start)
-		return res, statSize(res, out)
+		return res, errors.Join(w.Finish(), statSize(res, out))
 	}
 	rerr := dump.Release(ms)
 	res.Frozen = time.Since(start)

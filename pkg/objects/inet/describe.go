@@ -79,6 +79,12 @@ func Open(pid, fd int) (*Socket, error) {
 
 func (s *Socket) sock() int { return int(s.cp.Fd()) }
 
+// File is chpox's copy of the socket.
+func (s *Socket) File() *os.File { return s.cp }
+
+// PID is the process that holds the socket.
+func (s *Socket) PID() int { return s.pid }
+
 func (s *Socket) describe() error {
 	fd := s.sock()
 	r := &s.Rec
@@ -119,7 +125,7 @@ func (s *Socket) describe() error {
 		}
 		return nil
 	}
-	info, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
+	info, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
 	if err != nil {
 		return err
 	}
@@ -234,6 +240,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 			err = errors.Join(err, s.LeaveRepair())
 		}
 	}()
+	objects.CrashPoint("inet-repair")
 	r := &format.TCPRepair{}
 	if r.SendSeq, r.RecvSeq, err = s.seqs(); err != nil {
 		return err
@@ -264,7 +271,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 		return os.NewSyscallError("getsockopt(TCP_MAXSEG)", err)
 	}
 	r.MSS = uint32(mss)
-	info, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
+	info, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, 104)
 	if err != nil {
 		return err
 	}
@@ -278,7 +285,7 @@ func (s *Socket) saveTCP(keepRepair bool) (err error) {
 		}
 		r.Timestamp = uint32(ts)
 	}
-	w, err := getsockoptBytes(fd, unix.IPPROTO_TCP, tcpRepairWindow, 20)
+	w, err := objects.GetsockoptBytes(fd, unix.IPPROTO_TCP, tcpRepairWindow, 20)
 	if err != nil {
 		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 	}

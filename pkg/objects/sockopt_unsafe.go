@@ -1,4 +1,4 @@
-package inet
+package objects
 
 import (
 	"os"
@@ -7,9 +7,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// getsockoptBytes reads a socket option of n bytes (struct tcp_info,
-// struct tcp_repair_window), which x/sys/unix has no call for.
-func getsockoptBytes(fd, level, opt, n int) ([]byte, error) {
+// GetsockoptBytes reads a socket option of up to n bytes (struct tcp_info,
+// struct tcp_repair_window, a netlink membership bitmap), which x/sys/unix
+// has no call for.
+func GetsockoptBytes(fd, level, opt, n int) ([]byte, error) {
 	b := make([]byte, n)
 	l := uint32(n)
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
