@@ -35,13 +35,13 @@ func redisValue(i int) string { return fmt.Sprintf("value-%d-%s", i, strings.Rep
 
 // startRedis starts redis-server on a free loopback port with its data
 // directory in t.TempDir, in the foreground, saving nothing to disk.
-func startRedis(t *testing.T) *server {
+func startRedis(t *testing.T, dir string) *server {
 	t.Helper()
 	exe := needCommand(t, "redis-server")
 	port := freePort(t)
 	return startServer(t, "redis", exe, port,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--daemonize", "no",
-		"--dir", t.TempDir(), "--save", "", "--appendonly", "no", "--logfile", "",
+		"--dir", dir, "--save", "", "--appendonly", "no", "--logfile", "",
 		"--protected-mode", "no")
 }
 
@@ -209,7 +209,7 @@ func waitOps(t *testing.T, clients []*redisClient, n int64, timeout time.Duratio
 // restore, no INCR is lost or doubled, and every key is still there.
 func TestServerRedis(t *testing.T) {
 	setup(t)
-	rs := startRedis(t)
+	rs := startRedis(t, t.TempDir())
 	loadRedis(t, rs.addr, redisKeys)
 
 	clients := make([]*redisClient, redisClients)
@@ -309,6 +309,59 @@ func TestServerRedis(t *testing.T) {
 		}
 	}
 	t.Logf("%d clients, %d with a request across the checkpoint; %d keys checked", len(clients), spanned, redisKeys)
+}
+
+// TestServerRedisBgsave: redis is checkpointed while its BGSAVE child
+// writes the snapshot (slowed down by rdb-key-save-delay), so the image
+// holds both; after the restore the child finishes the file it had begun,
+// the parent reaps it and reports success, and a second redis loads every
+// key from that file. The client that asked for the BGSAVE (its socket
+// shared by parent and child) keeps its connection.
+func TestServerRedisBgsave(t *testing.T) {
+	setup(t)
+	const keys = 20_000
+	dir := t.TempDir()
+	rs := startRedis(t, dir)
+	loadRedis(t, rs.addr, keys)
+	c, err := resp.Dial(rs.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	unlockIfFailed(t, c)
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	do := func(want any, args ...string) {
+		t.Helper()
+		if v, err := c.Do(args...); err != nil || (want != nil && v != want) {
+			t.Fatalf("%v = %v, %v; want %v", args, v, err, want)
+		}
+	}
+	// 100 µs a key: the child needs about 2 s for the file.
+	do("OK", "CONFIG", "SET", "rdb-key-save-delay", "100")
+	do("Background saving started", "BGSAVE")
+	var child []int
+	waitFor(t, 10*time.Second, "redis forks its BGSAVE child", func() bool {
+		child = rs.workers()
+		return len(child) == 1
+	})
+	time.Sleep(300 * time.Millisecond) // the child is writing now
+	img := dumpKillServer(t, rs, child)
+	restored := restoreDetached(t, img, rs.proc)
+	if got := rs.workers(); fmt.Sprint(got) != fmt.Sprint(child) {
+		t.Fatalf("children of the restored redis: %v, want its BGSAVE child %v", got, child)
+	}
+	restored.waitLog(t, `Background saving terminated with success`, 1, 60*time.Second)
+	v, err := c.Do("INFO", "persistence")
+	if err != nil {
+		t.Fatal("INFO on the client's connection after restore:", err)
+	}
+	if s, _ := v.(string); !strings.Contains(s, "rdb_last_bgsave_status:ok") {
+		t.Fatalf("INFO persistence after restore:\n%s", s)
+	}
+
+	// The file the child wrote across the checkpoint holds every key.
+	again := startRedis(t, dir)
+	checkRedisKeys(t, again.addr, keys)
 }
 
 // nginxConf is a configuration with everything in dir, listening on port:
