@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 // ErrOutput reports an output path a dump cannot write; the message says
@@ -72,7 +74,7 @@ func treeMemory(pid int, noChildren bool) uint64 {
 		if noChildren {
 			break
 		}
-		queue = append(queue, childPIDs(p)...)
+		queue = append(queue, procinfo.Children(p)...)
 	}
 	return total
 }
@@ -98,18 +100,4 @@ func statusKB(pid int, keys ...string) uint64 {
 		}
 	}
 	return n
-}
-
-func childPIDs(pid int) []int {
-	var out []int
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	for _, task := range tasks {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }

@@ -265,17 +265,39 @@ func readTasks(p procfs.Proc, in *Info) error {
 			continue
 		}
 		in.TIDs = append(in.TIDs, tid)
-		b, err := os.ReadFile(procPath(p.PID, fmt.Sprintf("task/%d/children", tid)))
+		kids, err := taskChildren(p.PID, tid)
 		if err != nil {
 			return err
 		}
-		for _, c := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(c); err == nil {
-				in.Children = append(in.Children, n)
-			}
-		}
+		in.Children = append(in.Children, kids...)
 	}
 	return nil
+}
+
+func taskChildren(pid, tid int) ([]int, error) {
+	b, err := os.ReadFile(procPath(pid, fmt.Sprintf("task/%d/children", tid)))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, c := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(c); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Children lists the children of all threads of pid, best effort: a
+// process or thread that ends meanwhile contributes none.
+func Children(pid int) []int {
+	var out []int
+	tids, _ := TIDs(pid)
+	for _, tid := range tids {
+		kids, _ := taskChildren(pid, tid)
+		out = append(out, kids...)
+	}
+	return out
 }
 
 func readPersonality(p procfs.Proc, in *Info) error {
