@@ -29,15 +29,19 @@ func TestIOUring(t *testing.T) {
 				p = start(t, "iouring", mode)
 			}
 			p.waitLog(t, `(?m)^ready$`, 1, 20*time.Second)
-			if mode == "node" && !holdsIOUring(p.pid) {
-				// libuv uses io_uring from 1.45 (node 20); Debian's node 18 does not.
-				t.Skip("this node's libuv does not use io_uring")
-			}
 			img := filepath.Join(t.TempDir(), "iouring.img")
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-			wantFailure(t, r, 6, "io_uring")
-			if _, err := os.Stat(img); err == nil {
-				t.Errorf("the refused dump left %s", img)
+			if mode == "node" && !holdsIOUring(p.pid) {
+				// libuv uses io_uring from 1.45 (node 20); Debian's node 18
+				// does not, and then its checkpoint must simply work.
+				if r.code != 0 {
+					t.Errorf("dump of node without io_uring: exit %d: %s", r.code, r.stderr)
+				}
+			} else {
+				wantFailure(t, r, 6, "io_uring")
+				if _, err := os.Stat(img); err == nil {
+					t.Errorf("the refused dump left %s", img)
+				}
 			}
 			n := lastInt(p.log, `(?m)^alive (\d+)$`)
 			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
