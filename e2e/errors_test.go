@@ -315,3 +315,22 @@ func memoryCgroup(t *testing.T, limit int64) string {
 	}
 	return dir
 }
+
+// TestDumpUninterruptible: a process that cannot stop (here waiting for its
+// vfork child, an uninterruptible wait) fails the dump after --stop-timeout
+// with a message that says so, and goes on untraced once the wait ends.
+func TestDumpUninterruptible(t *testing.T) {
+	setup(t, "holder")
+	p := start(t, "holder", "vfork")
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "x.img")
+	r := runChpox(t, "dump", "--stop-timeout", "500ms", strconv.Itoa(p.pid), "-o", img)
+	wantFailure(t, r, 1, "did not stop", "vfork")
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the failed dump left %s", img)
+	}
+	p.waitInt(t, `(?m)^alive (\d+)$`, 20, 10*time.Second) // the vfork child ended after 3 s
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("holder after the failed dump: %s", st)
+	}
+}

@@ -4,6 +4,8 @@
 //   holder packet   an AF_PACKET socket (needs root)
 //   holder thread   a second thread (it sleeps)
 //   holder child    a child process (it sleeps; it dies with the holder)
+//   holder vfork    waits 3 s for a vfork child (in an uninterruptible wait
+//                   that ptrace cannot stop), then goes on
 //
 // It prints "ready" (for child also "child PID") once set up.
 #define _GNU_SOURCE
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,11 +50,20 @@ int main(int argc, char **argv) {
 			idle(NULL);
 		}
 		say("child %d\n", pid);
+	} else if (strcmp(what, "vfork") == 0) {
+		say("ready\n");
+		// The parent waits in wait_for_vfork_done until the child exits.
+		if (vfork() == 0) {
+			struct timespec ts = {3, 0};
+			syscall(SYS_nanosleep, &ts, NULL);
+			_exit(0);
+		}
 	} else {
-		say("usage: holder packet|thread|child\n");
+		say("usage: holder packet|thread|child|vfork\n");
 		return 2;
 	}
-	say("ready\n");
+	if (strcmp(what, "vfork") != 0)
+		say("ready\n");
 	for (long n = 0;; n++) {
 		say("alive %ld\n", n);
 		struct timespec ts = {0, 10 * 1000 * 1000};

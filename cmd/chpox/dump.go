@@ -13,6 +13,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/supervisor"
 )
 
@@ -25,6 +26,7 @@ func dumpCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
+			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -33,6 +35,7 @@ func dumpCommand() *cli.Command {
 			if c.String("output") == "" {
 				return fmt.Errorf("%w: dump needs -o FILE, the image to write", errUsage)
 			}
+			ptrace.StopTimeout = c.Duration("stop-timeout")
 			pid, err := strconv.Atoi(c.Args().First())
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("%w: %q is not a PID", errUsage, c.Args().First())
