@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -404,6 +405,44 @@ func TestTCPDumpDies(t *testing.T) {
 		}
 		for i, c := range clients {
 			c.check(t, 1000*round+i, want)
+		}
+	}
+}
+
+// TestTCPBusyListener: connections waiting in a listener's accept queue
+// cannot be kept, so dump lets the server run a moment and tries again; the
+// connections it then accepted survive dump --kill and restore.
+func TestTCPBusyListener(t *testing.T) {
+	setup(t, "slowaccept")
+	cleanNetLock(t)
+	p := start(t, "slowaccept")
+	port := p.waitLog(t, `(?m)^listening (\d+)$`, 1, 10*time.Second)[1]
+	p.waitLog(t, `(?m)^accepted 0$`, 1, 10*time.Second)
+	var clients []*bufio.Reader
+	for range 3 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		clients = append(clients, bufio.NewReader(c))
+	}
+	// The server sleeps 300 ms between accepts: the three wait in its queue.
+	img := filepath.Join(t.TempDir(), "srv.img")
+	r := mustChpox(t, "-v", "dump", "--kill", strconv.Itoa(p.pid), "-o", img)
+	if !strings.Contains(r.stderr, "listener busy") {
+		t.Errorf("the dump did not meet a waiting connection and try again: %q", r.stderr)
+	}
+	p.waitExit(t, 10*time.Second)
+	waitPIDFree(t, p.pid, 10*time.Second)
+	rp := restoreDetached(t, img, p)
+	rp.signal(t, unix.SIGUSR1)
+	for i, c := range clients {
+		for _, want := range []string{fmt.Sprintf("hello %d\n", i), "ping\n"} {
+			if line, err := c.ReadString('\n'); line != want {
+				t.Errorf("client %d read %q (%v), want %q", i, line, err, want)
+			}
 		}
 	}
 }

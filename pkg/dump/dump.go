@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/inet"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -106,13 +107,30 @@ func (m *Member) FreezeThreads(stop func(tid int) (*ptrace.Tracee, error)) error
 	}
 }
 
+// AcceptTries is how many times Dump freezes a tree whose TCP listeners
+// keep holding connections not yet accepted (10 ms, 20 ms ... between).
+var AcceptTries = 8
+
 // Dump checkpoints pid and, unless opt.NoChildren, its descendants.
 func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	res := &Result{PID: pid}
 	if err := CheckOutput(opt.Output, pid, opt.NoChildren); err != nil {
 		return nil, fmt.Errorf("dump %d: %w", pid, err)
 	}
-	err := tr.Do(func() error { return dumpTree(pid, opt, res) })
+	var err error
+	// A busy server's listener often holds connections it has not accepted
+	// yet, which the image cannot keep: let it run a moment and try again.
+	for try, wait := 1, 10*time.Millisecond; ; try, wait = try+1, wait*2 {
+		err = tr.Do(func() error { return dumpTree(pid, opt, res) })
+		if !errors.Is(err, inet.ErrAcceptQueue) || try == AcceptTries || opt.interrupted() {
+			break
+		}
+		slog.Debug("listener busy, trying again", "pid", pid, "try", try, "wait", wait)
+		time.Sleep(wait)
+	}
+	if errors.Is(err, inet.ErrAcceptQueue) {
+		err = fmt.Errorf("%w (tried %d times; dump again when the server is less busy)", err, AcceptTries)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,10 @@ var tcpStates = map[int]string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4
 // ErrUnsupported is returned (wrapped) for sockets chpox cannot rebuild.
 var ErrUnsupported = procinfo.ErrUnsupported
 
+// ErrAcceptQueue reports a listener with connections not yet accepted: a
+// moment later the program has usually taken them (pkg/dump tries again).
+var ErrAcceptQueue = errors.New("the accept queue is not empty")
+
 // Socket is a TCP or UDP socket being checkpointed: chpox's copy of the
 // process's socket and its record. Save fills the queues.
 type Socket struct {
@@ -139,7 +143,7 @@ func (s *Socket) describe() error {
 			return os.NewSyscallError("getsockopt(TCP_INFO)", err)
 		}
 		if ti.Unacked > 0 {
-			return fmt.Errorf("a TCP socket listening on %s has %d connections waiting to be accepted, which would be lost (dump again once the program accepted them): %w", r.Local, ti.Unacked, ErrUnsupported)
+			return fmt.Errorf("a TCP socket listening on %s has %d connections waiting to be accepted, which would be lost: %w: %w", r.Local, ti.Unacked, ErrAcceptQueue, ErrUnsupported)
 		}
 		r.State, r.Backlog = format.InetListen, int(ti.Sacked)
 	case tcpEstablished:
