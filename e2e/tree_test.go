@@ -618,3 +618,47 @@ func TestDumpNoChildren(t *testing.T) {
 		}
 	}
 }
+
+// TestDumpBusyTree: a shell that forks, execs and reaps a child all the
+// time is dumped again and again: children are caught being born, execing
+// and dying. Every dump succeeds or fails with a message, the shell runs on
+// untraced, and the image taken with --kill goes on counting.
+func TestDumpBusyTree(t *testing.T) {
+	setup(t)
+	p := startExe(t, "busy", "/bin/sh", "-c", `i=0; while :; do /bin/true; i=$((i+1)); [ $((i % 20)) -eq 0 ] && echo "round $i"; done`)
+	re := `(?m)^round (\d+)$`
+	p.waitInt(t, re, 20, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "busy.img")
+	ok, several := 0, 0
+	for range 20 {
+		r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+		switch {
+		case r.code == 0:
+			ok++
+			if strings.Contains(r.stderr, ": 2 processes") {
+				several++ // a child was caught on its way
+			}
+		case r.code >= 128 || !strings.Contains(r.stderr, "chpox: "):
+			t.Fatalf("dump of a busy tree: exit %d, %q", r.code, r.stderr)
+		}
+	}
+	t.Logf("%d of 20 dumps succeeded, %d caught a child", ok, several)
+	if ok < 19 {
+		t.Errorf("only %d of 20 dumps of a busy shell succeeded", ok)
+	}
+	p.waitInt(t, re, lastInt(p.log, re)+100, 10*time.Second)
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("shell after the dumps: %s", st)
+	}
+	img = dumpKill(t, p)
+	// A child caught by the --kill is an orphan zombie of this subreaper.
+	var top struct{ Processes []struct{ PID int } }
+	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range top.Processes {
+		waitPIDFree(t, q.PID, 10*time.Second)
+	}
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, re, lastInt(p.log, re)+100, 10*time.Second)
+}

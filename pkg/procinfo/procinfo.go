@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -66,7 +68,7 @@ func Read(pid int) (*Info, error) {
 	}
 	for _, s := range steps {
 		if err := s.f(p, in); err != nil {
-			if gone(pid) {
+			if exiting(pid, err) {
 				// It exited while being read: now a zombie or gone.
 				return readExited(pid)
 			}
@@ -74,6 +76,21 @@ func Read(pid int) (*Info, error) {
 		}
 	}
 	return in, nil
+}
+
+// exiting tells whether a read failed because pid is exiting: gone (zombie
+// or reaped) already, or on its way, its memory already released (ESRCH
+// from auxv or environ) and its exit soon complete.
+func exiting(pid int, err error) bool {
+	if !errors.Is(err, syscall.ESRCH) {
+		return gone(pid)
+	}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if gone(pid) {
+			return true
+		}
+	}
+	return false
 }
 
 // gone tells whether pid has exited (zombie or reaped).
