@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -389,4 +390,46 @@ func TestRunDumpSupervised(t *testing.T) {
 	if len(first["root"]) != 2 || first["root"][1] < lo || first["root"][1] > hi+1 {
 		t.Errorf("root count starts %v; the restored part should start between %d and %d", first["root"], lo, hi+1)
 	}
+}
+
+// TestRunStormForking: a job that forks, execs and reaps a child all the
+// time gets 200 trigger signals, 2 ms apart. None reaches it (SIGUSR2 would
+// kill the shell), checkpoints keep coming, and the last image restores a
+// shell that counts on.
+func TestRunStormForking(t *testing.T) {
+	setup(t)
+	img := filepath.Join(t.TempDir(), "busy.chp")
+	j := startRun(t, "--signal", "USR2", "-o", img, "--", "/bin/sh", "-c",
+		`i=0; while :; do /bin/true; i=$((i+1)); [ $((i % 20)) -eq 0 ] && echo "round $i"; done`)
+	re := `(?m)^round (\d+)$`
+	j.waitFile(t, j.stdout, re, 2, 10*time.Second)
+	for range 200 {
+		unix.Kill(j.root, unix.SIGUSR2)
+		time.Sleep(2 * time.Millisecond)
+	}
+	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint \d+ at `, 2, 30*time.Second)
+	before := lastInt(j.stdout, re)
+	j.waitFile(t, j.stdout, fmt.Sprintf(`(?m)^round %d$`, before+200), 1, 20*time.Second)
+	if j.exited() {
+		t.Fatalf("chpox run ended: %s", j.status)
+	}
+	if data, _ := os.ReadFile(j.stderr); strings.Contains(string(data), "failed") {
+		t.Errorf("a checkpoint failed:\n%s", tail(j.stderr))
+	}
+	// The job, not chpox, is killed: chpox run ends with it.
+	unix.Kill(j.root, unix.SIGKILL)
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chpox run did not end with its job")
+	}
+	var top struct{ Processes []struct{ PID int } }
+	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range top.Processes {
+		waitPIDFree(t, q.PID, 10*time.Second)
+	}
+	r := restoreDetached(t, img, &proc{name: "busy", pid: j.root, log: j.stdout})
+	r.waitInt(t, re, lastInt(j.stdout, re)+100, 10*time.Second)
 }
