@@ -209,3 +209,75 @@ func TestOutsideStdin(t *testing.T) {
 		t.Errorf("cat with a closed stdin ended with %q, want exit status 0 (EOF); restore said %q", st, r.stderr)
 	}
 }
+
+// openPTY opens a new pseudo-terminal: its master and its slave's path.
+func openPTY(t *testing.T) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal("unlockpt:", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal("ptsname:", err)
+	}
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// TestTerminalStdio: a program whose stdout is a terminal writes, once
+// restored, to the terminal chpox restore runs in, as a shell job would;
+// the image records the old terminal as external.
+func TestTerminalStdio(t *testing.T) {
+	setup(t, "counter")
+	oldM, oldPath := openPTY(t)
+	slave, err := os.OpenFile(oldPath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	cmd := exec.Command(progs["counter"])
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, slave, slave
+	p := startCmd(t, "counter", cmd, "")
+	slave.Close()
+	old := readLines(oldM)
+	waitFor(t, 10*time.Second, "counter output on the old terminal", func() bool { return len(old.snapshot()) >= 5 })
+	img := filepath.Join(t.TempDir(), "counter.img")
+	mustChpox(t, "dump", "--kill", strconv.Itoa(p.pid), "-o", img)
+	p.waitExit(t, 10*time.Second)
+	waitPIDFree(t, p.pid, 10*time.Second)
+	if text := quietChpox(t, "inspect", img); !strings.Contains(text, oldPath+"  terminal") {
+		t.Errorf("inspect does not list %s as an external terminal:\n%s", oldPath, text)
+	}
+
+	newM, newPath := openPTY(t)
+	newSlave, err := os.OpenFile(newPath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := exec.Command(chpoxBin, "restore", "--detach", img)
+	var stderr strings.Builder
+	rc.Stdin, rc.Stdout, rc.Stderr = devnull, newSlave, &stderr
+	if err := rc.Run(); err != nil {
+		t.Fatalf("restore: %v: %s", err, stderr.String())
+	}
+	newSlave.Close()
+	adopt(t, "counter(restored)", p.pid, "")
+	fresh := readLines(newM)
+	waitFor(t, 10*time.Second, "the restored counter's output on the new terminal", func() bool {
+		n := 0
+		for _, l := range fresh.snapshot() {
+			if strings.HasPrefix(l, "count ") {
+				n++
+			}
+		}
+		return n >= 5
+	})
+	if l := linkOf(p.pid, 1); l != newPath {
+		t.Errorf("restored stdout is %s, want the new terminal %s", l, newPath)
+	}
+}

@@ -29,3 +29,18 @@ func (pl *plan) markExternal(f *procinfo.OpenFile, what string, peer, sockType i
 	pl.objects.Externals = append(pl.objects.Externals, e)
 	f.External = e.ID
 }
+
+// terminals records a terminal at stdin, stdout or stderr as external: the
+// restored process gets chpox restore's own, as a shell gives a job its
+// terminal, wherever that terminal was (it may not exist any more).
+// Terminals at other fds are reopened by path.
+func (pl *plan) terminals() error {
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.FD <= 2 && f.IsTerminal() {
+				pl.markExternal(f, "terminal", 0, 0)
+			}
+		}
+	}
+	return nil
+}

@@ -28,6 +28,8 @@ type OpenFile struct {
 	// Dev and Ino identify the file; fds of one open file description
 	// have the same, so they narrow the search for shared descriptions.
 	Dev, Ino uint64
+	// Rdev is the device number of a device file (a terminal ...).
+	Rdev uint64
 }
 
 // Files lists the open file descriptors of pid. Kinds chpox cannot restore
@@ -52,6 +54,17 @@ func Files(pid int) ([]*OpenFile, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// IsTerminal tells whether f is a terminal: a pseudo-terminal's slave
+// (/dev/pts/N, majors 136-143), a virtual console or serial line (major
+// 4), /dev/tty or /dev/console (5:0, 5:1). Documentation/admin-guide/devices.txt.
+func (f *OpenFile) IsTerminal() bool {
+	if f.Kind != format.FileChar {
+		return false
+	}
+	major, minor := unix.Major(f.Rdev), unix.Minor(f.Rdev)
+	return major >= 136 && major <= 143 || major == 4 || major == 5 && minor <= 1
 }
 
 // CloseFiles releases the content sources.
@@ -88,7 +101,7 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	if err := unix.Stat(link, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", target, err)
 	}
-	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}, Dev: st.Dev, Ino: st.Ino}
+	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}, Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.Kind = format.FileRegular
