@@ -142,22 +142,35 @@ func BenchmarkDumpRestore(b *testing.B) {
 	b.StopTimer()
 	verify(b, pid, filepath.Join(dir, "bigmem.log"))
 
+	fmt.Printf("\n%d MiB touched, %.0f MiB in image, %d rounds\n", mib, float64(data)/(1<<20), b.N)
+	reportRates(b, data, timings{dump: dumpSec, frozen: frozenSec, restore: restoreSec, memcpy: memcpySum, fresh: freshSum})
+}
+
+// timings are the sums over a benchmark's rounds: seconds of dump (with
+// fsync), frozen and restore, and the GB/s of the two limits measured in
+// each round.
+type timings struct{ dump, frozen, restore, memcpy, fresh float64 }
+
+// reportRates reports dump and restore throughput of data bytes per round
+// as ratios to this machine's memcpy and fresh-write speed of the same run,
+// as metrics and as a table.
+func reportRates(b *testing.B, data int64, s timings) {
 	N := float64(b.N)
 	gb := float64(data) / 1e9
-	memcpy, fresh := memcpySum/N, freshSum/N
-	dumpRate, restoreRate := gb/(frozenSec/N), gb/(restoreSec/N)
+	memcpy, fresh := s.memcpy/N, s.fresh/N
+	dumpRate, restoreRate := gb/(s.frozen/N), gb/(s.restore/N)
 	b.ReportMetric(dumpRate/fresh, "dump/fresh")
 	b.ReportMetric(restoreRate/fresh, "restore/fresh")
 	b.ReportMetric(dumpRate/memcpy, "dump/memcpy")
 	b.ReportMetric(restoreRate/memcpy, "restore/memcpy")
-	b.ReportMetric(frozenSec/N*1000, "frozen-ms")
-	fmt.Printf("\n%d MiB touched, %.0f MiB in image, %d rounds\n", mib, float64(data)/(1<<20), b.N)
+	b.ReportMetric(s.frozen/N*1000, "frozen-ms")
+	b.ReportMetric(s.restore/N*1000, "restore-ms")
 	fmt.Printf("  limit  memcpy (warm)          %6.2f GB/s\n", memcpy)
 	fmt.Printf("  limit  first write (fresh)    %6.2f GB/s\n", fresh)
 	fmt.Printf("  dump   while frozen           %6.2f GB/s  = %.2f x fresh, %.2f x memcpy (frozen %.0f ms, with fsync %.0f ms)\n",
-		dumpRate, dumpRate/fresh, dumpRate/memcpy, frozenSec/N*1000, dumpSec/N*1000)
+		dumpRate, dumpRate/fresh, dumpRate/memcpy, s.frozen/N*1000, s.dump/N*1000)
 	fmt.Printf("  restore until running         %6.2f GB/s  = %.2f x fresh, %.2f x memcpy (%.0f ms)\n",
-		restoreRate, restoreRate/fresh, restoreRate/memcpy, restoreSec/N*1000)
+		restoreRate, restoreRate/fresh, restoreRate/memcpy, s.restore/N*1000)
 }
 
 // verify makes the restored process check its own memory.

@@ -77,20 +77,8 @@ func startRedis(b *testing.B, dir string, n int) (pid int, addr string) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Minute))
-	const batch = 10_000
-	for lo := 0; lo < n; lo += batch {
-		hi := min(lo+batch, n)
-		for i := lo; i < hi; i++ {
-			c.Send("SET", benchKey(i), benchValue(i))
-		}
-		if err := c.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		for i := lo; i < hi; i++ {
-			if v, err := c.Reply(); err != nil || v != "OK" {
-				b.Fatalf("SET %s: %v %v", benchKey(i), v, err)
-			}
-		}
+	if err := c.SetMany(n, benchKey, benchValue); err != nil {
+		b.Fatal(err)
 	}
 	return pid, addr
 }
@@ -216,25 +204,10 @@ func BenchmarkRedis(b *testing.B) {
 	for _, c := range clients {
 		longest = max(longest, time.Duration(c.longest.Load()))
 	}
-	N := float64(b.N)
-	gb := float64(data) / 1e9
-	memcpy, fresh := memcpySum/N, freshSum/N
-	dumpRate, restoreRate := gb/(frozenSec/N), gb/(restoreSec/N)
-	b.ReportMetric(dumpRate/fresh, "dump/fresh")
-	b.ReportMetric(restoreRate/fresh, "restore/fresh")
-	b.ReportMetric(dumpRate/memcpy, "dump/memcpy")
-	b.ReportMetric(restoreRate/memcpy, "restore/memcpy")
-	b.ReportMetric(frozenSec/N*1000, "frozen-ms")
-	b.ReportMetric(restoreSec/N*1000, "restore-ms")
 	b.ReportMetric(float64(longest.Milliseconds()), "client-wait-ms")
 	fmt.Printf("\nredis: %d keys, %d clients, %.0f MiB of data in a %.0f MiB image, %d rounds\n",
 		keys, len(clients), float64(data)/(1<<20), float64(size)/(1<<20), b.N)
-	fmt.Printf("  limit  memcpy (warm)          %6.2f GB/s\n", memcpy)
-	fmt.Printf("  limit  first write (fresh)    %6.2f GB/s\n", fresh)
-	fmt.Printf("  dump   while frozen           %6.2f GB/s  = %.2f x fresh, %.2f x memcpy (frozen %.0f ms, with fsync %.0f ms)\n",
-		dumpRate, dumpRate/fresh, dumpRate/memcpy, frozenSec/N*1000, dumpSec/N*1000)
-	fmt.Printf("  restore until running         %6.2f GB/s  = %.2f x fresh, %.2f x memcpy (%.0f ms)\n",
-		restoreRate, restoreRate/fresh, restoreRate/memcpy, restoreSec/N*1000)
+	reportRates(b, data, timings{dump: dumpSec, frozen: frozenSec, restore: restoreSec, memcpy: memcpySum, fresh: freshSum})
 	fmt.Printf("  clients  longest wait for a reply (kill to restore included) %v\n", longest.Round(time.Millisecond))
 }
 

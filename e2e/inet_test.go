@@ -246,18 +246,26 @@ func TestTCPReusePort(t *testing.T) {
 	}
 }
 
-// TestTCPDumpNoKill: a dump that lets the server run leaves its
-// connections as they were: repair mode was on only while they were read.
-func TestTCPDumpNoKill(t *testing.T) {
+// startHTTPClients starts the Go HTTP server on 127.0.0.1 and n keep-alive
+// clients outside the tree; want is the reply a client checks.
+func startHTTPClients(t *testing.T, n int) (*proc, []*httpClient, func(int, string) string) {
+	t.Helper()
 	setup(t)
 	cleanNetLock(t)
 	srv := startExe(t, "httpserver", buildGo(t, "httpserver"), "-addr", "127.0.0.1:0")
 	port := srv.waitLog(t, `listening (\d+)`, 1, 10*time.Second)[1]
 	want := func(i int, local string) string { return fmt.Sprintf("reply %d to %s (conn ", i, local) }
 	var clients []*httpClient
-	for range 2 {
+	for range n {
 		clients = append(clients, dialHTTP(t, "127.0.0.1:"+port))
 	}
+	return srv, clients, want
+}
+
+// TestTCPDumpNoKill: a dump that lets the server run leaves its
+// connections as they were: repair mode was on only while they were read.
+func TestTCPDumpNoKill(t *testing.T) {
+	srv, clients, want := startHTTPClients(t, 2)
 	for i, c := range clients {
 		c.check(t, i, want)
 	}
@@ -382,15 +390,7 @@ func TestUDPQueue(t *testing.T) {
 // locked, for --kill) harms nothing: its guard takes the connections out of
 // repair mode and lifts the lock, and the clients go on.
 func TestTCPDumpDies(t *testing.T) {
-	setup(t)
-	cleanNetLock(t)
-	srv := startExe(t, "httpserver", buildGo(t, "httpserver"), "-addr", "127.0.0.1:0")
-	port := srv.waitLog(t, `listening (\d+)`, 1, 10*time.Second)[1]
-	want := func(i int, local string) string { return fmt.Sprintf("reply %d to %s (conn ", i, local) }
-	var clients []*httpClient
-	for range 2 {
-		clients = append(clients, dialHTTP(t, "127.0.0.1:"+port))
-	}
+	srv, clients, want := startHTTPClients(t, 2)
 	for round, extra := range [][]string{nil, {"--kill"}} {
 		args := append([]string{"dump", fmt.Sprint(srv.pid), "-o", filepath.Join(t.TempDir(), "srv.img")}, extra...)
 		cmd := exec.Command(chpoxBin, args...)

@@ -54,20 +54,8 @@ func loadRedis(t testing.TB, addr string, n int) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	const batch = 10_000
-	for lo := 0; lo < n; lo += batch {
-		hi := min(lo+batch, n)
-		for i := lo; i < hi; i++ {
-			c.Send("SET", redisKey(i), redisValue(i))
-		}
-		if err := c.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		for i := lo; i < hi; i++ {
-			if v, err := c.Reply(); err != nil || v != "OK" {
-				t.Fatalf("SET %s: %v %v", redisKey(i), v, err)
-			}
-		}
+	if err := c.SetMany(n, redisKey, redisValue); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -106,3 +106,27 @@ func (c *Conn) Reply() (any, error) {
 	}
 	return nil, fmt.Errorf("redis: unknown reply type in %q", line)
 }
+
+// SetMany sets keys key(0)..key(n-1) to value(i), pipelined in batches of
+// 10,000 commands: loading a million keys one round trip at a time would
+// take minutes.
+func (c *Conn) SetMany(n int, key, value func(int) string) error {
+	const batch = 10_000
+	for lo := 0; lo < n; lo += batch {
+		hi := min(lo+batch, n)
+		for i := lo; i < hi; i++ {
+			if err := c.Send("SET", key(i), value(i)); err != nil {
+				return err
+			}
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		for i := lo; i < hi; i++ {
+			if v, err := c.Reply(); err != nil || v != "OK" {
+				return fmt.Errorf("SET %s: %v %w", key(i), v, err)
+			}
+		}
+	}
+	return nil
+}
