@@ -69,22 +69,10 @@ func startServer(t *testing.T, name, exe string, port int, args ...string) *serv
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pgid := cmd.Process.Pid
-	t.Cleanup(func() { killGroup(t, pgid) })
-	p := &proc{name: name, pid: cmd.Process.Pid, cmd: cmd, log: logPath, done: make(chan struct{})}
-	register(p)
-	go func() {
-		err := cmd.Wait()
-		p.status = "exit status 0"
-		if err != nil {
-			p.status = err.Error()
-		}
-		close(p.done)
-	}()
-	t.Cleanup(p.kill)
+	p := startCmd(t, name, cmd, logPath)
+	// Registered after startCmd's kill of the main process, so it runs
+	// first: the whole group goes.
+	t.Cleanup(func() { killGroup(t, p.pid) })
 	t.Logf("started %s %q: pid %d, log %s", exe, args, p.pid, logPath)
 	s := &server{proc: p, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	s.waitListening(t, 20*time.Second)
