@@ -446,3 +446,71 @@ func TestTCPBusyListener(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBusyListener: under `chpox run`, a trigger that meets connections
+// waiting in the accept queue is tried again a moment later (the loop keeps
+// serving the job meanwhile) and the checkpoint succeeds, holding the
+// connections the server accepted; the job serves them on.
+func TestRunBusyListener(t *testing.T) {
+	setup(t, "slowaccept")
+	cleanNetLock(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "srv.chp")
+	logPath, errPath := filepath.Join(dir, "srv.log"), filepath.Join(dir, "run.err")
+	logf, _ := os.Create(logPath)
+	errf, _ := os.Create(errPath)
+	defer logf.Close()
+	defer errf.Close()
+	cmd := exec.Command(chpoxBin, "-v", "run", "--signal", "USR2", "-o", img, "--", progs["slowaccept"])
+	cmd.Stdout, cmd.Stderr = logf, errf
+	run := startCmd(t, "chpox run", cmd, errPath)
+	job := &proc{name: "slowaccept", log: logPath}
+	m := run.waitLog(t, `(?m)^chpox: job pid (\d+);`, 1, 10*time.Second)
+	job.pid, _ = strconv.Atoi(m[1])
+	adopt(t, "slowaccept", job.pid, logPath)
+	port := job.waitLog(t, `(?m)^listening (\d+)$`, 1, 10*time.Second)[1]
+	job.waitLog(t, `(?m)^accepted 0$`, 1, 10*time.Second)
+	var clients []*bufio.Reader
+	for range 3 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		clients = append(clients, bufio.NewReader(c))
+	}
+	unix.Kill(job.pid, unix.SIGUSR2)
+	run.waitLog(t, `(?m)^chpox: checkpoint 1 at .* -> `, 1, 20*time.Second)
+	if data, _ := os.ReadFile(errPath); !strings.Contains(string(data), "listener busy") {
+		t.Errorf("the checkpoint did not meet the waiting connections and try again:\n%s", data)
+	}
+	// The image holds the three connections, accepted by the time of the
+	// checkpoint that succeeded.
+	var top struct {
+		Objects struct {
+			InetSockets []struct{ State string } `json:"inet_sockets"`
+		} `json:"objects"`
+	}
+	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
+		t.Fatal(err)
+	}
+	established := 0
+	for _, s := range top.Objects.InetSockets {
+		if s.State == "established" {
+			established++
+		}
+	}
+	if established != 3 {
+		t.Errorf("the image holds %d established connections, want the 3 accepted ones", established)
+	}
+	// The job, untouched, serves them.
+	unix.Kill(job.pid, unix.SIGUSR1)
+	for i, c := range clients {
+		for _, want := range []string{fmt.Sprintf("hello %d\n", i), "ping\n"} {
+			if line, err := c.ReadString('\n'); line != want {
+				t.Errorf("client %d read %q (%v), want %q", i, line, err, want)
+			}
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/objects/inet"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -50,6 +51,7 @@ type Supervisor struct {
 	mu      sync.Mutex
 	pending []*request // dump requests from the control socket, not yet served
 	due     bool       // an --interval checkpoint is due
+	busy    int        // checkpoints that met a busy listener in a row (retryBusy)
 	count   int        // checkpoints taken
 	// stopped holds the threads waiting at a trigger stop during
 	// checkpoints; a freeze takes them as they are.
@@ -150,13 +152,35 @@ func (s *Supervisor) wake() error { return unix.Kill(s.waker, unix.SIGUSR1) }
 
 func (s *Supervisor) ticker() {
 	for range time.Tick(s.opt.Interval) {
-		s.mu.Lock()
-		s.due = true
-		s.mu.Unlock()
-		if s.wake() != nil {
+		if s.ring() != nil {
 			return
 		}
 	}
+}
+
+// ring asks the loop for a checkpoint to the --output file.
+func (s *Supervisor) ring() error {
+	s.mu.Lock()
+	s.due = true
+	s.mu.Unlock()
+	return s.wake()
+}
+
+// retryBusy tells whether a checkpoint that met a TCP listener holding
+// connections not yet accepted is tried again (as dump does, up to
+// dump.AcceptTries times, 10 ms, 20 ms ... later). The job runs and its
+// events are served meanwhile: a timer rings the doorbell, the loop does
+// not sleep.
+func (s *Supervisor) retryBusy(err error) bool {
+	if !errors.Is(err, inet.ErrAcceptQueue) || s.busy >= dump.AcceptTries-1 {
+		s.busy = 0
+		return false
+	}
+	wait := 10 * time.Millisecond << s.busy
+	s.busy++
+	slog.Debug("listener busy, trying again", "try", s.busy, "wait", wait)
+	time.AfterFunc(wait, func() { s.ring() })
+	return true
 }
 
 // loop handles every ptrace event of the tree.
@@ -239,7 +263,9 @@ func (s *Supervisor) checkpoints(first int) {
 		if s.again || due {
 			s.again = false
 			res, err := s.checkpoint(s.opt.Output, false)
-			s.report(res, err, s.opt.Output)
+			if !s.retryBusy(err) {
+				s.report(res, err, s.opt.Output)
+			}
 		}
 		for _, r := range reqs {
 			res, err := s.checkpoint(r.Output, r.Kill)
