@@ -30,26 +30,27 @@ var (
 
 // cPrograms are compiled from ../testdata/NAME.c with gcc -O1 -g and these extra flags.
 var cPrograms = map[string][]string{
-	"counter":    nil,
-	"memory":     nil,
-	"vector":     nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
-	"sleeper":    nil,
-	"files":      nil,
-	"holder":     {"-pthread"},
-	"bigmem":     nil,
-	"reserve":    nil,
-	"slowaccept": nil,
-	"pending":    {"-pthread"},
-	"tree":       nil,
-	"pipes":      nil,
-	"shm":        nil,
-	"runjob":     nil,
-	"unixsock":   nil,
-	"tcppair":    nil,
-	"udpqueue":   nil,
-	"iouring":    nil,
-	"netlink":    nil,
-	"faultjob":   {"-pthread"},
+	"counter":     nil,
+	"memory":      nil,
+	"vector":      nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
+	"sleeper":     nil,
+	"files":       nil,
+	"holder":      {"-pthread"},
+	"bigmem":      nil,
+	"reserve":     nil,
+	"slowaccept":  nil,
+	"pending":     {"-pthread"},
+	"tree":        nil,
+	"pipes":       nil,
+	"shm":         nil,
+	"runjob":      nil,
+	"unixsock":    nil,
+	"tcppair":     nil,
+	"udpqueue":    nil,
+	"iouring":     nil,
+	"netlink":     nil,
+	"faultjob":    {"-pthread"},
+	"threadchurn": {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

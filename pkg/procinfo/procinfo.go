@@ -281,11 +281,14 @@ func readTasks(p procfs.Proc, in *Info) error {
 		if err != nil {
 			continue
 		}
-		in.TIDs = append(in.TIDs, tid)
 		kids, err := taskChildren(p.PID, tid)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue // the thread ended since the listing: a running process's threads come and go
+		}
 		if err != nil {
 			return err
 		}
+		in.TIDs = append(in.TIDs, tid)
 		in.Children = append(in.Children, kids...)
 	}
 	return nil
