@@ -103,7 +103,10 @@ func checkFD(pid int, f format.File) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(f.Path, &st); err != nil {
-		return fmt.Errorf("process %d: fd %d: %w", pid, f.FD, err)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("process %d: fd %d: reopen %s: %w (the file is gone: recreate it, or restore where it exists)", pid, f.FD, f.Path, err)
+		}
+		return fmt.Errorf("process %d: fd %d: reopen %s: %w", pid, f.FD, f.Path, err)
 	}
 	if st.Mode&unix.S_IFMT != want {
 		return fmt.Errorf("process %d: fd %d: %s is no longer a %s (mode %#o): %w", pid, f.FD, f.Path, f.Kind, st.Mode, ErrIncompatible)
