@@ -51,6 +51,7 @@ var cPrograms = map[string][]string{
 	"netlink":     nil,
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
+	"reexec":      nil,
 }
 
 func TestMain(m *testing.M) {

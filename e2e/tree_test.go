@@ -662,3 +662,35 @@ func TestDumpBusyTree(t *testing.T) {
 	r := restoreDetached(t, img, p)
 	r.waitInt(t, re, lastInt(p.log, re)+100, 10*time.Second)
 }
+
+// TestDumpExecing: a process that replaces itself by exec every 3 ms is
+// dumped 20 times, caught before, during and after its execs: every dump
+// succeeds or says why, it goes on untraced, and the --kill image goes on
+// counting generations.
+func TestDumpExecing(t *testing.T) {
+	setup(t, "reexec")
+	p := start(t, "reexec")
+	re := `(?m)^gen (\d+)$`
+	p.waitInt(t, re, 20, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "reexec.img")
+	ok := 0
+	for range 20 {
+		r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+		switch {
+		case r.code == 0:
+			ok++
+		case r.code >= 128 || !strings.Contains(r.stderr, "chpox: "):
+			t.Fatalf("dump of an execing process: exit %d, %q", r.code, r.stderr)
+		}
+	}
+	if ok < 19 {
+		t.Errorf("only %d of 20 dumps of an execing process succeeded", ok)
+	}
+	p.waitInt(t, re, lastInt(p.log, re)+50, 10*time.Second)
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("after the dumps: %s", st)
+	}
+	img = dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, re, lastInt(p.log, re)+50, 10*time.Second)
+}
