@@ -216,17 +216,25 @@ func start(t *testing.T, name string, args ...string) *proc {
 // and stderr go to a log file in t.TempDir, stdin is /dev/null.
 func startExe(t *testing.T, name, exe string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, logPath := logFile(t, name)
 	defer f.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	p := startCmd(t, name, cmd, logPath)
 	t.Logf("started %s %v: pid %d, log %s", exe, args, p.pid, logPath)
 	return p
+}
+
+// logFile creates the log file of a program started by a test, in
+// t.TempDir, and returns it open for writing and its path.
+func logFile(t *testing.T, name string) (*os.File, string) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, logPath
 }
 
 // startCmd starts cmd, set up by the caller with exactly the descriptors it

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,11 +59,7 @@ type server struct {
 // group would fail the test there.
 func startServer(t *testing.T, name, exe string, port int, args ...string) *server {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, logPath := logFile(t, name)
 	defer f.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = f, f
