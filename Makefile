@@ -22,8 +22,11 @@ setup:
 	@./scripts/setup.sh
 	$(GO) mod download
 
+# The version --version prints and images record.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/chpox
+	$(GO) build -ldflags "-X main.buildVersion=$(VERSION)" -o $(BIN) ./cmd/chpox
 
 test: setup lint unit e2e fuzz
 

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 )
 
 // checkInspectJSON checks the documented fields of inspect --json. The
@@ -67,4 +69,27 @@ func keys(m map[string]any) []string {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+// TestVersion: --version names the build, and every image records the
+// chpox that wrote it.
+func TestVersion(t *testing.T) {
+	setup(t, "counter")
+	v := strings.TrimSpace(mustChpox(t, "--version").stdout)
+	if !strings.HasPrefix(v, "chpox ") {
+		t.Fatalf("--version printed %q", v)
+	}
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 3, 10*time.Second)
+	var top struct {
+		Header struct {
+			Tool string `json:"tool"`
+		} `json:"header"`
+	}
+	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", dump(t, p))), &top); err != nil {
+		t.Fatal(err)
+	}
+	if top.Header.Tool != v {
+		t.Errorf("the image says it was written by %q, --version says %q", top.Header.Tool, v)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/netlock"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -20,9 +21,11 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == netlock.GuardCommand {
 		os.Exit(netlock.RunGuard()) // started by a dump (pkg/netlock), not by people
 	}
+	dump.Version = version()
 	app := &cli.App{
-		Name:  "chpox",
-		Usage: "checkpoint and restore Linux processes",
+		Name:    "chpox",
+		Usage:   "checkpoint and restore Linux processes",
+		Version: dump.Version,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log diagnostics to stderr"},
 		},
