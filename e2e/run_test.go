@@ -433,3 +433,26 @@ func TestRunStormForking(t *testing.T) {
 	r := restoreDetached(t, img, &proc{name: "busy", pid: j.root, log: j.stdout})
 	r.waitInt(t, re, lastInt(j.stdout, re)+100, 10*time.Second)
 }
+
+// TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
+// writes it: no -o, no --; the image is app.chp in the current directory.
+func TestRunDesignCard(t *testing.T) {
+	setup(t, "counter")
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	if err := os.Symlink(progs["counter"], app); err != nil {
+		t.Fatal(err)
+	}
+	f, logPath := logFile(t, "app")
+	defer f.Close()
+	cmd := exec.Command(chpoxBin, "run", "--signal", "31", "./app")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, f, f
+	run := startCmd(t, "chpox run", cmd, logPath)
+	m := run.waitLog(t, `(?m)^chpox: job pid (\d+);`, 1, 10*time.Second)
+	job, _ := strconv.Atoi(m[1])
+	adopt(t, "app", job, logPath)
+	run.waitInt(t, countRE, 5, 10*time.Second)
+	unix.Kill(job, unix.Signal(31))
+	run.waitLog(t, `(?m)^chpox: checkpoint 1 at .* -> `+regexp.QuoteMeta(filepath.Join(dir, "app.chp"))+`$`, 1, 10*time.Second)
+	quietChpox(t, "inspect", "--verify", filepath.Join(dir, "app.chp"))
+}

@@ -23,20 +23,22 @@ func runCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "signal", Aliases: []string{"s"}, Usage: "`SIGNAL` (number or name) that triggers a checkpoint; the job must not use it", Value: "SIGUSR2"},
 			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint (default: the command's name + .chp, in the current directory)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
 				return fmt.Errorf("%w: run needs a command: chpox run -o job.chp -- ./job", errUsage)
 			}
-			if c.String("output") == "" {
-				return fmt.Errorf("%w: run needs -o FILE, the image each checkpoint replaces", errUsage)
+			output := c.String("output")
+			if output == "" {
+				// As the design card writes it: chpox run --signal 31 ./app
+				output = filepath.Base(c.Args().First()) + ".chp"
 			}
 			sig, err := parseSignal(c.String("signal"))
 			if err != nil {
 				return err
 			}
-			out, err := filepath.Abs(c.String("output"))
+			out, err := filepath.Abs(output)
 			if err != nil {
 				return err
 			}
