@@ -409,15 +409,12 @@ func TestTCPDumpDies(t *testing.T) {
 	}
 }
 
-// TestTCPBusyListener: connections waiting in a listener's accept queue
-// cannot be kept, so dump lets the server run a moment and tries again; the
-// connections it then accepted survive dump --kill and restore.
-func TestTCPBusyListener(t *testing.T) {
-	setup(t, "slowaccept")
-	cleanNetLock(t)
-	p := start(t, "slowaccept")
-	port := p.waitLog(t, `(?m)^listening (\d+)$`, 1, 10*time.Second)[1]
-	p.waitLog(t, `(?m)^accepted 0$`, 1, 10*time.Second)
+// queuedClients connects three clients to testdata/slowaccept (srv) right
+// after one of its accept rounds: they wait in its accept queue for 300 ms.
+func queuedClients(t *testing.T, srv *proc) []*bufio.Reader {
+	t.Helper()
+	port := srv.waitLog(t, `(?m)^listening (\d+)$`, 1, 10*time.Second)[1]
+	srv.waitLog(t, `(?m)^accepted 0$`, 1, 10*time.Second)
 	var clients []*bufio.Reader
 	for range 3 {
 		c, err := net.Dial("tcp", "127.0.0.1:"+port)
@@ -428,6 +425,17 @@ func TestTCPBusyListener(t *testing.T) {
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		clients = append(clients, bufio.NewReader(c))
 	}
+	return clients
+}
+
+// TestTCPBusyListener: connections waiting in a listener's accept queue
+// cannot be kept, so dump lets the server run a moment and tries again; the
+// connections it then accepted survive dump --kill and restore.
+func TestTCPBusyListener(t *testing.T) {
+	setup(t, "slowaccept")
+	cleanNetLock(t)
+	p := start(t, "slowaccept")
+	clients := queuedClients(t, p)
 	// The server sleeps 300 ms between accepts: the three wait in its queue.
 	img := filepath.Join(t.TempDir(), "srv.img")
 	r := mustChpox(t, "-v", "dump", "--kill", strconv.Itoa(p.pid), "-o", img)
@@ -468,18 +476,7 @@ func TestRunBusyListener(t *testing.T) {
 	m := run.waitLog(t, `(?m)^chpox: job pid (\d+);`, 1, 10*time.Second)
 	job.pid, _ = strconv.Atoi(m[1])
 	adopt(t, "slowaccept", job.pid, logPath)
-	port := job.waitLog(t, `(?m)^listening (\d+)$`, 1, 10*time.Second)[1]
-	job.waitLog(t, `(?m)^accepted 0$`, 1, 10*time.Second)
-	var clients []*bufio.Reader
-	for range 3 {
-		c, err := net.Dial("tcp", "127.0.0.1:"+port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		clients = append(clients, bufio.NewReader(c))
-	}
+	clients := queuedClients(t, job)
 	unix.Kill(job.pid, unix.SIGUSR2)
 	run.waitLog(t, `(?m)^chpox: checkpoint 1 at .* -> `, 1, 20*time.Second)
 	if data, _ := os.ReadFile(errPath); !strings.Contains(string(data), "listener busy") {

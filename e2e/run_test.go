@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -423,13 +422,7 @@ func TestRunStormForking(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("chpox run did not end with its job")
 	}
-	var top struct{ Processes []struct{ PID int } }
-	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range top.Processes {
-		waitPIDFree(t, q.PID, 10*time.Second)
-	}
+	waitImagePIDsFree(t, img)
 	r := restoreDetached(t, img, &proc{name: "busy", pid: j.root, log: j.stdout})
 	r.waitInt(t, re, lastInt(j.stdout, re)+100, 10*time.Second)
 }

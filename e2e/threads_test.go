@@ -226,25 +226,5 @@ func TestPendingSignals(t *testing.T) {
 // says why, the program's own checks hold, and the --kill image goes on.
 func TestDumpThreadChurn(t *testing.T) {
 	setup(t, "threadchurn")
-	p := start(t, "threadchurn")
-	re := `(?m)^round (\d+)$`
-	p.waitInt(t, re, 100, 10*time.Second)
-	img := filepath.Join(t.TempDir(), "churn.img")
-	ok := 0
-	for range 20 {
-		r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-		switch {
-		case r.code == 0:
-			ok++
-		case r.code >= 128 || !strings.Contains(r.stderr, "chpox: "):
-			t.Fatalf("dump of a thread-churning process: exit %d, %q", r.code, r.stderr)
-		}
-	}
-	if ok < 19 {
-		t.Errorf("only %d of 20 dumps of a thread-churning process succeeded", ok)
-	}
-	p.waitInt(t, re, lastInt(p.log, re)+300, 10*time.Second) // its own checks hold
-	img = dumpKill(t, p)
-	r := restoreDetached(t, img, p)
-	r.waitInt(t, re, lastInt(p.log, re)+300, 10*time.Second)
+	dumpWhileChanging(t, start(t, "threadchurn"), "a thread-churning process", `(?m)^round (\d+)$`, 100, 300)
 }

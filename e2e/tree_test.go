@@ -626,41 +626,13 @@ func TestDumpNoChildren(t *testing.T) {
 func TestDumpBusyTree(t *testing.T) {
 	setup(t)
 	p := startExe(t, "busy", "/bin/sh", "-c", `i=0; while :; do /bin/true; i=$((i+1)); [ $((i % 20)) -eq 0 ] && echo "round $i"; done`)
-	re := `(?m)^round (\d+)$`
-	p.waitInt(t, re, 20, 10*time.Second)
-	img := filepath.Join(t.TempDir(), "busy.img")
-	ok, several := 0, 0
-	for range 20 {
-		r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-		switch {
-		case r.code == 0:
-			ok++
-			if strings.Contains(r.stderr, ": 2 processes") {
-				several++ // a child was caught on its way
-			}
-		case r.code >= 128 || !strings.Contains(r.stderr, "chpox: "):
-			t.Fatalf("dump of a busy tree: exit %d, %q", r.code, r.stderr)
+	several := 0
+	for _, r := range dumpWhileChanging(t, p, "a busy shell", `(?m)^round (\d+)$`, 20, 100) {
+		if strings.Contains(r.stderr, ": 2 processes") {
+			several++ // a child was caught on its way
 		}
 	}
-	t.Logf("%d of 20 dumps succeeded, %d caught a child", ok, several)
-	if ok < 19 {
-		t.Errorf("only %d of 20 dumps of a busy shell succeeded", ok)
-	}
-	p.waitInt(t, re, lastInt(p.log, re)+100, 10*time.Second)
-	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
-		t.Errorf("shell after the dumps: %s", st)
-	}
-	img = dumpKill(t, p)
-	// A child caught by the --kill is an orphan zombie of this subreaper.
-	var top struct{ Processes []struct{ PID int } }
-	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range top.Processes {
-		waitPIDFree(t, q.PID, 10*time.Second)
-	}
-	r := restoreDetached(t, img, p)
-	r.waitInt(t, re, lastInt(p.log, re)+100, 10*time.Second)
+	t.Logf("%d dumps caught a child", several)
 }
 
 // TestDumpExecing: a process that replaces itself by exec every 3 ms is
@@ -669,28 +641,50 @@ func TestDumpBusyTree(t *testing.T) {
 // counting generations.
 func TestDumpExecing(t *testing.T) {
 	setup(t, "reexec")
-	p := start(t, "reexec")
-	re := `(?m)^gen (\d+)$`
-	p.waitInt(t, re, 20, 10*time.Second)
-	img := filepath.Join(t.TempDir(), "reexec.img")
-	ok := 0
+	dumpWhileChanging(t, start(t, "reexec"), "an execing process", `(?m)^gen (\d+)$`, 20, 50)
+}
+
+// dumpWhileChanging dumps p, which changes all the time, 20 times: each
+// dump succeeds or fails with chpox's message (19 of 20 must succeed), p
+// goes on untraced by `step` more counts of re, and an image taken with
+// --kill restores and counts on. It returns the successful dumps.
+func dumpWhileChanging(t *testing.T, p *proc, what, re string, first, step int) []chpoxResult {
+	t.Helper()
+	p.waitInt(t, re, first, 10*time.Second)
+	img := filepath.Join(t.TempDir(), p.name+".img")
+	var ok []chpoxResult
 	for range 20 {
 		r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
 		switch {
 		case r.code == 0:
-			ok++
+			ok = append(ok, r)
 		case r.code >= 128 || !strings.Contains(r.stderr, "chpox: "):
-			t.Fatalf("dump of an execing process: exit %d, %q", r.code, r.stderr)
+			t.Fatalf("dump of %s: exit %d, %q", what, r.code, r.stderr)
 		}
 	}
-	if ok < 19 {
-		t.Errorf("only %d of 20 dumps of an execing process succeeded", ok)
+	if len(ok) < 19 {
+		t.Errorf("only %d of 20 dumps of %s succeeded", len(ok), what)
 	}
-	p.waitInt(t, re, lastInt(p.log, re)+50, 10*time.Second)
+	p.waitInt(t, re, lastInt(p.log, re)+step, 10*time.Second) // its own checks hold
 	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
-		t.Errorf("after the dumps: %s", st)
+		t.Errorf("%s after the dumps: %s", what, st)
 	}
 	img = dumpKill(t, p)
+	waitImagePIDsFree(t, img)
 	r := restoreDetached(t, img, p)
-	r.waitInt(t, re, lastInt(p.log, re)+50, 10*time.Second)
+	r.waitInt(t, re, lastInt(p.log, re)+step, 10*time.Second)
+	return ok
+}
+
+// waitImagePIDsFree waits until every PID of the image is free: a child
+// killed by --kill is an orphan zombie of this subreaper until reaped.
+func waitImagePIDsFree(t *testing.T, img string) {
+	t.Helper()
+	var top struct{ Processes []struct{ PID int } }
+	if err := json.Unmarshal([]byte(quietChpox(t, "inspect", "--json", img)), &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range top.Processes {
+		waitPIDFree(t, q.PID, 10*time.Second)
+	}
 }
