@@ -8,6 +8,7 @@ import (
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/netlock"
 	"github.com/chpox/chpox/pkg/objects/inet"
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 // inetState is what a dump holds of its TCP and UDP sockets until the image
@@ -29,28 +30,21 @@ type inetState struct {
 // kill closes them silently. Otherwise repair mode is on only while they
 // are read.
 func (pl *plan) inetSockets() error {
-	ids := map[int]int{} // Desc -> socket ID: a socket cannot be reopened, one description each
 	var conns []netlock.Conn
-	for _, p := range pl.procs {
-		for _, f := range p.files {
-			if f.Kind != format.FileInet {
-				continue
-			}
-			if id, ok := ids[f.Desc]; ok {
-				f.Socket = id
-				continue
-			}
-			s, err := inet.Open(p.Info.PID, f.FD)
-			if err != nil {
-				return err
-			}
-			pl.inet.sockets = append(pl.inet.sockets, s)
-			s.Rec.ID, s.Rec.Inode = len(pl.inet.sockets), f.Ino
-			ids[f.Desc], f.Socket = s.Rec.ID, s.Rec.ID
-			if local, peer, ok := s.Conn(); ok {
-				conns = append(conns, netlock.Conn{Local: local, Peer: peer})
-			}
+	err := pl.eachSocket(format.FileInet, func(p *proc, f *procinfo.OpenFile) (int, error) {
+		s, err := inet.Open(p.Info.PID, f.FD)
+		if err != nil {
+			return 0, err
 		}
+		pl.inet.sockets = append(pl.inet.sockets, s)
+		s.Rec.ID, s.Rec.Inode = len(pl.inet.sockets), f.Ino
+		if local, peer, ok := s.Conn(); ok {
+			conns = append(conns, netlock.Conn{Local: local, Peer: peer})
+		}
+		return s.Rec.ID, nil
+	})
+	if err != nil {
+		return err
 	}
 	// A connection whose reverse is in the tree too has both ends here.
 	ends := map[netlock.Conn]bool{}

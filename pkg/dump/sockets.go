@@ -54,3 +54,27 @@ func socketKind(pid, fd int) (string, error) {
 	}
 	return "", fmt.Errorf("a %s %s socket, which chpox cannot checkpoint: %w", objects.FamilyName(family), objects.TypeName(typ), ErrUnsupported)
 }
+
+// eachSocket calls describe once for every open file description of the
+// sockets of kind (a socket cannot be reopened: one record per
+// description) and gives every fd of it the ID describe returned.
+func (pl *plan) eachSocket(kind string, describe func(p *proc, f *procinfo.OpenFile) (int, error)) error {
+	ids := map[int]int{} // Desc -> socket ID
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Kind != kind {
+				continue
+			}
+			id, ok := ids[f.Desc]
+			if !ok {
+				var err error
+				if id, err = describe(p, f); err != nil {
+					return err
+				}
+				ids[f.Desc] = id
+			}
+			f.Socket = id
+		}
+	}
+	return nil
+}
