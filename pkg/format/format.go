@@ -32,8 +32,13 @@ import (
 	"hash/crc32"
 )
 
-// Version is the image format version this package writes and reads.
-const Version = 2
+// Version is the image format version this package writes. It reads
+// MinVersion up to Version: version 3 only added optional fields and
+// records, so a version 2 image means what it always meant.
+const Version = 3
+
+// MinVersion is the oldest image format version this package reads.
+const MinVersion = 2
 
 // Magic opens every image (PNG-style: non-ASCII first byte, CR LF to catch
 // text-mode mangling).

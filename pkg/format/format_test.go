@@ -837,6 +837,19 @@ func checkFlip(t *testing.T, img []byte, secs []rawSec, off int, bit uint) {
 // every other byte before the data payload (header, process and pad
 // payloads: a CRC catches every single-bit error, so which bit does not
 // matter); and samples of the data payload.
+// readableVersionFlip tells whether flipping bit of byte off turns the
+// preamble's version into another version this reader takes (3 into 2):
+// the image then reads exactly as before, so there is nothing to notice.
+func readableVersionFlip(img []byte, off int, bit uint) bool {
+	if off < 8 || off >= 12 {
+		return false
+	}
+	b := append([]byte(nil), img[8:12]...)
+	b[off-8] ^= 1 << bit
+	v := binary.LittleEndian.Uint32(b)
+	return v >= MinVersion && v <= Version
+}
+
 func TestTamper(t *testing.T) {
 	t.Parallel()
 	s := buildSample(sampleOpts{nproc: 2, small: true, objects: true})
@@ -874,6 +887,9 @@ func TestTamper(t *testing.T) {
 		switch {
 		case allBits[off]:
 			for bit := uint(0); bit < 8; bit++ {
+				if readableVersionFlip(img, off, bit) {
+					continue
+				}
 				checkFlip(t, img, secs, off, bit)
 				flips++
 			}
@@ -996,14 +1012,14 @@ func TestNotAnImage(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	s := makeSample(1, true)
-	for _, v := range []uint32{0, 1, Version + 1, 1 << 31} {
+	for _, v := range []uint32{0, MinVersion - 1, Version + 1, 1 << 31} {
 		b := assemble(v, s.secs())
 		_, err := decodeBytes(b)
 		if !errors.Is(err, ErrVersion) {
 			t.Errorf("version %d: %v, want ErrVersion", v, err)
 			continue
 		}
-		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", v)) || !strings.Contains(msg, fmt.Sprintf("version %d", Version)) {
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", v)) || !strings.Contains(msg, fmt.Sprintf("versions %d to %d", MinVersion, Version)) {
 			t.Errorf("version %d: message %q names not both versions", v, msg)
 		}
 	}

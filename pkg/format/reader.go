@@ -118,8 +118,8 @@ func Decode(r io.ReaderAt, size int64) (*Image, error) {
 	if size < preambleSize {
 		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte preamble", ErrTruncated, size, preambleSize)
 	}
-	if v := binary.LittleEndian.Uint32(pre[8:]); v != Version {
-		return nil, fmt.Errorf("%w: image has version %d, this chpox reads version %d", ErrVersion, v, Version)
+	if v := binary.LittleEndian.Uint32(pre[8:]); v < MinVersion || v > Version {
+		return nil, fmt.Errorf("%w: image has version %d, this chpox reads versions %d to %d", ErrVersion, v, MinVersion, Version)
 	}
 	if res := binary.LittleEndian.Uint32(pre[12:]); res != 0 {
 		return nil, corrupt("reserved preamble field is %#x, want 0", res)
