@@ -54,7 +54,7 @@ func inspectCommand() *cli.Command {
 func printImage(out io.Writer, img *format.Image) {
 	h := img.Header
 	fmt.Fprintf(out, "image: format %d, %s, kernel %s, made %s on %s by %s\n",
-		format.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
+		img.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
 	for _, s := range img.Objects.InetSockets {

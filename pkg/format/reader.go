@@ -13,6 +13,7 @@ import (
 // section is read on demand through Data and verified by VerifyData or by the
 // caller while streaming (DataCRC).
 type Image struct {
+	Version   uint32 // the preamble's format version
 	Header    Header
 	Processes []*Process
 	Objects   Objects
@@ -118,13 +119,14 @@ func Decode(r io.ReaderAt, size int64) (*Image, error) {
 	if size < preambleSize {
 		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte preamble", ErrTruncated, size, preambleSize)
 	}
-	if v := binary.LittleEndian.Uint32(pre[8:]); v < MinVersion || v > Version {
+	v := binary.LittleEndian.Uint32(pre[8:])
+	if v < MinVersion || v > Version {
 		return nil, fmt.Errorf("%w: image has version %d, this chpox reads versions %d to %d", ErrVersion, v, MinVersion, Version)
 	}
 	if res := binary.LittleEndian.Uint32(pre[12:]); res != 0 {
 		return nil, corrupt("reserved preamble field is %#x, want 0", res)
 	}
-	img := &Image{r: r, dataOff: -1}
+	img := &Image{Version: v, r: r, dataOff: -1}
 	if err := img.readSections(size); err != nil {
 		return nil, err
 	}
