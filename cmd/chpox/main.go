@@ -38,7 +38,7 @@ func main() {
 			tracer = ptrace.NewTracer()
 			return nil
 		},
-		Commands:        []*cli.Command{runCommand(), dumpCommand(), restoreCommand(), inspectCommand()},
+		Commands:        []*cli.Command{runCommand(), dumpCommand(), restoreCommand(), inspectCommand(), checkCommand()},
 		HideHelpCommand: true,
 		// No command: show help, but as a usage error.
 		Action: func(c *cli.Context) error {

@@ -155,6 +155,24 @@ func elfContentEnd(img []byte) (uint64, error) {
 	return end, nil
 }
 
+// VdsoPadding tells how many bytes at the end of pid's [vdso] lie past its
+// ELF content, and how many the trampoline needs there.
+func VdsoPadding(pid int) (padding, need uint64, err error) {
+	start, end, err := vdsoRange(pid)
+	if err != nil {
+		return 0, tramSize, err
+	}
+	img := make([]byte, end-start)
+	if err := ReadMem(pid, start, img); err != nil {
+		return 0, tramSize, fmt.Errorf("read [vdso]: %w", err)
+	}
+	content, err := elfContentEnd(img)
+	if err != nil {
+		return 0, tramSize, fmt.Errorf("parse [vdso]: %w", err)
+	}
+	return uint64(len(img)) - min(content, uint64(len(img))), tramSize, nil
+}
+
 // PlaceTrampoline finds room at the end of pid's [vdso] and writes the
 // trampoline code there unless it is there already (a previous dump left
 // it). It fails, without writing anything, when the padding is too small
