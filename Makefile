@@ -10,7 +10,7 @@ BIN   := bin/chpox
 # and then with a bare "context deadline exceeded" at its end (golang/go#75804).
 FUZZTIME ?= 100000x
 
-.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress faults demo clean
+.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress faults demo man clean
 
 all: build
 
@@ -69,6 +69,11 @@ faults: setup
 
 bench: setup
 	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench
+
+# The manual page, generated from the command line's definition
+# (cmd/chpox TestManPageCurrent fails when it is out of date).
+man: build
+	$(BIN) man > docs/chpox.1
 
 demo: setup build
 	./scripts/demo.sh

@@ -10,6 +10,10 @@ import (
 // FILE"), which urfave/cli/v2 does not parse: it moves the flags of the
 // named subcommand in front of its arguments. Everything after "--" stays.
 func flagsFirst(args []string, cmds []*cli.Command) []string {
+	// A completion request must stay last, where urfave/cli looks for it.
+	if n := len(args); n > 1 && args[n-1] == "--generate-bash-completion" {
+		return append(flagsFirst(args[:n-1], cmds), args[n-1])
+	}
 	if len(args) < 2 {
 		return args
 	}

@@ -22,6 +22,15 @@ func main() {
 		os.Exit(netlock.RunGuard()) // started by a dump (pkg/netlock), not by people
 	}
 	dump.Version = version()
+	app := newApp()
+	if err := app.Run(flagsFirst(os.Args, app.Commands)); err != nil {
+		os.Exit(report(err))
+	}
+}
+
+// newApp is the whole command line: main runs it, `chpox man` and the
+// completion scripts are generated from it.
+func newApp() *cli.App {
 	app := &cli.App{
 		Name:    "chpox",
 		Usage:   "checkpoint and restore Linux processes",
@@ -38,8 +47,10 @@ func main() {
 			tracer = ptrace.NewTracer()
 			return nil
 		},
-		Commands:        []*cli.Command{runCommand(), dumpCommand(), restoreCommand(), inspectCommand(), checkCommand()},
-		HideHelpCommand: true,
+		Commands: []*cli.Command{runCommand(), dumpCommand(), restoreCommand(), inspectCommand(), checkCommand(),
+			completionCommand(), manCommand()},
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
 		// No command: show help, but as a usage error.
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -56,9 +67,7 @@ func main() {
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError
 	}
-	if err := app.Run(flagsFirst(os.Args, app.Commands)); err != nil {
-		os.Exit(report(err))
-	}
+	return app
 }
 
 // report prints err for people and returns the exit code.
