@@ -32,7 +32,7 @@ func classify(err error) (int, string) {
 	case errors.Is(err, procinfo.ErrNoProcess):
 		return exitNoProcess, "check the PID with 'ps'"
 	case errors.Is(err, restore.ErrPIDInUse):
-		return exitPIDInUse, "the original process (or another one) still holds that PID: stop it first, then restore"
+		return exitPIDInUse, "the original process (or another one) still holds that PID: stop it first, then restore, or restore a copy beside it with --namespace"
 	case errors.Is(err, format.ErrChecksum), errors.Is(err, format.ErrCorrupt):
 		return exitBadImage, "the image is damaged; restore from another copy"
 	case errors.Is(err, format.ErrTruncated):
@@ -45,7 +45,7 @@ func classify(err error) (int, string) {
 		return exitFailure, "nothing was frozen: the process was left running unchanged"
 	case errors.Is(err, procinfo.ErrUnsupported):
 		return exitUnsupported, "the process was left running unchanged"
-	case strings.Contains(err.Error(), "operation not permitted"):
+	case strings.Contains(err.Error(), "operation not permitted") && strings.Contains(err.Error(), "ptrace("):
 		return exitFailure, "chpox needs ptrace rights over the process (run as its owner or root)"
 	}
 	return exitFailure, ""

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/objects/external"
+	"github.com/chpox/chpox/pkg/probe"
 	"github.com/chpox/chpox/pkg/restore"
 )
 
@@ -18,19 +19,22 @@ func restoreCommand() *cli.Command {
 		Name:      "restore",
 		Usage:     "bring a checkpointed process back with its PID; waits for it unless --detach",
 		ArgsUsage: "IMAGE",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the process runs and print its PID"},
 			&cli.DurationFlag{Name: "pid-wait", Value: 2 * time.Second, Usage: "how long to wait for an exited original to release its PID"},
 			&cli.StringSliceFlag{Name: "external", Usage: "`KEY=FD|closed|null`: what to give a descriptor that was shared with a process outside the checkpoint (KEY as 'chpox inspect' lists it; FD a descriptor of chpox restore; stdin, stdout and stderr default to chpox restore's own)"},
-		},
+		}, namespaceFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("%w: restore takes one image file, got %d arguments", errUsage, c.NArg())
 			}
+			if !c.Bool(nsInitFlag) && (c.Bool("namespace") || c.Int("copies") != 1 || !probe.CanChoosePIDs()) {
+				return restoreInNamespaces(c, c.Args().First())
+			}
 			// Signals that arrive while the process is being built must not
 			// kill chpox half way; they are forwarded once it runs.
 			sigs := make(chan os.Signal, 4)
-			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+			notifyTermination(sigs)
 			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds()), Externals: map[string]external.Choice{}}
 			for _, s := range c.StringSlice("external") {
 				key, choice, err := external.ParseChoice(s)
@@ -38,6 +42,10 @@ func restoreCommand() *cli.Command {
 					return fmt.Errorf("%w: --external %w", errUsage, err)
 				}
 				opt.Externals[key] = choice
+			}
+			if c.Bool(nsInitFlag) {
+				signal.Stop(sigs)
+				return nsInit(c, c.Args().First(), opt)
 			}
 			takeBack := func() {}
 			defer func() { takeBack() }()
@@ -55,6 +63,12 @@ func restoreCommand() *cli.Command {
 			return exitCode(waitForeground(r, sigs))
 		},
 	}
+}
+
+// notifyTermination sends the signals that end a foreground job to sigs:
+// chpox forwards them to what it restored instead of dying of them.
+func notifyTermination(sigs chan<- os.Signal) {
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 }
 
 // waitForeground waits for the restored process like a shell waits for a

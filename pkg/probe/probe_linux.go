@@ -67,6 +67,13 @@ func effectiveCaps() uint64 {
 	return 0
 }
 
+// CanChoosePIDs tells whether this process may give new processes the PIDs
+// it wants here (clone3 set_tid in its own PID namespace).
+func CanChoosePIDs() bool {
+	caps := effectiveCaps()
+	return hasCap(caps, capCheckpointRestore) || hasCap(caps, capSysAdmin)
+}
+
 func hasCap(caps uint64, c int) bool { return caps&(1<<c) != 0 }
 
 func capItem(caps uint64) Item {

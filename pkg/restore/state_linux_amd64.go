@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -103,14 +104,26 @@ func (x *target) setFSCreds(c format.Creds) error {
 			return err
 		}
 	}
-	if _, err := x.call("setgroups", unix.SYS_SETGROUPS, uint64(len(c.Groups)), at); err != nil {
-		return err
+	if setgroupsAllowed() {
+		if _, err := x.call("setgroups", unix.SYS_SETGROUPS, uint64(len(c.Groups)), at); err != nil {
+			return err
+		}
 	}
 	if _, err := x.call("setfsgid", unix.SYS_SETFSGID, uint64(c.GID[3])); err != nil {
 		return err
 	}
 	_, err := x.call("setfsuid", unix.SYS_SETFSUID, uint64(c.UID[3]))
 	return err
+}
+
+// setgroupsAllowed is false in a user namespace made by an ordinary user
+// (/proc/self/setgroups is "deny", user_namespaces(7)): nobody there may
+// change supplementary groups, so the process keeps those it was created
+// with, the restoring user's, which cmd/chpox checked to be the image's
+// before it made the namespace.
+func setgroupsAllowed() bool {
+	b, err := os.ReadFile("/proc/self/setgroups")
+	return err != nil || strings.TrimSpace(string(b)) != "deny"
 }
 
 // setThreadCreds switches one thread to the image's ids for good.

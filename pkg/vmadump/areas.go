@@ -113,9 +113,19 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 
 // statFile records size and mtime of a mapped file, through map_files so the
 // file really mapped is seen even if its path now names another one.
+// map_files needs CAP_CHECKPOINT_RESTORE: without it (a user dumping their
+// own process) the path is taken when it still names the mapped inode.
 func statFile(pid int, a *Area) error {
 	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), &st); err != nil {
+	err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), &st)
+	if err == unix.EPERM {
+		err = unix.Stat(a.File.Path, &st)
+		if err == nil && st.Ino != a.File.Inode {
+			return fmt.Errorf("dump %d: mapped file %s was replaced since it was mapped (inode %d, the mapping has %d); without CAP_CHECKPOINT_RESTORE the mapped one cannot be reached: %w",
+				pid, a.File.Path, st.Ino, a.File.Inode, ErrUnsupported)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("dump %d: stat mapped file %s: %w", pid, a.File.Path, err)
 	}
 	a.File.Size, a.File.MtimeNS = st.Size, st.Mtim.Nano()

@@ -1,6 +1,7 @@
 package vmadump
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,10 @@ type Shm struct {
 // see pages no process touched lately (pagemap would miss them).
 func OpenShm(pid int, a *Area) (*Shm, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End))
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x can only be read through /proc/%d/map_files, which needs CAP_CHECKPOINT_RESTORE: %w",
+			pid, a.Start, a.End, pid, ErrUnsupported)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
 	}
