@@ -449,3 +449,39 @@ func TestRunDesignCard(t *testing.T) {
 	run.waitLog(t, `(?m)^chpox: checkpoint 1 at .* -> `+regexp.QuoteMeta(filepath.Join(dir, "app.chp"))+`$`, 1, 10*time.Second)
 	quietChpox(t, "inspect", "--verify", filepath.Join(dir, "app.chp"))
 }
+
+// TestRunTriggerToChpox: the trigger sent to chpox run itself (a batch
+// script that execs chpox run is what Slurm signals) checkpoints the job
+// as the trigger sent to the job does; chpox and the job go on, and the
+// image restores the job at the count it had.
+func TestRunTriggerToChpox(t *testing.T) {
+	setup(t, "counter")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "job.chp")
+	f, logPath := logFile(t, "job")
+	defer f.Close()
+	cmd := exec.Command(chpoxBin, "run", "--signal", "USR2", "-o", img, "--", progs["counter"])
+	cmd.Stdout, cmd.Stderr = f, f
+	run := startCmd(t, "chpox run", cmd, logPath)
+	m := run.waitLog(t, `(?m)^chpox: job pid (\d+);`, 1, 10*time.Second)
+	job, _ := strconv.Atoi(m[1])
+	p := adopt(t, "counter", job, logPath)
+	run.waitInt(t, countRE, 10, 10*time.Second)
+	for i := 1; i <= 2; i++ {
+		run.signal(t, unix.SIGUSR2)
+		run.waitLog(t, `(?m)^chpox: checkpoint \d+ at .* -> `+regexp.QuoteMeta(img)+`$`, i, 10*time.Second)
+	}
+	at := run.waitInt(t, countRE, lastInt(logPath, countRE)+5, 10*time.Second)
+	if run.exited() || p.exited() {
+		t.Fatalf("after the triggers: chpox run %s, job %s", run.status, p.status)
+	}
+	killOriginal(t, p)
+	before, _ := os.ReadFile(logPath)
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, countRE, at+5, 10*time.Second)
+	after, _ := os.ReadFile(logPath)
+	first := regexp.MustCompile(countRE).FindSubmatch(after[len(before):])
+	if n, _ := strconv.Atoi(string(first[1])); n <= 10 {
+		t.Errorf("the restored job began at count %d, before the checkpoints (after count 10)", n)
+	}
+}

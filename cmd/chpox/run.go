@@ -51,7 +51,16 @@ func runCommand() *cli.Command {
 			unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 			// Set up forwarding before the job starts, so no signal is lost.
 			sigs := make(chan os.Signal, 4)
-			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+			for _, f := range []unix.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT} {
+				if f != sig {
+					signal.Notify(sigs, f)
+				}
+			}
+			// The trigger sent to chpox itself checkpoints the job too: a
+			// batch script that execs chpox run is what Slurm signals
+			// (sbatch --signal=B:USR2, scancel -b -s USR2).
+			triggers := make(chan os.Signal, 1)
+			signal.Notify(triggers, sig)
 			s, err := supervisor.Start(tracer, supervisor.Options{
 				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: os.Stderr,
 			})
@@ -63,6 +72,13 @@ func runCommand() *cli.Command {
 			}
 			fmt.Fprintf(os.Stderr, "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
 			go forward(sigs, s.PID())
+			go func() {
+				for range triggers {
+					if err := s.Trigger(); err != nil {
+						fmt.Fprintf(os.Stderr, "chpox: checkpoint on %s sent to chpox: %v\n", unix.SignalName(sig), err)
+					}
+				}
+			}()
 			status, err := s.Wait()
 			if err != nil {
 				return err
