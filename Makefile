@@ -10,7 +10,7 @@ BIN   := bin/chpox
 # and then with a bare "context deadline exceeded" at its end (golang/go#75804).
 FUZZTIME ?= 100000x
 
-.PHONY: all build setup test lint unit e2e servers fuzz fuzz-long bench stress faults demo man clean
+.PHONY: all build setup test lint unit e2e servers slurm fuzz fuzz-long bench stress faults demo man clean
 
 all: build
 
@@ -45,6 +45,11 @@ e2e:
 # and restore, node under chpox run, and io_uring refused.
 servers: setup
 	$(GO) test -race -count=1 -v -run '^Test(Server|IOUring)' -timeout 15m ./e2e
+
+# The Slurm recipe of docs/slurm.md on a single-node Slurm of its own (part
+# of e2e): checkpoint on USR2, requeue, restore, same result.
+slurm: setup
+	$(GO) test -race -count=1 -v -run '^TestSlurm' -timeout 5m ./e2e
 
 # Every fuzz target of the image reader, briefly; longer: make fuzz FUZZTIME=5000000x
 fuzz:

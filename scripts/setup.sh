@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need, only those missing: gcc builds
 # the test programs; python3, redis-server, nginx and node are real programs
 # the e2e tests checkpoint; nftables is the packet filter chpox uses to hold
-# TCP connections still while it dumps them. Quick when all is there.
+# TCP connections still while it dumps them; munge and Slurm run the batch
+# system test. Quick when all is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -15,6 +16,12 @@ need redis-cli redis-tools
 need nginx nginx-light
 need node nodejs
 need nft nftables
+# A single-node Slurm of the test's own (TestSlurmRequeue): munge for its
+# authentication, the controller, the node daemon and the client commands.
+need munged munge
+need slurmctld slurmctld
+need slurmd slurmd
+need sbatch slurm-client
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"
