@@ -159,6 +159,11 @@ func TestClassify(t *testing.T) {
 	if _, hint := classify(wrap(os.NewSyscallError("ptrace", errors.New("operation not permitted")))); !strings.Contains(hint, "root") {
 		t.Errorf("EPERM hint %q does not mention root", hint)
 	}
+	// An owner dumping its own process lacks no ptrace right: other EPERMs
+	// get no such advice.
+	if _, hint := classify(errors.New("dump 12: stat mapped file /usr/bin/sleep: operation not permitted")); hint != "" {
+		t.Errorf("a stat EPERM got the ptrace hint %q", hint)
+	}
 }
 
 // TestReport: exit status of a restored program passes through unchanged.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/supervisor"
@@ -27,6 +28,7 @@ func dumpCommand() *cli.Command {
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
+			quietFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -45,21 +47,25 @@ func dumpCommand() *cli.Command {
 			sigs := make(chan os.Signal, 1)
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 			interrupted := func() bool { return len(sigs) > 0 }
-			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted}
+			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
+				Progress: &format.Progress{}}
+			stop := showProgress(c, fmt.Sprintf("dump %d", pid), opt.Progress)
 			res, err := dumpAny(pid, opt)
+			stop()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "chpox: checkpoint of pid %d written to %s: %d processes, %s, frozen %s\n",
+			out := say(c)
+			fmt.Fprintf(out, "chpox: checkpoint of pid %d written to %s: %d processes, %s, frozen %s\n",
 				pid, opt.Output, res.Processes, bytesString(res.Bytes), res.Frozen.Round(100_000))
 			if len(res.LeftOut) > 0 {
-				fmt.Fprintf(os.Stderr, "chpox: its children %v are left out (--no-children); the image restores pid %d alone\n", res.LeftOut, pid)
+				fmt.Fprintf(out, "chpox: its children %v are left out (--no-children); the image restores pid %d alone\n", res.LeftOut, pid)
 			}
 			if c.Bool("kill") {
-				fmt.Fprintf(os.Stderr, "chpox: pid %d killed after the checkpoint\n", pid)
+				fmt.Fprintf(out, "chpox: pid %d killed after the checkpoint\n", pid)
 			}
 			if msg := outsideNote(res.OutsideTCP, c.Bool("kill")); msg != "" {
-				fmt.Fprintln(os.Stderr, msg)
+				fmt.Fprintln(out, msg)
 			}
 			return nil
 		},

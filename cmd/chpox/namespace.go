@@ -78,7 +78,7 @@ func restoreInNamespaces(c *cli.Context, path string) error {
 			kill() // a failed restore leaves no half of it behind
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "chpox: copy %d runs in a user and PID namespace of its own: pid %d there is pid %d here\n", i+1, k.inner, k.pid)
+		fmt.Fprintf(say(c), "chpox: copy %d runs in a user and PID namespace of its own: pid %d there is pid %d here\n", i+1, k.inner, k.pid)
 	}
 	if c.Bool("detach") {
 		for _, k := range started {
@@ -139,6 +139,9 @@ func startCopy(c *cli.Context, path string) (*nsCopy, error) {
 	}
 	defer w.Close()
 	args := []string{"restore", "--" + nsInitFlag, "--pid-wait", c.Duration("pid-wait").String()}
+	if c.Bool("quiet") {
+		args = append(args, "--quiet")
+	}
 	if !c.Bool("detach") {
 		args = append(args, "--ns-foreground")
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/probe"
 	"github.com/chpox/chpox/pkg/restore"
@@ -23,6 +24,7 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the process runs and print its PID"},
 			&cli.DurationFlag{Name: "pid-wait", Value: 2 * time.Second, Usage: "how long to wait for an exited original to release its PID"},
 			&cli.StringSliceFlag{Name: "external", Usage: "`KEY=FD|closed|null`: what to give a descriptor that was shared with a process outside the checkpoint (KEY as 'chpox inspect' lists it; FD a descriptor of chpox restore; stdin, stdout and stderr default to chpox restore's own)"},
+			quietFlag(),
 		}, namespaceFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -52,7 +54,10 @@ func restoreCommand() *cli.Command {
 			if !c.Bool("detach") {
 				opt.BeforeRun = func(pgid int) { takeBack = handTerminal(pgid) }
 			}
+			opt.Progress = &format.Progress{}
+			stop := showProgress(c, "restore "+c.Args().First(), opt.Progress)
 			r, err := restore.Restore(tracer, c.Args().First(), opt)
+			stop()
 			if err != nil {
 				return err
 			}

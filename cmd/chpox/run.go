@@ -24,6 +24,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "signal", Aliases: []string{"s"}, Usage: "`SIGNAL` (number or name) that triggers a checkpoint; the job must not use it", Value: "SIGUSR2"},
 			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint (default: the command's name + .chp, in the current directory)"},
+			quietFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
@@ -62,7 +63,7 @@ func runCommand() *cli.Command {
 			triggers := make(chan os.Signal, 1)
 			signal.Notify(triggers, sig)
 			s, err := supervisor.Start(tracer, supervisor.Options{
-				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: os.Stderr,
+				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: say(c), Errors: os.Stderr,
 			})
 			if err != nil {
 				return err
@@ -70,7 +71,7 @@ func runCommand() *cli.Command {
 			if err := s.Listen(); err != nil {
 				fmt.Fprintf(os.Stderr, "chpox: %v (chpox dump of this job will not work)\n", err)
 			}
-			fmt.Fprintf(os.Stderr, "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
+			fmt.Fprintf(say(c), "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
 			go forward(sigs, s.PID())
 			go func() {
 				for range triggers {

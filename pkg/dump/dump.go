@@ -36,6 +36,8 @@ type Options struct {
 	// Interrupted, if set, is asked between steps; true abandons the dump:
 	// the processes are released unchanged and nothing is written.
 	Interrupted func() bool
+	// Progress, if set, counts the data bytes as they are written.
+	Progress *format.Progress
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -165,7 +167,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill)
+	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}

@@ -84,7 +84,8 @@ func (pl *plan) close() {
 // the whole image to a temporary file. kill says the processes will be
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
-func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
+// progress, if not nil, counts the data bytes as they are written.
+func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *ImageWriter, err error) {
 	pl := &plan{kill: kill, inet: &inetState{}}
 	defer pl.close()
 	defer func() {
@@ -99,6 +100,7 @@ func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
 	if err != nil {
 		return nil, err
 	}
+	w.Progress = progress
 	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()

@@ -31,6 +31,9 @@ type Writer struct {
 	procs    int // process sections written
 	hdrProcs int // what the header declared
 	hdrData  int64
+
+	// Progress, if set, counts the data bytes as they are written.
+	Progress *Progress
 }
 
 const (
@@ -177,6 +180,7 @@ func (w *Writer) BeginData(n uint64) error {
 	w.section(SecPad, 0, make([]byte, gap))
 	w.dataHdr = w.off
 	w.dataLen = n
+	w.Progress.Start(int64(n))
 	w.write(make([]byte, sectionHdrLen)) // patched by Commit
 	return w.err
 }
@@ -199,6 +203,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.dataCRC = Checksum(w.dataCRC, p)
 	w.dataPos += uint64(len(p))
 	w.write(p)
+	w.Progress.Add(len(p))
 	return len(p), w.err
 }
 

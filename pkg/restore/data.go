@@ -38,8 +38,9 @@ func (w bufferAt) WriteAt(p []byte, off int64) (int, error) {
 // memory (process_vm_writev, batched) and into the deleted files' stand-ins,
 // checking the section's CRC on the way. One goroutine reads the next chunk
 // while the current one is written.
-func writeData(img *format.Image, o *objects) error {
+func writeData(img *format.Image, o *objects, progress *format.Progress) error {
 	sinks := sinksOf(img, o)
+	progress.Start(int64(img.Header.DataBytes))
 	type chunk struct {
 		off uint64
 		b   []byte
@@ -90,6 +91,7 @@ func writeData(img *format.Image, o *objects) error {
 			if werr != nil {
 				close(stop)
 			}
+			progress.Add(len(c.b))
 		}
 		free <- c.b[:cap(c.b)]
 	}

@@ -40,6 +40,8 @@ type Options struct {
 	// processes outside the checkpoint, by key (pkg/objects/external);
 	// stdin, stdout and stderr get chpox's own when not named here.
 	Externals map[string]external.Choice
+	// Progress, if set, counts the data bytes as they are read in.
+	Progress *format.Progress
 }
 
 // Restored is a running restored tree: its root is a child of chpox.

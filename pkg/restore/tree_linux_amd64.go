@@ -82,7 +82,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			return nil, fmt.Errorf("pid %d: restore memory: %w", n.p.PID, err)
 		}
 	}
-	if err := writeData(img, o); err != nil {
+	if err := writeData(img, o, opt.Progress); err != nil {
 		return nil, err
 	}
 	if err := o.fill(); err != nil {

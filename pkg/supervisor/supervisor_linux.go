@@ -34,6 +34,7 @@ type Options struct {
 	Interval time.Duration
 	Output   string    // image path for signal and interval checkpoints
 	Log      io.Writer // one line per checkpoint
+	Errors   io.Writer // one line per failed checkpoint (Log if nil)
 }
 
 // traceOptions: follow the whole tree; no EXITKILL (see package doc).
@@ -325,7 +326,11 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 	s.count++
 	now := time.Now().Format("15:04:05")
 	if err != nil {
-		fmt.Fprintf(s.opt.Log, "chpox: checkpoint %d at %s failed: %v (%s still holds the previous checkpoint)\n", s.count, now, err, out)
+		w := s.opt.Errors
+		if w == nil {
+			w = s.opt.Log
+		}
+		fmt.Fprintf(w, "chpox: checkpoint %d at %s failed: %v (%s still holds the previous checkpoint)\n", s.count, now, err, out)
 		return
 	}
 	fmt.Fprintf(s.opt.Log, "chpox: checkpoint %d at %s: %d processes, %d bytes, frozen %s -> %s\n",
@@ -385,7 +390,7 @@ func (s *Supervisor) write(ms []*dump.Member, out string, kill bool) (*dump.Imag
 	if err := dump.Collect(ms, int(s.opt.Signal)); err != nil {
 		return nil, err
 	}
-	return dump.Write(ms, out, kill)
+	return dump.Write(ms, out, kill, nil)
 }
 
 var errRootGone = errors.New("the job's root process is gone")
