@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/pkg/cpu"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/vmadump"
@@ -237,7 +238,9 @@ func newHeader(nproc int, data uint64) *format.Header {
 	var u unix.Utsname
 	unix.Uname(&u)
 	host, _ := os.Hostname()
+	flags, _ := cpu.Flags() // none recorded: restore checks nothing
 	return &format.Header{
+		CPUFlags:  flags,
 		Arch:      runtime.GOARCH,
 		Kernel:    strings.TrimRight(string(u.Release[:]), "\x00"),
 		Created:   time.Now().UTC(),

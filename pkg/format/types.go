@@ -12,6 +12,10 @@ type Header struct {
 	PageSize  int       `json:"page_size"`  // bytes per page on the dumping machine
 	Hostname  string    `json:"hostname"`   // informational
 	DataBytes int64     `json:"data_bytes"` // length of the data section
+	// CPUFlags are the instruction-set flags of the dumping CPU
+	// (/proc/cpuinfo; version 3, optional): the processes may have chosen
+	// code by them, so restore needs a CPU with all of them.
+	CPUFlags []string `json:"cpu_flags,omitempty"`
 }
 
 // Process is everything chpox knows about one process, except page contents,
