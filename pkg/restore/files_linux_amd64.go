@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 
@@ -37,25 +36,28 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	for _, f := range p.Files {
 		x.freeFD = max(x.freeFD, uint64(f.FD)+1)
 	}
+	open := map[int]bool{} // fds installed so far
 	// epoll instances last: the fds they watch must exist first.
 	for _, epollPass := range []bool{false, true} {
 		for _, f := range p.Files {
 			if (f.Kind == format.FileEpoll) != epollPass {
 				continue
 			}
-			if err := x.installFile(f, o, here); err != nil {
+			if err := x.installFile(f, o, here, open); err != nil {
 				return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
 			}
 			here[f.Desc] = f.FD
+			open[f.FD] = true
 		}
 	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
+		x.supPidfd = 0
 	}
 	return nil
 }
 
-func (x *target) installFile(f format.File, o *objects, here map[int]int) error {
+func (x *target) installFile(f format.File, o *objects, here map[int]int, open map[int]bool) error {
 	cloexec := uint64(f.Flags) & unix.O_CLOEXEC
 	if fd, ok := here[f.Desc]; ok {
 		_, err := x.call("dup3", unix.SYS_DUP3, uint64(fd), uint64(f.FD), cloexec)
@@ -73,6 +75,8 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 			}
 		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
+		case format.FileInotify, format.FilePidfd:
+			sup, err = x.eventObject(f, o)
 		}
 		if err != nil {
 			return err
@@ -86,7 +90,7 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 	case format.FileEventfd:
 		err = x.makeEventfd(f)
 	case format.FileEpoll:
-		err = x.makeEpoll(f)
+		err = x.makeEpoll(f, o, here, open)
 	default:
 		err = x.openFile(f, o)
 	}
@@ -124,7 +128,7 @@ func (x *target) makeEventfd(f format.File) error {
 
 // makeEpoll creates an epoll instance watching the saved fds with their
 // events and data.
-func (x *target) makeEpoll(f format.File) error {
+func (x *target) makeEpoll(f format.File, o *objects, here map[int]int, open map[int]bool) error {
 	fd, err := x.call("epoll_create1", unix.SYS_EPOLL_CREATE1, uint64(f.Flags)&unix.O_CLOEXEC)
 	if err != nil {
 		return err
@@ -132,15 +136,9 @@ func (x *target) makeEpoll(f format.File) error {
 	if err := x.moveFD(fd, f.FD, uint64(f.Flags)&unix.O_CLOEXEC); err != nil {
 		return err
 	}
+	open[f.FD] = true // a watch of a closed fd puts back what is here
 	for _, w := range f.Watches {
-		x.resetScratch()
-		ev := binary.LittleEndian.AppendUint32(nil, w.Events) // struct epoll_event is packed
-		ev = binary.LittleEndian.AppendUint64(ev, w.Data)
-		at, err := x.put(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := x.call(fmt.Sprintf("epoll_ctl(ADD %d)", w.FD), unix.SYS_EPOLL_CTL, uint64(f.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), at); err != nil {
+		if err := x.addEpollWatch(f.FD, w, o, here, open); err != nil {
 			return err
 		}
 	}
@@ -150,24 +148,32 @@ func (x *target) makeEpoll(f format.File) error {
 // fromChpox installs chpox's file sup at fd: pidfd_getfd(2) on chpox
 // gives the process the very same open file description.
 func (x *target) fromChpox(sup *os.File, fd int, cloexec uint64) error {
-	if x.supPidfd == 0 {
-		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-		if err != nil {
-			return err
-		}
-		// Above every fd of the image, where installing them cannot hit it.
-		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
-		x.call("close", unix.SYS_CLOSE, pfd)
-		if err != nil {
-			return err
-		}
-		x.supPidfd = high
+	if _, err := x.supFD(); err != nil {
+		return err
 	}
 	tmp, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, x.supPidfd, uint64(sup.Fd()), 0)
 	if err != nil {
 		return err
 	}
 	return x.moveFD(tmp, fd, cloexec)
+}
+
+// supFD returns the process's pidfd of chpox, opened on first use.
+func (x *target) supFD() (uint64, error) {
+	if x.supPidfd == 0 {
+		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+		if err != nil {
+			return 0, err
+		}
+		// Above every fd of the image, where installing them cannot hit it.
+		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
+		x.call("close", unix.SYS_CLOSE, pfd)
+		if err != nil {
+			return 0, err
+		}
+		x.supPidfd = high
+	}
+	return x.supPidfd, nil
 }
 
 // moveFD puts the file at fd tmp at number fd with the given close-on-exec.

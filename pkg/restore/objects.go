@@ -26,6 +26,7 @@ type objects struct {
 	unix    *unixsock.Set      // UNIX sockets, nil if none
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
+	events  []*os.File         // inotify instances, pidfds (events_linux_amd64.go)
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -66,6 +67,12 @@ func (o *objects) create(img *format.Image) error {
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
+			for _, w := range f.Watches {
+				if w.Desc != 0 {
+					// An epoll watch needs chpox's copy of the file.
+					o.uses[w.Desc] += 2
+				}
+			}
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
 				// No set-id bits (a stand-in owned by root must not become
 				// a setuid program); owned by the process's fs ids, which
@@ -154,6 +161,9 @@ func (o *objects) close() {
 		all[f] = true
 	}
 	for _, f := range o.netlink {
+		all[f] = true
+	}
+	for _, f := range o.events {
 		all[f] = true
 	}
 	for f := range all {

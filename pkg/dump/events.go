@@ -1,0 +1,182 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects"
+	"github.com/chpox/chpox/pkg/objects/inotify"
+	"github.com/chpox/chpox/pkg/objects/pidfd"
+	"github.com/chpox/chpox/pkg/procinfo"
+)
+
+// events describes the event descriptors (inotify, pidfd), finds the file
+// every epoll watch really watches, reads each description's SIGIO owner
+// and checks descriptors opened on /proc entries of processes.
+func (pl *plan) events() error {
+	pids, tids := map[int]bool{}, map[int]bool{}
+	for _, p := range pl.procs {
+		pids[p.Info.PID] = true
+		tids[p.Info.PID] = true
+		for _, t := range p.Others {
+			tids[t.PID] = true
+		}
+	}
+	owners := map[int]*format.FileOwner{} // by Desc, read once
+	for _, p := range pl.procs {
+		pid := p.Info.PID
+		for _, f := range p.files {
+			var err error
+			switch f.Kind {
+			case format.FileInotify:
+				f.Inotify, err = inotify.Describe(pid, f.FD, f.FDInfo)
+				if errors.Is(err, inotify.ErrQueued) {
+					err = fmt.Errorf("an inotify instance %w: %w", err, ErrUnsupported)
+				}
+			case format.FilePidfd:
+				f.PidfdPID, err = pidfd.Describe(f.FDInfo, f.Flags, func(n int) bool { return tids[n] })
+				if err == nil && f.PidfdPID > 0 && !pids[f.PidfdPID] {
+					err = fmt.Errorf("a pidfd of thread %d (PIDFD_THREAD), which restore cannot open before the thread exists: %w", f.PidfdPID, ErrUnsupported)
+				}
+			case format.FileEpoll:
+				err = pl.epollTargets(p, f)
+			case format.FileRegular, format.FileDir:
+				err = procEntry(f.Path, pids, tids)
+			}
+			if err == nil {
+				err = pl.owner(p, f, owners, pids, tids)
+			}
+			if err != nil {
+				return fmt.Errorf("pid %d: fd %d: %w", pid, f.FD, err)
+			}
+		}
+	}
+	return nil
+}
+
+// procEntry refuses a file under /proc/N of a process outside the tree
+// (after a restore N may be any process, or none) or of a thread other than
+// a main one (threads are created after the files).
+func procEntry(path string, pids, tids map[int]bool) error {
+	m := procPID.FindStringSubmatch(path)
+	if m == nil {
+		return nil
+	}
+	n, _ := strconv.Atoi(m[1])
+	if !tids[n] {
+		return fmt.Errorf("%s is an entry of process %d, which is not in the checkpoint: dump it with its process: %w", path, n, ErrUnsupported)
+	}
+	if t := m[2]; t != "" {
+		tid, _ := strconv.Atoi(t)
+		if !pids[tid] {
+			return fmt.Errorf("%s is an entry of thread %d, which restore creates after the files: %w", path, tid, ErrUnsupported)
+		}
+	}
+	return nil
+}
+
+var procPID = regexp.MustCompile(`^/proc/(\d+)(?:/task/(\d+))?(?:/|$)`)
+
+// owner records the SIGIO owner and signal of f's description (read once
+// per description, on a pidfd_getfd copy). An owner outside the tree is
+// refused: after a restore its number may be any process.
+func (pl *plan) owner(p *proc, f *procinfo.OpenFile, owners map[int]*format.FileOwner, pids, tids map[int]bool) error {
+	o, seen := owners[f.Desc]
+	if !seen {
+		if f.Kind == format.FileExternal {
+			owners[f.Desc] = nil // the outside object keeps its own
+			return nil
+		}
+		cp, err := objects.Dup(p.Info.PID, f.FD)
+		if err != nil {
+			return err
+		}
+		typ, pid, sig, err := objects.Owner(cp)
+		cp.Close()
+		if err != nil {
+			return err
+		}
+		if pid != 0 || sig != 0 {
+			known := map[int]map[int]bool{fOwnerTID: tids, fOwnerPID: pids, fOwnerPGRP: pids}[typ]
+			if pid != 0 && !known[pid] {
+				what := map[int]string{fOwnerTID: "thread", fOwnerPID: "process", fOwnerPGRP: "process group"}[typ]
+				return fmt.Errorf("its SIGIO owner (F_SETOWN) is %s %d, which is not in the checkpoint: %w", what, pid, ErrUnsupported)
+			}
+			o = &format.FileOwner{Type: typ, PID: pid, Sig: sig}
+		}
+		owners[f.Desc] = o
+	}
+	if o != nil {
+		cp := *o
+		f.Owner = &cp
+	}
+	return nil
+}
+
+// epollTargets finds, for each watch whose fd no longer holds the watched
+// file (it was closed, or dup2'd over, after epoll_ctl added it), the
+// description that still is that file: in the same process first, then in
+// another of the tree. A watched file that is open nowhere in the tree
+// cannot be handed to epoll_ctl again.
+func (pl *plan) epollTargets(p *proc, f *procinfo.OpenFile) error {
+	pid := p.Info.PID
+	for i := range f.Watches {
+		w := &f.Watches[i]
+		t := procinfo.EpollTarget{}
+		if i < len(f.EpollTargets) {
+			t = f.EpollTargets[i]
+		}
+		same, err := objects.EpollWatches(pid, w.FD, pid, f.FD, w.FD, t.Toff)
+		if err != nil {
+			return fmt.Errorf("epoll watch of fd %d: %w", w.FD, err)
+		}
+		if same {
+			continue
+		}
+		desc, err := pl.findWatched(p, f, w.FD, t)
+		if err != nil {
+			return err
+		}
+		if desc == 0 {
+			return fmt.Errorf("an epoll instance watches a file once at fd %d (inode %d) that is no longer open in any process of the checkpoint, so it cannot be added again: %w", w.FD, t.Ino, ErrUnsupported)
+		}
+		w.Desc = desc
+	}
+	return nil
+}
+
+// findWatched returns the Desc of a file of the tree that is the target of
+// epoll file ep's watch (tfd, t), or 0.
+func (pl *plan) findWatched(ep *proc, f *procinfo.OpenFile, tfd int, t procinfo.EpollTarget) (int, error) {
+	order := []*proc{ep}
+	for _, p := range pl.procs {
+		if p != ep {
+			order = append(order, p)
+		}
+	}
+	for _, p := range order {
+		for _, c := range p.files {
+			if c.Dev != t.Dev || c.Ino != t.Ino {
+				continue
+			}
+			same, err := objects.EpollWatches(p.Info.PID, c.FD, ep.Info.PID, f.FD, tfd, t.Toff)
+			if err != nil {
+				return 0, fmt.Errorf("epoll watch of fd %d: %w", tfd, err)
+			}
+			if same {
+				return c.Desc, nil
+			}
+		}
+	}
+	return 0, nil
+}
+
+// struct f_owner_ex types, include/uapi/asm-generic/fcntl.h.
+const (
+	fOwnerTID  = 0 // F_OWNER_TID
+	fOwnerPID  = 1 // F_OWNER_PID
+	fOwnerPGRP = 2 // F_OWNER_PGRP
+)
