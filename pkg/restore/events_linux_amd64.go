@@ -119,7 +119,7 @@ func (x *target) descHere(desc int, o *objects, here map[int]int) (uint64, error
 // turns O_ASYNC on where it was (open(2) ignores O_ASYNC; fcntl(F_SETFL)
 // makes the driver send the signal, fs/fcntl.c setfl). It runs once the
 // threads exist, as an owner may be one of them.
-func (x *target) restoreOwners(p *format.Process) error {
+func (x *target) restoreOwners(p *format.Process, o *objects) error {
 	for _, f := range p.Files {
 		if o := f.Owner; o != nil {
 			if o.Sig != 0 {
@@ -140,12 +140,18 @@ func (x *target) restoreOwners(p *format.Process) error {
 				}
 			}
 		}
-		if f.Flags&unix.O_ASYNC != 0 && f.Kind != format.FileExternal {
-			// The flags F_SETFL sets (fs/fcntl.c SETFL_MASK).
+		if f.Flags&unix.O_ASYNC != 0 && f.Kind != format.FileExternal && !o.async[f.Desc] {
+			// The flags F_SETFL sets (fs/fcntl.c SETFL_MASK). Off, then on:
+			// a description made in chpox may carry O_ASYNC already, and
+			// only the change registers the fd the signal names (si_fd;
+			// one per description, fs/fcntl.c fasync_insert_entry).
 			fl := uint64(f.Flags) & (unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK)
-			if _, err := x.call("fcntl(F_SETFL, O_ASYNC)", unix.SYS_FCNTL, uint64(f.FD), unix.F_SETFL, fl); err != nil {
-				return fmt.Errorf("fd %d: %w", f.FD, err)
+			for _, v := range []uint64{fl &^ unix.O_ASYNC, fl} {
+				if _, err := x.call("fcntl(F_SETFL, O_ASYNC)", unix.SYS_FCNTL, uint64(f.FD), unix.F_SETFL, v); err != nil {
+					return fmt.Errorf("fd %d: %w", f.FD, err)
+				}
 			}
+			o.async[f.Desc] = true
 		}
 	}
 	return nil

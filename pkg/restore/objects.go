@@ -27,6 +27,7 @@ type objects struct {
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
 	events  []*os.File         // inotify instances, pidfds (events_linux_amd64.go)
+	async   map[int]bool       // by File.Desc: O_ASYNC registered
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -35,7 +36,7 @@ type objects struct {
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err

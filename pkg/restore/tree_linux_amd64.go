@@ -209,7 +209,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
-		{"file owners", func() error { return x.restoreOwners(p) }},
+		{"file owners", func() error { return x.restoreOwners(p, o) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
 		{"registers", func() error { return x.finish(p) }},
 	}

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// eventsRestore dumps an events program (and its child, if any) with
+// --kill, restores it, sends SIGUSR1 and waits for "want". The program
+// checks its own state (testdata/events.c); inspect must show detail.
+func eventsRestore(t *testing.T, p *proc, child int, want, detail string) {
+	t.Helper()
+	if child != 0 {
+		killAtEnd(t, child)
+	}
+	img := dumpKill(t, p)
+	if child != 0 {
+		waitPIDFree(t, child, 10*time.Second)
+	}
+	if detail != "" {
+		if text := quietChpox(t, "inspect", img); !strings.Contains(text, detail) {
+			t.Errorf("inspect does not show %q:\n%s", detail, text)
+		}
+	}
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, want, 1, 10*time.Second)
+}
+
+// TestEventsInotify: an inotify instance whose watches have wds 2 and 4 (1
+// and 3 removed) comes back with both watches under those numbers, blocking
+// as it was, IN_ONESHOT kept, and no event the program did not cause.
+func TestEventsInotify(t *testing.T) {
+	setup(t, "events")
+	dir := t.TempDir()
+	p := start(t, "events", "inotify", dir)
+	p.waitLog(t, `(?m)^ready wds 2 4$`, 1, 10*time.Second)
+	eventsRestore(t, p, 0, `(?m)^inotify ok 2$`, "wd 4 "+filepath.Join(dir, "f"))
+}
+
+// TestEventsPidfd: pidfds of a live child, of the process itself
+// (PIDFD_NONBLOCK) and of a reaped child come back: the child's can signal
+// it and waitid(P_PIDFD) reaps it, the reaped one polls readable.
+func TestEventsPidfd(t *testing.T) {
+	setup(t, "events")
+	p := start(t, "events", "pidfd")
+	child := atoi(p.waitLog(t, `(?m)^ready pidfd child (\d+)$`, 1, 10*time.Second)[1])
+	eventsRestore(t, p, child, `(?m)^pidfd ok \d+$`, "pidfd of a reaped process")
+}
+
+// TestEventsEpoll: one epoll set shared by a parent and its child, with
+// EPOLLET, a fired EPOLLONESHOT, EPOLLEXCLUSIVE, a watch whose fd was dup'd
+// and closed and one whose fd now holds another file: every event comes as
+// before, and a watch the child adds shows in the parent's set.
+func TestEventsEpoll(t *testing.T) {
+	setup(t, "events")
+	p := start(t, "events", "epoll")
+	child := atoi(p.waitLog(t, `(?m)^ready epoll child (\d+)`, 1, 10*time.Second)[1])
+	eventsRestore(t, p, child, `(?m)^epoll ok$`, "watch of fd 7 is description")
+}
+
+// TestEventsSIGIO: a pipe with F_SETOWN, F_SETSIG and O_ASYNC still sends
+// the chosen signal, with si_fd, after restore.
+func TestEventsSIGIO(t *testing.T) {
+	setup(t, "events")
+	p := start(t, "events", "sigio")
+	p.waitLog(t, `(?m)^ready sigio$`, 1, 10*time.Second)
+	eventsRestore(t, p, 0, `(?m)^sigio ok$`, "SIGIO owner process")
+}
+
+// TestEventsProc: /proc/self/status and a directory fd on /proc/CHILD,
+// opened before the dump, read the restored processes.
+func TestEventsProc(t *testing.T) {
+	setup(t, "events")
+	p := start(t, "events", "proc")
+	child := atoi(p.waitLog(t, `(?m)^ready proc child (\d+)$`, 1, 10*time.Second)[1])
+	eventsRestore(t, p, child, `(?m)^proc ok$`, "")
+}
+
+// TestEventsRefused: what cannot come back exactly is refused by name at
+// dump (exit 6), and the process runs on untraced.
+func TestEventsRefused(t *testing.T) {
+	for _, c := range []struct {
+		mode  string
+		words []string
+	}{
+		{"inotify-queued", []string{"fd 3", "inotify", "unread events"}},
+		{"aio", []string{"asynchronous I/O", "io_setup"}},
+		{"fanotify", []string{"fd 3", "fanotify"}},
+		{"pidfd-outside", []string{"fd 3", "pidfd of process", "not in the checkpoint"}},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			setup(t, "events")
+			args := []string{c.mode}
+			if strings.HasPrefix(c.mode, "inotify") {
+				args = append(args, t.TempDir())
+			}
+			p := start(t, "events", args...)
+			p.waitLog(t, `(?m)^ready`, 1, 10*time.Second)
+			img := filepath.Join(t.TempDir(), "x.img")
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+			wantFailure(t, r, 6, c.words...)
+			if _, err := os.Stat(img); err == nil {
+				t.Errorf("the refused dump left %s", img)
+			}
+			re := `(?m)^alive (\d+)$`
+			p.waitInt(t, re, lastInt(p.log, re)+5, 10*time.Second)
+			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+				t.Errorf("after the refused dump: %s", st)
+			}
+		})
+	}
+}
