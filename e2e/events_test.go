@@ -44,6 +44,29 @@ func TestEventsInotify(t *testing.T) {
 	eventsRestore(t, p, 0, `(?m)^inotify ok 2$`, "wd 4 "+filepath.Join(dir, "f"))
 }
 
+// tmpfs mounts a tmpfs of its own for the test: fanotify marks on its
+// mount and filesystem see only what the test does.
+func tmpfs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("chpox-test", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestEventsFanotify: a fanotify group with an inode mark, a mount mark, a
+// filesystem mark and an ignore mark comes back with all four: exactly the
+// events they select arrive.
+func TestEventsFanotify(t *testing.T) {
+	setup(t, "events")
+	dir := tmpfs(t)
+	p := start(t, "events", "fanotify", dir)
+	p.waitLog(t, `(?m)^ready fanotify$`, 1, 10*time.Second)
+	eventsRestore(t, p, 0, `(?m)^fanotify ok$`, "mount mark "+dir)
+}
+
 // TestEventsPidfd: pidfds of a live child, of the process itself
 // (PIDFD_NONBLOCK) and of a reaped child come back: the child's can signal
 // it and waitid(P_PIDFD) reaps it, the reaped one polls readable.
@@ -92,14 +115,17 @@ func TestEventsRefused(t *testing.T) {
 	}{
 		{"inotify-queued", []string{"fd 3", "inotify", "unread events"}},
 		{"aio", []string{"asynchronous I/O", "io_setup"}},
-		{"fanotify", []string{"fd 3", "fanotify"}},
+		{"fanotify-queued", []string{"fd 3", "fanotify", "unread events"}},
 		{"pidfd-outside", []string{"fd 3", "pidfd of process", "not in the checkpoint"}},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			setup(t, "events")
 			args := []string{c.mode}
-			if strings.HasPrefix(c.mode, "inotify") {
+			switch c.mode {
+			case "inotify-queued":
 				args = append(args, t.TempDir())
+			case "fanotify-queued":
+				args = append(args, tmpfs(t))
 			}
 			p := start(t, "events", args...)
 			p.waitLog(t, `(?m)^ready`, 1, 10*time.Second)

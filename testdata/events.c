@@ -25,7 +25,13 @@
 //                        SIGRTMIN+2 with si_fd.
 //   events proc          /proc/self/status open and a dirfd on /proc/CHILD;
 //                        on SIGUSR1 both read the restored processes.
-//   events aio | fanotify | pidfd-outside   hold what dump must refuse.
+//   events fanotify DIR  DIR is a tmpfs of its own: a group (FAN_CLASS_NOTIF)
+//                        with an inode mark on DIR/f (FAN_MODIFY), a mount mark
+//                        on DIR (FAN_CLOSE_WRITE), a filesystem mark (FAN_ACCESS)
+//                        and an ignore mark on DIR/g (FAN_CLOSE_WRITE, surviving
+//                        modification); on SIGUSR1 writes f and g, reads h and
+//                        expects exactly those events.
+//   events aio | fanotify-queued DIR | pidfd-outside   hold what dump must refuse.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -320,6 +326,78 @@ static void check_sigio(void) {
 		say("sigio ok\n");
 }
 
+// ---- fanotify
+static int fa_fd;
+
+static void touch(const char *name, const char *what) {
+	char p[300];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	int fd = open(p, what[0] == 'w' ? O_WRONLY | O_CREAT : O_RDONLY, 0644);
+	if (what[0] == 'w')
+		write(fd, "x", 1);
+	else {
+		char c;
+		read(fd, &c, 1);
+	}
+	close(fd);
+}
+
+static void setup_fanotify(const char *d, int queued) {
+	snprintf(dir, sizeof dir, "%s", d);
+	char p[300];
+	touch("f", "w"), touch("g", "w"), touch("h", "w");
+	fa_fd = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
+	expect_cloexec(fa_fd, 0);
+	snprintf(p, sizeof p, "%s/f", dir);
+	int ok = fa_fd >= 0 && fanotify_mark(fa_fd, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, p) == 0;
+	ok = ok && fanotify_mark(fa_fd, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_CLOSE_WRITE, AT_FDCWD, dir) == 0;
+	ok = ok && fanotify_mark(fa_fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_ACCESS, AT_FDCWD, dir) == 0;
+	snprintf(p, sizeof p, "%s/g", dir);
+	ok = ok && fanotify_mark(fa_fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_CLOSE_WRITE, AT_FDCWD, p) == 0;
+	if (!ok)
+		say("FAIL fanotify setup: %d\n", errno), exit(1);
+	if (queued)
+		touch("h", "r");
+	say("ready fanotify\n");
+}
+
+static void check_fanotify(void) {
+	touch("f", "w");
+	touch("g", "w");
+	touch("h", "r");
+	usleep(10000);
+	unsigned mf = 0, mg = 0, mh = 0;
+	char buf[8192];
+	for (;;) {
+		int n = read(fa_fd, buf, sizeof buf);
+		if (n <= 0)
+			break;
+		for (struct fanotify_event_metadata *m = (void *)buf; FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n)) {
+			char l[64], t[160];
+			snprintf(l, sizeof l, "/proc/self/fd/%d", m->fd);
+			int k = readlink(l, t, sizeof t - 1);
+			t[k > 0 ? k : 0] = 0;
+			close(m->fd);
+			const char *base = strrchr(t, '/');
+			base = base ? base + 1 : t;
+			if (!strcmp(base, "f"))
+				mf |= m->mask;
+			else if (!strcmp(base, "g"))
+				mg |= m->mask;
+			else if (!strcmp(base, "h"))
+				mh |= m->mask;
+			else
+				CHECK(0, "fanotify event %#llx for %s", (unsigned long long)m->mask, t);
+		}
+	}
+	CHECK(mf == (FAN_MODIFY | FAN_CLOSE_WRITE), "events for f %#x, want MODIFY|CLOSE_WRITE", mf);
+	CHECK(mg == 0, "events for g %#x, want none (ignore mark)", mg);
+	CHECK(mh == FAN_ACCESS, "events for h %#x, want ACCESS (filesystem mark)", mh);
+	CHECK(fcntl(fa_fd, F_GETFL) & O_NONBLOCK, "FAN_NONBLOCK lost");
+	if (!fail[0])
+		say("fanotify ok\n");
+}
+
 // ---- proc
 static int st_fd, dir_fd;
 
@@ -379,11 +457,9 @@ int main(int argc, char **argv) {
 		if (syscall(SYS_io_setup, 4, &ctx) != 0)
 			return say("FAIL io_setup %d\n", errno), 1;
 		say("ready aio\n");
-	} else if (!strcmp(mode, "fanotify")) {
-		int fa = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
-		if (fa < 0 || fanotify_mark(fa, FAN_MARK_ADD, FAN_OPEN, AT_FDCWD, "/") != 0)
-			return say("FAIL fanotify %d\n", errno), 1;
-		say("ready fanotify\n");
+	} else if (!strcmp(mode, "fanotify") || !strcmp(mode, "fanotify-queued")) {
+		setup_fanotify(argv[2], !strcmp(mode, "fanotify-queued"));
+		check = check_fanotify;
 	} else if (!strcmp(mode, "pidfd-outside")) {
 		if (pidfd_open(getppid(), 0) < 0)
 			return say("FAIL pidfd_open %d\n", errno), 1;

@@ -320,6 +320,12 @@ func fileDetails(f format.File) string {
 			parts = append(parts, fmt.Sprintf("watch of fd %d is description %d", w.FD, w.Desc))
 		}
 	}
+	if fa := f.Fanotify; fa != nil {
+		parts = append(parts, fmt.Sprintf("fanotify flags %#x", fa.Flags))
+		for _, m := range fa.Marks {
+			parts = append(parts, fmt.Sprintf("%s mark %s mask %#x ignore %#x", m.Kind, m.Path, m.Mask, m.IgnoredMask))
+		}
+	}
 	if o := f.Owner; o != nil {
 		parts = append(parts, fmt.Sprintf("SIGIO owner %s %d signal %d", map[int]string{0: "thread", 1: "process", 2: "group"}[o.Type], o.PID, o.Sig))
 	}

@@ -8,12 +8,13 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects"
+	"github.com/chpox/chpox/pkg/objects/fanotify"
 	"github.com/chpox/chpox/pkg/objects/inotify"
 	"github.com/chpox/chpox/pkg/objects/pidfd"
 	"github.com/chpox/chpox/pkg/procinfo"
 )
 
-// events describes the event descriptors (inotify, pidfd), finds the file
+// events describes the event descriptors (inotify, fanotify, pidfd), finds the file
 // every epoll watch really watches, reads each description's SIGIO owner
 // and checks descriptors opened on /proc entries of processes.
 func (pl *plan) events() error {
@@ -35,6 +36,11 @@ func (pl *plan) events() error {
 				f.Inotify, err = inotify.Describe(pid, f.FD, f.FDInfo)
 				if errors.Is(err, inotify.ErrQueued) {
 					err = fmt.Errorf("an inotify instance %w: %w", err, ErrUnsupported)
+				}
+			case format.FileFanotify:
+				f.Fanotify, err = fanotify.Describe(pid, f.FD, f.FDInfo)
+				if errors.Is(err, fanotify.ErrQueued) {
+					err = fmt.Errorf("a fanotify group %w: %w", err, ErrUnsupported)
 				}
 			case format.FilePidfd:
 				f.PidfdPID, err = pidfd.Describe(f.FDInfo, f.Flags, func(n int) bool { return tids[n] })

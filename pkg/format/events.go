@@ -37,3 +37,34 @@ type FileOwner struct {
 	PID int `json:"pid,omitempty"`
 	Sig int `json:"sig,omitempty"`
 }
+
+// FileFanotify is a fanotify instance (version 3): Fanotify holds its
+// groups's flags and marks.
+const FileFanotify = "fanotify"
+
+// Fanotify is a fanotify group as fanotify_init(2) made it, with its marks.
+type Fanotify struct {
+	Flags      uint32         `json:"flags"`       // fanotify_init flags (FAN_CLASS_*, FAN_REPORT_* ...)
+	EventFlags uint32         `json:"event_flags"` // fanotify_init event_f_flags (O_RDONLY ...)
+	Marks      []FanotifyMark `json:"marks,omitempty"`
+}
+
+// Fanotify mark kinds.
+const (
+	FanotifyInode      = "inode"      // a file or directory
+	FanotifyMount      = "mount"      // FAN_MARK_MOUNT
+	FanotifyFilesystem = "filesystem" // FAN_MARK_FILESYSTEM
+)
+
+// FanotifyMark is one mark of a fanotify group.
+type FanotifyMark struct {
+	Kind string `json:"kind"`
+	// Path names the inode, a path on the mount or one on the
+	// filesystem.
+	Path string `json:"path"`
+	// MFlags are the mark's FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE
+	// and FAN_MARK_IGNORE as fdinfo shows them.
+	MFlags      uint32 `json:"mflags,omitempty"`
+	Mask        uint32 `json:"mask,omitempty"`
+	IgnoredMask uint32 `json:"ignored_mask,omitempty"`
+}

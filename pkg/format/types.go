@@ -283,4 +283,5 @@ type File struct {
 	Inotify  []InotifyWatch `json:"inotify,omitempty"`   // inotify: watches in WD order
 	PidfdPID int            `json:"pidfd_pid,omitempty"` // pidfd: its process, -1 reaped
 	Owner    *FileOwner     `json:"owner,omitempty"`     // F_SETOWN_EX/F_SETSIG, nil if none
+	Fanotify *Fanotify      `json:"fanotify,omitempty"`  // fanotify: flags and marks
 }

@@ -89,6 +89,16 @@ func (img *Image) validateEvents(pids, tids map[int]bool) error {
 			if len(f.Inotify) > 0 && f.Kind != FileInotify || len(f.Watches) > 0 && f.Kind != FileEpoll {
 				return corrupt("process %d: fd %d (%s) has watches", p.PID, f.FD, f.Kind)
 			}
+			if (f.Kind == FileFanotify) != (f.Fanotify != nil) {
+				return corrupt("process %d: fd %d (%s): fanotify record on the wrong kind", p.PID, f.FD, f.Kind)
+			}
+			if fa := f.Fanotify; fa != nil {
+				for _, m := range fa.Marks {
+					if m.Kind != FanotifyInode && m.Kind != FanotifyMount && m.Kind != FanotifyFilesystem || len(m.Path) == 0 || m.Path[0] != '/' {
+						return corrupt("process %d: fd %d: fanotify mark %q on %q", p.PID, f.FD, m.Kind, m.Path)
+					}
+				}
+			}
 			prev := 0
 			for _, w := range f.Inotify {
 				if w.WD <= prev || len(w.Path) == 0 || w.Path[0] != '/' {
@@ -374,7 +384,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

@@ -31,7 +31,7 @@ type OpenFile struct {
 	// Rdev is the device number of a device file (a terminal ...).
 	Rdev uint64
 	// FDInfo is the fdinfo text of an anonymous-inode file (inotify,
-	// pidfd), which its object package reads.
+	// fanotify, pidfd), which its object package reads.
 	FDInfo string
 	// EpollTargets are the inodes of the files Watches watch, in the same
 	// order, with the toff each needs in kcmp(KCMP_EPOLL_TFD).
@@ -199,9 +199,7 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 	case "anon_inode:[pidfd]":
 		f.Kind, f.FDInfo = format.FilePidfd, string(info)
 	case "anon_inode:[fanotify]":
-		// Its marks could be added again, but the events in flight, and
-		// a permission event a process waits on, live in the kernel.
-		return nil, fmt.Errorf("a fanotify instance: its marks and pending permission events cannot be restored: %w", ErrUnsupported)
+		f.Kind, f.FDInfo = format.FileFanotify, string(info)
 	default:
 		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
 	}

@@ -8,12 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/fanotify"
 	"github.com/chpox/chpox/pkg/objects/inotify"
 	"github.com/chpox/chpox/pkg/objects/pidfd"
 )
 
 // eventObject creates in chpox the event descriptor f describes (inotify,
-// pidfd), once per description; nil for other kinds.
+// fanotify, pidfd), once per description; nil for other kinds.
 func (x *target) eventObject(f format.File, o *objects) (*os.File, error) {
 	var sup *os.File
 	var err error
@@ -28,6 +29,15 @@ func (x *target) eventObject(f format.File, o *objects) (*os.File, error) {
 			}
 		}
 		sup, err = inotify.Create(f.Flags, f.Inotify)
+	case format.FileFanotify:
+		for _, m := range f.Fanotify.Marks {
+			if err := x.mayMark(m); err != nil {
+				return nil, fmt.Errorf("fanotify %s mark on %s: %w", m.Kind, m.Path, err)
+			}
+		}
+		if sup, err = fanotify.Create(f.Fanotify); err == nil {
+			err = unix.SetNonblock(int(sup.Fd()), f.Flags&unix.O_NONBLOCK != 0)
+		}
 	case format.FilePidfd:
 		sup, err = pidfd.Create(f.PidfdPID, f.Flags)
 	default:
@@ -39,6 +49,20 @@ func (x *target) eventObject(f format.File, o *objects) (*os.File, error) {
 	o.descs[f.Desc] = sup
 	o.events = append(o.events, sup)
 	return sup, nil
+}
+
+// capSysAdmin is CAP_SYS_ADMIN's bit (include/uapi/linux/capability.h).
+const capSysAdmin = 21
+
+// mayMark fails unless the process could make the fanotify mark m itself:
+// read permission on an inode, CAP_SYS_ADMIN for a mount or filesystem
+// (fs/notify/fanotify/fanotify_user.c, fanotify_find_path and
+// do_fanotify_mark).
+func (x *target) mayMark(m format.FanotifyMark) error {
+	if m.Kind != format.FanotifyInode && x.caps&(1<<capSysAdmin) == 0 {
+		return fmt.Errorf("the process lacks CAP_SYS_ADMIN, which this mark needs")
+	}
+	return x.mayRead(m.Path)
 }
 
 // mayRead fails unless the process may read path (faccessat2 with

@@ -31,6 +31,7 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	if _, err := x.call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	x.caps = p.Creds.CapEff
 	here := map[int]int{} // desc -> fd in this process
 	x.freeFD = 0
 	for _, f := range p.Files {
@@ -75,7 +76,7 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int, open m
 			}
 		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
-		case format.FileInotify, format.FilePidfd:
+		case format.FileInotify, format.FileFanotify, format.FilePidfd:
 			sup, err = x.eventObject(f, o)
 		}
 		if err != nil {

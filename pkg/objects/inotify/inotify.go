@@ -143,83 +143,9 @@ func queued(pid, fd int) error {
 	return nil
 }
 
-// resolve finds a path to the watched inode: its file handle opened on a
-// mount of its filesystem, and the path the kernel shows for that. The
-// path is checked to lead to the same inode.
+// resolve finds a path to the watched inode.
 func resolve(m mark) (string, error) {
-	if len(m.handle) == 0 {
-		return "", fmt.Errorf("its filesystem gives no file handles, so its path cannot be found: %w", procinfo.ErrUnsupported)
-	}
-	dev := unix.Mkdev(uint32(m.sdev>>20), uint32(m.sdev&0xfffff))
-	mnt, err := mountOf(dev)
-	if err != nil {
-		return "", err
-	}
-	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return "", fmt.Errorf("open mount %s: %w", mnt, err)
-	}
-	defer unix.Close(mfd)
-	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(m.htype, m.handle), unix.O_PATH|unix.O_CLOEXEC)
-	if err != nil {
-		return "", fmt.Errorf("its file handle does not open on %s (%v), so its path cannot be found: %w", mnt, err, procinfo.ErrUnsupported)
-	}
-	defer unix.Close(fd)
-	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil {
-		return "", err
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil || st.Ino != m.ino || st.Dev != dev {
-		return "", fmt.Errorf("the watched inode has no path (%q: unlinked, or out of reach): %w", path, procinfo.ErrUnsupported)
-	}
-	return path, nil
-}
-
-// mountOf returns the mount point of a mount of device dev, one that shows
-// the whole filesystem (root "/") if there is one (/proc/self/mountinfo).
-func mountOf(dev uint64) (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
-	found := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[2] != want {
-			continue
-		}
-		if f[3] == "/" {
-			return unescape(f[4]), nil
-		}
-		if found == "" {
-			found = unescape(f[4])
-		}
-	}
-	if found == "" {
-		return "", fmt.Errorf("no mount of device %s here: %w", want, procinfo.ErrUnsupported)
-	}
-	return found, nil
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space ...).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return objects.PathOf(m.sdev, m.ino, m.htype, m.handle)
 }
 
 // Create makes the instance in chpox with the file status flags flags
