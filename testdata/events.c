@@ -17,7 +17,7 @@
 //                        EPOLLET (data 1), EPOLLONESHOT already fired (2),
 //                        EPOLLEXCLUSIVE (3), one whose fd was dup'd and closed
 //                        (4), one whose fd was dup2'd over by another eventfd
-//                        (5); on SIGUSR1 each event arrives as the kernel had
+//                        (5), an epoll set at a higher fd (8); on SIGUSR1 each event arrives as the kernel had
 //                        it, and the child adds a watch (7) that the parent's
 //                        epoll_wait reports: one set, not two.
 //   events sigio         a pipe with F_SETOWN(self), F_SETSIG(SIGRTMIN+2),
@@ -190,7 +190,7 @@ static void check_pidfd(void) {
 }
 
 // ---- epoll
-static int ep, e1, e2, e3, e4, e5, e6, k5, n4;
+static int ep, e1, e2, e3, e4, e5, e6, k5, n4, inner, e8;
 static int epchild_pipe[2];
 
 static void add(int fd, uint32_t ev, uint64_t data) {
@@ -252,6 +252,13 @@ static void setup_epoll(void) {
 	k5 = e5;
 	e5 = dup(e5);
 	dup2(e6, k5); // fd k5 is e6 now; the watch is on e5's file
+	// an epoll set watched by ep, at a higher fd number than ep
+	inner = epoll_create1(EPOLL_CLOEXEC);
+	e8 = eventfd(0, EFD_NONBLOCK);
+	struct epoll_event ie = {.events = EPOLLIN, .data.u64 = 80};
+	epoll_ctl(inner, EPOLL_CTL_ADD, e8, &ie);
+	add(inner, EPOLLIN, 8);
+	expect_cloexec(inner, 1);
 	pipe(epchild_pipe);
 	child = fork();
 	if (child == 0)
@@ -287,6 +294,11 @@ static void check_epoll(void) {
 	CHECK(waitfor(100) == 5, "the watch of the reused fd %d: no event", k5);
 	drain(e5);
 	CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, k5, NULL) == -1 && errno == ENOENT, "DEL of reused fd %d: errno %d", k5, errno);
+	poke(e8);
+	CHECK(waitfor(100) == 8, "the epoll set inside the set: no event");
+	struct epoll_event iev;
+	CHECK(epoll_wait(inner, &iev, 1, 0) == 1 && iev.data.u64 == 80, "the inner set: no event");
+	drain(e8);
 	kill(child, SIGUSR2);
 	char c;
 	read(epchild_pipe[0], &c, 1);

@@ -39,23 +39,61 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	}
 	open := map[int]bool{} // fds installed so far
 	// epoll instances last: the fds they watch must exist first.
-	for _, epollPass := range []bool{false, true} {
-		for _, f := range p.Files {
-			if (f.Kind == format.FileEpoll) != epollPass {
-				continue
-			}
-			if err := x.installFile(f, o, here, open); err != nil {
-				return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
-			}
-			here[f.Desc] = f.FD
-			open[f.FD] = true
+	for _, f := range epollLast(p.Files) {
+		if err := x.installFile(f, o, here, open); err != nil {
+			return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
 		}
+		here[f.Desc] = f.FD
+		open[f.FD] = true
 	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
 		x.supPidfd = 0
 	}
 	return nil
+}
+
+// epollLast orders the files for installing: every other kind first, then
+// the epoll instances, each after the epoll instances it watches (epoll
+// sets may watch epoll sets; the kernel forbids loops, so the order
+// exists). An instance whose watched set is not among these files (an
+// image that says otherwise) goes last and fails at its EPOLL_CTL_ADD.
+func epollLast(files []format.File) []format.File {
+	var out, eps []format.File
+	for _, f := range files {
+		if f.Kind == format.FileEpoll {
+			eps = append(eps, f)
+		} else {
+			out = append(out, f)
+		}
+	}
+	isEpoll := map[int]bool{} // by fd and by desc (negated)
+	for _, f := range eps {
+		isEpoll[f.FD], isEpoll[-f.Desc] = true, true
+	}
+	done := map[int]bool{}
+	for len(eps) > 0 {
+		var left []format.File
+		for _, f := range eps {
+			ready := true
+			for _, w := range f.Watches {
+				if w.Desc != 0 && isEpoll[-w.Desc] && !done[-w.Desc] || w.Desc == 0 && isEpoll[w.FD] && !done[w.FD] {
+					ready = false
+				}
+			}
+			if ready {
+				out = append(out, f)
+				done[f.FD], done[-f.Desc] = true, true
+			} else {
+				left = append(left, f)
+			}
+		}
+		if len(left) == len(eps) {
+			return append(out, left...)
+		}
+		eps = left
+	}
+	return out
 }
 
 func (x *target) installFile(f format.File, o *objects, here map[int]int, open map[int]bool) error {
