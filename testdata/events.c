@@ -17,7 +17,8 @@
 //                        EPOLLET (data 1), EPOLLONESHOT already fired (2),
 //                        EPOLLEXCLUSIVE (3), one whose fd was dup'd and closed
 //                        (4), one whose fd was dup2'd over by another eventfd
-//                        (5), an epoll set at a higher fd (8); on SIGUSR1 each event arrives as the kernel had
+//                        (5), an epoll set at a higher fd (8), a pipe only the child
+//                        holds (9); on SIGUSR1 each event arrives as the kernel had
 //                        it, and the child adds a watch (7) that the parent's
 //                        epoll_wait reports: one set, not two.
 //   events sigio         a pipe with F_SETOWN(self), F_SETSIG(SIGRTMIN+2),
@@ -190,7 +191,7 @@ static void check_pidfd(void) {
 }
 
 // ---- epoll
-static int ep, e1, e2, e3, e4, e5, e6, k5, n4, inner, e8;
+static int ep, e1, e2, e3, e4, e5, e6, k5, n4, inner, e8, pp[2];
 static int epchild_pipe[2];
 
 static void add(int fd, uint32_t ev, uint64_t data) {
@@ -260,9 +261,13 @@ static void setup_epoll(void) {
 	add(inner, EPOLLIN, 8);
 	expect_cloexec(inner, 1);
 	pipe(epchild_pipe);
+	// a pipe read end that, once forked, only the child holds
+	pipe(pp);
+	add(pp[0], EPOLLIN | EPOLLONESHOT, 9);
 	child = fork();
 	if (child == 0)
 		epoll_child();
+	close(pp[0]);
 	say("ready epoll child %d closed %d reused %d\n", child, n4, k5);
 }
 
@@ -299,6 +304,8 @@ static void check_epoll(void) {
 	struct epoll_event iev;
 	CHECK(epoll_wait(inner, &iev, 1, 0) == 1 && iev.data.u64 == 80, "the inner set: no event");
 	drain(e8);
+	write(pp[1], "z", 1);
+	CHECK(waitfor(100) == 9, "the pipe only the child holds: no event");
 	kill(child, SIGUSR2);
 	char c;
 	read(epchild_pipe[0], &c, 1);

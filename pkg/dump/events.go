@@ -155,14 +155,26 @@ func (pl *plan) epollTargets(p *proc, f *procinfo.OpenFile) error {
 }
 
 // findWatched returns the Desc of a file of the tree that is the target of
-// epoll file ep's watch (tfd, t), or 0.
+// epoll file ep's watch (tfd, t), or 0. Restore makes the files a process
+// opens itself (by path, eventfd, epoll) process by process, in image
+// order, so such a file must be in ep's process or one before it; chpox
+// makes the others (pipes, sockets ...) whenever they are needed.
 func (pl *plan) findWatched(ep *proc, f *procinfo.OpenFile, tfd int, t procinfo.EpollTarget) (int, error) {
 	order := []*proc{ep}
+	before := map[*proc]bool{}
+	for _, p := range pl.procs {
+		if p == ep {
+			break
+		}
+		before[p] = true
+	}
 	for _, p := range pl.procs {
 		if p != ep {
 			order = append(order, p)
 		}
 	}
+	var later *procinfo.OpenFile
+	laterPID := 0
 	for _, p := range order {
 		for _, c := range p.files {
 			if c.Dev != t.Dev || c.Ino != t.Ino {
@@ -172,12 +184,29 @@ func (pl *plan) findWatched(ep *proc, f *procinfo.OpenFile, tfd int, t procinfo.
 			if err != nil {
 				return 0, fmt.Errorf("epoll watch of fd %d: %w", tfd, err)
 			}
-			if same {
+			if !same {
+				continue
+			}
+			if p == ep || before[p] || !madeByProcess(c.Kind) {
 				return c.Desc, nil
 			}
+			later, laterPID = c, p.Info.PID
 		}
 	}
+	if later != nil {
+		return 0, fmt.Errorf("an epoll instance watches a file once at fd %d that only process %d holds now (fd %d, %s), which restore makes after this one: %w", tfd, laterPID, later.FD, later.Path, ErrUnsupported)
+	}
 	return 0, nil
+}
+
+// madeByProcess tells the kinds restore creates inside the process (the
+// others chpox creates and hands over).
+func madeByProcess(kind string) bool {
+	switch kind {
+	case format.FileRegular, format.FileDir, format.FileChar, format.FileDeleted, format.FileEventfd, format.FileEpoll:
+		return true
+	}
+	return false
 }
 
 // struct f_owner_ex types, include/uapi/asm-generic/fcntl.h.

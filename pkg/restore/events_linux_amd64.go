@@ -95,11 +95,14 @@ func (x *target) addEpollWatch(epfd int, w format.EpollWatch, o *objects, here m
 			}
 			hasSaved = true
 		}
-		if _, err := x.call("dup3", unix.SYS_DUP3, src, uint64(w.FD), unix.O_CLOEXEC); err != nil {
-			return err
-		}
-		if _, ok := here[w.Desc]; !ok {
-			x.call("close", unix.SYS_CLOSE, src)
+		// A new fd from chpox's copy may have landed on w.FD itself.
+		if src != uint64(w.FD) {
+			if _, err := x.call("dup3", unix.SYS_DUP3, src, uint64(w.FD), unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			if _, ok := here[w.Desc]; !ok {
+				x.call("close", unix.SYS_CLOSE, src)
+			}
 		}
 	}
 	x.resetScratch()
@@ -129,8 +132,15 @@ func (x *target) descHere(desc int, o *objects, here map[int]int) (uint64, error
 	if fd, ok := here[desc]; ok {
 		return uint64(fd), nil
 	}
-	sup := o.descs[desc]
+	var sup *os.File
+	if at, ok := o.firstFD[desc]; ok {
+		var err error
+		if sup, err = x.chpoxSide(at.f, at.pid, o); err != nil {
+			return 0, err
+		}
+	}
 	if sup == nil {
+		// Dump takes such a file from this process or one restored before.
 		return 0, fmt.Errorf("the watched file (description %d) is not created yet: it is open only in a process restored later", desc)
 	}
 	if _, err := x.supFD(); err != nil {

@@ -102,29 +102,13 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int, open m
 		_, err := x.call("dup3", unix.SYS_DUP3, uint64(fd), uint64(f.FD), cloexec)
 		return err
 	}
-	sup := o.descs[f.Desc]
-	if sup == nil {
-		var err error
-		switch f.Kind {
-		case format.FilePipe:
-			sup, err = o.pipeEnd(f)
-		case format.FileExternal:
-			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
-				err = fmt.Errorf("no stand-in for external object %d", f.External)
-			}
-		case format.FileUnix, format.FileInet, format.FileNetlink:
-			err = fmt.Errorf("socket %d was not created", f.Socket)
-		case format.FileInotify, format.FileFanotify, format.FilePidfd:
-			sup, err = x.eventObject(f, o)
-		}
-		if err != nil {
-			return err
-		}
+	sup, err := x.chpoxSide(f, x.pid(), o)
+	if err != nil {
+		return err
 	}
 	if sup != nil {
 		return x.fromChpox(sup, f.FD, cloexec)
 	}
-	var err error
 	switch f.Kind {
 	case format.FileEventfd:
 		err = x.makeEventfd(f)
@@ -137,6 +121,30 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int, open m
 		return err
 	}
 	return o.keep(f.Desc, x.pid(), f.FD)
+}
+
+// chpoxSide returns chpox's file for the description of f (fd f.FD of
+// process pid), creating it if it is of a kind chpox creates (pipes,
+// sockets, external stand-ins, event descriptors); nil for the kinds the
+// process creates itself.
+func (x *target) chpoxSide(f format.File, pid int, o *objects) (*os.File, error) {
+	if sup := o.descs[f.Desc]; sup != nil {
+		return sup, nil
+	}
+	switch f.Kind {
+	case format.FilePipe:
+		return o.pipeEnd(f)
+	case format.FileExternal:
+		if sup := o.externals[[2]int{pid, f.FD}]; sup != nil {
+			return sup, nil
+		}
+		return nil, fmt.Errorf("no stand-in for external object %d", f.External)
+	case format.FileUnix, format.FileInet, format.FileNetlink:
+		return nil, fmt.Errorf("socket %d was not created", f.Socket)
+	case format.FileInotify, format.FileFanotify, format.FilePidfd:
+		return x.eventObject(f, o)
+	}
+	return nil, nil
 }
 
 const efdSemaphore = 1 // EFD_SEMAPHORE

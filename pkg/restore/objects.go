@@ -28,6 +28,7 @@ type objects struct {
 	netlink []*os.File         // netlink sockets (netlink.go)
 	events  []*os.File         // inotify instances, pidfds (events_linux_amd64.go)
 	async   map[int]bool       // by File.Desc: O_ASYNC registered
+	firstFD map[int]fileAt     // by File.Desc: its first fd in the image
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -36,7 +37,7 @@ type objects struct {
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, externals: map[[2]int]*os.File{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -68,6 +69,9 @@ func (o *objects) create(img *format.Image) error {
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
+			if _, ok := o.firstFD[f.Desc]; !ok {
+				o.firstFD[f.Desc] = fileAt{p.PID, f}
+			}
 			for _, w := range f.Watches {
 				if w.Desc != 0 {
 					// An epoll watch needs chpox's copy of the file.
@@ -90,6 +94,12 @@ func (o *objects) create(img *format.Image) error {
 		}
 	}
 	return nil
+}
+
+// fileAt is a descriptor of the image and its process.
+type fileAt struct {
+	pid int
+	f   format.File
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
