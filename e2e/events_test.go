@@ -117,6 +117,9 @@ func TestEventsRefused(t *testing.T) {
 		{"aio", []string{"asynchronous I/O", "io_setup"}},
 		{"fanotify-queued", []string{"fd 3", "fanotify", "unread events"}},
 		{"pidfd-outside", []string{"fd 3", "pidfd of process", "not in the checkpoint"}},
+		{"epoll-later", []string{"fd 3", "epoll", "only process", "restore makes after this one"}},
+		{"owner-outside", []string{"fd 3", "SIGIO owner", "not in the checkpoint"}},
+		{"proc-outside", []string{"fd 3", "/proc/1/stat", "process 1, which is not in the checkpoint"}},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			setup(t, "events")
@@ -129,6 +132,7 @@ func TestEventsRefused(t *testing.T) {
 			}
 			p := start(t, "events", args...)
 			p.waitLog(t, `(?m)^ready`, 1, 10*time.Second)
+			killAtEnd(t, children(p.pid)...)
 			img := filepath.Join(t.TempDir(), "x.img")
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
 			wantFailure(t, r, 6, c.words...)
@@ -142,4 +146,14 @@ func TestEventsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// children lists the child processes of pid.
+func children(pid int) []int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		out = append(out, atoi(f))
+	}
+	return out
 }

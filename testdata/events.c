@@ -32,7 +32,8 @@
 //                        and an ignore mark on DIR/g (FAN_CLOSE_WRITE, surviving
 //                        modification); on SIGUSR1 writes f and g, reads h and
 //                        expects exactly those events.
-//   events aio | fanotify-queued DIR | pidfd-outside   hold what dump must refuse.
+//   events aio | fanotify-queued DIR | pidfd-outside | epoll-later | owner-outside |
+//          proc-outside   hold what dump must refuse.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -479,6 +480,26 @@ int main(int argc, char **argv) {
 	} else if (!strcmp(mode, "fanotify") || !strcmp(mode, "fanotify-queued")) {
 		setup_fanotify(argv[2], !strcmp(mode, "fanotify-queued"));
 		check = check_fanotify;
+	} else if (!strcmp(mode, "epoll-later")) {
+		// an eventfd watched by the parent's set that only the child holds
+		ep = epoll_create1(0);
+		e1 = eventfd(0, 0);
+		add(e1, EPOLLIN, 1);
+		if (fork() == 0) {
+			for (;;)
+				pause();
+		}
+		close(e1);
+		say("ready epoll-later\n");
+	} else if (!strcmp(mode, "owner-outside")) {
+		int p[2];
+		pipe(p);
+		fcntl(p[0], F_SETOWN, getppid());
+		say("ready owner-outside\n");
+	} else if (!strcmp(mode, "proc-outside")) {
+		if (open("/proc/1/stat", O_RDONLY) < 0)
+			return say("FAIL open /proc/1/stat %d\n", errno), 1;
+		say("ready proc-outside\n");
 	} else if (!strcmp(mode, "pidfd-outside")) {
 		if (pidfd_open(getppid(), 0) < 0)
 			return say("FAIL pidfd_open %d\n", errno), 1;
