@@ -14,14 +14,12 @@ import (
 // eventsRestore dumps an events program (and its child, if any) with
 // --kill, restores it, sends SIGUSR1 and waits for "want". The program
 // checks its own state (testdata/events.c); inspect must show detail.
-func eventsRestore(t *testing.T, p *proc, child int, want, detail string) {
+func eventsRestore(t *testing.T, p *proc, want, detail string, children ...int) {
 	t.Helper()
-	if child != 0 {
-		killAtEnd(t, child)
-	}
+	killAtEnd(t, children...)
 	img := dumpKill(t, p)
-	if child != 0 {
-		waitPIDFree(t, child, 10*time.Second)
+	for _, c := range children {
+		waitPIDFree(t, c, 10*time.Second)
 	}
 	if detail != "" {
 		if text := quietChpox(t, "inspect", img); !strings.Contains(text, detail) {
@@ -41,7 +39,7 @@ func TestEventsInotify(t *testing.T) {
 	dir := t.TempDir()
 	p := start(t, "events", "inotify", dir)
 	p.waitLog(t, `(?m)^ready wds 2 4$`, 1, 10*time.Second)
-	eventsRestore(t, p, 0, `(?m)^inotify ok 2$`, "wd 4 "+filepath.Join(dir, "f"))
+	eventsRestore(t, p, `(?m)^inotify ok 2$`, "wd 4 "+filepath.Join(dir, "f"))
 }
 
 // tmpfs mounts a tmpfs of its own for the test: fanotify marks on its
@@ -64,17 +62,18 @@ func TestEventsFanotify(t *testing.T) {
 	dir := tmpfs(t)
 	p := start(t, "events", "fanotify", dir)
 	p.waitLog(t, `(?m)^ready fanotify$`, 1, 10*time.Second)
-	eventsRestore(t, p, 0, `(?m)^fanotify ok$`, "mount mark "+dir)
+	eventsRestore(t, p, `(?m)^fanotify ok$`, "mount mark "+dir)
 }
 
 // TestEventsPidfd: pidfds of a live child, of the process itself
-// (PIDFD_NONBLOCK) and of a reaped child come back: the child's can signal
-// it and waitid(P_PIDFD) reaps it, the reaped one polls readable.
+// (PIDFD_NONBLOCK), of a zombie child and of a reaped child come back: the
+// child's can signal it and waitid(P_PIDFD) reaps it, the zombie's reaps
+// the zombie with its status, the reaped one polls readable.
 func TestEventsPidfd(t *testing.T) {
 	setup(t, "events")
 	p := start(t, "events", "pidfd")
-	child := atoi(p.waitLog(t, `(?m)^ready pidfd child (\d+)$`, 1, 10*time.Second)[1])
-	eventsRestore(t, p, child, `(?m)^pidfd ok \d+$`, "pidfd of a reaped process")
+	m := p.waitLog(t, `(?m)^ready pidfd child (\d+) zombie (\d+)$`, 1, 10*time.Second)
+	eventsRestore(t, p, `(?m)^pidfd ok \d+$`, "pidfd of a reaped process", atoi(m[1]), atoi(m[2]))
 }
 
 // TestEventsEpoll: one epoll set shared by a parent and its child, with
@@ -85,7 +84,7 @@ func TestEventsEpoll(t *testing.T) {
 	setup(t, "events")
 	p := start(t, "events", "epoll")
 	child := atoi(p.waitLog(t, `(?m)^ready epoll child (\d+)`, 1, 10*time.Second)[1])
-	eventsRestore(t, p, child, `(?m)^epoll ok$`, "watch of fd 7 is description")
+	eventsRestore(t, p, `(?m)^epoll ok$`, "watch of fd 7 is description", child)
 }
 
 // TestEventsSIGIO: a pipe with F_SETOWN, F_SETSIG and O_ASYNC still sends
@@ -94,7 +93,7 @@ func TestEventsSIGIO(t *testing.T) {
 	setup(t, "events")
 	p := start(t, "events", "sigio")
 	p.waitLog(t, `(?m)^ready sigio$`, 1, 10*time.Second)
-	eventsRestore(t, p, 0, `(?m)^sigio ok$`, "SIGIO owner process")
+	eventsRestore(t, p, `(?m)^sigio ok$`, "SIGIO owner process")
 }
 
 // TestEventsProc: /proc/self/status and a directory fd on /proc/CHILD,
@@ -103,7 +102,7 @@ func TestEventsProc(t *testing.T) {
 	setup(t, "events")
 	p := start(t, "events", "proc")
 	child := atoi(p.waitLog(t, `(?m)^ready proc child (\d+)$`, 1, 10*time.Second)[1])
-	eventsRestore(t, p, child, `(?m)^proc ok$`, "")
+	eventsRestore(t, p, `(?m)^proc ok$`, "", child)
 }
 
 // TestEventsRefused: what cannot come back exactly is refused by name at

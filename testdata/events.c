@@ -10,8 +10,9 @@
 //                        and expects the events with those wds, and no other.
 //   events inotify-queued DIR   as inotify, but leaves an event unread
 //   events pidfd         pidfds of a paused child (a), of itself (PIDFD_NONBLOCK),
-//                        of a child reaped at once (r); on SIGUSR1: self and a
-//                        not readable, r readable, pidfd_send_signal(a, SIGTERM)
+//                        of a child reaped at once (r), of a zombie child (z); on SIGUSR1: self and a
+//                        not readable, r and z readable, z reaped by waitid(P_PIDFD) with
+//                        its status 5, pidfd_send_signal(a, SIGTERM)
 //                        and waitid(P_PIDFD, a) reports the child killed by it.
 //   events epoll         one epoll set, shared with a child, watching eventfds:
 //                        EPOLLET (data 1), EPOLLONESHOT already fired (2),
@@ -147,7 +148,8 @@ static void check_inotify(void) {
 }
 
 // ---- pidfd
-static int pf_child, pf_self, pf_reaped;
+static int pf_child, pf_self, pf_reaped, pf_zombie;
+static pid_t zombie;
 static pid_t child;
 
 static void setup_pidfd(void) {
@@ -163,13 +165,19 @@ static void setup_pidfd(void) {
 		_exit(3);
 	pf_reaped = pidfd_open(r, 0);
 	waitpid(r, NULL, 0);
+	zombie = fork();
+	if (zombie == 0)
+		_exit(5);
+	pf_zombie = pidfd_open(zombie, 0);
+	siginfo_t zi;
+	waitid(P_PID, zombie, &zi, WEXITED | WNOWAIT); // a zombie now, not reaped
 	// pidfds are always close-on-exec; one copy without it
 	int nc = fcntl(pf_child, F_DUPFD, 20);
 	close(pf_child);
 	pf_child = nc;
 	expect_cloexec(pf_child, 0);
 	expect_cloexec(pf_self, 1);
-	say("ready pidfd child %d\n", child);
+	say("ready pidfd child %d zombie %d\n", child, zombie);
 }
 
 static int readable(int fd) {
@@ -182,6 +190,10 @@ static void check_pidfd(void) {
 	CHECK(!readable(pf_child), "pidfd of the live child readable");
 	CHECK(readable(pf_reaped), "pidfd of the reaped child not readable");
 	CHECK(fcntl(pf_self, F_GETFL) & O_NONBLOCK, "PIDFD_NONBLOCK lost");
+	CHECK(readable(pf_zombie), "pidfd of the zombie not readable");
+	siginfo_t zi = {0};
+	CHECK(waitid(P_PIDFD, pf_zombie, &zi, WEXITED) == 0 && zi.si_pid == zombie && zi.si_code == CLD_EXITED && zi.si_status == 5,
+	      "waitid(P_PIDFD) on the zombie: errno %d pid %d code %d status %d", errno, zi.si_pid, zi.si_code, zi.si_status);
 	CHECK(syscall(SYS_pidfd_send_signal, pf_reaped, 0, NULL, 0) == -1 && errno == ESRCH, "signal to the reaped pidfd: errno %d", errno);
 	CHECK(syscall(SYS_pidfd_send_signal, pf_child, SIGTERM, NULL, 0) == 0, "pidfd_send_signal: errno %d", errno);
 	siginfo_t si = {0};

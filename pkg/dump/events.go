@@ -19,10 +19,10 @@ import (
 // and checks descriptors opened on /proc entries of processes.
 func (pl *plan) events() error {
 	pids, tids := map[int]bool{}, map[int]bool{}
-	for _, p := range pl.procs {
-		pids[p.Info.PID] = true
-		tids[p.Info.PID] = true
-		for _, t := range p.Others {
+	for _, m := range pl.members { // zombies too: restore makes them first
+		pids[m.Info.PID] = true
+		tids[m.Info.PID] = true
+		for _, t := range m.Others {
 			tids[t.PID] = true
 		}
 	}

@@ -68,6 +68,7 @@ type plan struct {
 	end     uint64         // data section length
 	holders map[string]int // pipes and sockets held outside the tree, by link target
 	kill    bool           // the processes die after the dump (--kill)
+	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
 }
 
@@ -111,6 +112,7 @@ func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
 // section: memory of each process, shared memory objects, objects' saved
 // bytes (pipe contents), deleted files.
 func (pl *plan) gather(ms []*Member) error {
+	pl.members = ms
 	for _, m := range ms {
 		if m.T == nil {
 			continue
