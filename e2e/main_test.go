@@ -52,7 +52,7 @@ var cPrograms = map[string][]string{
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
-	"events":      nil,
+	"events":      {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

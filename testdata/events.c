@@ -23,8 +23,9 @@
 //                        it, and the child adds a watch (7) that the parent's
 //                        epoll_wait reports: one set, not two.
 //   events sigio         a pipe with F_SETOWN(self), F_SETSIG(SIGRTMIN+2),
-//                        O_ASYNC; on SIGUSR1 writes to it and expects
-//                        SIGRTMIN+2 with si_fd.
+//                        O_ASYNC, and one whose owner is a second thread
+//                        (F_OWNER_TID); on SIGUSR1 writes to them and expects
+//                        SIGRTMIN+2 with si_fd, the second in that thread.
 //   events proc          /proc/self/status open and a dirfd on /proc/CHILD;
 //                        on SIGUSR1 both read the restored processes.
 //   events fanotify DIR  DIR is a tmpfs of its own: a group (FAN_CLASS_NOTIF)
@@ -37,6 +38,7 @@
 //          proc-outside   hold what dump must refuse.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <poll.h>
@@ -328,9 +330,28 @@ static void check_epoll(void) {
 }
 
 // ---- sigio
-static int sp[2];
-static volatile sig_atomic_t got_fd = -1, got_code;
-static void on_io(int s, siginfo_t *si, void *u) { (void)s; (void)u; got_fd = si->si_fd; got_code = si->si_code; }
+static int sp[2], tp[2];
+static volatile sig_atomic_t got_fd = -1, got_code, got_tid, tgot_fd = -1;
+static volatile pid_t worker_tid;
+static void on_io(int s, siginfo_t *si, void *u) {
+	(void)s;
+	(void)u;
+	if (si->si_fd == tp[0]) {
+		got_tid = gettid();
+		tgot_fd = si->si_fd;
+		return;
+	}
+	got_fd = si->si_fd;
+	got_code = si->si_code;
+}
+
+static void *worker(void *a) {
+	(void)a;
+	worker_tid = gettid();
+	for (;;)
+		pause();
+	return NULL;
+}
 
 static void setup_sigio(void) {
 	pipe2(sp, O_CLOEXEC);
@@ -340,6 +361,16 @@ static void setup_sigio(void) {
 	fcntl(sp[0], F_SETOWN, getpid());
 	fcntl(sp[0], F_SETSIG, SIGRTMIN + 2);
 	fcntl(sp[0], F_SETFL, O_ASYNC | O_NONBLOCK);
+	// a second pipe whose SIGIO goes to one thread (F_OWNER_TID)
+	pthread_t th;
+	pthread_create(&th, NULL, worker, NULL);
+	while (!worker_tid)
+		nap(1);
+	pipe(tp);
+	struct f_owner_ex ox = {.type = F_OWNER_TID, .pid = worker_tid};
+	fcntl(tp[0], F_SETOWN_EX, &ox);
+	fcntl(tp[0], F_SETSIG, SIGRTMIN + 2);
+	fcntl(tp[0], F_SETFL, O_ASYNC | O_NONBLOCK);
 	say("ready sigio\n");
 }
 
@@ -354,6 +385,15 @@ static void check_sigio(void) {
 	CHECK(got_fd == sp[0] && got_code == POLL_IN, "no SIGRTMIN+2 for fd %d (si_fd %d code %d)", sp[0], got_fd, got_code);
 	char b[16];
 	read(sp[0], b, sizeof b);
+	struct f_owner_ex ox = {0};
+	fcntl(tp[0], F_GETOWN_EX, &ox);
+	CHECK(ox.type == F_OWNER_TID && ox.pid == worker_tid, "thread owner: type %d pid %d, want tid %d", ox.type, ox.pid, worker_tid);
+	tgot_fd = -1;
+	write(tp[1], "x", 1);
+	for (int i = 0; i < 100 && tgot_fd < 0; i++)
+		nap(5);
+	CHECK(tgot_fd == tp[0] && got_tid == worker_tid, "SIGIO for fd %d went to thread %d (si_fd %d), want thread %d", tp[0], got_tid, tgot_fd, worker_tid);
+	read(tp[0], b, sizeof b);
 	if (!fail[0])
 		say("sigio ok\n");
 }
