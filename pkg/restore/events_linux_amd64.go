@@ -152,7 +152,8 @@ func (x *target) descHere(desc int, o *objects, here map[int]int) (uint64, error
 // restoreOwners gives every description its SIGIO owner and signal, and
 // turns O_ASYNC on where it was (open(2) ignores O_ASYNC; fcntl(F_SETFL)
 // makes the driver send the signal, fs/fcntl.c setfl). It runs once the
-// threads exist, as an owner may be one of them.
+// threads exist, as an owner may be one of them, and with the process's own
+// credentials, which the kernel keeps with the owner.
 func (x *target) restoreOwners(p *format.Process, o *objects) error {
 	for _, f := range p.Files {
 		if o := f.Owner; o != nil {
