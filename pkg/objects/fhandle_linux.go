@@ -44,7 +44,9 @@ func PathOf(sdev, ino uint64, htype int32, handle []byte) (string, error) {
 		return "", err
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil || st.Ino != ino || st.Dev != dev {
+	// Lstat: the inode may be a symbolic link (watched with IN_DONT_FOLLOW);
+	// restore never follows the last component either.
+	if err := unix.Lstat(path, &st); err != nil || st.Ino != ino || st.Dev != dev {
 		return "", fmt.Errorf("the watched inode has no path (%q: unlinked, or out of reach): %w", path, ErrUnsupported)
 	}
 	return path, nil

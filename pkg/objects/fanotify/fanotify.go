@@ -134,6 +134,9 @@ func Create(rec *format.Fanotify) (*os.File, error) {
 func mark(fd int, m format.FanotifyMark) error {
 	kind := map[string]uint{format.FanotifyInode: 0, format.FanotifyMount: markMount, format.FanotifyFilesystem: markFilesystem}[m.Kind]
 	base := unix.FAN_MARK_ADD | kind | uint(m.MFlags&markEvictable)
+	if m.Kind == format.FanotifyInode {
+		base |= unix.FAN_MARK_DONT_FOLLOW // the path leads to the inode itself
+	}
 	if m.Mask != 0 {
 		if err := unix.FanotifyMark(fd, base, uint64(m.Mask), unix.AT_FDCWD, m.Path); err != nil {
 			return os.NewSyscallError("fanotify_mark", err)

@@ -191,7 +191,9 @@ func rebuild(fd int, watches []format.InotifyWatch) error {
 				return fmt.Errorf("inotify: use up watch descriptor %d: %w", next, os.NewSyscallError("inotify_rm_watch", err))
 			}
 		}
-		wd, err := unix.InotifyAddWatch(fd, w.Path, w.Mask)
+		// The path leads to the inode itself: a watched symbolic link
+		// stays the link.
+		wd, err := unix.InotifyAddWatch(fd, w.Path, w.Mask|unix.IN_DONT_FOLLOW)
 		if err != nil {
 			return fmt.Errorf("inotify watch %d on %s: %w", w.WD, w.Path, os.NewSyscallError("inotify_add_watch", err))
 		}

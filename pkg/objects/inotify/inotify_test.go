@@ -41,6 +41,11 @@ func TestRoundTrip(t *testing.T) {
 	wa := add(a, unix.IN_MODIFY|unix.IN_ONESHOT)
 	unix.InotifyRmWatch(fd, uint32(add(dir, unix.IN_CREATE)))
 	wb := add(b, unix.IN_ATTRIB|unix.IN_EXCL_UNLINK)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(a, link); err != nil {
+		t.Fatal(err)
+	}
+	wl := add(link, unix.IN_ATTRIB|unix.IN_DONT_FOLLOW) // the link itself
 	drain(fd)
 	info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(fd))
 	if err != nil {
@@ -50,8 +55,9 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []format.InotifyWatch{{WD: wa, Path: a, Mask: unix.IN_MODIFY | unix.IN_ONESHOT}, {WD: wb, Path: b, Mask: unix.IN_ATTRIB | unix.IN_EXCL_UNLINK}}
-	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+	want := []format.InotifyWatch{{WD: wa, Path: a, Mask: unix.IN_MODIFY | unix.IN_ONESHOT}, {WD: wb, Path: b, Mask: unix.IN_ATTRIB | unix.IN_EXCL_UNLINK},
+		{WD: wl, Path: link, Mask: unix.IN_ATTRIB}}
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Fatalf("Describe = %+v, want %+v", got, want)
 	}
 	began := time.Now()
