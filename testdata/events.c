@@ -19,7 +19,8 @@
 //                        EPOLLEXCLUSIVE (3), one whose fd was dup'd and closed
 //                        (4), one whose fd was dup2'd over by another eventfd
 //                        (5), an epoll set at a higher fd (8), a pipe only the child
-//                        holds (9); on SIGUSR1 each event arrives as the kernel had
+//                        holds (9), a closed fd just above all open ones (10);
+//                        on SIGUSR1 each event arrives as the kernel had
 //                        it, and the child adds a watch (7) that the parent's
 //                        epoll_wait reports: one set, not two.
 //   events sigio         a pipe with F_SETOWN(self), F_SETSIG(SIGRTMIN+2),
@@ -206,7 +207,7 @@ static void check_pidfd(void) {
 }
 
 // ---- epoll
-static int ep, e1, e2, e3, e4, e5, e6, k5, n4, inner, e8, pp[2];
+static int ep, e1, e2, e3, e4, e5, e6, k5, n4, inner, e8, pp[2], d9, n9;
 static int epchild_pipe[2];
 
 static void add(int fd, uint32_t ev, uint64_t data) {
@@ -283,6 +284,14 @@ static void setup_epoll(void) {
 	if (child == 0)
 		epoll_child();
 	close(pp[0]);
+	// a watch whose closed fd is one above the highest open one
+	int filler = eventfd(0, 0);
+	int e9 = eventfd(0, EFD_NONBLOCK);
+	add(e9, EPOLLIN, 10);
+	close(filler);
+	d9 = dup(e9);
+	close(e9);
+	n9 = e9;
 	say("ready epoll child %d closed %d reused %d\n", child, n4, k5);
 }
 
@@ -319,6 +328,9 @@ static void check_epoll(void) {
 	struct epoll_event iev;
 	CHECK(epoll_wait(inner, &iev, 1, 0) == 1 && iev.data.u64 == 80, "the inner set: no event");
 	drain(e8);
+	poke(d9);
+	CHECK(waitfor(100) == 10, "the watch of the closed highest fd %d: no event", n9);
+	drain(d9);
 	write(pp[1], "z", 1);
 	CHECK(waitfor(100) == 9, "the pipe only the child holds: no event");
 	kill(child, SIGUSR2);

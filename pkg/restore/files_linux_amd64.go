@@ -36,6 +36,11 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	x.freeFD = 0
 	for _, f := range p.Files {
 		x.freeFD = max(x.freeFD, uint64(f.FD)+1)
+		for _, w := range f.Watches {
+			// A watch of a closed fd puts its file at that number for a
+			// moment: chpox's pidfd must not sit there.
+			x.freeFD = max(x.freeFD, uint64(w.FD)+1)
+		}
 	}
 	open := map[int]bool{} // fds installed so far
 	// epoll instances last: the fds they watch must exist first.
