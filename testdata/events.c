@@ -268,7 +268,8 @@ static void setup_epoll(void) {
 	add(e5, EPOLLIN, 5);
 	k5 = e5;
 	e5 = dup(e5);
-	dup2(e6, k5); // fd k5 is e6 now; the watch is on e5's file
+	dup3(e6, k5, O_CLOEXEC); // fd k5 is e6 now; the watch is on e5's file
+	expect_cloexec(k5, 1);
 	// an epoll set watched by ep, at a higher fd number than ep
 	inner = epoll_create1(EPOLL_CLOEXEC);
 	e8 = eventfd(0, EFD_NONBLOCK);

@@ -82,7 +82,7 @@ func (x *target) mayRead(path string) error {
 // w.FD for the EPOLL_CTL_ADD only: epoll keys a watch by file and fd
 // number, and the program's later EPOLL_CTL_MOD/DEL name that number.
 func (x *target) addEpollWatch(epfd int, w format.EpollWatch, o *objects, here map[int]int, open map[int]bool) error {
-	var saved uint64
+	var saved, savedCloexec uint64
 	hasSaved := false
 	if w.Desc != 0 {
 		src, err := x.descHere(w.Desc, o, here)
@@ -90,6 +90,13 @@ func (x *target) addEpollWatch(epfd int, w format.EpollWatch, o *objects, here m
 			return fmt.Errorf("epoll watch of fd %d: %w", w.FD, err)
 		}
 		if open[w.FD] {
+			fdFlags, err := x.call("fcntl(F_GETFD)", unix.SYS_FCNTL, uint64(w.FD), unix.F_GETFD)
+			if err != nil {
+				return err
+			}
+			if fdFlags&unix.FD_CLOEXEC != 0 {
+				savedCloexec = unix.O_CLOEXEC
+			}
 			if saved, err = x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, uint64(w.FD), unix.F_DUPFD_CLOEXEC, x.freeFD); err != nil {
 				return err
 			}
@@ -115,7 +122,7 @@ func (x *target) addEpollWatch(epfd int, w format.EpollWatch, o *objects, here m
 	if w.Desc != 0 {
 		// Put back what the fd holds in the process, or nothing.
 		if hasSaved {
-			if _, e := x.call("dup3", unix.SYS_DUP3, saved, uint64(w.FD), 0); e != nil && err == nil {
+			if _, e := x.call("dup3", unix.SYS_DUP3, saved, uint64(w.FD), savedCloexec); e != nil && err == nil {
 				err = e
 			}
 			x.call("close", unix.SYS_CLOSE, saved)
