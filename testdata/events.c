@@ -25,7 +25,8 @@
 //                        epoll_wait reports: one set, not two.
 //   events sigio         a pipe with F_SETOWN(self), F_SETSIG(SIGRTMIN+2),
 //                        O_ASYNC, and one whose owner is a second thread
-//                        (F_OWNER_TID); on SIGUSR1 writes to them and expects
+//                        (F_OWNER_TID), and one owned by the process group it
+//                        leads; on SIGUSR1 writes to them and expects
 //                        SIGRTMIN+2 with si_fd, the second in that thread.
 //   events proc          /proc/self/status open and a dirfd on /proc/CHILD;
 //                        on SIGUSR1 both read the restored processes.
@@ -343,12 +344,16 @@ static void check_epoll(void) {
 }
 
 // ---- sigio
-static int sp[2], tp[2];
-static volatile sig_atomic_t got_fd = -1, got_code, got_tid, tgot_fd = -1;
+static int sp[2], tp[2], gp[2];
+static volatile sig_atomic_t got_fd = -1, got_code, got_tid, tgot_fd = -1, ggot_fd = -1;
 static volatile pid_t worker_tid;
 static void on_io(int s, siginfo_t *si, void *u) {
 	(void)s;
 	(void)u;
+	if (si->si_fd == gp[0]) {
+		ggot_fd = si->si_fd;
+		return;
+	}
 	if (si->si_fd == tp[0]) {
 		got_tid = gettid();
 		tgot_fd = si->si_fd;
@@ -384,6 +389,12 @@ static void setup_sigio(void) {
 	fcntl(tp[0], F_SETOWN_EX, &ox);
 	fcntl(tp[0], F_SETSIG, SIGRTMIN + 2);
 	fcntl(tp[0], F_SETFL, O_ASYNC | O_NONBLOCK);
+	// a third whose owner is the process group it leads (F_OWNER_PGRP)
+	setpgid(0, 0);
+	pipe(gp);
+	fcntl(gp[0], F_SETOWN, -getpid());
+	fcntl(gp[0], F_SETSIG, SIGRTMIN + 2);
+	fcntl(gp[0], F_SETFL, O_ASYNC | O_NONBLOCK);
 	say("ready sigio\n");
 }
 
@@ -407,6 +418,13 @@ static void check_sigio(void) {
 		nap(5);
 	CHECK(tgot_fd == tp[0] && got_tid == worker_tid, "SIGIO for fd %d went to thread %d (si_fd %d), want thread %d", tp[0], got_tid, tgot_fd, worker_tid);
 	read(tp[0], b, sizeof b);
+	CHECK(fcntl(gp[0], F_GETOWN) == -getpid(), "group owner %d, want %d", fcntl(gp[0], F_GETOWN), -getpid());
+	ggot_fd = -1;
+	write(gp[1], "x", 1);
+	for (int i = 0; i < 100 && ggot_fd < 0; i++)
+		nap(5);
+	CHECK(ggot_fd == gp[0], "no SIGRTMIN+2 for fd %d owned by the process group", gp[0]);
+	read(gp[0], b, sizeof b);
 	if (!fail[0])
 		say("sigio ok\n");
 }
