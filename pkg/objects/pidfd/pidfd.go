@@ -85,8 +85,12 @@ func reaped(flags int) (*os.File, error) {
 	}
 	p.Kill()
 	if _, err := p.Wait(); err != nil {
-		unix.Close(pidfd)
-		return nil, fmt.Errorf("pidfd of a reaped process: %w", err)
+		// A reaper of chpox's own (PID 1 of a restore namespace) may have
+		// reaped it first: gone is all that counts.
+		if e := unix.PidfdSendSignal(pidfd, 0, nil, 0); e != unix.ESRCH {
+			unix.Close(pidfd)
+			return nil, fmt.Errorf("pidfd of a reaped process: %w", err)
+		}
 	}
 	f := os.NewFile(uintptr(pidfd), "pidfd")
 	if flags&pidfdNonblock != 0 {
