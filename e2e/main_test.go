@@ -53,6 +53,7 @@ var cPrograms = map[string][]string{
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
 	"slurmjob":    nil,
+	"events":      {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

@@ -147,6 +147,9 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 			}
 		}
 		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
+		if d := fileDetails(f); d != "" {
+			fmt.Fprintf(tw, "  \t\t\t\t%s\t\n", d)
+		}
 	}
 	tw.Flush()
 	var sigs []string
@@ -296,4 +299,35 @@ func inetLine(s format.InetSocket) string {
 		fmt.Fprintf(&b, "; %d datagrams queued", n)
 	}
 	return b.String()
+}
+
+// fileDetails shows the event state of a descriptor in one line: inotify
+// watches, the pidfd's process, epoll watches of a file moved since, the
+// SIGIO owner.
+func fileDetails(f format.File) string {
+	var parts []string
+	for _, w := range f.Inotify {
+		parts = append(parts, fmt.Sprintf("wd %d %s mask %#x", w.WD, w.Path, w.Mask))
+	}
+	switch {
+	case f.PidfdPID == -1:
+		parts = append(parts, "pidfd of a reaped process")
+	case f.PidfdPID > 0:
+		parts = append(parts, fmt.Sprintf("pidfd of process %d", f.PidfdPID))
+	}
+	for _, w := range f.Watches {
+		if w.Desc != 0 {
+			parts = append(parts, fmt.Sprintf("watch of fd %d is description %d", w.FD, w.Desc))
+		}
+	}
+	if fa := f.Fanotify; fa != nil {
+		parts = append(parts, fmt.Sprintf("fanotify flags %#x", fa.Flags))
+		for _, m := range fa.Marks {
+			parts = append(parts, fmt.Sprintf("%s mark %s mask %#x ignore %#x", m.Kind, m.Path, m.Mask, m.IgnoredMask))
+		}
+	}
+	if o := f.Owner; o != nil {
+		parts = append(parts, fmt.Sprintf("SIGIO owner %s %d signal %d", map[int]string{0: "thread", 1: "process", 2: "group"}[o.Type], o.PID, o.Sig))
+	}
+	return strings.Join(parts, "; ")
 }

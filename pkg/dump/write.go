@@ -69,6 +69,7 @@ type plan struct {
 	end     uint64         // data section length
 	holders map[string]int // pipes and sockets held outside the tree, by link target
 	kill    bool           // the processes die after the dump (--kill)
+	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
 }
 
@@ -114,6 +115,7 @@ func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *
 // section: memory of each process, shared memory objects, objects' saved
 // bytes (pipe contents), deleted files.
 func (pl *plan) gather(ms []*Member) error {
+	pl.members = ms
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -131,7 +133,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return err
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
+	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err

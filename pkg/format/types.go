@@ -256,6 +256,11 @@ type EpollWatch struct {
 	FD     int    `json:"fd"`
 	Events uint32 `json:"events"`
 	Data   uint64 `json:"data"`
+	// Desc is the open file description watched, when it is no longer
+	// the one at FD (FD was closed or reused after epoll_ctl added it;
+	// version 3): restore puts it at FD for the EPOLL_CTL_ADD only. 0: the
+	// file at FD.
+	Desc int `json:"desc,omitempty"`
 }
 
 // File is one open file descriptor.
@@ -277,4 +282,10 @@ type File struct {
 	Count     uint64       `json:"count,omitempty"`     // eventfd counter
 	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE
 	Watches   []EpollWatch `json:"watches,omitempty"`   // epoll
+
+	// Event descriptors and owners (version 3, events.go).
+	Inotify  []InotifyWatch `json:"inotify,omitempty"`   // inotify: watches in WD order
+	PidfdPID int            `json:"pidfd_pid,omitempty"` // pidfd: its process, -1 reaped
+	Owner    *FileOwner     `json:"owner,omitempty"`     // F_SETOWN_EX/F_SETSIG, nil if none
+	Fanotify *Fanotify      `json:"fanotify,omitempty"`  // fanotify: flags and marks
 }

@@ -63,7 +63,63 @@ func (img *Image) validate() error {
 			tids[t.TID] = true
 		}
 	}
+	if err := img.validateEvents(pids, tids); err != nil {
+		return err
+	}
 	return img.disjointRuns()
+}
+
+// validateEvents checks the records of version 3 that refer across
+// processes: a pidfd names a process of the image, an owner a thread,
+// process or group of it, an epoll watch a description some fd has;
+// inotify watch descriptors are positive and increasing (restore makes them
+// in that order) and name absolute paths.
+func (img *Image) validateEvents(pids, tids map[int]bool) error {
+	descs := map[int]bool{}
+	for _, p := range img.Processes {
+		for _, f := range p.Files {
+			descs[f.Desc] = true
+		}
+	}
+	for _, p := range img.Processes {
+		for _, f := range p.Files {
+			if (f.Kind == FilePidfd) != (f.PidfdPID != 0) || f.PidfdPID < -1 || f.PidfdPID > 0 && !pids[f.PidfdPID] && !tids[f.PidfdPID] {
+				return corrupt("process %d: fd %d (%s): pidfd of process %d, which the image lacks", p.PID, f.FD, f.Kind, f.PidfdPID)
+			}
+			if len(f.Inotify) > 0 && f.Kind != FileInotify || len(f.Watches) > 0 && f.Kind != FileEpoll {
+				return corrupt("process %d: fd %d (%s) has watches", p.PID, f.FD, f.Kind)
+			}
+			if (f.Kind == FileFanotify) != (f.Fanotify != nil) {
+				return corrupt("process %d: fd %d (%s): fanotify record on the wrong kind", p.PID, f.FD, f.Kind)
+			}
+			if fa := f.Fanotify; fa != nil {
+				for _, m := range fa.Marks {
+					if m.Kind != FanotifyInode && m.Kind != FanotifyMount && m.Kind != FanotifyFilesystem || len(m.Path) == 0 || m.Path[0] != '/' {
+						return corrupt("process %d: fd %d: fanotify mark %q on %q", p.PID, f.FD, m.Kind, m.Path)
+					}
+				}
+			}
+			prev := 0
+			for _, w := range f.Inotify {
+				if w.WD <= prev || len(w.Path) == 0 || w.Path[0] != '/' {
+					return corrupt("process %d: fd %d: inotify watch %d (%q) after %d", p.PID, f.FD, w.WD, w.Path, prev)
+				}
+				prev = w.WD
+			}
+			for _, w := range f.Watches {
+				if w.FD < 0 || w.Desc < 0 || w.Desc > 0 && !descs[w.Desc] {
+					return corrupt("process %d: fd %d: epoll watch of fd %d names description %d, which the image lacks", p.PID, f.FD, w.FD, w.Desc)
+				}
+			}
+			if o := f.Owner; o != nil {
+				known := map[int]map[int]bool{0: tids, 1: pids, 2: pids}[o.Type]
+				if known == nil || o.PID < 0 || o.PID > 0 && !known[o.PID] || o.Sig < 0 || o.Sig > 64 {
+					return corrupt("process %d: fd %d: owner %d of type %d (signal %d) is not in the image", p.PID, f.FD, o.PID, o.Type, o.Sig)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // validateObjects checks the shared objects: IDs are positive and unique,
@@ -328,7 +384,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

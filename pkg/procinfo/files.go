@@ -30,6 +30,21 @@ type OpenFile struct {
 	Dev, Ino uint64
 	// Rdev is the device number of a device file (a terminal ...).
 	Rdev uint64
+	// FDInfo is the fdinfo text of an anonymous-inode file (inotify,
+	// fanotify, pidfd), which its object package reads.
+	FDInfo string
+	// EpollTargets are the inodes of the files Watches watch, in the same
+	// order, with the toff each needs in kcmp(KCMP_EPOLL_TFD).
+	EpollTargets []EpollTarget
+}
+
+// EpollTarget is the file an epoll watch watches, as fdinfo shows it.
+type EpollTarget struct {
+	Dev, Ino uint64 // Dev as stat(2) gives it
+	// Toff is the index among earlier watches with the same fd number
+	// (a file added, dup'd elsewhere and closed, and a new one added under
+	// that number): kcmp's kcmp_epoll_slot.toff.
+	Toff int
 }
 
 // Files lists the open file descriptors of pid. Kinds chpox cannot restore
@@ -176,9 +191,15 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 		}
 	case "anon_inode:[eventpoll]":
 		f.Kind = format.FileEpoll
-		if f.Watches, err = parseEpoll(string(info)); err != nil {
+		if f.Watches, f.EpollTargets, err = parseEpoll(string(info)); err != nil {
 			return nil, err
 		}
+	case "anon_inode:inotify":
+		f.Kind, f.FDInfo = format.FileInotify, string(info)
+	case "anon_inode:[pidfd]":
+		f.Kind, f.FDInfo = format.FilePidfd, string(info)
+	case "anon_inode:[fanotify]":
+		f.Kind, f.FDInfo = format.FileFanotify, string(info)
 	default:
 		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
 	}
@@ -187,8 +208,9 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 
 // parseEpoll reads the "tfd: N events: HEX data: HEX ..." lines of an
 // epoll fd's fdinfo (fs/eventpoll.c, ep_show_fdinfo).
-func parseEpoll(info string) ([]format.EpollWatch, error) {
+func parseEpoll(info string) ([]format.EpollWatch, []EpollTarget, error) {
 	var out []format.EpollWatch
+	var targets []EpollTarget
 	for _, line := range strings.Split(info, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 || f[0] != "tfd:" || f[2] != "events:" || f[4] != "data:" {
@@ -198,9 +220,29 @@ func parseEpoll(info string) ([]format.EpollWatch, error) {
 		ev, err2 := strconv.ParseUint(f[3], 16, 32)
 		data, err3 := strconv.ParseUint(f[5], 16, 64)
 		if err1 != nil || err2 != nil || err3 != nil {
-			return nil, fmt.Errorf("epoll fdinfo line %q: bad number", line)
+			return nil, nil, fmt.Errorf("epoll fdinfo line %q: bad number", line)
+		}
+		t := EpollTarget{}
+		for _, kv := range f[6:] {
+			k, v, _ := strings.Cut(kv, ":")
+			n, err := strconv.ParseUint(v, 16, 64)
+			switch {
+			case k != "ino" && k != "sdev":
+			case err != nil:
+				return nil, nil, fmt.Errorf("epoll fdinfo line %q: bad %s", line, k)
+			case k == "ino":
+				t.Ino = n
+			default: // the kernel's s_dev: major<<20 | minor
+				t.Dev = unix.Mkdev(uint32(n>>20), uint32(n&0xfffff))
+			}
+		}
+		for _, w := range out {
+			if w.FD == fd {
+				t.Toff++
+			}
 		}
 		out = append(out, format.EpollWatch{FD: fd, Events: uint32(ev), Data: data})
+		targets = append(targets, t)
 	}
-	return out, nil
+	return out, targets, nil
 }

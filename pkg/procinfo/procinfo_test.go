@@ -361,4 +361,9 @@ func TestFilesEventfdEpoll(t *testing.T) {
 	if gotP.Kind != format.FileEpoll || !cmp.Equal(gotP.Watches, want) {
 		t.Errorf("epoll read as %+v, want watches %+v", gotP, want)
 	}
+	// The watched file's inode, as stat gives it, narrows the search for
+	// where it is now (pkg/dump/events.go).
+	if len(gotP.EpollTargets) != 1 || gotP.EpollTargets[0] != (procinfo.EpollTarget{Dev: gotE.Dev, Ino: gotE.Ino}) {
+		t.Errorf("epoll targets %+v, want the eventfd's dev %d ino %d", gotP.EpollTargets, gotE.Dev, gotE.Ino)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +34,10 @@ func check(path string, img *format.Image, opt Options) error {
 	if err := checkMemory(img); err != nil {
 		return err
 	}
+	inImage := map[int]bool{}
+	for _, p := range img.Processes {
+		inImage[p.PID] = true
+	}
 	for _, p := range img.Processes {
 		if err := checkCreds(p); err != nil {
 			return err
@@ -45,6 +51,9 @@ func check(path string, img *format.Image, opt Options) error {
 			}
 		}
 		for _, f := range p.Files {
+			if ownProcEntry(f.Path, inImage) {
+				continue // it appears with its process
+			}
 			if err := checkFD(p.PID, f); err != nil {
 				return err
 			}
@@ -95,6 +104,18 @@ func checkOwner(path string, img *format.Image) error {
 		}
 	}
 	return nil
+}
+
+// ownProcEntry tells whether path is under /proc/PID of a process of the
+// image (dump refuses others), which exists only once restore made it.
+func ownProcEntry(path string, inImage map[int]bool) bool {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return false
+	}
+	num, _, _ := strings.Cut(rest, "/")
+	pid, err := strconv.Atoi(num)
+	return err == nil && inImage[pid]
 }
 
 // checkFD makes sure a file reopened by path is still of its kind: a FIFO

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 
@@ -32,61 +31,94 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 	if _, err := x.call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	x.caps = p.Creds.CapEff
 	here := map[int]int{} // desc -> fd in this process
 	x.freeFD = 0
 	for _, f := range p.Files {
 		x.freeFD = max(x.freeFD, uint64(f.FD)+1)
-	}
-	// epoll instances last: the fds they watch must exist first.
-	for _, epollPass := range []bool{false, true} {
-		for _, f := range p.Files {
-			if (f.Kind == format.FileEpoll) != epollPass {
-				continue
-			}
-			if err := x.installFile(f, o, here); err != nil {
-				return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
-			}
-			here[f.Desc] = f.FD
+		for _, w := range f.Watches {
+			// A watch of a closed fd puts its file at that number for a
+			// moment: chpox's pidfd must not sit there.
+			x.freeFD = max(x.freeFD, uint64(w.FD)+1)
 		}
+	}
+	open := map[int]bool{} // fds installed so far
+	// epoll instances last: the fds they watch must exist first.
+	for _, f := range epollLast(p.Files) {
+		if err := x.installFile(f, o, here, open); err != nil {
+			return fmt.Errorf("fd %d (%s): %w", f.FD, f.Path, err)
+		}
+		here[f.Desc] = f.FD
+		open[f.FD] = true
 	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
+		x.supPidfd = 0
 	}
 	return nil
 }
 
-func (x *target) installFile(f format.File, o *objects, here map[int]int) error {
+// epollLast orders the files for installing: every other kind first, then
+// the epoll instances, each after the epoll instances it watches (epoll
+// sets may watch epoll sets; the kernel forbids loops, so the order
+// exists). An instance whose watched set is not among these files (an
+// image that says otherwise) goes last and fails at its EPOLL_CTL_ADD.
+func epollLast(files []format.File) []format.File {
+	var out, eps []format.File
+	for _, f := range files {
+		if f.Kind == format.FileEpoll {
+			eps = append(eps, f)
+		} else {
+			out = append(out, f)
+		}
+	}
+	isEpoll := map[int]bool{} // by fd and by desc (negated)
+	for _, f := range eps {
+		isEpoll[f.FD], isEpoll[-f.Desc] = true, true
+	}
+	done := map[int]bool{}
+	for len(eps) > 0 {
+		var left []format.File
+		for _, f := range eps {
+			ready := true
+			for _, w := range f.Watches {
+				if w.Desc != 0 && isEpoll[-w.Desc] && !done[-w.Desc] || w.Desc == 0 && isEpoll[w.FD] && !done[w.FD] {
+					ready = false
+				}
+			}
+			if ready {
+				out = append(out, f)
+				done[f.FD], done[-f.Desc] = true, true
+			} else {
+				left = append(left, f)
+			}
+		}
+		if len(left) == len(eps) {
+			return append(out, left...)
+		}
+		eps = left
+	}
+	return out
+}
+
+func (x *target) installFile(f format.File, o *objects, here map[int]int, open map[int]bool) error {
 	cloexec := uint64(f.Flags) & unix.O_CLOEXEC
 	if fd, ok := here[f.Desc]; ok {
 		_, err := x.call("dup3", unix.SYS_DUP3, uint64(fd), uint64(f.FD), cloexec)
 		return err
 	}
-	sup := o.descs[f.Desc]
-	if sup == nil {
-		var err error
-		switch f.Kind {
-		case format.FilePipe:
-			sup, err = o.pipeEnd(f)
-		case format.FileExternal:
-			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
-				err = fmt.Errorf("no stand-in for external object %d", f.External)
-			}
-		case format.FileUnix, format.FileInet, format.FileNetlink:
-			err = fmt.Errorf("socket %d was not created", f.Socket)
-		}
-		if err != nil {
-			return err
-		}
+	sup, err := x.chpoxSide(f, x.pid(), o)
+	if err != nil {
+		return err
 	}
 	if sup != nil {
 		return x.fromChpox(sup, f.FD, cloexec)
 	}
-	var err error
 	switch f.Kind {
 	case format.FileEventfd:
 		err = x.makeEventfd(f)
 	case format.FileEpoll:
-		err = x.makeEpoll(f)
+		err = x.makeEpoll(f, o, here, open)
 	default:
 		err = x.openFile(f, o)
 	}
@@ -94,6 +126,30 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 		return err
 	}
 	return o.keep(f.Desc, x.pid(), f.FD)
+}
+
+// chpoxSide returns chpox's file for the description of f (fd f.FD of
+// process pid), creating it if it is of a kind chpox creates (pipes,
+// sockets, external stand-ins, event descriptors); nil for the kinds the
+// process creates itself.
+func (x *target) chpoxSide(f format.File, pid int, o *objects) (*os.File, error) {
+	if sup := o.descs[f.Desc]; sup != nil {
+		return sup, nil
+	}
+	switch f.Kind {
+	case format.FilePipe:
+		return o.pipeEnd(f)
+	case format.FileExternal:
+		if sup := o.externals[[2]int{pid, f.FD}]; sup != nil {
+			return sup, nil
+		}
+		return nil, fmt.Errorf("no stand-in for external object %d", f.External)
+	case format.FileUnix, format.FileInet, format.FileNetlink:
+		return nil, fmt.Errorf("socket %d was not created", f.Socket)
+	case format.FileInotify, format.FileFanotify, format.FilePidfd:
+		return x.eventObject(f, o)
+	}
+	return nil, nil
 }
 
 const efdSemaphore = 1 // EFD_SEMAPHORE
@@ -124,7 +180,7 @@ func (x *target) makeEventfd(f format.File) error {
 
 // makeEpoll creates an epoll instance watching the saved fds with their
 // events and data.
-func (x *target) makeEpoll(f format.File) error {
+func (x *target) makeEpoll(f format.File, o *objects, here map[int]int, open map[int]bool) error {
 	fd, err := x.call("epoll_create1", unix.SYS_EPOLL_CREATE1, uint64(f.Flags)&unix.O_CLOEXEC)
 	if err != nil {
 		return err
@@ -132,15 +188,9 @@ func (x *target) makeEpoll(f format.File) error {
 	if err := x.moveFD(fd, f.FD, uint64(f.Flags)&unix.O_CLOEXEC); err != nil {
 		return err
 	}
+	open[f.FD] = true // a watch of a closed fd puts back what is here
 	for _, w := range f.Watches {
-		x.resetScratch()
-		ev := binary.LittleEndian.AppendUint32(nil, w.Events) // struct epoll_event is packed
-		ev = binary.LittleEndian.AppendUint64(ev, w.Data)
-		at, err := x.put(ev)
-		if err != nil {
-			return err
-		}
-		if _, err := x.call(fmt.Sprintf("epoll_ctl(ADD %d)", w.FD), unix.SYS_EPOLL_CTL, uint64(f.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), at); err != nil {
+		if err := x.addEpollWatch(f.FD, w, o, here, open); err != nil {
 			return err
 		}
 	}
@@ -150,24 +200,32 @@ func (x *target) makeEpoll(f format.File) error {
 // fromChpox installs chpox's file sup at fd: pidfd_getfd(2) on chpox
 // gives the process the very same open file description.
 func (x *target) fromChpox(sup *os.File, fd int, cloexec uint64) error {
-	if x.supPidfd == 0 {
-		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-		if err != nil {
-			return err
-		}
-		// Above every fd of the image, where installing them cannot hit it.
-		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
-		x.call("close", unix.SYS_CLOSE, pfd)
-		if err != nil {
-			return err
-		}
-		x.supPidfd = high
+	if _, err := x.supFD(); err != nil {
+		return err
 	}
 	tmp, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, x.supPidfd, uint64(sup.Fd()), 0)
 	if err != nil {
 		return err
 	}
 	return x.moveFD(tmp, fd, cloexec)
+}
+
+// supFD returns the process's pidfd of chpox, opened on first use.
+func (x *target) supFD() (uint64, error) {
+	if x.supPidfd == 0 {
+		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+		if err != nil {
+			return 0, err
+		}
+		// Above every fd of the image, where installing them cannot hit it.
+		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
+		x.call("close", unix.SYS_CLOSE, pfd)
+		if err != nil {
+			return 0, err
+		}
+		x.supPidfd = high
+	}
+	return x.supPidfd, nil
 }
 
 // moveFD puts the file at fd tmp at number fd with the given close-on-exec.

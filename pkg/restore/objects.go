@@ -26,6 +26,9 @@ type objects struct {
 	unix    *unixsock.Set      // UNIX sockets, nil if none
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
+	events  []*os.File         // inotify instances, pidfds (events_linux_amd64.go)
+	async   map[int]bool       // by File.Desc: O_ASYNC registered
+	firstFD map[int]fileAt     // by File.Desc: its first fd in the image
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -34,7 +37,7 @@ type objects struct {
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -66,6 +69,15 @@ func (o *objects) create(img *format.Image) error {
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
+			if _, ok := o.firstFD[f.Desc]; !ok {
+				o.firstFD[f.Desc] = fileAt{p.PID, f}
+			}
+			for _, w := range f.Watches {
+				if w.Desc != 0 {
+					// An epoll watch needs chpox's copy of the file.
+					o.uses[w.Desc] += 2
+				}
+			}
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
 				// No set-id bits (a stand-in owned by root must not become
 				// a setuid program); owned by the process's fs ids, which
@@ -82,6 +94,12 @@ func (o *objects) create(img *format.Image) error {
 		}
 	}
 	return nil
+}
+
+// fileAt is a descriptor of the image and its process.
+type fileAt struct {
+	pid int
+	f   format.File
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
@@ -154,6 +172,9 @@ func (o *objects) close() {
 		all[f] = true
 	}
 	for _, f := range o.netlink {
+		all[f] = true
+	}
+	for _, f := range o.events {
 		all[f] = true
 	}
 	for f := range all {

@@ -30,6 +30,7 @@ type target struct {
 	supPidfd uint64    // the process's pidfd of chpox, once opened
 	freeFD   uint64    // lowest fd number above all of the image's
 	threads  []*target // the other threads, once created
+	caps     uint64    // the image's effective capabilities, for the files step
 }
 
 // allThreads is the main thread, then the others, in image order.

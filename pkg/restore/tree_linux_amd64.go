@@ -210,6 +210,10 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
+		// After the credentials: F_SETOWN records who set it, and the
+		// kernel checks those ids against the owner's before each SIGIO
+		// (fs/fcntl.c, f_modown and sigio_perm).
+		{"file owners", func() error { return x.restoreOwners(p, o) }},
 		{"registers", func() error { return x.finish(p) }},
 	}
 	for _, s := range steps {

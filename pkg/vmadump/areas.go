@@ -97,6 +97,12 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		}
 	case strings.HasPrefix(path, "/SYSV"):
 		return nil, fmt.Errorf("System V shared memory: %w", ErrUnsupported)
+	case path == "/[aio]":
+		// The ring of an io_setup(2) context (fs/aio.c, aio_private_file):
+		// its requests in flight and completions live in the kernel, and a
+		// copy of the ring's pages would be a dead ring that io_getevents
+		// and io_submit refuse (the context id is its address).
+		return nil, fmt.Errorf("asynchronous I/O context (io_setup) at %#x: its requests and completions live in the kernel and cannot be created again: io_destroy it before the checkpoint: %w", a.Start, ErrUnsupported)
 	case deleted || path == "/dev/zero":
 		// /dev/zero, memfd and unlinked files: the content exists only in
 		// memory, so it is copied like anonymous memory.
