@@ -52,6 +52,8 @@ var cPrograms = map[string][]string{
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
+	"memdetails":  nil,
+	"memfd":       nil,
 }
 
 func TestMain(m *testing.M) {

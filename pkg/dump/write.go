@@ -171,6 +171,28 @@ func (pl *plan) sharedMemory() error {
 			a.Shm = id
 		}
 	}
+	// Memfds held as fds: the object a mapping saved, or one of its own.
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Kind != format.FileMemfd {
+				continue
+			}
+			id, ok := ids[f.Ino]
+			if !ok {
+				s, err := vmadump.OpenMemfd(p.Info.PID, f.FD, f.Path)
+				if err != nil {
+					return err
+				}
+				id = len(pl.shm) + 1
+				s.ID = id
+				pl.end = s.Plan(pl.end)
+				pl.shm = append(pl.shm, s)
+				pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
+				ids[f.Ino] = id
+			}
+			f.Shm = id
+		}
+	}
 	return nil
 }
 

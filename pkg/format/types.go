@@ -48,6 +48,9 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Memory holds mm-wide memory settings (version 3, memory.go).
+	Memory *MemoryState `json:"memory,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -79,6 +82,14 @@ type SharedMem struct {
 	Inode uint64    `json:"inode"`
 	Size  uint64    `json:"size"`
 	Pages []DataRun `json:"pages,omitempty"`
+
+	// Memfd marks a memfd_create(2) object (version 3, memory.go): it comes
+	// back as a memfd with its name, mode and seals. Without it the object
+	// is anonymous shared memory.
+	Memfd bool   `json:"memfd,omitempty"`
+	Name  string `json:"name,omitempty"`  // as given to memfd_create
+	Seals int    `json:"seals,omitempty"` // F_GET_SEALS
+	Mode  uint32 `json:"mode,omitempty"`  // permission bits (MFD_EXEC/MFD_NOEXEC_SEAL)
 }
 
 // Creds are the process credentials: real, effective, saved and fs ids.
@@ -204,6 +215,18 @@ type VMA struct {
 	Offset    uint64    `json:"offset,omitempty"` // file offset of Start
 	Pages     []DataRun `json:"pages,omitempty"`
 	Shm       int       `json:"shm,omitempty"` // shared-anon: ID in Objects.Shm
+
+	// Memory details (version 3, memory.go).
+	Advice []string `json:"advice,omitempty"` // Advice* names
+	Lock   string   `json:"lock,omitempty"`   // "", LockLocked or LockOnFault
+	// Guards are MADV_GUARD_INSTALL regions: touching them faults.
+	Guards []Span `json:"guards,omitempty"`
+	// Sealed is mseal(2): the area can no longer be changed or unmapped.
+	Sealed bool `json:"sealed,omitempty"`
+	// MayWrite tells, for a shared mapping, whether mprotect may make it
+	// writable (VM_MAYWRITE: the file was opened for writing and not
+	// write-sealed); nil in older images.
+	MayWrite *bool `json:"may_write,omitempty"`
 }
 
 // DataRun is a run of bytes in the data section: for memory, Len bytes
@@ -245,6 +268,9 @@ const (
 	// checkpoint (a pipe to a process that is not dumped, a connection to
 	// an outside server): External is its ID in Objects.Externals.
 	FileExternal = "external"
+	// FileMemfd is a memfd (version 3): Shm is its object in Objects.Shm,
+	// which mappings of it share.
+	FileMemfd = "memfd"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -263,6 +289,7 @@ type File struct {
 	Pipe     int       `json:"pipe,omitempty"`     // kind pipe: ID in Objects.Pipes
 	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
 	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
+	Shm      int       `json:"shm,omitempty"`      // kind memfd: ID in Objects.Shm (version 3)
 	Kind     string    `json:"kind"`
 	Path     string    `json:"path"`
 	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

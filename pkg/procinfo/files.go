@@ -105,6 +105,12 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.Kind = format.FileRegular
+		if strings.HasPrefix(target, "/memfd:") && st.Nlink == 0 {
+			// Its content and seals are saved with the memory object
+			// (pkg/objects/memfd), shared with the areas mapping it.
+			f.Kind = format.FileMemfd
+			return f, nil
+		}
 		if st.Nlink == 0 {
 			return deleted(f, link, st.Size)
 		}

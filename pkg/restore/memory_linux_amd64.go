@@ -143,7 +143,10 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	switch {
 	case v.Kind == format.VMAFile:
 		var err error
-		if fd, err = x.openForMap(v.File.Path, v.Shared && v.Prot&format.ProtWrite != 0, fds); err != nil {
+		// A shared mapping that may be made writable later needs a file
+		// open for writing, as it had (VM_MAYWRITE): mprotect checks.
+		write := v.Shared && (v.Prot&format.ProtWrite != 0 || v.MayWrite != nil && *v.MayWrite)
+		if fd, err = x.openForMap(v.File.Path, write, fds); err != nil {
 			return err
 		}
 		off = v.Offset
@@ -154,14 +157,9 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 		if m == nil {
 			return fmt.Errorf("shared memory object %d is missing from the image", v.Shm)
 		}
-		key := fmt.Sprintf("shm:%d", v.Shm)
-		var ok bool
-		if fd, ok = fds[key]; !ok {
-			var err error
-			if fd, err = x.chpoxCopy(m); err != nil {
-				return err
-			}
-			fds[key] = fd
+		var err error
+		if fd, err = x.shmFD(v, m, fds); err != nil {
+			return err
 		}
 		off = v.Offset
 	default:
@@ -170,6 +168,26 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	x.resetScratch()
 	_, err := x.call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
 	return err
+}
+
+// shmFD returns the process's fd for shared memory object m: chpox's
+// memfd itself, or, for a shared mapping that could not be made writable
+// (a memfd opened read-only or write-sealed then), a read-only reopening
+// of it, so that the mapping again lacks VM_MAYWRITE (mm/mmap.c, do_mmap).
+func (x *target) shmFD(v format.VMA, m *os.File, fds map[string]uint64) (uint64, error) {
+	key := fmt.Sprintf("shm:%d", v.Shm)
+	fd, ok := fds[key]
+	if !ok {
+		var err error
+		if fd, err = x.chpoxCopy(m); err != nil {
+			return 0, err
+		}
+		fds[key] = fd
+	}
+	if !v.Shared || v.MayWrite == nil || *v.MayWrite {
+		return fd, nil
+	}
+	return x.openForMap(fmt.Sprintf("/proc/self/fd/%d", fd), false, fds)
 }
 
 // chpoxCopy gives the process chpox's file sup, the same open file

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	memfdobj "github.com/chpox/chpox/pkg/objects/memfd"
 	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
@@ -27,13 +28,14 @@ type objects struct {
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
 	opt     Options            // the user's choices (external descriptors ...)
+	img     *format.Image
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
-	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
+	o := &objects{opt: opt, img: img, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
@@ -85,6 +87,9 @@ func (o *objects) create(img *format.Image) error {
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
+	if s.Memfd {
+		return memfdobj.Create(s)
+	}
 	fd, err := unix.MemfdCreate("chpox-shm", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("memfd_create", err)
@@ -101,6 +106,13 @@ func memfd(s format.SharedMem) (*os.File, error) {
 // sockets),
 // once the data section was read and before any process runs.
 func (o *objects) fill() error {
+	// Every area that maps a memfd exists and its content is in: the seals
+	// may now forbid writes and new writable mappings.
+	for _, s := range o.img.Objects.Shm {
+		if err := memfdobj.Seal(o.shm[s.ID], s); err != nil {
+			return err
+		}
+	}
 	for _, p := range o.pipes {
 		if err := p.Fill(); err != nil {
 			return err

@@ -205,6 +205,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		f    func() error
 	}{
 		{"memory protection", func() error { return x.protect(p) }},
+		{"memory details", func() error { return x.memoryDetails(p) }},
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},

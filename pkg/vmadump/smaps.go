@@ -13,6 +13,7 @@ import (
 type smapsEntry struct {
 	rss, swap, anon uint64 // KiB
 	growsDown       bool
+	flags           []string // VmFlags, two letters each
 }
 
 func readSmaps(pid int) (map[uint64]smapsEntry, error) {
@@ -55,7 +56,8 @@ func parseSmaps(sc *bufio.Scanner) (map[uint64]smapsEntry, error) {
 		case "Anonymous":
 			e.anon = kb(val)
 		case "VmFlags":
-			for _, fl := range strings.Fields(val) {
+			e.flags = strings.Fields(val)
+			for _, fl := range e.flags {
 				if fl == "gd" {
 					e.growsDown = true
 				}

@@ -1,0 +1,46 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// memDetailsChecks are the "ok NAME" lines testdata/memdetails.c prints
+// when an item of its memory is as it made it.
+var memDetailsChecks = []string{"advice", "wipeonfork", "plain", "mlock", "mlock-onfault", "mseal", "content",
+	"fork", "guard", "mseal-munmap", "rw-file", "ro-file", "private-file", "merge-any", "thp-disable", "lock-future"}
+
+// TestMemoryDetails: madvise flags, mlock and mlock2(MLOCK_ONFAULT),
+// mlockall(MCL_FUTURE|MCL_ONFAULT), guard regions, mseal, shared file
+// mappings that may or may not be made writable, a private writable
+// mapping of a read-only file, and the KSM and THP prctls come back as
+// they were: the program checks each on itself after restore.
+func TestMemoryDetails(t *testing.T) {
+	setup(t, "memdetails")
+	p := start(t, "memdetails", t.TempDir())
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	p.signal(t, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^check done$`, 1, 10*time.Second)
+
+	img := dumpKill(t, p)
+	out := mustChpox(t, "inspect", img).stdout
+	for _, want := range []string{"dontfork, dontdump, hugepage, mergeable", "wipeonfork, nohugepage", "mlock:locked",
+		"mlock:onfault", "guard ", "mseal", "never writable", `lock future "onfault", KSM merge all true, THP disabled true`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect does not show %q:\n%s", want, out)
+		}
+	}
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	// waitLog fails at once on a FAIL line.
+	for _, c := range memDetailsChecks {
+		r.waitLog(t, `(?m)^ok `+c+`$`, 2, 10*time.Second)
+	}
+	r.waitLog(t, `(?m)^check done$`, 2, 10*time.Second)
+	// It goes on running.
+	re := `(?m)^tick (\d+)$`
+	r.waitInt(t, re, lastInt(p.log, re)+3, 10*time.Second)
+}
