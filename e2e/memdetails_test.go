@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +81,28 @@ func TestMemfd(t *testing.T) {
 	r.waitLog(t, `(?m)^memfd ok child$`, 2, 10*time.Second)
 	before := lastInt(p.log, `(?m)^parent (\d+) \d+$`)
 	r.waitInt(t, `(?m)^parent (\d+) \d+$`, before+20, 10*time.Second)
+}
+
+// TestUnsupportedMemory: hugetlb memory, mapped or held only as a memfd,
+// is refused by name (exit 6), no image is left, and the process runs on
+// untraced.
+func TestUnsupportedMemory(t *testing.T) {
+	for _, what := range []string{"hugetlb-map", "hugetlb-fd"} {
+		t.Run(what, func(t *testing.T) {
+			setup(t, "holder")
+			p := start(t, "holder", what)
+			p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+			img := filepath.Join(t.TempDir(), "holder.img")
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+			wantFailure(t, r, 6, "hugetlb", "memfd:huge")
+			if _, err := os.Stat(img); err == nil {
+				t.Errorf("the refused dump left %s", img)
+			}
+			n := lastInt(p.log, `(?m)^alive (\d+)$`)
+			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
+			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+				t.Errorf("holder after the refused dump: %s", st)
+			}
+		})
+	}
 }

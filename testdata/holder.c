@@ -6,6 +6,9 @@
 //   holder child    a child process (it sleeps; it dies with the holder)
 //   holder vfork    waits 3 s for a vfork child (in an uninterruptible wait
 //                   that ptrace cannot stop), then goes on
+//   holder hugetlb-map  a hugetlb memfd mapped MAP_SHARED|MAP_NORESERVE
+//                   (no huge page is ever touched, so none need be free)
+//   holder hugetlb-fd   a hugetlb memfd held as an fd only
 //
 // It prints "ready" (for child also "child PID") once set up.
 #define _GNU_SOURCE
@@ -14,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -50,6 +54,15 @@ int main(int argc, char **argv) {
 			idle(NULL);
 		}
 		say("child %d\n", pid);
+	} else if (strncmp(what, "hugetlb-", 8) == 0) {
+		int fd = memfd_create("huge", MFD_HUGETLB);
+		if (fd < 0 || ftruncate(fd, 2 << 20) != 0)
+			return 1;
+		if (strcmp(what, "hugetlb-map") == 0) {
+			if (mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0) == MAP_FAILED)
+				return 1;
+			close(fd);
+		}
 	} else if (strcmp(what, "vfork") == 0) {
 		say("ready\n");
 		// The parent waits in wait_for_vfork_done until the child exits.
@@ -59,7 +72,7 @@ int main(int argc, char **argv) {
 			_exit(0);
 		}
 	} else {
-		say("usage: holder packet|thread|child|vfork\n");
+		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd\n");
 		return 2;
 	}
 	if (strcmp(what, "vfork") != 0)

@@ -33,7 +33,7 @@ func OpenShm(pid int, a *Area) (*Shm, error) {
 func OpenMemfd(pid, fd int, path string) (*Shm, error) {
 	s, err := openShm(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), path)
 	if err != nil {
-		return nil, fmt.Errorf("dump %d: fd %d: %w", pid, fd, err)
+		return nil, fmt.Errorf("fd %d: %w", fd, err)
 	}
 	return s, nil
 }

@@ -38,7 +38,7 @@ func Describe(f *os.File, path string, rec *format.SharedMem) error {
 		return os.NewSyscallError("fstatfs", err)
 	}
 	if fs.Type == unix.HUGETLBFS_MAGIC {
-		return fmt.Errorf("memfd %q is hugetlb memory (MFD_HUGETLB), which chpox does not restore yet: %w", name, procinfo.ErrUnsupported)
+		return fmt.Errorf("%s is hugetlb memory (MFD_HUGETLB), which chpox does not restore yet: %w", path, procinfo.ErrUnsupported)
 	}
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 	if err != nil {

@@ -1,0 +1,59 @@
+package vmadump
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// TestDetails turns VmFlags (as fs/proc/task_mmu.c prints them) into the
+// image's memory details, and refuses device, hugetlb and uprobes areas by
+// name while the vDSO areas (VM_IO|VM_PFNMAP too) pass untouched.
+func TestDetails(t *testing.T) {
+	yes, no := true, false
+	cases := []struct {
+		name   string
+		area   format.VMA
+		flags  string
+		want   format.VMA
+		refuse string
+	}{
+		{"advice", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me dc ac wf dd hg mg",
+			format.VMA{Kind: format.VMAAnon, Advice: []string{"dontfork", "dontdump", "wipeonfork", "hugepage", "mergeable"}}, ""},
+		{"locked on fault, sealed", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me lo lf ac nh sl",
+			format.VMA{Kind: format.VMAAnon, Advice: []string{"nohugepage"}, Lock: format.LockOnFault, Sealed: true}, ""},
+		{"locked", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me lo ac",
+			format.VMA{Kind: format.VMAAnon, Lock: format.LockLocked}, ""},
+		{"shared file read-only for good", format.VMA{Kind: format.VMAFile, Shared: true}, "rd mr me ms",
+			format.VMA{Kind: format.VMAFile, Shared: true, MayWrite: &no}, ""},
+		{"shared file may write", format.VMA{Kind: format.VMAFile, Shared: true}, "rd mr mw me ms",
+			format.VMA{Kind: format.VMAFile, Shared: true, MayWrite: &yes}, ""},
+		{"vvar", format.VMA{Kind: format.VMAVDSO, Name: "[vvar]"}, "rd mr pf io de dd",
+			format.VMA{Kind: format.VMAVDSO, Name: "[vvar]"}, ""},
+		{"device", format.VMA{Kind: format.VMAFile, Shared: true, Name: "/dev/fb0"}, "rd wr sh mr mw me ms io pf de dd", format.VMA{}, "/dev/fb0 is a device mapping"},
+		{"mixed pfn", format.VMA{Kind: format.VMAFile, Name: "/dev/dri/card0"}, "rd wr mr mw me pf", format.VMA{}, "/dev/dri/card0 is a device mapping"},
+		{"hugetlb", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me de ht", format.VMA{}, "anonymous memory is hugetlb memory"},
+		{"uprobes", format.VMA{Kind: format.VMAAnon, Name: "[uprobes]"}, "rd ex mr me dc", format.VMA{}, "[uprobes]"},
+	}
+	for _, c := range cases {
+		a := &Area{VMA: c.area}
+		err := details(a, strings.Fields(c.flags))
+		if c.refuse != "" {
+			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.refuse) {
+				t.Errorf("%s: err %v, want a refusal naming %q", c.name, err, c.refuse)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if d := cmp.Diff(c.want, a.VMA); d != "" {
+			t.Errorf("%s: (-want +got):\n%s", c.name, d)
+		}
+	}
+}
