@@ -12,6 +12,7 @@
 //    MAP_PRIVATE with page 1 written privately, its fd closed;
 //  - "ro-m4": sealed F_SEAL_FUTURE_WRITE, then mapped MAP_SHARED PROT_READ
 //    (that mapping can never become writable), its fd closed;
+//  - a MAP_SHARED|MAP_ANONYMOUS area of 2 pages (named "/dev/zero (deleted)");
 //  - a private anonymous area of 16 pages with a pattern.
 // After the fork the child changes pages 8-15 of the private area (its
 // copy), and each writes its own counter word into shared-m1. Each prints
@@ -55,7 +56,7 @@ static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
 
 static volatile uint64_t *m1, *mine;
-static char *m3, *m4, *priv;
+static char *m3, *m4, *priv, *za;
 static int child;
 
 static char pat(long i, int tag) { return (char)(i * 7 + tag * 31 + (i >> 12)); }
@@ -129,6 +130,9 @@ static int check(const char *role) {
 		return bad(role, "ro-m4 name or content");
 	if (mprotect(m4, PG, PROT_READ | PROT_WRITE) == 0)
 		return bad(role, "ro-m4 could be made writable");
+	// MAP_SHARED|MAP_ANONYMOUS memory is no memfd: it is named as it was.
+	if (!mapname(za, "/dev/zero (deleted)") || za[5000] != 'Z')
+		return bad(role, "shared anonymous area name or content");
 	// Copy-on-write area: the child changed pages 8-15.
 	for (long i = 0; i < PRIV; i++) {
 		int tag = child == 0 && i >= 8 * PG ? 6 : 5;
@@ -204,6 +208,10 @@ int main(void) {
 		return bad("setup", "m4 map");
 	close(fd);
 
+	za = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (za == MAP_FAILED)
+		return bad("setup", "shared anonymous");
+	za[5000] = 'Z';
 	priv = mmap(NULL, PRIV, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	for (long i = 0; i < PRIV; i++)
 		priv[i] = pat(i, 5);

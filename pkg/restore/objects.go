@@ -90,6 +90,9 @@ func memfd(s format.SharedMem) (*os.File, error) {
 	if s.Memfd {
 		return memfdobj.Create(s)
 	}
+	if f, err := anonShared(s.Size); err == nil {
+		return f, nil
+	}
 	fd, err := unix.MemfdCreate("chpox-shm", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("memfd_create", err)
@@ -100,6 +103,25 @@ func memfd(s format.SharedMem) (*os.File, error) {
 		return nil, fmt.Errorf("shared memory %d: %w", s.ID, err)
 	}
 	return f, nil
+}
+
+// anonShared makes the object MAP_SHARED|MAP_ANONYMOUS memory has: chpox
+// maps such memory itself and opens it through /proc/self/map_files (which
+// needs CAP_CHECKPOINT_RESTORE, as restoring PIDs does). Mapped from that
+// file, the processes' areas are named "/dev/zero (deleted)" as they were
+// (mm/shmem.c, shmem_zero_setup), not "/memfd:...".
+func anonShared(size uint64) (*os.File, error) {
+	if size == 0 || size%uint64(os.Getpagesize()) != 0 {
+		return nil, fmt.Errorf("shared memory of %d bytes", size)
+	}
+	// The raw call gives the address as a number: nothing here touches the
+	// memory, which only serves to name the object.
+	start, _, e := unix.Syscall6(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_NONE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if e != 0 {
+		return nil, os.NewSyscallError("mmap", e)
+	}
+	defer unix.Syscall(unix.SYS_MUNMAP, start, uintptr(size), 0)
+	return os.OpenFile(fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uintptr(size)), os.O_RDWR, 0)
 }
 
 // fill puts saved bytes back into the objects that hold them (pipes,
