@@ -13,7 +13,7 @@ import (
 
 // memDetailsChecks are the "ok NAME" lines testdata/memdetails.c prints
 // when an item of its memory is as it made it.
-var memDetailsChecks = []string{"advice", "wipeonfork", "plain", "mlock", "mlock-onfault", "mseal", "content",
+var memDetailsChecks = []string{"advice", "wipeonfork", "plain", "mlock", "mlock-onfault", "mseal", "noreserve", "content",
 	"fork", "guard", "mseal-munmap", "rw-file", "ro-file", "private-file", "merge-any", "thp-disable", "lock-future"}
 
 // TestMemoryDetails: madvise flags, mlock and mlock2(MLOCK_ONFAULT),
@@ -84,17 +84,21 @@ func TestMemfd(t *testing.T) {
 }
 
 // TestUnsupportedMemory: hugetlb memory, mapped or held only as a memfd,
-// is refused by name (exit 6), no image is left, and the process runs on
-// untraced.
+// and the ring of a perf event (its fd closed) are refused by name (exit
+// 6), no image is left, and the process runs on untraced.
 func TestUnsupportedMemory(t *testing.T) {
-	for _, what := range []string{"hugetlb-map", "hugetlb-fd"} {
+	for _, what := range []string{"hugetlb-map", "hugetlb-fd", "perfring"} {
 		t.Run(what, func(t *testing.T) {
 			setup(t, "holder")
 			p := start(t, "holder", what)
 			p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
 			img := filepath.Join(t.TempDir(), "holder.img")
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-			wantFailure(t, r, 6, "hugetlb", "memfd:huge")
+			if what == "perfring" {
+				wantFailure(t, r, 6, "anon_inode:[perf_event]")
+			} else {
+				wantFailure(t, r, 6, "hugetlb", "memfd:huge")
+			}
 			if _, err := os.Stat(img); err == nil {
 				t.Errorf("the refused dump left %s", img)
 			}

@@ -9,6 +9,7 @@
 //   holder hugetlb-map  a hugetlb memfd mapped MAP_SHARED|MAP_NORESERVE
 //                   (no huge page is ever touched, so none need be free)
 //   holder hugetlb-fd   a hugetlb memfd held as an fd only
+//   holder perfring a perf event's ring buffer mapped, its fd closed
 //
 // It prints "ready" (for child also "child PID") once set up.
 #define _GNU_SOURCE
@@ -17,6 +18,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/perf_event.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -63,6 +65,17 @@ int main(int argc, char **argv) {
 				return 1;
 			close(fd);
 		}
+	} else if (strcmp(what, "perfring") == 0) {
+		struct perf_event_attr pa;
+		memset(&pa, 0, sizeof pa);
+		pa.size = sizeof pa;
+		pa.type = PERF_TYPE_SOFTWARE;
+		pa.config = PERF_COUNT_SW_DUMMY;
+		pa.disabled = 1;
+		int fd = syscall(SYS_perf_event_open, &pa, 0, -1, -1, 0);
+		if (fd < 0 || mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
+			return 1;
+		close(fd);
 	} else if (strcmp(what, "vfork") == 0) {
 		say("ready\n");
 		// The parent waits in wait_for_vfork_done until the child exits.
@@ -72,7 +85,7 @@ int main(int argc, char **argv) {
 			_exit(0);
 		}
 	} else {
-		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd\n");
+		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd|perfring\n");
 		return 2;
 	}
 	if (strcmp(what, "vfork") != 0)

@@ -4,7 +4,8 @@
 //
 // It maps areas with madvise flags (DONTFORK, DONTDUMP, HUGEPAGE, MERGEABLE;
 // WIPEONFORK, NOHUGEPAGE), mlock'ed and mlock2(MLOCK_ONFAULT)'ed areas, an
-// area with guard regions (MADV_GUARD_INSTALL), an mseal'ed area, a file
+// area with guard regions (MADV_GUARD_INSTALL), an mseal'ed area, a
+// MAP_NORESERVE area, a file
 // opened O_RDWR mapped MAP_SHARED PROT_READ (mprotect may make it
 // writable), a file opened O_RDONLY mapped MAP_SHARED PROT_READ (it may
 // not), a MAP_PRIVATE PROT_WRITE mapping of a read-only file with one page
@@ -42,7 +43,7 @@
 #define PG 4096
 #define NA 8 // pages per area
 
-static char *adv, *wof, *lck, *lof, *grd, *sld, *plain, *rwf, *rof, *prv;
+static char *adv, *wof, *lck, *lof, *grd, *sld, *plain, *nrs, *rwf, *rof, *prv;
 static char rwpath[4096], ropath[4096];
 static volatile sig_atomic_t usr1;
 static sigjmp_buf jb;
@@ -147,6 +148,7 @@ static void check(void) {
 	flags("mlock", lck, "lo", "lf");
 	flags("mlock-onfault", lof, "lo lf", "");
 	flags("mseal", sld, "sl", "");
+	flags("noreserve", nrs, "nr", "lo");
 	if (!same(adv, 0, NA * PG) || !same(wof, 0, NA * PG) || !same(lck, 0, NA * PG) || !same(sld, 0, PG))
 		fail("content", "pattern differs");
 	else
@@ -262,6 +264,9 @@ int main(int argc, char **argv) {
 	sld = area(PROT_READ | PROT_WRITE, pa, -1);
 	mmap(NULL, PG, PROT_NONE, pa, -1, 0);
 	plain = area(rw, pa, -1);
+	mmap(NULL, PG, PROT_NONE, pa, -1, 0);
+	nrs = area(rw, pa | MAP_NORESERVE, -1);
+	nrs[0] = 1;
 	fill(adv, NA * PG);
 	fill(wof, NA * PG);
 	fill(lck, NA * PG);

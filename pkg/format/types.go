@@ -223,6 +223,8 @@ type VMA struct {
 	Guards []Span `json:"guards,omitempty"`
 	// Sealed is mseal(2): the area can no longer be changed or unmapped.
 	Sealed bool `json:"sealed,omitempty"`
+	// NoReserve is MAP_NORESERVE: no swap space is accounted for it.
+	NoReserve bool `json:"no_reserve,omitempty"`
 	// MayWrite tells, for a shared mapping, whether mprotect may make it
 	// writable (VM_MAYWRITE: the file was opened for writing and not
 	// write-sealed); nil in older images.

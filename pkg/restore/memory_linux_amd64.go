@@ -139,6 +139,9 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	if v.GrowsDown {
 		flags |= unix.MAP_GROWSDOWN
 	}
+	if v.NoReserve {
+		flags |= unix.MAP_NORESERVE
+	}
 	fd, off := ^uint64(0), uint64(0)
 	switch {
 	case v.Kind == format.VMAFile:

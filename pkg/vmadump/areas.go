@@ -60,7 +60,7 @@ func Areas(pid int) ([]*Area, error) {
 		}
 		if s, ok := sm[a.Start]; ok {
 			a.RssKB, a.AnonKB, a.GrowsDown = s.rss+s.swap, s.anon+s.swap, s.growsDown
-			if err := details(a, s.flags); err != nil {
+			if err := details(a, s); err != nil {
 				return nil, fmt.Errorf("memory %#x-%#x: %w", a.Start, a.End, err)
 			}
 		}

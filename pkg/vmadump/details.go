@@ -24,16 +24,21 @@ var advice = []struct{ flag, name string }{
 // mlock, mseal, whether a shared mapping may become writable) and refuses
 // the areas whose memory chpox cannot bring back. The vDSO areas are the
 // kernel's own (VM_IO|VM_PFNMAP, dontdump): they are moved, not described.
-func details(a *Area, flags []string) error {
+func details(a *Area, s smapsEntry) error {
 	if a.Kind == format.VMAVDSO {
 		return nil
 	}
+	flags := s.flags
 	has := func(f string) bool { return slices.Contains(flags, f) }
 	name := a.Name
 	if name == "" {
 		name = "anonymous memory"
 	}
 	switch {
+	case a.Kind == format.VMAFile && (strings.HasPrefix(a.Name, "anon_inode:") || strings.HasPrefix(a.Name, "socket:")):
+		// A ring of a perf event, io_uring or packet socket: the kernel
+		// object behind it cannot be opened by path again.
+		return fmt.Errorf("%s is the mapping of a kernel object (a perf event's, io_uring's or a packet socket's ring), which chpox cannot make again: %w", name, ErrUnsupported)
 	case has("io") || has("pf"):
 		// remap_pfn_range and friends: the pages are device memory or
 		// kernel pages that /proc/PID/mem cannot read and mmap of a file
@@ -41,6 +46,12 @@ func details(a *Area, flags []string) error {
 		return fmt.Errorf("%s is a device mapping (VM_IO/VM_PFNMAP): its memory belongs to the driver and cannot be saved: %w", name, ErrUnsupported)
 	case has("ht"):
 		return fmt.Errorf("%s is hugetlb memory (MAP_HUGETLB, hugetlbfs or MFD_HUGETLB), which chpox does not restore yet: %w", name, ErrUnsupported)
+	case s.pkey != 0:
+		// pkey_mprotect(2): the key's allocation and its area would have
+		// to be made again, which chpox does not do yet.
+		return fmt.Errorf("%s has memory protection key %d (pkey_mprotect), which chpox does not restore yet: %w", name, s.pkey, ErrUnsupported)
+	case has("ss"):
+		return fmt.Errorf("%s is a shadow stack (CET), which chpox does not restore yet: %w", name, ErrUnsupported)
 	case a.Name == "[uprobes]":
 		return fmt.Errorf("[uprobes] is the kernel's area for uprobe breakpoints of a tracer (perf, bpftrace): detach the uprobes and dump again: %w", ErrUnsupported)
 	}
@@ -56,6 +67,7 @@ func details(a *Area, flags []string) error {
 		a.Lock = format.LockLocked
 	}
 	a.Sealed = has("sl")
+	a.NoReserve = has("nr")
 	if a.Shared {
 		mw := has("mw")
 		a.MayWrite = &mw

@@ -38,10 +38,17 @@ func TestDetails(t *testing.T) {
 		{"mixed pfn", format.VMA{Kind: format.VMAFile, Name: "/dev/dri/card0"}, "rd wr mr mw me pf", format.VMA{}, "/dev/dri/card0 is a device mapping"},
 		{"hugetlb", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me de ht", format.VMA{}, "anonymous memory is hugetlb memory"},
 		{"uprobes", format.VMA{Kind: format.VMAAnon, Name: "[uprobes]"}, "rd ex mr me dc", format.VMA{}, "[uprobes]"},
+		{"no reserve", format.VMA{Kind: format.VMAAnon}, "rd wr mr mw me nr", format.VMA{Kind: format.VMAAnon, NoReserve: true}, ""},
+		{"shadow stack", format.VMA{Kind: format.VMAAnon}, "rd mr mw me ac ss", format.VMA{}, "shadow stack"},
+		{"perf ring", format.VMA{Kind: format.VMAFile, Shared: true, Name: "anon_inode:[perf_event]"}, "rd wr sh mr mw me ms de dd", format.VMA{}, "anon_inode:[perf_event] is the mapping of a kernel object"},
+	}
+	a := &Area{VMA: format.VMA{Kind: format.VMAAnon}}
+	if err := details(a, smapsEntry{pkey: 3}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "protection key 3") {
+		t.Errorf("protection key 3: err %v, want a refusal naming it", err)
 	}
 	for _, c := range cases {
 		a := &Area{VMA: c.area}
-		err := details(a, strings.Fields(c.flags))
+		err := details(a, smapsEntry{flags: strings.Fields(c.flags)})
 		if c.refuse != "" {
 			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.refuse) {
 				t.Errorf("%s: err %v, want a refusal naming %q", c.name, err, c.refuse)
