@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,4 +110,38 @@ func TestUnsupportedMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMemLockLimit: an image with mlock'ed memory is refused before any
+// process is made when chpox may not lock that much (no CAP_IPC_LOCK,
+// RLIMIT_MEMLOCK 0), with a message naming the limit; the same image then
+// restores as root.
+func TestMemLockLimit(t *testing.T) {
+	setup(t, "memdetails")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	p := start(t, "memdetails", t.TempDir())
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatal("prlimit (util-linux) is needed:", err)
+	}
+	cmd := exec.Command(prlimit, "--memlock=0", setpriv, "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", chpoxBin, "restore", "--detach", img)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if code := exitCode(err); code != 1 || !strings.Contains(stderr.String(), "RLIMIT_MEMLOCK") || !strings.Contains(stderr.String(), "locked (mlock)") {
+		t.Fatalf("restore without CAP_IPC_LOCK and RLIMIT_MEMLOCK 0: exit %d, stderr %q; want exit 1 naming the limit", code, stderr.String())
+	}
+	t.Logf("restore refused: %s", stderr.String())
+	if pidExists(p.pid) {
+		t.Fatalf("the refused restore left pid %d: %s", p.pid, procState(p.pid))
+	}
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^check done$`, 1, 10*time.Second)
 }

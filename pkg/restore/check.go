@@ -26,6 +26,9 @@ func check(path string, img *format.Image, opt Options) error {
 	if h.PageSize != os.Getpagesize() {
 		return fmt.Errorf("image has %d-byte pages, this machine %d: %w", h.PageSize, os.Getpagesize(), ErrIncompatible)
 	}
+	if err := checkMemLock(img); err != nil {
+		return err
+	}
 	if err := checkMemory(img); err != nil {
 		return err
 	}
