@@ -68,13 +68,13 @@ func checkMemLock(img *format.Image) error {
 				locked += v.End - v.Start
 			}
 		}
-		if p.Memory != nil && p.Memory.LockFuture != "" && rl.Cur == 0 {
-			return fmt.Errorf("process %d called mlockall(MCL_FUTURE), which needs RLIMIT_MEMLOCK (ulimit -l) above 0 or CAP_IPC_LOCK: raise the limit or restore as root: %w",
-				p.PID, ErrMemLock)
-		}
 		if locked > rl.Cur {
 			return fmt.Errorf("process %d had %s of memory locked (mlock), more than chpox may lock without CAP_IPC_LOCK (RLIMIT_MEMLOCK, ulimit -l, is %s): raise the limit or restore as root: %w",
 				p.PID, size(locked), size(rl.Cur), ErrMemLock)
+		}
+		if p.Memory != nil && p.Memory.LockFuture != "" && rl.Cur == 0 {
+			return fmt.Errorf("process %d called mlockall(MCL_FUTURE), which needs RLIMIT_MEMLOCK (ulimit -l) above 0 or CAP_IPC_LOCK: raise the limit or restore as root: %w",
+				p.PID, ErrMemLock)
 		}
 	}
 	return nil
