@@ -54,11 +54,13 @@ func TestMemoryDetails(t *testing.T) {
 // a parent and its child (still one object, shared), one held only as an
 // fd, one mapped MAP_PRIVATE with a privately written page, one mapped
 // read-only after F_SEAL_FUTURE_WRITE (it stays impossible to make
-// writable). A private area shared copy-on-write between the two comes
-// back right in both (as two copies: see docs/usage.md).
+// writable). A MAP_SHARED|MAP_ANONYMOUS area is named /dev/zero again,
+// an unlinked file mapped MAP_SHARED and held as an fd stays one file. A
+// private area shared copy-on-write between the two comes back right in
+// both (as two copies: see docs/usage.md).
 func TestMemfd(t *testing.T) {
 	setup(t, "memfd")
-	p := start(t, "memfd")
+	p := start(t, "memfd", t.TempDir())
 	m := p.waitLog(t, `(?m)^pids (\d+) (\d+)$`, 1, 10*time.Second)
 	child := atoi(m[2])
 	killAtEnd(t, child)
@@ -70,7 +72,7 @@ func TestMemfd(t *testing.T) {
 	img, _ := dumpKillTree(t, p, 2)
 	out := mustChpox(t, "inspect", img).stdout
 	for _, want := range []string{`memfd 1 "shared-m1": 65536 bytes, mode 0777, seals 0x6`, `"fdonly-m2": 10000 bytes, mode 0666, seals 0x29`,
-		`"private-m3": 8192 bytes`, `"ro-m4": 4096 bytes`} {
+		`"private-m3": 8192 bytes`, `"ro-m4": 4096 bytes`, `/del.dat, 8192 bytes, mode 0600`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect does not show %q:\n%s", want, out)
 		}

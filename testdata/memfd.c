@@ -1,7 +1,7 @@
 // memfd: memfd objects and copy-on-write memory between a parent and its
 // child.
 //
-//   memfd
+//   memfd DIR
 //
 // Before forking, the parent makes:
 //  - "shared-m1": 64 KiB, sealed F_SEAL_SHRINK|F_SEAL_GROW, mapped
@@ -13,6 +13,7 @@
 //  - "ro-m4": sealed F_SEAL_FUTURE_WRITE, then mapped MAP_SHARED PROT_READ
 //    (that mapping can never become writable), its fd closed;
 //  - a MAP_SHARED|MAP_ANONYMOUS area of 2 pages (named "/dev/zero (deleted)");
+//  - DIR/del.dat, 2 pages, mapped MAP_SHARED, kept as fd 12 and unlinked;
 //  - a private anonymous area of 16 pages with a pattern.
 // After the fork the child changes pages 8-15 of the private area (its
 // copy), and each writes its own counter word into shared-m1. Each prints
@@ -56,7 +57,7 @@ static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
 
 static volatile uint64_t *m1, *mine;
-static char *m3, *m4, *priv, *za;
+static char *m3, *m4, *priv, *za, *del;
 static int child;
 
 static char pat(long i, int tag) { return (char)(i * 7 + tag * 31 + (i >> 12)); }
@@ -130,6 +131,9 @@ static int check(const char *role) {
 		return bad(role, "ro-m4 name or content");
 	if (mprotect(m4, PG, PROT_READ | PROT_WRITE) == 0)
 		return bad(role, "ro-m4 could be made writable");
+	// The unlinked file: its fd and its mapping are one file.
+	if (del[10] != 'D' || pwrite(12, &v, 8, 4096) != 8 || *(uint64_t *)(del + 4096) != v)
+		return bad(role, "deleted file: fd and shared mapping are not one file");
 	// MAP_SHARED|MAP_ANONYMOUS memory is no memfd: it is named as it was.
 	if (!mapname(za, "/dev/zero (deleted)") || za[5000] != 'Z')
 		return bad(role, "shared anonymous area name or content");
@@ -165,7 +169,19 @@ static int check(const char *role) {
 	return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+	if (argc < 2)
+		return 2;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/del.dat", argv[1]);
+	int dfd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (dfd < 0 || dup2(dfd, 12) != 12 || ftruncate(12, 2 * PG))
+		return bad("setup", "del.dat");
+	close(dfd);
+	del = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, 12, 0);
+	if (del == MAP_FAILED || unlink(path))
+		return bad("setup", "del.dat map");
+	del[10] = 'D';
 	int fd = memfd_create("shared-m1", MFD_ALLOW_SEALING);
 	if (fd < 0 || dup2(fd, 10) != 10 || ftruncate(10, M1))
 		return bad("setup", "m1");

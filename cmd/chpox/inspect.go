@@ -58,8 +58,11 @@ func printImage(out io.Writer, img *format.Image) {
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
 	for _, m := range img.Objects.Shm {
-		if m.Memfd {
+		switch {
+		case m.Memfd:
 			fmt.Fprintf(out, "  memfd %d %q: %d bytes, mode %#o, seals %#x\n", m.ID, m.Name, m.Size, m.Mode, m.Seals)
+		case m.Deleted != "":
+			fmt.Fprintf(out, "  shared memory %d: deleted file %s, %d bytes, mode %#o\n", m.ID, m.Deleted, m.Size, m.Mode)
 		}
 	}
 	for _, s := range img.Objects.InetSockets {

@@ -172,8 +172,16 @@ func (pl *plan) sharedMemory() error {
 		}
 	}
 	// Memfds held as fds: the object a mapping saved, or one of its own.
+	// A deleted file's fd shares the object of its shared mapping, which
+	// holds the content.
 	for _, p := range pl.procs {
 		for _, f := range p.files {
+			if id, ok := ids[f.Ino]; ok && f.Kind == format.FileDeleted && pl.objects.Shm[id-1].Deleted != "" {
+				f.Shm = id
+				f.Source.Close()
+				f.Source = nil
+				continue
+			}
 			if f.Kind != format.FileMemfd {
 				continue
 			}

@@ -55,6 +55,18 @@ func TestValidateMemory(t *testing.T) {
 			memfd(o)
 			ps[0].Files = append(ps[0].Files, File{FD: 40, Desc: 4000, Kind: FileMemfd})
 		}, ErrCorrupt},
+		{"deleted fd sharing a deleted file's object", func(o *Objects, ps []*Process) {
+			o.Shm[0].Deleted, o.Shm[0].Mode = "/tmp/scratch", 0o600
+			ps[0].Files[2].Shm, ps[0].Files[2].Content = 1, nil
+		}, nil},
+		{"deleted fd with content and shm", func(o *Objects, ps []*Process) {
+			o.Shm[0].Deleted = "/tmp/scratch"
+			ps[0].Files[2].Shm = 1
+		}, ErrCorrupt},
+		{"deleted fd naming plain shm", func(_ *Objects, ps []*Process) { ps[0].Files[2].Shm, ps[0].Files[2].Content = 1, nil }, ErrCorrupt},
+		{"deleted object also memfd", func(o *Objects, _ []*Process) { memfd(o).Deleted = "/tmp/x" }, ErrCorrupt},
+		{"deleted object relative path", func(o *Objects, _ []*Process) { o.Shm[0].Deleted = "tmp/x" }, ErrCorrupt},
+		{"mode on plain shm", func(o *Objects, _ []*Process) { o.Shm[0].Mode = 0o600 }, ErrCorrupt},
 		{"regular fd naming shm", func(o *Objects, ps []*Process) {
 			memfd(o)
 			ps[0].Files[1].Shm = 1

@@ -89,7 +89,11 @@ type SharedMem struct {
 	Memfd bool   `json:"memfd,omitempty"`
 	Name  string `json:"name,omitempty"`  // as given to memfd_create
 	Seals int    `json:"seals,omitempty"` // F_GET_SEALS
-	Mode  uint32 `json:"mode,omitempty"`  // permission bits (MFD_EXEC/MFD_NOEXEC_SEAL)
+	Mode  uint32 `json:"mode,omitempty"`  // permission bits (memfd: MFD_EXEC/MFD_NOEXEC_SEAL)
+	// Deleted is the path of an unlinked regular file mapped MAP_SHARED
+	// (version 3): restore makes an unlinked file in its directory, which
+	// the fds of that file (kind deleted, Shm set) open too.
+	Deleted string `json:"deleted,omitempty"`
 }
 
 // Creds are the process credentials: real, effective, saved and fs ids.
@@ -291,7 +295,7 @@ type File struct {
 	Pipe     int       `json:"pipe,omitempty"`     // kind pipe: ID in Objects.Pipes
 	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
 	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
-	Shm      int       `json:"shm,omitempty"`      // kind memfd: ID in Objects.Shm (version 3)
+	Shm      int       `json:"shm,omitempty"`      // kind memfd, or deleted and mapped: ID in Objects.Shm (version 3)
 	Kind     string    `json:"kind"`
 	Path     string    `json:"path"`
 	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

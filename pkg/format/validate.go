@@ -72,7 +72,7 @@ func (img *Image) validate() error {
 // writes them back into a pipe of that capacity before anyone reads it).
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
-	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
+	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), deleted: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
 		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool)}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
@@ -80,6 +80,7 @@ func (img *Image) validateObjects() (objectIDs, error) {
 		}
 		ids.shm[m.ID] = true
 		ids.memfd[m.ID] = m.Memfd
+		ids.deleted[m.ID] = m.Deleted != ""
 		if m.Size > math.MaxInt64 {
 			return ids, corrupt("shared memory %d has size %d", m.ID, m.Size)
 		}
@@ -246,8 +247,13 @@ func refersTo(f File, ids objectIDs) error {
 	if (f.Kind == FileExternal) != (f.External != 0) || f.External != 0 && !ids.external[f.External] {
 		return corrupt("fd %d (%s) names external object %d, which the image lacks or which does not fit", f.FD, f.Kind, f.External)
 	}
-	if (f.Kind == FileMemfd) != (f.Shm != 0) || f.Shm != 0 && !ids.memfd[f.Shm] {
-		return corrupt("fd %d (%s) names memfd %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Shm)
+	switch {
+	case f.Kind == FileMemfd && !ids.memfd[f.Shm],
+		f.Kind == FileDeleted && f.Shm != 0 && !ids.deleted[f.Shm],
+		f.Kind != FileMemfd && f.Kind != FileDeleted && f.Shm != 0:
+		return corrupt("fd %d (%s) names shared memory %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Shm)
+	case f.Shm != 0 && len(f.Content) > 0:
+		return corrupt("fd %d (%s) has content of its own and that of shared memory %d", f.FD, f.Kind, f.Shm)
 	}
 	return nil
 }
@@ -296,7 +302,7 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, memfd, pipe, unix, inet, netlink, external map[int]bool }
+type objectIDs struct{ shm, memfd, deleted, pipe, unix, inet, netlink, external map[int]bool }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -481,9 +487,15 @@ func validateDetails(v *VMA) error {
 
 // validateMemfd checks what restore gives memfd_create and F_ADD_SEALS.
 func validateMemfd(m SharedMem) error {
+	if m.Deleted != "" && (m.Memfd || strings.ContainsRune(m.Deleted, 0) || !strings.HasPrefix(m.Deleted, "/")) {
+		return corrupt("shared memory %d: deleted file %q", m.ID, m.Deleted)
+	}
+	if m.Mode&^0o7777 != 0 || !m.Memfd && m.Deleted == "" && m.Mode != 0 {
+		return corrupt("shared memory %d: mode %#o", m.ID, m.Mode)
+	}
 	if !m.Memfd {
-		if m.Name != "" || m.Seals != 0 || m.Mode != 0 {
-			return corrupt("shared memory %d is no memfd but has a name, seals or mode", m.ID)
+		if m.Name != "" || m.Seals != 0 {
+			return corrupt("shared memory %d is no memfd but has a name or seals", m.ID)
 		}
 		return nil
 	}

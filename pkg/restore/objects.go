@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -46,7 +47,13 @@ func newObjects(img *format.Image, opt Options) (*objects, error) {
 
 func (o *objects) create(img *format.Image) error {
 	for _, s := range img.Objects.Shm {
-		f, err := memfd(s)
+		var f *os.File
+		var err error
+		if s.Deleted != "" {
+			f, err = deletedShared(img, s)
+		} else {
+			f, err = memfd(s)
+		}
 		if err != nil {
 			return err
 		}
@@ -68,6 +75,13 @@ func (o *objects) create(img *format.Image) error {
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
+			if f.Kind == format.FileDeleted && f.Shm != 0 {
+				// The file a shared mapping of it maps, too.
+				if o.deleted[f.Desc] = o.shm[f.Shm]; o.deleted[f.Desc] == nil {
+					return fmt.Errorf("pid %d: fd %d: shared memory %d is missing from the image", p.PID, f.FD, f.Shm)
+				}
+				continue
+			}
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
 				// No set-id bits (a stand-in owned by root must not become
 				// a setuid program); owned by the process's fs ids, which
@@ -101,6 +115,31 @@ func memfd(s format.SharedMem) (*os.File, error) {
 	if err := f.Truncate(int64(s.Size)); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("shared memory %d: %w", s.ID, err)
+	}
+	return f, nil
+}
+
+// deletedShared stands in for an unlinked file that is mapped MAP_SHARED:
+// an unlinked file in its directory (as for a deleted file's fd, tmpIn),
+// of its size, owned by the fs ids of the first process that maps it or
+// holds it, which reopen it after switching to them.
+func deletedShared(img *format.Image, s format.SharedMem) (*os.File, error) {
+	f, err := tmpIn(filepath.Dir(s.Deleted), s.Mode&0o777)
+	if err != nil {
+		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
+	}
+	err = f.Truncate(int64(s.Size))
+	for _, p := range img.Processes {
+		uses := slices.ContainsFunc(p.VMAs, func(v format.VMA) bool { return v.Shm == s.ID }) ||
+			slices.ContainsFunc(p.Files, func(fl format.File) bool { return fl.Shm == s.ID })
+		if uses && err == nil {
+			err = f.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
 	}
 	return f, nil
 }

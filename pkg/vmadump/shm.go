@@ -2,6 +2,7 @@ package vmadump
 
 import (
 	"fmt"
+	"strings"
 	"io"
 	"os"
 
@@ -53,6 +54,11 @@ func openShm(proc, path string) (*Shm, error) {
 	s := &Shm{SharedMem: format.SharedMem{Inode: st.Ino, Size: uint64(st.Size)}, f: f}
 	if _, ok := memfd.Name(path); ok {
 		err = memfd.Describe(f, path, &s.SharedMem)
+	} else if file, ok := strings.CutSuffix(path, " (deleted)"); ok && file != "/dev/zero" && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 {
+		// An unlinked file mapped MAP_SHARED (MAP_SHARED|MAP_ANONYMOUS
+		// memory is a shmem file named /dev/zero): it comes back as an
+		// unlinked file, one with the fds that hold it.
+		s.Deleted, s.Mode = file, st.Mode&0o7777
 	}
 	if err == nil {
 		err = s.findData()
