@@ -2,9 +2,9 @@ package vmadump
 
 import (
 	"fmt"
-	"strings"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
