@@ -87,19 +87,23 @@ func TestMemfd(t *testing.T) {
 }
 
 // TestUnsupportedMemory: hugetlb memory, mapped or held only as a memfd,
-// and the ring of a perf event (its fd closed) are refused by name (exit
-// 6), no image is left, and the process runs on untraced.
+// the ring of a perf event (its fd closed) and memfd_secret memory are
+// refused by name (exit 6), no image is left, and the process runs on
+// untraced.
 func TestUnsupportedMemory(t *testing.T) {
-	for _, what := range []string{"hugetlb-map", "hugetlb-fd", "perfring"} {
+	for _, what := range []string{"hugetlb-map", "hugetlb-fd", "perfring", "secretmem-map", "secretmem-fd"} {
 		t.Run(what, func(t *testing.T) {
 			setup(t, "holder")
 			p := start(t, "holder", what)
 			p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
 			img := filepath.Join(t.TempDir(), "holder.img")
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
-			if what == "perfring" {
+			switch what {
+			case "perfring":
 				wantFailure(t, r, 6, "anon_inode:[perf_event]")
-			} else {
+			case "secretmem-map", "secretmem-fd":
+				wantFailure(t, r, 6, "/secretmem (deleted) is memfd_secret memory")
+			default:
 				wantFailure(t, r, 6, "hugetlb", "memfd:huge")
 			}
 			if _, err := os.Stat(img); err == nil {

@@ -10,6 +10,7 @@
 //                   (no huge page is ever touched, so none need be free)
 //   holder hugetlb-fd   a hugetlb memfd held as an fd only
 //   holder perfring a perf event's ring buffer mapped, its fd closed
+//   holder secretmem-map, secretmem-fd  a memfd_secret mapped, or held as an fd
 //
 // It prints "ready" (for child also "child PID") once set up.
 #define _GNU_SOURCE
@@ -65,6 +66,17 @@ int main(int argc, char **argv) {
 				return 1;
 			close(fd);
 		}
+	} else if (strncmp(what, "secretmem-", 10) == 0) {
+		int fd = syscall(447 /* memfd_secret */, 0);
+		if (fd < 0 || ftruncate(fd, 4096) != 0)
+			return 1;
+		if (strcmp(what, "secretmem-map") == 0) {
+			char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			if (p == MAP_FAILED)
+				return 1;
+			p[0] = 1;
+			close(fd);
+		}
 	} else if (strcmp(what, "perfring") == 0) {
 		struct perf_event_attr pa;
 		memset(&pa, 0, sizeof pa);
@@ -85,7 +97,7 @@ int main(int argc, char **argv) {
 			_exit(0);
 		}
 	} else {
-		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd|perfring\n");
+		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd|perfring|secretmem-map|secretmem-fd\n");
 		return 2;
 	}
 	if (strcmp(what, "vfork") != 0)

@@ -52,6 +52,10 @@ func details(a *Area, s smapsEntry) error {
 		return fmt.Errorf("%s has memory protection key %d (pkey_mprotect), which chpox does not restore yet: %w", name, s.pkey, ErrUnsupported)
 	case has("ss"):
 		return fmt.Errorf("%s is a shadow stack (CET), which chpox does not restore yet: %w", name, ErrUnsupported)
+	case a.Name == "/secretmem (deleted)":
+		// memfd_secret(2) pages are removed from the kernel's direct map:
+		// neither /proc/PID/mem nor the file can be read.
+		return fmt.Errorf("%s is memfd_secret memory, which no other process (chpox neither) can read: %w", name, ErrUnsupported)
 	case a.Name == "[uprobes]":
 		return fmt.Errorf("[uprobes] is the kernel's area for uprobe breakpoints of a tracer (perf, bpftrace): detach the uprobes and dump again: %w", ErrUnsupported)
 	}
