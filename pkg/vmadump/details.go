@@ -116,9 +116,17 @@ func LockFlags(pid int, addr uint64) (string, error) {
 // dump mapped in it a moment ago (see LockFlags).
 func MMState(pid int, scratch uint64) (*format.MemoryState, error) {
 	var m format.MemoryState
-	var err error
-	if m.LockFuture, err = LockFlags(pid, scratch); err != nil {
-		return nil, err
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, fmt.Errorf("dump %d: %w", pid, err)
+	}
+	// Under mlockall(MCL_FUTURE) the scratch area, which the injected calls
+	// have written to, holds locked pages: no locked page at all spares
+	// reading smaps a second time (a cost that grows with the areas).
+	if !strings.Contains(string(status), "\nVmLck:\t       0 kB") {
+		if m.LockFuture, err = LockFlags(pid, scratch); err != nil {
+			return nil, err
+		}
 	}
 	// "ksm_merge_any: yes" (fs/proc/base.c, proc_pid_ksm_stat) is
 	// prctl(PR_SET_MEMORY_MERGE); the file is missing without CONFIG_KSM.
@@ -126,9 +134,7 @@ func MMState(pid int, scratch uint64) (*format.MemoryState, error) {
 		m.MergeAny = strings.Contains(string(b), "ksm_merge_any: yes")
 	}
 	// "THP_enabled: 0" is prctl(PR_SET_THP_DISABLE) (fs/proc/array.c).
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		m.THPDisable = strings.Contains(string(b), "\nTHP_enabled:\t0")
-	}
+	m.THPDisable = strings.Contains(string(status), "\nTHP_enabled:\t0")
 	if m == (format.MemoryState{}) {
 		return nil, nil
 	}
