@@ -72,7 +72,7 @@ func TestMemfd(t *testing.T) {
 	img, _ := dumpKillTree(t, p, 2)
 	out := mustChpox(t, "inspect", img).stdout
 	for _, want := range []string{`memfd 1 "shared-m1": 65536 bytes, mode 0777, seals 0x6`, `"fdonly-m2": 10000 bytes, mode 0666, seals 0x29`,
-		`"private-m3": 8192 bytes`, `"ro-m4": 4096 bytes`, `/del.dat, 8192 bytes, mode 0600`} {
+		`"private-m3": 8192 bytes`, `"ro-m4": 4096 bytes`, `/del.dat, 8192 bytes, mode 0600`, `[from parent 32.0 KiB]`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect does not show %q:\n%s", want, out)
 		}

@@ -180,6 +180,16 @@ func vmaDetails(v format.VMA) string {
 	if v.Sealed {
 		d = append(d, "mseal")
 	}
+	if v.NoReserve {
+		d = append(d, "noreserve")
+	}
+	if len(v.Inherited) > 0 {
+		var n int64
+		for _, s := range v.Inherited {
+			n += int64(s.End - s.Start)
+		}
+		d = append(d, "from parent "+bytesString(n))
+	}
 	if v.MayWrite != nil && !*v.MayWrite {
 		d = append(d, "never writable")
 	}

@@ -121,6 +121,14 @@ func (pl *plan) gather(ms []*Member) error {
 		if p.areas, err = vmadump.Areas(m.Info.PID); err != nil {
 			return err
 		}
+		// Parents come first (the tree is frozen top-down).
+		for _, q := range pl.procs {
+			if q.Info.PID == m.Info.PPID {
+				if err := vmadump.Inherit(m.Info.PID, q.Info.PID, p.areas, q.areas); err != nil {
+					return err
+				}
+			}
+		}
 		if pl.end, err = vmadump.Plan(m.Info.PID, p.areas, pl.end); err != nil {
 			return err
 		}

@@ -28,6 +28,9 @@ func TestValidateMemory(t *testing.T) {
 			ps[0].Memory = &MemoryState{LockFuture: LockLocked, MergeAny: true, THPDisable: true}
 			memfd(o)
 		}, nil},
+		{"inherited pages", func(_ *Objects, ps []*Process) { ps[1].VMAs[2].Inherited = []Span{{0x502000, 0x504000}} }, nil},
+		{"inherited pages also saved", func(_ *Objects, ps []*Process) { ps[1].VMAs[2].Inherited = []Span{{0x501000, 0x503000}} }, ErrCorrupt},
+		{"inherited pages outside area", func(_ *Objects, ps []*Process) { ps[1].VMAs[2].Inherited = []Span{{0x504000, 0x506000}} }, ErrCorrupt},
 		{"unknown advice", func(_ *Objects, ps []*Process) { ps[0].VMAs[2].Advice = []string{"random"} }, ErrCorrupt},
 		{"unknown lock", func(_ *Objects, ps []*Process) { ps[0].VMAs[2].Lock = "pinned" }, ErrCorrupt},
 		{"unknown lock future", func(_ *Objects, ps []*Process) { ps[0].Memory = &MemoryState{LockFuture: "always"} }, ErrCorrupt},

@@ -229,6 +229,10 @@ type VMA struct {
 	Sealed bool `json:"sealed,omitempty"`
 	// NoReserve is MAP_NORESERVE: no swap space is accounted for it.
 	NoReserve bool `json:"no_reserve,omitempty"`
+	// Inherited are pages still shared copy-on-write with the parent
+	// process (after fork), saved once, in the parent's record: restore
+	// copies them from the restored parent's same addresses.
+	Inherited []Span `json:"inherited,omitempty"`
 	// MayWrite tells, for a shared mapping, whether mprotect may make it
 	// writable (VM_MAYWRITE: the file was opened for writing and not
 	// write-sealed); nil in older images.

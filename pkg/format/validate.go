@@ -475,10 +475,26 @@ func validateDetails(v *VMA) error {
 	if v.Lock != "" && v.Lock != LockLocked && v.Lock != LockOnFault {
 		return corrupt("memory area %#x-%#x: lock %q", v.Start, v.End, v.Lock)
 	}
+	if err := spansIn(v, "inherited pages", v.Inherited); err != nil {
+		return err
+	}
+	// Inherited pages are not also in the data section.
+	for _, s := range v.Inherited {
+		for _, r := range v.Pages {
+			if r.Addr < s.End && s.Start < r.Addr+r.Len {
+				return corrupt("memory area %#x-%#x: inherited pages %#x-%#x are also saved", v.Start, v.End, s.Start, s.End)
+			}
+		}
+	}
+	return spansIn(v, "guard region", v.Guards)
+}
+
+// spansIn checks that spans lie inside the area, page-aligned, in order.
+func spansIn(v *VMA, what string, spans []Span) error {
 	prev := v.Start
-	for _, g := range v.Guards {
+	for _, g := range spans {
 		if g.Start < prev || g.Start >= g.End || g.End > v.End || g.Start&pageMask != 0 || g.End&pageMask != 0 {
-			return corrupt("guard region %#x-%#x outside memory area %#x-%#x or out of order", g.Start, g.End, v.Start, v.End)
+			return corrupt("%s %#x-%#x outside memory area %#x-%#x or out of order", what, g.Start, g.End, v.Start, v.End)
 		}
 		prev = g.End
 	}

@@ -29,6 +29,9 @@ func checkMemory(img *format.Image) error {
 		for _, v := range p.VMAs {
 			space += v.End - v.Start
 			pages += format.Len(v.Pages)
+			for _, s := range v.Inherited {
+				pages += s.End - s.Start // saved once, restored twice
+			}
 		}
 	}
 	for _, s := range img.Objects.Shm {

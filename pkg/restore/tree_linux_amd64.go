@@ -85,6 +85,9 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := writeData(img, o); err != nil {
 		return nil, err
 	}
+	if err := copyInherited(live); err != nil {
+		return nil, err
+	}
 	if err := o.fill(); err != nil {
 		return nil, err
 	}

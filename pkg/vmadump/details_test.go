@@ -64,3 +64,16 @@ func TestDetails(t *testing.T) {
 		}
 	}
 }
+
+func TestWithoutSpans(t *testing.T) {
+	const p = 4096
+	runs := []format.DataRun{{Addr: 0, Len: 10 * p}, {Addr: 20 * p, Len: 2 * p}, {Addr: 30 * p, Len: p}}
+	spans := []format.Span{{Start: 2 * p, End: 4 * p}, {Start: 9 * p, End: 21 * p}, {Start: 30 * p, End: 31 * p}}
+	want := []format.DataRun{{Addr: 0, Len: 2 * p}, {Addr: 4 * p, Len: 5 * p}, {Addr: 21 * p, Len: p}}
+	if d := cmp.Diff(want, withoutSpans(runs, spans)); d != "" {
+		t.Errorf("withoutSpans (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(runs, withoutSpans(runs, nil)); d != "" {
+		t.Errorf("withoutSpans with no spans (-want +got):\n%s", d)
+	}
+}

@@ -38,6 +38,7 @@ func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("dump %d: memory %#x-%#x (%s): %w", pid, a.Start, a.End, a.Name, err)
 		}
+		runs = withoutSpans(runs, a.Inherited)
 		for i := range runs {
 			runs[i].Off = off
 			off += runs[i].Len
