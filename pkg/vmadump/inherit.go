@@ -10,7 +10,7 @@ import (
 
 const pmPFN = 1<<55 - 1 // page frame number bits (readable with CAP_SYS_ADMIN)
 
-// Inherit finds the pages of pid's private anonymous areas that are still
+// Inherit finds the anonymous pages of pid's private areas that are still
 // the very pages of its parent ppid at the same address (copy-on-write
 // after fork: one page frame in both), so that the image holds them once:
 // they go into a.Inherited instead of a.Pages, and restore copies them
@@ -31,7 +31,10 @@ func Inherit(pid, ppid int, areas, parent []*Area) error {
 	}()
 	for _, a := range areas {
 		pa := byStart[a.Start]
-		if pa == nil || pa.End != a.End || a.Kind != format.VMAAnon || pa.Kind != format.VMAAnon || a.Shared || a.Deleted || a.RssKB == 0 || pa.RssKB == 0 {
+		private := func(a *Area) bool {
+			return !a.Shared && !a.Deleted && a.AnonKB > 0 && (a.Kind == format.VMAAnon || a.Kind == format.VMAFile)
+		}
+		if pa == nil || pa.End != a.End || pa.Kind != a.Kind || !private(a) || !private(pa) {
 			continue
 		}
 		if pm == nil {
@@ -65,7 +68,9 @@ func (a *Area) findInherited(pm, ppm *os.File) error {
 		}
 		for i := uint64(0); i < n; i++ {
 			e, pe := binary.LittleEndian.Uint64(b[i*8:]), binary.LittleEndian.Uint64(pb[i*8:])
-			if e&pmPresent == 0 || pe&pmPresent == 0 || e&pmPFN == 0 || e&pmPFN != pe&pmPFN {
+			// Anonymous pages only: a file page of a private file mapping
+			// is the file's, never saved.
+			if e&pmPresent == 0 || pe&pmPresent == 0 || (e|pe)&pmFile != 0 || e&pmPFN == 0 || e&pmPFN != pe&pmPFN {
 				continue
 			}
 			p := addr + i*pageSize
