@@ -15,7 +15,7 @@ import (
 // memDetailsChecks are the "ok NAME" lines testdata/memdetails.c prints
 // when an item of its memory is as it made it.
 var memDetailsChecks = []string{"advice", "wipeonfork", "plain", "mlock", "mlock-onfault", "mseal", "noreserve", "content",
-	"fork", "guard", "mseal-munmap", "rw-file", "ro-file", "private-file", "merge-any", "thp-disable", "lock-future"}
+	"fork", "guard", "file-guard", "mseal-munmap", "rw-file", "ro-file", "private-file", "merge-any", "thp-disable", "lock-future"}
 
 // TestMemoryDetails: madvise flags, mlock and mlock2(MLOCK_ONFAULT),
 // mlockall(MCL_FUTURE|MCL_ONFAULT), guard regions, mseal, shared file

@@ -43,7 +43,7 @@
 #define PG 4096
 #define NA 8 // pages per area
 
-static char *adv, *wof, *lck, *lof, *grd, *sld, *plain, *nrs, *rwf, *rof, *prv;
+static char *adv, *wof, *lck, *lof, *grd, *sld, *plain, *nrs, *rwf, *rof, *prv, *fgd;
 static char rwpath[4096], ropath[4096];
 static volatile sig_atomic_t usr1;
 static sigjmp_buf jb;
@@ -192,6 +192,18 @@ static void check(void) {
 	else
 		say("ok guard\n");
 
+	// A guard region in a file mapping (page 1 of the read-only file).
+	{
+		int pm2 = open("/proc/self/pagemap", O_RDONLY);
+		uint64_t e0 = 0, e1 = 0;
+		pread(pm2, &e0, 8, ((uintptr_t)fgd / PG) * 8);
+		pread(pm2, &e1, 8, ((uintptr_t)fgd / PG + 1) * 8);
+		close(pm2);
+		if ((e0 >> 58 & 1) || !(e1 >> 58 & 1) || fgd[5] != 'r' || !faults(fgd + PG))
+			fail("file-guard", "no guard on page 1 of the file mapping, or one on page 0");
+		else
+			say("ok file-guard\n");
+	}
 	// mseal: the area cannot be unmapped.
 	if (munmap(sld, PG) == 0 || errno != EPERM)
 		fail("mseal", "munmap of the sealed area did not fail with EPERM");
@@ -315,6 +327,11 @@ int main(int argc, char **argv) {
 		return 1;
 	}
 	prv[PG + 5] = 'P';
+	fgd = mmap(NULL, 2 * PG, PROT_READ, MAP_PRIVATE, fd2, 0);
+	if (fgd == MAP_FAILED || madvise(fgd + PG, PG, MADV_GUARD_INSTALL)) {
+		say("FAIL file guard: %s\n", strerror(errno));
+		return 1;
+	}
 	close(fd);
 	close(fd2);
 
