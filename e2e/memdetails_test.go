@@ -151,3 +151,27 @@ func TestMemLockLimit(t *testing.T) {
 	r.signal(t, unix.SIGUSR1)
 	r.waitLog(t, `(?m)^check done$`, 1, 10*time.Second)
 }
+
+// TestSharedMemoryOutside: dumping a child alone while it shares
+// MAP_SHARED|MAP_ANONYMOUS memory with its parent (outside the checkpoint)
+// is refused, naming the object and the parent: restored, the memory could
+// not stay shared with it. Both run on untraced.
+func TestSharedMemoryOutside(t *testing.T) {
+	setup(t, "holder")
+	p := start(t, "holder", "shmchild")
+	child := atoi(p.waitLog(t, `(?m)^child (\d+)$`, 1, 10*time.Second)[1])
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "child.img")
+	r := runChpox(t, "dump", strconv.Itoa(child), "-o", img)
+	wantFailure(t, r, 6, "anonymous shared memory", "shared with pid "+strconv.Itoa(p.pid))
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the refused dump left %s", img)
+	}
+	n := lastInt(p.log, `(?m)^alive (\d+)$`)
+	p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
+	if st := procState(child); !strings.Contains(st, "TracerPid: 0") || !strings.Contains(st, "State: S") {
+		t.Errorf("child after the refused dump: %s", st)
+	}
+	// With its parent, the tree keeps the memory shared: it is dumped.
+	mustChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+}

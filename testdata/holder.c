@@ -4,6 +4,8 @@
 //   holder packet   an AF_PACKET socket (needs root)
 //   holder thread   a second thread (it sleeps)
 //   holder child    a child process (it sleeps; it dies with the holder)
+//   holder shmchild a child process sharing MAP_SHARED|MAP_ANONYMOUS memory
+//                   with the holder (dumping the child alone must be refused)
 //   holder vfork    waits 3 s for a vfork child (in an uninterruptible wait
 //                   that ptrace cannot stop), then goes on
 //   holder hugetlb-map  a hugetlb memfd mapped MAP_SHARED|MAP_NORESERVE
@@ -45,7 +47,9 @@ int main(int argc, char **argv) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, idle, NULL) != 0)
 			return 1;
-	} else if (strcmp(what, "child") == 0) {
+	} else if (strcmp(what, "child") == 0 || strcmp(what, "shmchild") == 0) {
+		if (strcmp(what, "shmchild") == 0 && mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+			return 1;
 		pid_t parent = getpid();
 		pid_t pid = fork();
 		if (pid < 0)
@@ -97,7 +101,7 @@ int main(int argc, char **argv) {
 			_exit(0);
 		}
 	} else {
-		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd|perfring|secretmem-map|secretmem-fd\n");
+		say("usage: holder packet|thread|child|vfork|hugetlb-map|hugetlb-fd|perfring|secretmem-map|secretmem-fd|shmchild\n");
 		return 2;
 	}
 	if (strcmp(what, "vfork") != 0)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
@@ -207,6 +208,33 @@ func (pl *plan) sharedMemory() error {
 				ids[f.Ino] = id
 			}
 			f.Shm = id
+		}
+	}
+	return pl.memoryOutside()
+}
+
+// memoryOutside refuses shared memory that a process outside the tree
+// maps or holds too: restored, the object would be a new one, no longer
+// shared with it.
+func (pl *plan) memoryOutside() error {
+	objs := map[[2]uint64]bool{}
+	for _, s := range pl.shm {
+		objs[[2]uint64{s.Dev, s.Inode}] = true
+	}
+	for key, pid := range external.MemoryHolders(pl.tree(), objs) {
+		for _, s := range pl.shm {
+			if [2]uint64{s.Dev, s.Inode} != key {
+				continue
+			}
+			what := "anonymous shared memory"
+			switch {
+			case s.Memfd:
+				what = fmt.Sprintf("memfd %q", s.Name)
+			case s.Deleted != "":
+				what = "the unlinked file " + s.Deleted
+			}
+			return fmt.Errorf("%s (inode %d, %d bytes) is shared with pid %d, which is not in the checkpoint: restored, it could not stay shared with it; dump that process with the tree (its parent, without --no-children): %w",
+				what, s.Inode, s.Size, pid, ErrUnsupported)
 		}
 	}
 	return nil

@@ -16,7 +16,8 @@ import (
 // anonymous memory, /dev/zero or a memfd), however many processes map it.
 type Shm struct {
 	format.SharedMem
-	f *os.File
+	Dev uint64 // device of the object, with Inode its identity on this machine
+	f   *os.File
 }
 
 // OpenShm opens the object behind a shared anonymous area of pid through
@@ -51,7 +52,7 @@ func openShm(proc, path string) (*Shm, error) {
 		f.Close()
 		return nil, os.NewSyscallError("fstat", err)
 	}
-	s := &Shm{SharedMem: format.SharedMem{Inode: st.Ino, Size: uint64(st.Size)}, f: f}
+	s := &Shm{SharedMem: format.SharedMem{Inode: st.Ino, Size: uint64(st.Size)}, Dev: st.Dev, f: f}
 	if _, ok := memfd.Name(path); ok {
 		err = memfd.Describe(f, path, &s.SharedMem)
 	} else if file, ok := strings.CutSuffix(path, " (deleted)"); ok && file != "/dev/zero" && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 {
