@@ -54,6 +54,8 @@ var cPrograms = map[string][]string{
 	"reexec":      nil,
 	"slurmjob":    nil,
 	"events":      {"-pthread"},
+	"memdetails":  nil,
+	"memfd":       nil,
 }
 
 func TestMain(m *testing.M) {

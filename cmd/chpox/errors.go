@@ -45,6 +45,8 @@ func classify(err error) (int, string) {
 		return exitFailure, "nothing was frozen: the process was left running unchanged"
 	case errors.Is(err, procinfo.ErrUnsupported):
 		return exitUnsupported, "the process was left running unchanged"
+	case errors.Is(err, restore.ErrMemLock):
+		return exitFailure, "" // the message says which limit
 	case strings.Contains(err.Error(), "operation not permitted") && strings.Contains(err.Error(), "ptrace"):
 		return exitFailure, "chpox needs ptrace rights over the process (run as its owner or root)"
 	}

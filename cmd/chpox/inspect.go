@@ -57,6 +57,14 @@ func printImage(out io.Writer, img *format.Image) {
 		img.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
+	for _, m := range img.Objects.Shm {
+		switch {
+		case m.Memfd:
+			fmt.Fprintf(out, "  memfd %d %q: %d bytes, mode %#o, seals %#x\n", m.ID, m.Name, m.Size, m.Mode, m.Seals)
+		case m.Deleted != "":
+			fmt.Fprintf(out, "  shared memory %d: deleted file %s, %d bytes, mode %#o\n", m.ID, m.Deleted, m.Size, m.Mode)
+		}
+	}
 	for _, s := range img.Objects.InetSockets {
 		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
 	}
@@ -136,7 +144,7 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		for _, r := range v.Pages {
 			saved += r.Len
 		}
-		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name)
+		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name, vmaDetails(v))
 	}
 	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath\tshared with")
 	for _, f := range p.Files {
@@ -157,6 +165,41 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))
 	}
 	fmt.Fprintf(out, "  signal actions: %s\n", strings.Join(sigs, " "))
+	if m := p.Memory; m != nil {
+		fmt.Fprintf(out, "  memory: lock future %q, KSM merge all %v, THP disabled %v\n", m.LockFuture, m.MergeAny, m.THPDisable)
+	}
+}
+
+// vmaDetails is the kernel-held state of an area beyond its pages, as
+// " [advice, lock, guards, sealed, read-only]"; empty for a plain area.
+func vmaDetails(v format.VMA) string {
+	d := append([]string(nil), v.Advice...)
+	if v.Lock != "" {
+		d = append(d, "mlock:"+v.Lock)
+	}
+	for _, g := range v.Guards {
+		d = append(d, fmt.Sprintf("guard %x-%x", g.Start, g.End))
+	}
+	if v.Sealed {
+		d = append(d, "mseal")
+	}
+	if v.NoReserve {
+		d = append(d, "noreserve")
+	}
+	if len(v.Inherited) > 0 {
+		var n int64
+		for _, s := range v.Inherited {
+			n += int64(s.End - s.Start)
+		}
+		d = append(d, "from parent "+bytesString(n))
+	}
+	if v.MayWrite != nil && !*v.MayWrite {
+		d = append(d, "never writable")
+	}
+	if len(d) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(d, ", ") + "]"
 }
 
 func protString(v format.VMA) string {

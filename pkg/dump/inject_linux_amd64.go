@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/ptrace"
+	"github.com/chpox/chpox/pkg/vmadump"
 )
 
 const (
@@ -76,6 +77,9 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) 
 			return fmt.Errorf("pid %d: injected mmap: %w", main.PID, err)
 		}
 		if err := queryProcess(main, p, scratch); err != nil {
+			return err
+		}
+		if p.Memory, err = vmadump.MMState(main.PID, scratch); err != nil {
 			return err
 		}
 		return queryThread(main, &p.Threads[0], scratch)

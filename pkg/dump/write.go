@@ -12,6 +12,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/cpu"
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
@@ -126,6 +127,14 @@ func (pl *plan) gather(ms []*Member) error {
 		if p.areas, err = vmadump.Areas(m.Info.PID); err != nil {
 			return err
 		}
+		// Parents come first (the tree is frozen top-down).
+		for _, q := range pl.procs {
+			if q.Info.PID == m.Info.PPID {
+				if err := vmadump.Inherit(m.Info.PID, q.Info.PID, p.areas, q.areas); err != nil {
+					return err
+				}
+			}
+		}
 		if pl.end, err = vmadump.Plan(m.Info.PID, p.areas, pl.end); err != nil {
 			return err
 		}
@@ -174,6 +183,63 @@ func (pl *plan) sharedMemory() error {
 				ids[a.Inode] = id
 			}
 			a.Shm = id
+		}
+	}
+	// Memfds held as fds: the object a mapping saved, or one of its own.
+	// A deleted file's fd shares the object of its shared mapping, which
+	// holds the content.
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if id, ok := ids[f.Ino]; ok && f.Kind == format.FileDeleted && pl.objects.Shm[id-1].Deleted != "" {
+				f.Shm = id
+				f.Source.Close()
+				f.Source = nil
+				continue
+			}
+			if f.Kind != format.FileMemfd {
+				continue
+			}
+			id, ok := ids[f.Ino]
+			if !ok {
+				s, err := vmadump.OpenMemfd(p.Info.PID, f.FD, f.Path)
+				if err != nil {
+					return err
+				}
+				id = len(pl.shm) + 1
+				s.ID = id
+				pl.end = s.Plan(pl.end)
+				pl.shm = append(pl.shm, s)
+				pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
+				ids[f.Ino] = id
+			}
+			f.Shm = id
+		}
+	}
+	return pl.memoryOutside()
+}
+
+// memoryOutside refuses shared memory that a process outside the tree
+// maps or holds too: restored, the object would be a new one, no longer
+// shared with it.
+func (pl *plan) memoryOutside() error {
+	objs := map[[2]uint64]bool{}
+	for _, s := range pl.shm {
+		objs[[2]uint64{s.Dev, s.Inode}] = true
+	}
+	for key, pid := range external.MemoryHolders(pl.tree(), objs) {
+		for _, s := range pl.shm {
+			if [2]uint64{s.Dev, s.Inode} != key {
+				continue
+			}
+			what := "anonymous shared memory"
+			switch {
+			case s.Memfd:
+				what = fmt.Sprintf("memfd %q", s.Name)
+			case s.Deleted != "":
+				what = "the unlinked file " + s.Deleted
+			}
+			return fmt.Errorf("%s (inode %d, %d bytes) is shared with pid %d, which is not in the checkpoint: restored, it could not stay shared with it; dump that process with the tree (its parent, without --no-children): %w",
+				what, s.Inode, s.Size, pid, ErrUnsupported)
 		}
 	}
 	return nil

@@ -120,8 +120,11 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 		{Start: 0x402000, End: 0x404000, Prot: ProtRead | ProtWrite, Kind: VMAFile, Name: exe.Path, File: exe, Offset: 0x2000,
 			Pages: []DataRun{d.add(0x403000, 0x1000)}},
 		{Start: 0x500000, End: 0x505000, Prot: ProtRead | ProtWrite, Kind: VMAAnon, Name: "[heap]",
-			Pages: []DataRun{d.add(0x500000, 0x2000), d.add(0x504000, 0x1000)}},
+			Pages: []DataRun{d.add(0x500000, 0x2000), d.add(0x504000, 0x1000)},
+			// memory details (version 3)
+			Advice: []string{AdviceDontFork, AdviceHugePage}, Lock: LockOnFault, Guards: []Span{{0x502000, 0x503000}}},
 	}
+	p.Memory = &MemoryState{LockFuture: LockLocked, MergeAny: true}
 	if !small {
 		p.VMAs = append(p.VMAs,
 			// contents in Objects.Shm[0]

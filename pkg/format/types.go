@@ -52,6 +52,9 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Memory holds mm-wide memory settings (version 3, memory.go).
+	Memory *MemoryState `json:"memory,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -83,6 +86,18 @@ type SharedMem struct {
 	Inode uint64    `json:"inode"`
 	Size  uint64    `json:"size"`
 	Pages []DataRun `json:"pages,omitempty"`
+
+	// Memfd marks a memfd_create(2) object (version 3, memory.go): it comes
+	// back as a memfd with its name, mode and seals. Without it the object
+	// is anonymous shared memory.
+	Memfd bool   `json:"memfd,omitempty"`
+	Name  string `json:"name,omitempty"`  // as given to memfd_create
+	Seals int    `json:"seals,omitempty"` // F_GET_SEALS
+	Mode  uint32 `json:"mode,omitempty"`  // permission bits (memfd: MFD_EXEC/MFD_NOEXEC_SEAL)
+	// Deleted is the path of an unlinked regular file mapped MAP_SHARED
+	// (version 3): restore makes an unlinked file in its directory, which
+	// the fds of that file (kind deleted, Shm set) open too.
+	Deleted string `json:"deleted,omitempty"`
 }
 
 // Creds are the process credentials: real, effective, saved and fs ids.
@@ -208,6 +223,24 @@ type VMA struct {
 	Offset    uint64    `json:"offset,omitempty"` // file offset of Start
 	Pages     []DataRun `json:"pages,omitempty"`
 	Shm       int       `json:"shm,omitempty"` // shared-anon: ID in Objects.Shm
+
+	// Memory details (version 3, memory.go).
+	Advice []string `json:"advice,omitempty"` // Advice* names
+	Lock   string   `json:"lock,omitempty"`   // "", LockLocked or LockOnFault
+	// Guards are MADV_GUARD_INSTALL regions: touching them faults.
+	Guards []Span `json:"guards,omitempty"`
+	// Sealed is mseal(2): the area can no longer be changed or unmapped.
+	Sealed bool `json:"sealed,omitempty"`
+	// NoReserve is MAP_NORESERVE: no swap space is accounted for it.
+	NoReserve bool `json:"no_reserve,omitempty"`
+	// Inherited are pages still shared copy-on-write with the parent
+	// process (after fork), saved once, in the parent's record: restore
+	// copies them from the restored parent's same addresses.
+	Inherited []Span `json:"inherited,omitempty"`
+	// MayWrite tells, for a shared mapping, whether mprotect may make it
+	// writable (VM_MAYWRITE: the file was opened for writing and not
+	// write-sealed); nil in older images.
+	MayWrite *bool `json:"may_write,omitempty"`
 }
 
 // DataRun is a run of bytes in the data section: for memory, Len bytes
@@ -249,6 +282,9 @@ const (
 	// checkpoint (a pipe to a process that is not dumped, a connection to
 	// an outside server): External is its ID in Objects.Externals.
 	FileExternal = "external"
+	// FileMemfd is a memfd (version 3): Shm is its object in Objects.Shm,
+	// which mappings of it share.
+	FileMemfd = "memfd"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -272,6 +308,7 @@ type File struct {
 	Pipe     int       `json:"pipe,omitempty"`     // kind pipe: ID in Objects.Pipes
 	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
 	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
+	Shm      int       `json:"shm,omitempty"`      // kind memfd, or deleted and mapped: ID in Objects.Shm (version 3)
 	Kind     string    `json:"kind"`
 	Path     string    `json:"path"`
 	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

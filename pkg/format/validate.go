@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 const (
@@ -127,15 +128,20 @@ func (img *Image) validateEvents(pids, tids map[int]bool) error {
 // writes them back into a pipe of that capacity before anyone reads it).
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
-	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
+	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), deleted: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
 		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool)}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
 			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
 		}
 		ids.shm[m.ID] = true
+		ids.memfd[m.ID] = m.Memfd
+		ids.deleted[m.ID] = m.Deleted != ""
 		if m.Size > math.MaxInt64 {
 			return ids, corrupt("shared memory %d has size %d", m.ID, m.Size)
+		}
+		if err := validateMemfd(m); err != nil {
+			return ids, err
 		}
 		for _, r := range m.Pages {
 			if r.Addr > m.Size || r.Len > m.Size-r.Addr {
@@ -297,6 +303,14 @@ func refersTo(f File, ids objectIDs) error {
 	if (f.Kind == FileExternal) != (f.External != 0) || f.External != 0 && !ids.external[f.External] {
 		return corrupt("fd %d (%s) names external object %d, which the image lacks or which does not fit", f.FD, f.Kind, f.External)
 	}
+	switch {
+	case f.Kind == FileMemfd && !ids.memfd[f.Shm],
+		f.Kind == FileDeleted && f.Shm != 0 && !ids.deleted[f.Shm],
+		f.Kind != FileMemfd && f.Kind != FileDeleted && f.Shm != 0:
+		return corrupt("fd %d (%s) names shared memory %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Shm)
+	case f.Shm != 0 && len(f.Content) > 0:
+		return corrupt("fd %d (%s) has content of its own and that of shared memory %d", f.FD, f.Kind, f.Shm)
+	}
 	return nil
 }
 
@@ -344,7 +358,7 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, pipe, unix, inet, netlink, external map[int]bool }
+type objectIDs struct{ shm, memfd, deleted, pipe, unix, inet, netlink, external map[int]bool }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -367,6 +381,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if err := siginfos(p.SharedPending); err != nil {
 		return err
 	}
+	if m := p.Memory; m != nil && m.LockFuture != "" && m.LockFuture != LockLocked && m.LockFuture != LockOnFault {
+		return corrupt("pid %d: lock_future %q", p.PID, m.LockFuture)
+	}
 	if d := p.Creds.Dumpable; d != nil && *d > 2 {
 		return corrupt("pid %d: dumpable %d", p.PID, *d)
 	}
@@ -384,7 +401,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -499,6 +516,67 @@ func (img *Image) validateVMA(v *VMA, prevEnd uint64, ids objectIDs) error {
 			return err
 		}
 		prev = r.Addr + r.Len
+	}
+	return validateDetails(v)
+}
+
+// validateDetails checks the memory details of an area (memory.go):
+// known advice and lock names, guard regions inside the area, in order.
+func validateDetails(v *VMA) error {
+	for _, a := range v.Advice {
+		if !slices.Contains(Advices, a) {
+			return corrupt("memory area %#x-%#x: unknown advice %q", v.Start, v.End, a)
+		}
+	}
+	if v.Lock != "" && v.Lock != LockLocked && v.Lock != LockOnFault {
+		return corrupt("memory area %#x-%#x: lock %q", v.Start, v.End, v.Lock)
+	}
+	if err := spansIn(v, "inherited pages", v.Inherited); err != nil {
+		return err
+	}
+	// Inherited pages are not also in the data section.
+	for _, s := range v.Inherited {
+		for _, r := range v.Pages {
+			if r.Addr < s.End && s.Start < r.Addr+r.Len {
+				return corrupt("memory area %#x-%#x: inherited pages %#x-%#x are also saved", v.Start, v.End, s.Start, s.End)
+			}
+		}
+	}
+	return spansIn(v, "guard region", v.Guards)
+}
+
+// spansIn checks that spans lie inside the area, page-aligned, in order.
+func spansIn(v *VMA, what string, spans []Span) error {
+	prev := v.Start
+	for _, g := range spans {
+		if g.Start < prev || g.Start >= g.End || g.End > v.End || g.Start&pageMask != 0 || g.End&pageMask != 0 {
+			return corrupt("%s %#x-%#x outside memory area %#x-%#x or out of order", what, g.Start, g.End, v.Start, v.End)
+		}
+		prev = g.End
+	}
+	return nil
+}
+
+// validateMemfd checks what restore gives memfd_create and F_ADD_SEALS.
+func validateMemfd(m SharedMem) error {
+	if m.Deleted != "" && (m.Memfd || strings.ContainsRune(m.Deleted, 0) || !strings.HasPrefix(m.Deleted, "/")) {
+		return corrupt("shared memory %d: deleted file %q", m.ID, m.Deleted)
+	}
+	if m.Mode&^0o7777 != 0 || !m.Memfd && m.Deleted == "" && m.Mode != 0 {
+		return corrupt("shared memory %d: mode %#o", m.ID, m.Mode)
+	}
+	if !m.Memfd {
+		if m.Name != "" || m.Seals != 0 {
+			return corrupt("shared memory %d is no memfd but has a name or seals", m.ID)
+		}
+		return nil
+	}
+	// memfd_create takes at most 249 bytes of name (MFD_NAME_MAX_LEN).
+	if len(m.Name) > 249 || strings.ContainsRune(m.Name, 0) {
+		return corrupt("memfd %d: bad name %q", m.ID, m.Name)
+	}
+	if m.Seals&^sealAll != 0 || m.Mode&^0o7777 != 0 {
+		return corrupt("memfd %d: seals %#x, mode %#o", m.ID, m.Seals, m.Mode)
 	}
 	return nil
 }

@@ -120,6 +120,15 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.Kind = format.FileRegular
+		if target == "/secretmem (deleted)" && isSecretmem(link) {
+			return nil, fmt.Errorf("%s is memfd_secret memory, which no other process (chpox neither) can read: %w", target, ErrUnsupported)
+		}
+		if strings.HasPrefix(target, "/memfd:") && st.Nlink == 0 {
+			// Its content and seals are saved with the memory object
+			// (pkg/objects/memfd), shared with the areas mapping it.
+			f.Kind = format.FileMemfd
+			return f, nil
+		}
 		if st.Nlink == 0 {
 			return deleted(f, link, st.Size)
 		}
@@ -136,6 +145,16 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 		return nil, fmt.Errorf("%s (mode %#o): %w", target, st.Mode, ErrUnsupported)
 	}
 	return f, nil
+}
+
+// secretmemMagic is SECRETMEM_MAGIC (include/uapi/linux/magic.h).
+const secretmemMagic = 0x5345434d
+
+// isSecretmem tells a memfd_secret(2) file, which /proc shows as the
+// regular file "/secretmem (deleted)" with one link.
+func isSecretmem(link string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(link, &fs) == nil && fs.Type == secretmemMagic
 }
 
 func deleted(f *OpenFile, link string, size int64) (*OpenFile, error) {

@@ -31,6 +31,9 @@ func check(path string, img *format.Image, opt Options) error {
 	if err := checkCPU(img); err != nil {
 		return err
 	}
+	if err := checkMemLock(img); err != nil {
+		return err
+	}
 	if err := checkMemory(img); err != nil {
 		return err
 	}

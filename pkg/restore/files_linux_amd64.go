@@ -249,7 +249,15 @@ func (x *target) moveFD(tmp uint64, fd int, cloexec uint64) error {
 // with the saved flags at the saved offset.
 func (x *target) openFile(f format.File, o *objects) error {
 	path := f.Path
-	if t := o.deleted[f.Desc]; t != nil {
+	t := o.deleted[f.Desc]
+	if f.Kind == format.FileMemfd {
+		// A new description of chpox's memfd: the same object, which
+		// mappings and other fds share, with this fd's flags and offset.
+		if t = o.shm[f.Shm]; t == nil {
+			return fmt.Errorf("memfd %d is missing from the image", f.Shm)
+		}
+	}
+	if t != nil {
 		// Reopened through a copy of chpox's stand-in in the process
 		// itself: its own fd directory is open to it whatever its ids
 		// (fs/proc/fd.c, proc_fd_permission), chpox's is not to a

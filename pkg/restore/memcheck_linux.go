@@ -29,6 +29,9 @@ func checkMemory(img *format.Image) error {
 		for _, v := range p.VMAs {
 			space += v.End - v.Start
 			pages += format.Len(v.Pages)
+			for _, s := range v.Inherited {
+				pages += s.End - s.Start // saved once, restored twice
+			}
 		}
 	}
 	for _, s := range img.Objects.Shm {
@@ -44,6 +47,55 @@ func checkMemory(img *format.Image) error {
 			size(pages), where, size(free), ErrNoMemory)
 	}
 	return nil
+}
+
+// capIPCLock is CAP_IPC_LOCK's bit (include/uapi/linux/capability.h).
+const capIPCLock = 14
+
+// checkMemLock refuses, before anything starts, an image whose processes
+// locked more memory (mlock) than chpox may lock for them: without
+// CAP_IPC_LOCK, RLIMIT_MEMLOCK bounds each process's locked memory, and
+// the processes are built under chpox's limit.
+func checkMemLock(img *format.Image) error {
+	if hasCap(capIPCLock) {
+		return nil
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return nil
+	}
+	for _, p := range img.Processes {
+		var locked uint64
+		for _, v := range p.VMAs {
+			if v.Lock != "" {
+				locked += v.End - v.Start
+			}
+		}
+		if locked > rl.Cur {
+			return fmt.Errorf("process %d had %s of memory locked (mlock), more than chpox may lock without CAP_IPC_LOCK (RLIMIT_MEMLOCK, ulimit -l, is %s): raise the limit or restore as root: %w",
+				p.PID, size(locked), size(rl.Cur), ErrMemLock)
+		}
+		if p.Memory != nil && p.Memory.LockFuture != "" && rl.Cur == 0 {
+			return fmt.Errorf("process %d called mlockall(MCL_FUTURE), which needs RLIMIT_MEMLOCK (ulimit -l) above 0 or CAP_IPC_LOCK: raise the limit or restore as root: %w",
+				p.PID, ErrMemLock)
+		}
+	}
+	return nil
+}
+
+// hasCap tells whether chpox has capability bit in its effective set.
+func hasCap(bit uint) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && n&(1<<bit) != 0
+		}
+	}
+	return false
 }
 
 func size(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

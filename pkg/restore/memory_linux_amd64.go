@@ -129,7 +129,7 @@ func (x *target) mapAreas(p *format.Process, o *objects) (map[string]uint64, err
 
 func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error {
 	prot := uint64(v.Prot)
-	if len(v.Pages) > 0 {
+	if filled(v) {
 		prot |= unix.PROT_READ | unix.PROT_WRITE
 	}
 	flags := uint64(unix.MAP_FIXED | unix.MAP_PRIVATE)
@@ -139,11 +139,17 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	if v.GrowsDown {
 		flags |= unix.MAP_GROWSDOWN
 	}
+	if v.NoReserve {
+		flags |= unix.MAP_NORESERVE
+	}
 	fd, off := ^uint64(0), uint64(0)
 	switch {
 	case v.Kind == format.VMAFile:
 		var err error
-		if fd, err = x.openForMap(v.File.Path, v.Shared && v.Prot&format.ProtWrite != 0, fds); err != nil {
+		// A shared mapping that may be made writable later needs a file
+		// open for writing, as it had (VM_MAYWRITE): mprotect checks.
+		write := v.Shared && (v.Prot&format.ProtWrite != 0 || v.MayWrite != nil && *v.MayWrite)
+		if fd, err = x.openForMap(v.File.Path, write, fds); err != nil {
 			return err
 		}
 		off = v.Offset
@@ -154,14 +160,9 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 		if m == nil {
 			return fmt.Errorf("shared memory object %d is missing from the image", v.Shm)
 		}
-		key := fmt.Sprintf("shm:%d", v.Shm)
-		var ok bool
-		if fd, ok = fds[key]; !ok {
-			var err error
-			if fd, err = x.chpoxCopy(m); err != nil {
-				return err
-			}
-			fds[key] = fd
+		var err error
+		if fd, err = x.shmFD(v, m, fds); err != nil {
+			return err
 		}
 		off = v.Offset
 	default:
@@ -170,6 +171,26 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 	x.resetScratch()
 	_, err := x.call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
 	return err
+}
+
+// shmFD returns the process's fd for shared memory object m: chpox's
+// memfd itself, or, for a shared mapping that could not be made writable
+// (a memfd opened read-only or write-sealed then), a read-only reopening
+// of it, so that the mapping again lacks VM_MAYWRITE (mm/mmap.c, do_mmap).
+func (x *target) shmFD(v format.VMA, m *os.File, fds map[string]uint64) (uint64, error) {
+	key := fmt.Sprintf("shm:%d", v.Shm)
+	fd, ok := fds[key]
+	if !ok {
+		var err error
+		if fd, err = x.chpoxCopy(m); err != nil {
+			return 0, err
+		}
+		fds[key] = fd
+	}
+	if !v.Shared || v.MayWrite == nil || *v.MayWrite {
+		return fd, nil
+	}
+	return x.openForMap(fmt.Sprintf("/proc/self/fd/%d", fd), false, fds)
 }
 
 // chpoxCopy gives the process chpox's file sup, the same open file
@@ -212,7 +233,7 @@ func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uin
 // protect sets the final protection of areas that were mapped writable.
 func (x *target) protect(p *format.Process) error {
 	for _, v := range p.VMAs {
-		if len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite {
+		if !filled(v) || v.Prot == format.ProtRead|format.ProtWrite {
 			continue
 		}
 		if _, err := x.call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
@@ -220,6 +241,50 @@ func (x *target) protect(p *format.Process) error {
 		}
 	}
 	return nil
+}
+
+// filled tells an area whose pages chpox writes (from the image, or from
+// the parent it shares them with): it is mapped readable and writable
+// until protect.
+func filled(v format.VMA) bool { return len(v.Pages) > 0 || len(v.Inherited) > 0 }
+
+// copyInherited gives every process the pages it shared copy-on-write
+// with its parent, from the restored parent's memory (the image holds them
+// once). Parents come before children, so a page a process inherited from
+// its own parent is there before its child copies it.
+func copyInherited(nodes []*node) error {
+	buf := make([]byte, chunkSize)
+	for _, n := range nodes {
+		for _, v := range n.p.VMAs {
+			for _, s := range v.Inherited {
+				if n.parent == nil {
+					return fmt.Errorf("pid %d: memory %#x-%#x is shared with a parent that is not in the image: %w", n.p.PID, s.Start, s.End, format.ErrCorrupt)
+				}
+				for at := s.Start; at < s.End; {
+					l := min(s.End-at, uint64(len(buf)))
+					if err := copyMem(n.parent.p.PID, n.p.PID, at, buf[:l]); err != nil {
+						return fmt.Errorf("pid %d: copy the pages shared with its parent %d: %w", n.p.PID, n.parent.p.PID, err)
+					}
+					at += l
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func copyMem(from, to int, at uint64, buf []byte) error {
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(len(buf))
+	remote := []unix.RemoteIovec{{Base: uintptr(at), Len: len(buf)}}
+	n, err := unix.ProcessVMReadv(from, local, remote, 0)
+	if err == nil && n != len(buf) {
+		err = fmt.Errorf("read %d of %d bytes", n, len(buf))
+	}
+	if err != nil {
+		return fmt.Errorf("process_vm_readv at %#x: %w", at, err)
+	}
+	return writev(to, local, remote)
 }
 
 func spansOf(vmas []format.VMA) []span {

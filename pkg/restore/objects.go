@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	memfdobj "github.com/chpox/chpox/pkg/objects/memfd"
 	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
@@ -30,13 +32,14 @@ type objects struct {
 	async   map[int]bool       // by File.Desc: O_ASYNC registered
 	firstFD map[int]fileAt     // by File.Desc: its first fd in the image
 	opt     Options            // the user's choices (external descriptors ...)
+	img     *format.Image
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
-	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
+	o := &objects{opt: opt, img: img, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
@@ -47,7 +50,13 @@ func newObjects(img *format.Image, opt Options) (*objects, error) {
 
 func (o *objects) create(img *format.Image) error {
 	for _, s := range img.Objects.Shm {
-		f, err := memfd(s)
+		var f *os.File
+		var err error
+		if s.Deleted != "" {
+			f, err = deletedShared(img, s)
+		} else {
+			f, err = memfd(s)
+		}
 		if err != nil {
 			return err
 		}
@@ -78,6 +87,13 @@ func (o *objects) create(img *format.Image) error {
 					o.uses[w.Desc] += 2
 				}
 			}
+			if f.Kind == format.FileDeleted && f.Shm != 0 {
+				// The file a shared mapping of it maps, too.
+				if o.deleted[f.Desc] = o.shm[f.Shm]; o.deleted[f.Desc] == nil {
+					return fmt.Errorf("pid %d: fd %d: shared memory %d is missing from the image", p.PID, f.FD, f.Shm)
+				}
+				continue
+			}
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
 				// No set-id bits (a stand-in owned by root must not become
 				// a setuid program); owned by the process's fs ids, which
@@ -103,6 +119,12 @@ type fileAt struct {
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
+	if s.Memfd {
+		return memfdobj.Create(s)
+	}
+	if f, err := anonShared(s.Size); err == nil {
+		return f, nil
+	}
 	fd, err := unix.MemfdCreate("chpox-shm", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("memfd_create", err)
@@ -115,10 +137,61 @@ func memfd(s format.SharedMem) (*os.File, error) {
 	return f, nil
 }
 
+// deletedShared stands in for an unlinked file that is mapped MAP_SHARED:
+// an unlinked file in its directory (as for a deleted file's fd, tmpIn),
+// of its size, owned by the fs ids of the first process that maps it or
+// holds it, which reopen it after switching to them.
+func deletedShared(img *format.Image, s format.SharedMem) (*os.File, error) {
+	f, err := tmpIn(filepath.Dir(s.Deleted), s.Mode&0o777)
+	if err != nil {
+		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
+	}
+	err = f.Truncate(int64(s.Size))
+	for _, p := range img.Processes {
+		uses := slices.ContainsFunc(p.VMAs, func(v format.VMA) bool { return v.Shm == s.ID }) ||
+			slices.ContainsFunc(p.Files, func(fl format.File) bool { return fl.Shm == s.ID })
+		if uses && err == nil {
+			err = f.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
+	}
+	return f, nil
+}
+
+// anonShared makes the object MAP_SHARED|MAP_ANONYMOUS memory has: chpox
+// maps such memory itself and opens it through /proc/self/map_files (which
+// needs CAP_CHECKPOINT_RESTORE, as restoring PIDs does). Mapped from that
+// file, the processes' areas are named "/dev/zero (deleted)" as they were
+// (mm/shmem.c, shmem_zero_setup), not "/memfd:...".
+func anonShared(size uint64) (*os.File, error) {
+	if size == 0 || size%uint64(os.Getpagesize()) != 0 {
+		return nil, fmt.Errorf("shared memory of %d bytes", size)
+	}
+	// The raw call gives the address as a number: nothing here touches the
+	// memory, which only serves to name the object.
+	start, _, e := unix.Syscall6(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_NONE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if e != 0 {
+		return nil, os.NewSyscallError("mmap", e)
+	}
+	defer unix.Syscall(unix.SYS_MUNMAP, start, uintptr(size), 0)
+	return os.OpenFile(fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uintptr(size)), os.O_RDWR, 0)
+}
+
 // fill puts saved bytes back into the objects that hold them (pipes,
 // sockets),
 // once the data section was read and before any process runs.
 func (o *objects) fill() error {
+	// Every area that maps a memfd exists and its content is in: the seals
+	// may now forbid writes and new writable mappings.
+	for _, s := range o.img.Objects.Shm {
+		if err := memfdobj.Seal(o.shm[s.ID], s); err != nil {
+			return err
+		}
+	}
 	for _, p := range o.pipes {
 		if err := p.Fill(); err != nil {
 			return err

@@ -85,6 +85,9 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := writeData(img, o, opt.Progress); err != nil {
 		return nil, err
 	}
+	if err := copyInherited(live); err != nil {
+		return nil, err
+	}
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
@@ -205,6 +208,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		f    func() error
 	}{
 		{"memory protection", func() error { return x.protect(p) }},
+		{"memory details", func() error { return x.memoryDetails(p) }},
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},

@@ -30,6 +30,9 @@ type Area struct {
 	Inode   uint64 // of the backing file or shared memory object
 	RssKB   uint64 // resident + swapped KiB, from smaps
 	AnonKB  uint64 // private (anonymous) KiB, from smaps
+	// maybeGuard: VmFlags "gu", guard regions may be installed (pagemap
+	// tells which pages).
+	maybeGuard bool
 }
 
 // Areas lists the memory areas of pid, classified for the image.
@@ -57,6 +60,9 @@ func Areas(pid int) ([]*Area, error) {
 		}
 		if s, ok := sm[a.Start]; ok {
 			a.RssKB, a.AnonKB, a.GrowsDown = s.rss+s.swap, s.anon+s.swap, s.growsDown
+			if err := details(a, s); err != nil {
+				return nil, fmt.Errorf("memory %#x-%#x: %w", a.Start, a.End, err)
+			}
 		}
 		if a.File != nil {
 			if err := statFile(pid, a); err != nil {
@@ -103,6 +109,11 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		// copy of the ring's pages would be a dead ring that io_getevents
 		// and io_submit refuse (the context id is its address).
 		return nil, fmt.Errorf("asynchronous I/O context (io_setup) at %#x: its requests and completions live in the kernel and cannot be created again: io_destroy it before the checkpoint: %w", a.Start, ErrUnsupported)
+	case strings.HasPrefix(path, "/memfd:"):
+		// A memfd, shared or private: its object is saved once
+		// (sharedMemory) and mapped again; a private mapping also keeps
+		// the pages it wrote.
+		a.Kind = format.VMASharedAnon
 	case deleted || path == "/dev/zero":
 		// /dev/zero, memfd and unlinked files: the content exists only in
 		// memory, so it is copied like anonymous memory.

@@ -15,7 +15,14 @@ const (
 	pmPresent = 1 << 63
 	pmSwapped = 1 << 62
 	pmFile    = 1 << 61 // file page or shared anonymous
+	// pmGuard: a MADV_GUARD_INSTALL marker (since 6.15). It comes with the
+	// swapped bit, but no page is behind it: /proc/PID/mem fails on it
+	// with EIO.
+	pmGuard = 1 << 58
 )
+
+// hasData is a page with content: present or swapped, not a guard marker.
+func hasData(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 && e&pmGuard == 0 }
 
 // Plan decides which pages of each area go into the image and assigns them
 // consecutive offsets in the data section starting at off. It returns the
@@ -31,17 +38,30 @@ func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("dump %d: memory %#x-%#x (%s): %w", pid, a.Start, a.End, a.Name, err)
 		}
+		runs = withoutSpans(runs, a.Inherited)
 		for i := range runs {
 			runs[i].Off = off
 			off += runs[i].Len
 		}
 		a.Pages = runs
+		if a.maybeGuard {
+			if err := a.findGuards(pm); err != nil {
+				return 0, fmt.Errorf("dump %d: memory %#x-%#x (%s): %w", pid, a.Start, a.End, a.Name, err)
+			}
+		}
 	}
 	return off, nil
 }
 
 func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 	switch {
+	case a.Kind == format.VMASharedAnon && !a.Shared:
+		// A private mapping of a memfd: the object is saved on its own,
+		// the pages this mapping wrote here.
+		if a.AnonKB == 0 {
+			return nil, nil
+		}
+		return pagemapRuns(pm, a, func(e uint64) bool { return hasData(e) && e&pmFile == 0 })
 	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon:
 		// The kernel or the file holds the content; shared memory is
 		// saved once per object (see Shm), not per mapping.
@@ -54,13 +74,26 @@ func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 		if a.AnonKB == 0 {
 			return nil, nil
 		}
-		return pagemapRuns(pm, a, func(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 && e&pmFile == 0 })
+		return pagemapRuns(pm, a, func(e uint64) bool { return hasData(e) && e&pmFile == 0 })
 	default:
 		if a.RssKB == 0 {
 			return nil, nil
 		}
-		return pagemapRuns(pm, a, func(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 })
+		return pagemapRuns(pm, a, hasData)
 	}
+}
+
+// findGuards records the area's guard regions from pagemap.
+func (a *Area) findGuards(pm *os.File) error {
+	runs, err := pagemapRuns(pm, a, func(e uint64) bool { return e&pmGuard != 0 })
+	if err != nil {
+		return err
+	}
+	a.Guards = nil
+	for _, r := range runs {
+		a.Guards = append(a.Guards, format.Span{Start: r.Addr, End: r.Addr + r.Len})
+	}
+	return nil
 }
 
 // pagemapRuns returns the runs of pages whose pagemap entry passes keep.

@@ -5,24 +5,27 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/memfd"
 )
 
 // Shm is one shared memory object (the shmem file behind MAP_SHARED
 // anonymous memory, /dev/zero or a memfd), however many processes map it.
 type Shm struct {
 	format.SharedMem
-	f *os.File
+	Dev uint64 // device of the object, with Inode its identity on this machine
+	f   *os.File
 }
 
 // OpenShm opens the object behind a shared anonymous area of pid through
 // /proc/PID/map_files and finds its data with SEEK_DATA/SEEK_HOLE, which
 // see pages no process touched lately (pagemap would miss them).
 func OpenShm(pid int, a *Area) (*Shm, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End))
+	s, err := openShm(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), a.Name)
 	if errors.Is(err, os.ErrPermission) {
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x can only be read through /proc/%d/map_files, which needs CAP_CHECKPOINT_RESTORE: %w",
 			pid, a.Start, a.End, pid, ErrUnsupported)
@@ -30,15 +33,45 @@ func OpenShm(pid int, a *Area) (*Shm, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
 	}
-	st, err := f.Stat()
+	return s, nil
+}
+
+// OpenMemfd opens the memfd that pid holds only as fd (no area maps it).
+func OpenMemfd(pid, fd int, path string) (*Shm, error) {
+	s, err := openShm(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), path)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d: %w", fd, err)
+	}
+	return s, nil
+}
+
+// openShm opens the object at proc (a map_files or fd link) whose name in
+// /proc is path, and describes a memfd as one.
+func openShm(proc, path string) (*Shm, error) {
+	f, err := os.Open(proc)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, os.NewSyscallError("fstat", err)
+	}
+	s := &Shm{SharedMem: format.SharedMem{Inode: st.Ino, Size: uint64(st.Size)}, Dev: st.Dev, f: f}
+	if _, ok := memfd.Name(path); ok {
+		err = memfd.Describe(f, path, &s.SharedMem)
+	} else if file, ok := strings.CutSuffix(path, " (deleted)"); ok && file != "/dev/zero" && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 {
+		// An unlinked file mapped MAP_SHARED (MAP_SHARED|MAP_ANONYMOUS
+		// memory is a shmem file named /dev/zero): it comes back as an
+		// unlinked file, one with the fds that hold it.
+		s.Deleted, s.Mode = file, st.Mode&0o7777
+	}
+	if err == nil {
+		err = s.findData()
+	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
-	}
-	s := &Shm{SharedMem: format.SharedMem{Inode: a.Inode, Size: uint64(st.Size())}, f: f}
-	if err := s.findData(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
+		return nil, err
 	}
 	return s, nil
 }

@@ -13,6 +13,8 @@ import (
 type smapsEntry struct {
 	rss, swap, anon uint64 // KiB
 	growsDown       bool
+	flags           []string // VmFlags, two letters each
+	pkey            int      // ProtectionKey (x86 PKU), 0 if none
 }
 
 func readSmaps(pid int) (map[uint64]smapsEntry, error) {
@@ -54,8 +56,11 @@ func parseSmaps(sc *bufio.Scanner) (map[uint64]smapsEntry, error) {
 			e.swap = kb(val)
 		case "Anonymous":
 			e.anon = kb(val)
+		case "ProtectionKey":
+			e.pkey, _ = strconv.Atoi(val)
 		case "VmFlags":
-			for _, fl := range strings.Fields(val) {
+			e.flags = strings.Fields(val)
+			for _, fl := range e.flags {
 				if fl == "gd" {
 					e.growsDown = true
 				}
