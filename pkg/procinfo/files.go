@@ -1,8 +1,10 @@
 package procinfo
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -62,6 +64,9 @@ func Files(pid int) ([]*OpenFile, error) {
 	var out []*OpenFile
 	for _, fd := range fds {
 		f, err := file(p, int(fd))
+		if errors.Is(err, fs.ErrNotExist) && !fdOpen(pid, int(fd)) {
+			continue // closed since the listing (a frozen process closes none)
+		}
 		if err != nil {
 			CloseFiles(out)
 			return nil, fmt.Errorf("pid %d: fd %d: %w", pid, fd, err)
@@ -69,6 +74,11 @@ func Files(pid int) ([]*OpenFile, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+func fdOpen(pid, fd int) bool {
+	_, err := os.Lstat(procPath(pid, "fd/"+strconv.Itoa(fd)))
+	return err == nil
 }
 
 // IsTerminal tells whether f is a terminal: a pseudo-terminal's slave
