@@ -52,6 +52,7 @@ var cPrograms = map[string][]string{
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
+	"timers":      {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

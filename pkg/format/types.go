@@ -48,6 +48,11 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Timers (version 3, timers.go): armed setitimer(2) timers and every
+	// timer_create(2) timer, armed or not.
+	ITimers     []ITimer     `json:"itimers,omitempty"`
+	PosixTimers []PosixTimer `json:"posix_timers,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -245,6 +250,9 @@ const (
 	// checkpoint (a pipe to a process that is not dumped, a connection to
 	// an outside server): External is its ID in Objects.Externals.
 	FileExternal = "external"
+	// FileTimerfd is a timerfd_create(2) descriptor: Timerfd holds its
+	// state (version 3).
+	FileTimerfd = "timerfd"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -273,4 +281,6 @@ type File struct {
 	Count     uint64       `json:"count,omitempty"`     // eventfd counter
 	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE
 	Watches   []EpollWatch `json:"watches,omitempty"`   // epoll
+
+	Timerfd *Timerfd `json:"timerfd,omitempty"` // kind timerfd (version 3)
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/timerfd"
 )
 
 // tmpIn stands in for a file that was deleted while open: an unlinked
@@ -70,6 +71,11 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 		case format.FileExternal:
 			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
 				err = fmt.Errorf("no stand-in for external object %d", f.External)
+			}
+		case format.FileTimerfd:
+			var t *timerfd.Timer
+			if t, err = o.timerfd(f); err == nil {
+				sup = t.File
 			}
 		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)

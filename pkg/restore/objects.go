@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/timerfd"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
@@ -26,6 +27,8 @@ type objects struct {
 	unix    *unixsock.Set      // UNIX sockets, nil if none
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
+	// timerfds are created unarmed and armed just before the run.
+	timerfds []*timerfd.Timer
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.

@@ -1,0 +1,266 @@
+package dump
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/timerfd"
+	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/ptrace"
+)
+
+// timerQueryOff is where in the scratch area the timer calls write.
+const timerQueryOff = 8192
+
+// timerTries bounds the reads of a timer state that a timer expiring
+// in between keeps making inconsistent.
+const timerTries = 5
+
+// timerfds reads the state of every timerfd of the tree.
+func (pl *plan) timerfds() error {
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Kind != format.FileTimerfd {
+				continue
+			}
+			t, err := timerfd.Describe(p.Info.PID, f.FD)
+			if err != nil {
+				return fmt.Errorf("pid %d: fd %d: timerfd: %w", p.Info.PID, f.FD, err)
+			}
+			f.Timerfd = t
+		}
+	}
+	return nil
+}
+
+// timerSnap is one reading of a process's timers: value and interval of
+// each interval timer (0-2) and each POSIX timer, in ns.
+type timerSnap struct {
+	itimers [3][2]int64
+	posix   [][2]int64
+	overrun []int
+	at      time.Time // just after the last call
+}
+
+// queryTimers asks the process (main thread, in the trampoline) for its
+// interval timers (getitimer) and the times of its POSIX timers
+// (timer_gettime, timer_getoverrun; their ids and notifications come from
+// /proc/PID/timers), and takes the pending signals again with them
+// (repend). The timers run while the process is frozen: a timer that
+// expires between the reading of the signals and of the timers would be
+// lost or doubled, so the timers are read before and after the signals,
+// again until no timer expired in between.
+func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend func() error) error {
+	posix, err := procinfo.PosixTimers(t.PID)
+	if err != nil {
+		return err
+	}
+	if err := timersSupported(p, posix); err != nil {
+		return err
+	}
+	var snap timerSnap
+	for try := 0; ; try++ {
+		if try == timerTries {
+			return fmt.Errorf("pid %d: timers expire faster than they can be read: %w", t.PID, ErrUnsupported)
+		}
+		a, err := readTimers(t, posix, scratch)
+		if err != nil {
+			return err
+		}
+		if err := repend(); err != nil {
+			return err
+		}
+		b, err := readTimers(t, posix, scratch)
+		if err != nil {
+			return err
+		}
+		if !expiredBetween(a, b) {
+			snap = b
+			break
+		}
+	}
+	p.ITimers = nil
+	for which, v := range snap.itimers {
+		if v[0] != 0 {
+			p.ITimers = append(p.ITimers, format.ITimer{Which: which, ValueNS: v[0], IntervalNS: v[1]})
+		}
+	}
+	for i := range posix {
+		posix[i].ValueNS, posix[i].IntervalNS = snap.posix[i][0], snap.posix[i][1]
+		posix[i].Overrun = snap.overrun[i]
+	}
+	if err := absoluteTimers(t.PID, posix, snap.at); err != nil {
+		return err
+	}
+	p.PosixTimers = posix
+	return nil
+}
+
+// expiredBetween tells whether a timer expired between two readings: its
+// time left grew (a period began) or fell to 0 (a one-shot ended).
+func expiredBetween(a, b timerSnap) bool {
+	exp := func(x, y [2]int64) bool { return y[0] > x[0] || x[0] != 0 && y[0] == 0 }
+	for i := range a.itimers {
+		if exp(a.itimers[i], b.itimers[i]) {
+			return true
+		}
+	}
+	for i := range a.posix {
+		if exp(a.posix[i], b.posix[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func readTimers(t *ptrace.Tracee, posix []format.PosixTimer, scratch uint64) (timerSnap, error) {
+	var s timerSnap
+	at := scratch + timerQueryOff
+	le := binary.LittleEndian
+	b := make([]byte, 32)
+	for which := 0; which < 3; which++ {
+		if _, err := t.Syscall(unix.SYS_GETITIMER, uint64(which), at); err != nil {
+			return s, fmt.Errorf("pid %d: injected getitimer(%d): %w", t.PID, which, err)
+		}
+		if err := ptrace.ReadMem(t.PID, at, b); err != nil {
+			return s, err
+		}
+		// struct itimerval: it_interval, it_value (timevals)
+		tv := func(o int) int64 { return int64(le.Uint64(b[o:]))*1e9 + int64(le.Uint64(b[o+8:]))*1e3 }
+		s.itimers[which] = [2]int64{tv(16), tv(0)}
+	}
+	for _, pt := range posix {
+		if _, err := t.Syscall(unix.SYS_TIMER_GETTIME, uint64(pt.ID), at); err != nil {
+			return s, fmt.Errorf("pid %d: injected timer_gettime(%d): %w", t.PID, pt.ID, err)
+		}
+		if err := ptrace.ReadMem(t.PID, at, b); err != nil {
+			return s, err
+		}
+		// struct itimerspec: it_interval, it_value (timespecs)
+		ts := func(o int) int64 { return int64(le.Uint64(b[o:]))*1e9 + int64(le.Uint64(b[o+8:])) }
+		s.posix = append(s.posix, [2]int64{ts(16), ts(0)})
+		ov, err := t.Syscall(unix.SYS_TIMER_GETOVERRUN, uint64(pt.ID))
+		if err != nil {
+			return s, fmt.Errorf("pid %d: injected timer_getoverrun(%d): %w", t.PID, pt.ID, err)
+		}
+		s.overrun = append(s.overrun, int(int32(ov)))
+	}
+	s.at = time.Now()
+	return s, nil
+}
+
+// timersSupported refuses the POSIX timers restore cannot make again.
+func timersSupported(p *format.Process, posix []format.PosixTimer) error {
+	for _, t := range posix {
+		switch {
+		case t.Clock == format.ClockThreadCPU && len(p.Threads) > 1:
+			// It measures the thread that created it, which /proc does
+			// not name.
+			return fmt.Errorf("pid %d: posix timer %d on CLOCK_THREAD_CPUTIME_ID in a process of %d threads: the thread whose time it counts is not known: %w",
+				p.PID, t.ID, len(p.Threads), ErrUnsupported)
+		case t.Clock < 0, t.Clock == format.ClockRealtime, t.Clock == format.ClockMonotonic, t.Clock == format.ClockProcessCPU,
+			t.Clock == format.ClockThreadCPU, t.Clock == format.ClockBoottime, t.Clock == format.ClockBoottimeAlarm:
+		default:
+			// CLOCK_REALTIME_ALARM, CLOCK_TAI: absolute or relative cannot
+			// be told apart.
+			return fmt.Errorf("pid %d: posix timer %d on clock %d: only CLOCK_REALTIME, MONOTONIC, BOOTTIME, BOOTTIME_ALARM and CPU-time clocks are supported: %w",
+				p.PID, t.ID, t.Clock, ErrUnsupported)
+		}
+	}
+	return nil
+}
+
+// absoluteTimers finds the armed CLOCK_REALTIME timers that were set for
+// an absolute time (TIMER_ABSTIME): the kernel keeps them on its realtime
+// clock base, relative ones on the monotonic base (kernel/time/posix-timers.c,
+// common_hrtimer_arm), and /proc/timer_list shows each base's timers with
+// their time left. A timer the list does not show (SIGEV_NONE, or a
+// periodic one whose signal is pending: neither is queued) stays relative.
+func absoluteTimers(pid int, posix []format.PosixTimer, at time.Time) error {
+	need := false
+	for _, t := range posix {
+		need = need || t.Clock == format.ClockRealtime && t.ValueNS != 0 && t.Notify&^format.SigevThreadID != format.SigevNone
+	}
+	if !need {
+		return nil
+	}
+	start := time.Now()
+	rt, other, err := hrtimerLeft()
+	if err != nil {
+		return fmt.Errorf("pid %d: armed CLOCK_REALTIME posix timer: telling absolute from relative needs /proc/timer_list: %w (%w)", pid, err, ErrUnsupported)
+	}
+	tol := 2*time.Millisecond + time.Since(at)
+	now := time.Now().UnixNano()
+	for i := range posix {
+		t := &posix[i]
+		if t.Clock != format.ClockRealtime || t.ValueNS == 0 {
+			continue
+		}
+		left := time.Duration(t.ValueNS) - start.Sub(at)
+		inRT, inOther := near(rt, left, tol), near(other, left, tol)
+		if inRT && inOther {
+			return fmt.Errorf("pid %d: posix timer %d: another timer expires at the same moment, absolute or relative cannot be told: dump again: %w", pid, t.ID, ErrUnsupported)
+		}
+		if inRT {
+			t.AbsNS = now - int64(time.Since(at)) + t.ValueNS
+		}
+	}
+	return nil
+}
+
+func near(lefts []time.Duration, want, tol time.Duration) bool {
+	for _, l := range lefts {
+		if l > want-tol && l < want+tol {
+			return true
+		}
+	}
+	return false
+}
+
+// hrtimerLeft lists the time left of every posix timer hrtimer queued on a
+// CLOCK_REALTIME base and on the other bases, from /proc/timer_list
+// (kernel/time/timer_list.c: "clock N:" ... ".index: 1" ...
+// " #0: <...>, posix_timer_fn, S:01" / " # expires at A-B nsecs [in X to Y nsecs]").
+func hrtimerLeft() (rt, other []time.Duration, err error) {
+	f, err := os.Open("/proc/timer_list")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	realBase, posixFn := false, false
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, ".index:"):
+			// enum hrtimer_base_type: 1 HRTIMER_BASE_REALTIME, 5 its _SOFT twin
+			n := strings.TrimSpace(strings.TrimPrefix(line, ".index:"))
+			realBase = n == "1" || n == "5"
+		case strings.HasPrefix(line, "#") && strings.Contains(line, ">, "):
+			posixFn = strings.Contains(line, ", posix_timer_fn,")
+		case strings.HasPrefix(line, "# expires at") && posixFn:
+			_, rest, _ := strings.Cut(line, "[in ")
+			n, _, _ := strings.Cut(rest, " ")
+			ns, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("timer_list line %q: %w", line, err)
+			}
+			if realBase {
+				rt = append(rt, time.Duration(ns))
+			} else {
+				other = append(other, time.Duration(ns))
+			}
+			posixFn = false
+		}
+	}
+	return rt, other, sc.Err()
+}
