@@ -29,7 +29,7 @@ type objects struct {
 	netlink []*os.File         // netlink sockets (netlink.go)
 	// timerfds are created unarmed and armed just before the run.
 	timerfds []*timerfd.Timer
-	opt     Options            // the user's choices (external descriptors ...)
+	opt      Options // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
