@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,4 +35,24 @@ func TestTimers(t *testing.T) {
 		t.Errorf("timers after restore:\n%s", log)
 	}
 	t.Logf("%s", log)
+}
+
+// TestTimersRefused: an armed POSIX timer on CLOCK_TAI (whether it was set
+// for an absolute time cannot be told) is refused by name at dump; the
+// process runs on untraced with its timer still armed.
+func TestTimersRefused(t *testing.T) {
+	setup(t, "timers")
+	p := start(t, "timers", "refuse")
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "x.img")
+	r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+	wantFailure(t, r, 6, "posix timer 0", "clock 11")
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the refused dump left %s", img)
+	}
+	re := `(?m)^alive (\d+) tai armed 1$`
+	p.waitInt(t, re, lastInt(p.log, re)+5, 10*time.Second)
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("after the refused dump: %s", st)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -97,7 +98,7 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 		posix[i].ValueNS, posix[i].IntervalNS = snap.posix[i][0], snap.posix[i][1]
 		posix[i].Overrun = snap.overrun[i]
 	}
-	if err := absoluteTimers(t.PID, posix, snap.at); err != nil {
+	if err := absoluteTimers(p, posix, snap.at); err != nil {
 		return err
 	}
 	p.PosixTimers = posix
@@ -182,9 +183,12 @@ func timersSupported(p *format.Process, posix []format.PosixTimer) error {
 // an absolute time (TIMER_ABSTIME): the kernel keeps them on its realtime
 // clock base, relative ones on the monotonic base (kernel/time/posix-timers.c,
 // common_hrtimer_arm), and /proc/timer_list shows each base's timers with
-// their time left. A timer the list does not show (SIGEV_NONE, or a
-// periodic one whose signal is pending: neither is queued) stays relative.
-func absoluteTimers(pid int, posix []format.PosixTimer, at time.Time) error {
+// their time left. Two timers the list cannot show stay relative: a
+// SIGEV_NONE one (never queued) and a periodic one whose signal is pending
+// (queued again only when the signal is taken). Any other timer must be
+// found on exactly one base, or the dump is refused.
+func absoluteTimers(p *format.Process, posix []format.PosixTimer, at time.Time) error {
+	pid := p.PID
 	need := false
 	for _, t := range posix {
 		need = need || t.Clock == format.ClockRealtime && t.ValueNS != 0 && t.Notify&^format.SigevThreadID != format.SigevNone
@@ -192,28 +196,57 @@ func absoluteTimers(pid int, posix []format.PosixTimer, at time.Time) error {
 	if !need {
 		return nil
 	}
-	start := time.Now()
-	rt, other, err := hrtimerLeft()
-	if err != nil {
-		return fmt.Errorf("pid %d: armed CLOCK_REALTIME posix timer: telling absolute from relative needs /proc/timer_list: %w (%w)", pid, err, ErrUnsupported)
-	}
-	tol := 2*time.Millisecond + time.Since(at)
-	now := time.Now().UnixNano()
 	for i := range posix {
 		t := &posix[i]
-		if t.Clock != format.ClockRealtime || t.ValueNS == 0 {
+		if t.Clock != format.ClockRealtime || t.ValueNS == 0 || t.Notify&^format.SigevThreadID == format.SigevNone {
 			continue
 		}
-		left := time.Duration(t.ValueNS) - start.Sub(at)
-		inRT, inOther := near(rt, left, tol), near(other, left, tol)
-		if inRT && inOther {
-			return fmt.Errorf("pid %d: posix timer %d: another timer expires at the same moment, absolute or relative cannot be told: dump again: %w", pid, t.ID, ErrUnsupported)
-		}
-		if inRT {
-			t.AbsNS = now - int64(time.Since(at)) + t.ValueNS
+		for try := 0; ; try++ {
+			start := time.Now()
+			rt, other, err := hrtimerLeft()
+			if err != nil {
+				return fmt.Errorf("pid %d: posix timer %d, armed on CLOCK_REALTIME: telling absolute from relative needs /proc/timer_list: %w (%w)", pid, t.ID, err, ErrUnsupported)
+			}
+			tol := 2*time.Millisecond + time.Since(at)
+			left := time.Duration(t.ValueNS) - start.Sub(at)
+			inRT, inOther := near(rt, left, tol), near(other, left, tol)
+			slog.Debug("posix timer on CLOCK_REALTIME", "pid", pid, "id", t.ID, "left", left, "tolerance", tol, "absolute", inRT, "relative", inOther)
+			switch {
+			case inRT && inOther:
+				return fmt.Errorf("pid %d: posix timer %d: another timer expires at the same moment, absolute or relative cannot be told: dump again: %w", pid, t.ID, ErrUnsupported)
+			case inRT:
+				t.AbsNS = time.Now().UnixNano() - int64(time.Since(at)) + t.ValueNS
+			case !inOther && !timerSignalPending(p, t.ID):
+				if try < 2 {
+					continue
+				}
+				return fmt.Errorf("pid %d: posix timer %d, armed on CLOCK_REALTIME, is not in /proc/timer_list: absolute or relative cannot be told: dump again: %w", pid, t.ID, ErrUnsupported)
+			}
+			break
 		}
 	}
 	return nil
+}
+
+// timerSignalPending tells whether a signal of POSIX timer id is pending
+// (siginfo: si_code SI_TIMER, -2, at 8; si_timerid at 16).
+func timerSignalPending(p *format.Process, id int) bool {
+	is := func(si []byte) bool {
+		return int32(binary.LittleEndian.Uint32(si[8:])) == -2 && int32(binary.LittleEndian.Uint32(si[16:])) == int32(id)
+	}
+	for _, si := range p.SharedPending {
+		if is(si) {
+			return true
+		}
+	}
+	for _, th := range p.Threads {
+		for _, si := range th.Pending {
+			if is(si) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func near(lefts []time.Duration, want, tol time.Duration) bool {
