@@ -64,7 +64,7 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	if err != nil {
 		return err
 	}
-	if err := timersSupported(p, posix); err != nil {
+	if err := timersSupported(p, posix, false); err != nil {
 		return err
 	}
 	var snap timerSnap
@@ -97,6 +97,9 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	for i := range posix {
 		posix[i].ValueNS, posix[i].IntervalNS = snap.posix[i][0], snap.posix[i][1]
 		posix[i].Overrun = snap.overrun[i]
+	}
+	if err := timersSupported(p, posix, true); err != nil {
+		return err
 	}
 	if err := absoluteTimers(p, posix, snap.at); err != nil {
 		return err
@@ -158,21 +161,23 @@ func readTimers(t *ptrace.Tracee, posix []format.PosixTimer, scratch uint64) (ti
 	return s, nil
 }
 
-// timersSupported refuses the POSIX timers restore cannot make again.
-func timersSupported(p *format.Process, posix []format.PosixTimer) error {
+// timersSupported refuses the POSIX timers restore cannot make again:
+// before their times are read (armed false), a thread CPU-time timer whose
+// thread is unknown; after (armed true), an armed timer on a clock where an
+// absolute timer cannot be told from a relative one.
+func timersSupported(p *format.Process, posix []format.PosixTimer, armed bool) error {
 	for _, t := range posix {
 		switch {
-		case t.Clock == format.ClockThreadCPU && len(p.Threads) > 1:
+		case !armed && t.Clock == format.ClockThreadCPU && len(p.Threads) > 1:
 			// It measures the thread that created it, which /proc does
 			// not name.
 			return fmt.Errorf("pid %d: posix timer %d on CLOCK_THREAD_CPUTIME_ID in a process of %d threads: the thread whose time it counts is not known: %w",
 				p.PID, t.ID, len(p.Threads), ErrUnsupported)
+		case !armed || t.ValueNS == 0:
 		case t.Clock < 0, t.Clock == format.ClockRealtime, t.Clock == format.ClockMonotonic, t.Clock == format.ClockProcessCPU,
 			t.Clock == format.ClockThreadCPU, t.Clock == format.ClockBoottime, t.Clock == format.ClockBoottimeAlarm:
 		default:
-			// CLOCK_REALTIME_ALARM, CLOCK_TAI: absolute or relative cannot
-			// be told apart.
-			return fmt.Errorf("pid %d: posix timer %d on clock %d: only CLOCK_REALTIME, MONOTONIC, BOOTTIME, BOOTTIME_ALARM and CPU-time clocks are supported: %w",
+			return fmt.Errorf("pid %d: posix timer %d, armed on clock %d: whether it was set for an absolute time cannot be told on this clock (CLOCK_REALTIME, MONOTONIC, BOOTTIME, BOOTTIME_ALARM and CPU-time clocks can be kept): %w",
 				p.PID, t.ID, t.Clock, ErrUnsupported)
 		}
 	}
