@@ -13,6 +13,7 @@
 //     interval) and unarmed, TIMER_ABSTIME CLOCK_REALTIME at ready+3 s
 //     (fires then, the gap does not move it) and at ready+1 s (passes in
 //     the image: fires at once on restore); si_value and si_timerid;
+//     a one-shot's signal pending (blocked) at the dump is taken after;
 //   - timerfd: relative one-shot 2 s, periodic 100 ms never read (its
 //     ticks count the time without the gap), absolute CLOCK_REALTIME with
 //     TFD_TIMER_CANCEL_ON_SET at ready+3 s, absolute periodic 500 ms whose
@@ -157,6 +158,12 @@ int main(int argc, char **argv) {
 	sa.sa_flags = SA_SIGINFO;
 	for (int s = SIGRTMIN; s <= SIGRTMIN + 3; s++)
 		sigaction(s, &sa, NULL);
+	// SIGRTMIN+4 stays blocked in every thread: a timer's signal pending
+	// at the dump.
+	sigset_t pend;
+	sigemptyset(&pend);
+	sigaddset(&pend, SIGRTMIN + 4);
+	sigprocmask(SIG_BLOCK, &pend, NULL);
 	pthread_t th;
 	pthread_create(&th, NULL, helper, NULL);
 	while (!helper_tid)
@@ -197,6 +204,8 @@ int main(int argc, char **argv) {
 	se.sigev_notify_function = on_thread;
 	se.sigev_value.sival_int = 77;
 	timer_create(CLOCK_MONOTONIC, &se, &t_thr);
+	timer_t t_pend = mk(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 0x55, 0);
+	arm(t_pend, 0, 1 * MS, 0);
 	timer_delete(t_gone); // a gap in the ids
 	arm(t_rel, 0, 2000 * MS, 0);
 	arm(t_tid, 0, 200 * MS, 200 * MS);
@@ -255,6 +264,13 @@ int main(int argc, char **argv) {
 			struct itimerspec gs;
 			check(timer_gettime(t_gone, &gs) != 0 && errno == EINVAL, "posix-deleted-id",
 			      "deleted timer %ld exists", (long)t_gone);
+			siginfo_t si;
+			struct timespec zero = {0, 0};
+			int sig = sigtimedwait(&pend, &si, &zero);
+			check(sig == SIGRTMIN + 4 && si.si_code == SI_TIMER && si.si_timerid == (long)t_pend &&
+			          si.si_value.sival_int == 0x55,
+			      "posix-signal-pending", "signal %d code %d timer %d value %#x", sig, si.si_code, si.si_timerid,
+			      si.si_value.sival_int);
 			struct itimerspec fo;
 			timerfd_gettime(fd_off, &fo);
 			check(tsns(fo.it_value) == 0, "timerfd-unarmed", "value %lld", (long long)tsns(fo.it_value));
