@@ -167,7 +167,7 @@ func printTimers(out io.Writer, p *format.Process) {
 		fmt.Fprintf(out, "  itimer %s: %s left, every %s\n", name, dur(t.ValueNS), dur(t.IntervalNS))
 	}
 	for _, t := range p.PosixTimers {
-		notify := [...]string{"signal", "none", "thread", "?"}[min(max(t.Notify&^format.SigevThreadID, 0), 3)]
+		notify := [...]string{"SIGEV_SIGNAL", "SIGEV_NONE", "SIGEV_THREAD", "?"}[min(max(t.Notify&^format.SigevThreadID, 0), 3)]
 		if t.Notify&format.SigevThreadID != 0 {
 			notify += fmt.Sprintf(" to thread %d", t.TID)
 		}
@@ -178,7 +178,7 @@ func printTimers(out io.Writer, p *format.Process) {
 				state += ", absolute " + time.Unix(0, t.AbsNS).UTC().Format(time.RFC3339Nano)
 			}
 		}
-		fmt.Fprintf(out, "  posix timer %d: clock %d, %s signal %d value %#x: %s\n", t.ID, t.Clock, notify, t.Signal, t.Sival, state)
+		fmt.Fprintf(out, "  posix timer %d: clock %d, %s, signal %d, value %#x: %s\n", t.ID, t.Clock, notify, t.Signal, t.Sival, state)
 	}
 	for _, f := range p.Files {
 		if t := f.Timerfd; t != nil {

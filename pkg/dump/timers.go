@@ -67,6 +67,7 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	if err := timersSupported(p, posix, false); err != nil {
 		return err
 	}
+	began := time.Now()
 	var snap timerSnap
 	for try := 0; ; try++ {
 		if try == timerTries {
@@ -105,6 +106,7 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 		return err
 	}
 	p.PosixTimers = posix
+	slog.Debug("timers read", "pid", t.PID, "posix timers", len(posix), "took", time.Since(began))
 	return nil
 }
 
@@ -201,17 +203,25 @@ func absoluteTimers(p *format.Process, posix []format.PosixTimer, at time.Time) 
 	if !need {
 		return nil
 	}
+	var rt, other []time.Duration
+	var start time.Time
+	read := func() error {
+		var err error
+		start = time.Now()
+		if rt, other, err = hrtimerLeft(); err != nil {
+			return fmt.Errorf("pid %d: armed CLOCK_REALTIME posix timer: telling absolute from relative needs /proc/timer_list: %w (%w)", pid, err, ErrUnsupported)
+		}
+		return nil
+	}
+	if err := read(); err != nil {
+		return err
+	}
 	for i := range posix {
 		t := &posix[i]
 		if t.Clock != format.ClockRealtime || t.ValueNS == 0 || t.Notify&^format.SigevThreadID == format.SigevNone {
 			continue
 		}
 		for try := 0; ; try++ {
-			start := time.Now()
-			rt, other, err := hrtimerLeft()
-			if err != nil {
-				return fmt.Errorf("pid %d: posix timer %d, armed on CLOCK_REALTIME: telling absolute from relative needs /proc/timer_list: %w (%w)", pid, t.ID, err, ErrUnsupported)
-			}
 			tol := 2*time.Millisecond + time.Since(at)
 			left := time.Duration(t.ValueNS) - start.Sub(at)
 			inRT, inOther := near(rt, left, tol), near(other, left, tol)
@@ -223,6 +233,9 @@ func absoluteTimers(p *format.Process, posix []format.PosixTimer, at time.Time) 
 				t.AbsNS = time.Now().UnixNano() - int64(time.Since(at)) + t.ValueNS
 			case !inOther && !timerSignalPending(p, t.ID):
 				if try < 2 {
+					if err := read(); err != nil {
+						return err
+					}
 					continue
 				}
 				return fmt.Errorf("pid %d: posix timer %d, armed on CLOCK_REALTIME, is not in /proc/timer_list: absolute or relative cannot be told: dump again: %w", pid, t.ID, ErrUnsupported)
