@@ -10,7 +10,7 @@
 //     SIGEV_SIGNAL relative one-shot 2 s (fires 2 s plus the gap after it
 //     was armed: not early, not lost), SIGEV_THREAD_ID periodic to a helper
 //     thread, glibc SIGEV_THREAD periodic, SIGEV_NONE armed (time left and
-//     interval) and unarmed, TIMER_ABSTIME CLOCK_REALTIME at ready+3 s
+//     interval; CLOCK_MONOTONIC, BOOTTIME, PROCESS_CPUTIME_ID) and unarmed, TIMER_ABSTIME CLOCK_REALTIME at ready+3 s
 //     (fires then, the gap does not move it) and at ready+1 s (passes in
 //     the image: fires at once on restore); si_value and si_timerid;
 //     a one-shot's signal pending (blocked) at the dump is taken after;
@@ -70,7 +70,7 @@ static volatile int64_t rel_fired, abs_fired_rt, past_fired, past_fired_rt;
 static volatile int rel_val_ok = 1, rel_id, abs_id, past_id;
 static volatile int tid_count, tid_after, tid_wrong, helper_tid;
 static volatile int thr_count, thr_after;
-static timer_t t_rel, t_tid, t_none, t_unarmed, t_abs, t_past, t_gone, t_thr;
+static timer_t t_rel, t_tid, t_none, t_unarmed, t_abs, t_past, t_gone, t_thr, t_cpu, t_boot;
 
 static void on_alarm(int sig) {
 	alarms++;
@@ -204,6 +204,8 @@ int main(int argc, char **argv) {
 	se.sigev_notify_function = on_thread;
 	se.sigev_value.sival_int = 77;
 	timer_create(CLOCK_MONOTONIC, &se, &t_thr);
+	t_cpu = mk(CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE, 0, 0, 0);
+	t_boot = mk(CLOCK_BOOTTIME, SIGEV_NONE, 0, 0, 0);
 	timer_t t_pend = mk(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 0x55, 0);
 	arm(t_pend, 0, 1 * MS, 0);
 	timer_delete(t_gone); // a gap in the ids
@@ -213,6 +215,8 @@ int main(int argc, char **argv) {
 	arm(t_abs, TIMER_ABSTIME, r0 + 3000 * MS, 0);
 	arm(t_past, TIMER_ABSTIME, r0 + 1000 * MS, 0);
 	arm(t_thr, 0, 250 * MS, 250 * MS);
+	arm(t_cpu, 0, 100000 * MS, 0);
+	arm(t_boot, 0, 20000 * MS, 1000 * MS);
 	struct itimerval iv = {{0, 100000}, {0, 100000}};
 	setitimer(ITIMER_REAL, &iv, NULL);
 	struct itimerval vv = {{7, 0}, {50, 0}}, pv = {{3, 0}, {40, 0}};
@@ -225,10 +229,12 @@ int main(int argc, char **argv) {
 	struct pollfd pfd[2] = {{fd_rel, POLLIN}, {fd_abs, POLLIN}};
 	int64_t last = ns(CLOCK_MONOTONIC), gap = 0, fd_rel_fired = 0, fd_abs_fired_rt = 0;
 	struct itimerval bv, bp;
-	struct itimerspec bn;
+	struct itimerspec bn, bc, bb;
 	getitimer(ITIMER_VIRTUAL, &bv);
 	getitimer(ITIMER_PROF, &bp);
 	timer_gettime(t_none, &bn);
+	timer_gettime(t_cpu, &bc);
+	timer_gettime(t_boot, &bb);
 	int alarms_before = 0;
 	for (;;) {
 		int n = poll(pfd, 2, 10);
@@ -259,6 +265,16 @@ int main(int argc, char **argv) {
 			          tsns(an.it_value) > tsns(bn.it_value) - SLACK,
 			      "posix-none-armed", "err %d interval %lld value %lld before %lld", e1,
 			      (long long)tsns(an.it_interval), (long long)tsns(an.it_value), (long long)tsns(bn.it_value));
+			struct itimerspec ac, ab;
+			e1 = timer_gettime(t_cpu, &ac);
+			check(e1 == 0 && tsns(ac.it_value) <= tsns(bc.it_value) + MS && tsns(ac.it_value) > tsns(bc.it_value) - SLACK,
+			      "posix-process-cputime", "err %d value %lld before %lld", e1, (long long)tsns(ac.it_value),
+			      (long long)tsns(bc.it_value));
+			e1 = timer_gettime(t_boot, &ab);
+			check(e1 == 0 && tsns(ab.it_interval) == 1000 * MS && tsns(ab.it_value) <= tsns(bb.it_value) + MS &&
+			          tsns(ab.it_value) > tsns(bb.it_value) - SLACK,
+			      "posix-boottime", "err %d value %lld before %lld", e1, (long long)tsns(ab.it_value),
+			      (long long)tsns(bb.it_value));
 			check(e2 == 0 && tsns(au.it_value) == 0 && tsns(au.it_interval) == 0, "posix-none-unarmed",
 			      "err %d value %lld", e2, (long long)tsns(au.it_value));
 			struct itimerspec gs;
@@ -279,6 +295,8 @@ int main(int argc, char **argv) {
 			getitimer(ITIMER_VIRTUAL, &bv);
 			getitimer(ITIMER_PROF, &bp);
 			timer_gettime(t_none, &bn);
+			timer_gettime(t_cpu, &bc);
+			timer_gettime(t_boot, &bb);
 		}
 		last = now;
 		if (gap_end && now - gap_end > 2500 * MS)
