@@ -39,6 +39,9 @@
 
 #define MS 1000000LL
 #define SLACK (200 * MS)
+// Timers run while the process is frozen, until chpox reads them: under
+// load that can take a while, so a timer may seem this much early.
+#define EARLY (500 * MS)
 
 static int64_t ns(clockid_t c) {
 	struct timespec ts;
@@ -253,26 +256,26 @@ int main(int argc, char **argv) {
 			getitimer(ITIMER_VIRTUAL, &av);
 			getitimer(ITIMER_PROF, &ap);
 			check(tvns(av.it_interval) == 7000 * MS && tvns(av.it_value) <= tvns(bv.it_value) + MS &&
-			          tvns(av.it_value) > tvns(bv.it_value) - SLACK,
+			          tvns(av.it_value) > tvns(bv.it_value) - EARLY,
 			      "itimer-virtual", "interval %lld value %lld before %lld", (long long)tvns(av.it_interval),
 			      (long long)tvns(av.it_value), (long long)tvns(bv.it_value));
 			check(tvns(ap.it_interval) == 3000 * MS && tvns(ap.it_value) <= tvns(bp.it_value) + MS &&
-			          tvns(ap.it_value) > tvns(bp.it_value) - SLACK,
+			          tvns(ap.it_value) > tvns(bp.it_value) - EARLY,
 			      "itimer-prof", "interval %lld value %lld before %lld", (long long)tvns(ap.it_interval),
 			      (long long)tvns(ap.it_value), (long long)tvns(bp.it_value));
 			int e1 = timer_gettime(t_none, &an), e2 = timer_gettime(t_unarmed, &au);
 			check(e1 == 0 && tsns(an.it_interval) == 5000 * MS && tsns(an.it_value) <= tsns(bn.it_value) + MS &&
-			          tsns(an.it_value) > tsns(bn.it_value) - SLACK,
+			          tsns(an.it_value) > tsns(bn.it_value) - EARLY,
 			      "posix-none-armed", "err %d interval %lld value %lld before %lld", e1,
 			      (long long)tsns(an.it_interval), (long long)tsns(an.it_value), (long long)tsns(bn.it_value));
 			struct itimerspec ac, ab;
 			e1 = timer_gettime(t_cpu, &ac);
-			check(e1 == 0 && tsns(ac.it_value) <= tsns(bc.it_value) + MS && tsns(ac.it_value) > tsns(bc.it_value) - SLACK,
+			check(e1 == 0 && tsns(ac.it_value) <= tsns(bc.it_value) + MS && tsns(ac.it_value) > tsns(bc.it_value) - EARLY,
 			      "posix-process-cputime", "err %d value %lld before %lld", e1, (long long)tsns(ac.it_value),
 			      (long long)tsns(bc.it_value));
 			e1 = timer_gettime(t_boot, &ab);
 			check(e1 == 0 && tsns(ab.it_interval) == 1000 * MS && tsns(ab.it_value) <= tsns(bb.it_value) + MS &&
-			          tsns(ab.it_value) > tsns(bb.it_value) - SLACK,
+			          tsns(ab.it_value) > tsns(bb.it_value) - EARLY,
 			      "posix-boottime", "err %d value %lld before %lld", e1, (long long)tsns(ab.it_value),
 			      (long long)tsns(bb.it_value));
 			check(e2 == 0 && tsns(au.it_value) == 0 && tsns(au.it_interval) == 0, "posix-none-unarmed",
@@ -305,10 +308,10 @@ int main(int argc, char **argv) {
 	// The time the timers did not count: the gap less one loop period.
 	int64_t g = gap - 10 * MS, now = ns(CLOCK_MONOTONIC), rnow = ns(CLOCK_REALTIME);
 	int64_t want = m0 + 2000 * MS + g;
-	check(rel_fired > want - SLACK && rel_fired < want + SLACK && rel_val_ok && rel_id == (long)t_rel, "posix-relative",
+	check(rel_fired > want - EARLY && rel_fired < want + SLACK && rel_val_ok && rel_id == (long)t_rel, "posix-relative",
 	      "fired %lld ms from arming, want %lld; value ok %d, id %d", (long long)((rel_fired - m0) / MS),
 	      (long long)((want - m0) / MS), rel_val_ok, rel_id);
-	check(fd_rel_fired > want - SLACK && fd_rel_fired < want + SLACK, "timerfd-relative",
+	check(fd_rel_fired > want - EARLY && fd_rel_fired < want + SLACK, "timerfd-relative",
 	      "fired %lld ms from arming, want %lld", (long long)((fd_rel_fired - m0) / MS), (long long)((want - m0) / MS));
 	check(abs_fired_rt >= r0 + 3000 * MS && abs_fired_rt < r0 + 3000 * MS + SLACK && abs_id == (long)t_abs,
 	      "posix-absolute", "fired %lld ms after ready, want 3000; id %d", (long long)((abs_fired_rt - r0) / MS), abs_id);
@@ -319,7 +322,7 @@ int main(int argc, char **argv) {
 	check(fd_abs_fired_rt >= r0 + 3000 * MS && fd_abs_fired_rt < r0 + 3000 * MS + SLACK, "timerfd-absolute",
 	      "fired %lld ms after ready, want 3000", (long long)((fd_abs_fired_rt - r0) / MS));
 	int64_t per = ticks(fd_per), wantper = (now - m_per - g) / (100 * MS);
-	check(per >= wantper - 2 && per <= wantper + 2, "timerfd-periodic-ticks", "%lld ticks, want %lld",
+	check(per >= wantper - 2 && per <= wantper + 5, "timerfd-periodic-ticks", "%lld ticks, want %lld",
 	      (long long)per, (long long)wantper);
 	int64_t aper = ticks(fd_absper), wantaper = (rnow - r_per - 50 * MS) / (500 * MS) + 1;
 	check(aper >= wantaper - 1 && aper <= wantaper + 1, "timerfd-absolute-periodic-ticks", "%lld ticks, want %lld",
