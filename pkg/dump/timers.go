@@ -168,8 +168,17 @@ func readTimers(t *ptrace.Tracee, posix []format.PosixTimer, scratch uint64) (ti
 // thread is unknown; after (armed true), an armed timer on a clock where an
 // absolute timer cannot be told from a relative one.
 func timersSupported(p *format.Process, posix []format.PosixTimer, armed bool) error {
+	tids := map[int]bool{}
+	for _, th := range p.Threads {
+		tids[th.TID] = true
+	}
 	for _, t := range posix {
 		switch {
+		case !armed && t.Notify&format.SigevThreadID != 0 && !tids[t.TID]:
+			// The kernel takes SIGEV_THREAD_ID only for a live thread of
+			// the process (kernel/time/posix-timers.c, good_sigevent).
+			return fmt.Errorf("pid %d: posix timer %d signals thread %d, which has exited: it cannot be created again: %w",
+				p.PID, t.ID, t.TID, ErrUnsupported)
 		case !armed && t.Clock == format.ClockThreadCPU && len(p.Threads) > 1:
 			// It measures the thread that created it, which /proc does
 			// not name.
