@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestTimers: interval timers, POSIX timers of every notification kind
@@ -55,4 +57,25 @@ func TestTimersRefused(t *testing.T) {
 	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
 		t.Errorf("after the refused dump: %s", st)
 	}
+}
+
+// TestRunTimers: the same timers in a job under chpox run, checkpointed on
+// its trigger while it keeps running (chpox run's own collection path);
+// the job is killed and the image restored 1.5 s later.
+func TestRunTimers(t *testing.T) {
+	setup(t, "timers")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "USR2", "-o", img, "--", progs["timers"])
+	j.waitFile(t, j.stdout, `(?m)^ready$`, 1, 10*time.Second)
+	unix.Kill(j.root, unix.SIGUSR2)
+	j.waitCheckpoint(t, 1, 1, img)
+	killPIDs(t, j.root)
+	time.Sleep(1500 * time.Millisecond)
+	r := restoreDetached(t, img, &proc{name: "timers", pid: j.root, log: j.stdout})
+	r.waitLog(t, `(?m)^timers done`, 1, 15*time.Second)
+	log := tail(j.stdout)
+	if strings.Contains(log, "FAIL") || !strings.Contains(log, "timers done, 0 failed") {
+		t.Errorf("timers after restore:\n%s", log)
+	}
+	t.Logf("%s", log)
 }
