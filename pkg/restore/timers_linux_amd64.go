@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -23,6 +24,9 @@ const (
 
 const timerAbstime = 1 // TIMER_ABSTIME, include/uapi/linux/time.h
 
+// maxTimerFillers bounds the timers made only to reach an id.
+const maxTimerFillers = 1 << 16
+
 // createTimers makes the process's POSIX timers again, unarmed, with their
 // ids, clocks and notifications (after the threads: SIGEV_THREAD_ID names
 // one). They are armed by armTimers, just before the process runs.
@@ -40,13 +44,16 @@ func (x *target) createTimers(p *format.Process) error {
 		// delete the ones that fill gaps.
 		byID = false
 	}
-	timers := append([]format.PosixTimer(nil), p.PosixTimers...)
+	timers := slices.Clone(p.PosixTimers)
 	if !byID {
-		sortTimers(timers)
+		slices.SortFunc(timers, func(a, b format.PosixTimer) int { return a.ID - b.ID })
 	}
 	var fillers []uint64
 	next := 0
 	for _, t := range timers {
+		if !byID && t.ID-next > maxTimerFillers {
+			return fmt.Errorf("posix timer %d: making its id would take %d timers created and deleted (kernel without PR_TIMER_CREATE_RESTORE_IDS)", t.ID, t.ID-next)
+		}
 		for ; !byID && next < t.ID; next++ {
 			id, err := x.timerCreate(format.PosixTimer{ID: next, Clock: format.ClockMonotonic, Notify: format.SigevNone})
 			if err != nil {
@@ -73,14 +80,6 @@ func (x *target) createTimers(p *format.Process) error {
 		return err
 	}
 	return nil
-}
-
-func sortTimers(ts []format.PosixTimer) {
-	for i := 1; i < len(ts); i++ {
-		for j := i; j > 0 && ts[j].ID < ts[j-1].ID; j-- {
-			ts[j], ts[j-1] = ts[j-1], ts[j]
-		}
-	}
 }
 
 // timerCreate injects timer_create with t's struct sigevent (x86_64:
