@@ -13,7 +13,8 @@
 //     interval; CLOCK_MONOTONIC, BOOTTIME, PROCESS_CPUTIME_ID) and unarmed, TIMER_ABSTIME CLOCK_REALTIME at ready+3 s
 //     (fires then, the gap does not move it) and at ready+1 s (passes in
 //     the image: fires at once on restore); si_value and si_timerid;
-//     a one-shot's signal pending (blocked) at the dump is taken after;
+//     a one-shot's signal pending (blocked) at the dump is taken after, a
+//     periodic one's too, once, with its overruns (never two signals);
 //   - timerfd: relative one-shot 2 s, periodic 100 ms never read (its
 //     ticks count the time without the gap), absolute CLOCK_REALTIME with
 //     TFD_TIMER_CANCEL_ON_SET at ready+3 s, absolute periodic 500 ms whose
@@ -167,6 +168,11 @@ int main(int argc, char **argv) {
 	sigemptyset(&pend);
 	sigaddset(&pend, SIGRTMIN + 4);
 	sigprocmask(SIG_BLOCK, &pend, NULL);
+	// SIGRTMIN+5 too: a periodic timer's signal, pending at the dump.
+	sigset_t pend5;
+	sigemptyset(&pend5);
+	sigaddset(&pend5, SIGRTMIN + 5);
+	sigprocmask(SIG_BLOCK, &pend5, NULL);
 	pthread_t th;
 	pthread_create(&th, NULL, helper, NULL);
 	while (!helper_tid)
@@ -211,6 +217,8 @@ int main(int argc, char **argv) {
 	t_boot = mk(CLOCK_BOOTTIME, SIGEV_NONE, 0, 0, 0);
 	timer_t t_pend = mk(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 0x55, 0);
 	arm(t_pend, 0, 1 * MS, 0);
+	timer_t t_per5 = mk(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 5, 0x66, 0);
+	arm(t_per5, 0, 1 * MS, 300 * MS);
 	timer_delete(t_gone); // a gap in the ids
 	arm(t_rel, 0, 2000 * MS, 0);
 	arm(t_tid, 0, 200 * MS, 200 * MS);
@@ -227,6 +235,7 @@ int main(int argc, char **argv) {
 	setitimer(ITIMER_PROF, &pv, NULL);
 	say("ids %ld %ld %ld %ld %ld %ld %ld gone %ld\n", (long)t_rel, (long)t_tid, (long)t_none, (long)t_unarmed,
 	    (long)t_abs, (long)t_past, (long)t_thr, (long)t_gone);
+	nap(5);
 	say("ready\n");
 
 	struct pollfd pfd[2] = {{fd_rel, POLLIN}, {fd_abs, POLLIN}};
@@ -293,6 +302,26 @@ int main(int argc, char **argv) {
 			struct itimerspec fo;
 			timerfd_gettime(fd_off, &fo);
 			check(tsns(fo.it_value) == 0, "timerfd-unarmed", "value %lld", (long long)tsns(fo.it_value));
+		}
+		static int per5_checked;
+		if (gap_end == now) {
+			// Still pending at once, not only at the timer's next expiry.
+			sigset_t ps;
+			sigpending(&ps);
+			check(sigismember(&ps, SIGRTMIN + 5), "posix-periodic-pending-at-once", "pending %d",
+			      sigismember(&ps, SIGRTMIN + 5));
+		}
+		if (gap_end && !per5_checked && now - gap_end > 400 * MS) {
+			// The kernel keeps one signal per timer queued and counts
+			// the rest as overruns: one signal, never two.
+			per5_checked = 1;
+			siginfo_t s1, s2;
+			struct timespec zero = {0, 0};
+			int a = sigtimedwait(&pend5, &s1, &zero), b = sigtimedwait(&pend5, &s2, &zero);
+			check(a == SIGRTMIN + 5 && s1.si_timerid == (long)t_per5 && s1.si_value.sival_int == 0x66 &&
+			          s1.si_overrun >= 1 && b < 0,
+			      "posix-periodic-pending", "signal %d timer %d value %#x overrun %d, then %d", a, s1.si_timerid,
+			      s1.si_value.sival_int, s1.si_overrun, b);
 		}
 		if (!gap_end) {
 			getitimer(ITIMER_VIRTUAL, &bv);

@@ -41,7 +41,7 @@ func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
 
 // inject asks the process itself for what /proc does not show: signal
 // actions, brk and timers (per process; the pending signals are read again
-// with the timers by repend); the alternate signal stack, the
+// after the timers by repend); the alternate signal stack, the
 // clear_child_tid pointer and the robust futex list (per thread). The
 // calls run through the trampoline, one thread at a time: a thread has
 // every signal blocked only while it is in there, and it is back at its own

@@ -54,11 +54,14 @@ type timerSnap struct {
 // queryTimers asks the process (main thread, in the trampoline) for its
 // interval timers (getitimer) and the times of its POSIX timers
 // (timer_gettime, timer_getoverrun; their ids and notifications come from
-// /proc/PID/timers), and takes the pending signals again with them
+// /proc/PID/timers), and takes the pending signals again after them
 // (repend). The timers run while the process is frozen: a timer that
-// expires between the reading of the signals and of the timers would be
-// lost or doubled, so the timers are read before and after the signals,
-// again until no timer expired in between.
+// expired between the reading of the signals and of the timers, and
+// queued a signal, would be lost or doubled. The process takes no signal
+// while frozen, so the signals only grow: when they are the same before
+// and after the timers were read, nothing queued a signal meanwhile, and
+// an expiry then (its signal already pending, or none) is in the times
+// read. Else again, a few times.
 func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend func() error) error {
 	posix, err := procinfo.PosixTimers(t.PID)
 	if err != nil {
@@ -69,25 +72,22 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	}
 	began := time.Now()
 	var snap timerSnap
+	before := pendingOfProcess(p)
 	for try := 0; ; try++ {
 		if try == timerTries {
 			return fmt.Errorf("pid %d: timers expire faster than they can be read: %w", t.PID, ErrUnsupported)
 		}
-		a, err := readTimers(t, posix, scratch)
-		if err != nil {
+		if snap, err = readTimers(t, posix, scratch); err != nil {
 			return err
 		}
 		if err := repend(); err != nil {
 			return err
 		}
-		b, err := readTimers(t, posix, scratch)
-		if err != nil {
-			return err
-		}
-		if !expiredBetween(a, b) {
-			snap = b
+		after := pendingOfProcess(p)
+		if after == before {
 			break
 		}
+		before = after
 	}
 	p.ITimers = nil
 	for which, v := range snap.itimers {
@@ -110,21 +110,19 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	return nil
 }
 
-// expiredBetween tells whether a timer expired between two readings: its
-// time left grew (a period began) or fell to 0 (a one-shot ended).
-func expiredBetween(a, b timerSnap) bool {
-	exp := func(x, y [2]int64) bool { return y[0] > x[0] || x[0] != 0 && y[0] == 0 }
-	for i := range a.itimers {
-		if exp(a.itimers[i], b.itimers[i]) {
-			return true
+// pendingOfProcess is every pending signal of p, for comparison.
+func pendingOfProcess(p *format.Process) string {
+	var b strings.Builder
+	for _, si := range p.SharedPending {
+		b.Write(si)
+	}
+	for _, th := range p.Threads {
+		b.WriteString("|")
+		for _, si := range th.Pending {
+			b.Write(si)
 		}
 	}
-	for i := range a.posix {
-		if exp(a.posix[i], b.posix[i]) {
-			return true
-		}
-	}
-	return false
+	return b.String()
 }
 
 func readTimers(t *ptrace.Tracee, posix []format.PosixTimer, scratch uint64) (timerSnap, error) {

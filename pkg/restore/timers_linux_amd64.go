@@ -139,6 +139,19 @@ func (x *target) armTimers(p *format.Process) error {
 		if t.AbsNS != 0 {
 			flags, value = timerAbstime, t.AbsNS
 		}
+		if t.IntervalNS != 0 && signalPending(p, t.ID) {
+			// Its own signal was pending: the kernel queues a timer's
+			// signal once and counts further expiries as overruns until
+			// it is taken (then rearms). A copy queued by chpox would
+			// come on top of the timer's next one, so the timer expires
+			// at once instead, to queue its own; on a clock chpox can
+			// read, one period before its next expiry, so that that
+			// stays where it was.
+			flags, value = 0, 1
+			if now, ok := clockNow(t.Clock); ok {
+				flags, value = timerAbstime, now+t.ValueNS-t.IntervalNS
+			}
+		}
 		x.resetScratch()
 		at, err := x.put(u64s(uint64(t.IntervalNS/1e9), uint64(t.IntervalNS%1e9), uint64(value/1e9), uint64(value%1e9)))
 		if err != nil {
@@ -149,6 +162,65 @@ func (x *target) armTimers(p *format.Process) error {
 		}
 	}
 	return nil
+}
+
+// timerSignal tells whether si is the pending signal of one of p's
+// periodic POSIX timers, which armTimers makes the timer queue again.
+func timerSignal(p *format.Process, si []byte) bool {
+	if len(si) < 20 || int32(binary.LittleEndian.Uint32(si[8:])) != siTimer {
+		return false
+	}
+	id := int(int32(binary.LittleEndian.Uint32(si[16:])))
+	for _, t := range p.PosixTimers {
+		if t.ID == id {
+			return t.IntervalNS != 0 && t.ValueNS != 0
+		}
+	}
+	return false
+}
+
+const siTimer = -2 // SI_TIMER, include/uapi/asm-generic/siginfo.h
+
+// signalPending tells whether a signal of timer id was pending in p.
+func signalPending(p *format.Process, id int) bool {
+	for _, si := range p.SharedPending {
+		if timerSignalOf(si, id) {
+			return true
+		}
+	}
+	for _, th := range p.Threads {
+		for _, si := range th.Pending {
+			if timerSignalOf(si, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// timerSignalOf tells whether siginfo si was queued by timer id
+// (si_code SI_TIMER at 8, si_timerid at 16).
+func timerSignalOf(si []byte, id int) bool {
+	le := binary.LittleEndian
+	return len(si) >= 20 && int32(le.Uint32(si[8:])) == siTimer && int32(le.Uint32(si[16:])) == int32(id)
+}
+
+// clockNow reads a clock that reads the same in chpox as in the process
+// and on which an absolute timer behaves as a relative one (it never
+// jumps): CLOCK_MONOTONIC and CLOCK_BOOTTIME.
+func clockNow(clock int) (int64, bool) {
+	switch clock {
+	case format.ClockMonotonic:
+	case format.ClockBoottime, format.ClockBoottimeAlarm:
+		clock = format.ClockBoottime
+	default:
+		return 0, false
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(int32(clock), &ts); err != nil {
+		return 0, false
+	}
+	return ts.Nano(), true
 }
 
 // setitimer arms interval timer t with value ns and returns the value
