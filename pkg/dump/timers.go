@@ -91,7 +91,10 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	}
 	p.ITimers = nil
 	for which, v := range snap.itimers {
-		if v[0] != 0 {
+		// Time left 0 with an interval: ITIMER_REAL expired and its
+		// SIGALRM is pending; the kernel arms it again when the signal is
+		// taken (kernel/signal.c, dequeue_signal).
+		if v[0] != 0 || v[1] != 0 {
 			p.ITimers = append(p.ITimers, format.ITimer{Which: which, ValueNS: v[0], IntervalNS: v[1]})
 		}
 	}

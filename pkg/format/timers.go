@@ -15,7 +15,9 @@ const (
 	ITimerProf    = 2 // ITIMER_PROF: user+system CPU time, SIGPROF
 )
 
-// ITimer is one armed interval timer of a process (getitimer(2)).
+// ITimer is one armed interval timer of a process (getitimer(2)). Value 0
+// with an Interval is an ITIMER_REAL that expired with its SIGALRM still
+// pending: the kernel arms it again when the signal is taken.
 type ITimer struct {
 	Which      int   `json:"which"`
 	ValueNS    int64 `json:"value_ns"`
@@ -90,7 +92,7 @@ func (img *Image) validateTimers(p *Process) error {
 			return corrupt("pid %d: interval timer %d unknown or twice", p.PID, t.Which)
 		}
 		seen[t.Which] = true
-		if t.ValueNS <= 0 || t.IntervalNS < 0 {
+		if t.ValueNS < 0 || t.IntervalNS < 0 || t.ValueNS == 0 && t.IntervalNS == 0 {
 			return corrupt("pid %d: interval timer %d: value %d, interval %d", p.PID, t.Which, t.ValueNS, t.IntervalNS)
 		}
 	}

@@ -117,6 +117,12 @@ func (x *target) timerCreate(t format.PosixTimer) (uint64, error) {
 // the periods missed as overruns, as the kernel counts them).
 func (x *target) armTimers(p *format.Process) error {
 	for _, t := range p.ITimers {
+		if t.ValueNS == 0 {
+			// Expired, its SIGALRM pending (queued again above): it must
+			// be armed for the kernel to arm it again when the signal is
+			// taken, and expiring now only meets that pending signal.
+			t.ValueNS = 1000
+		}
 		got, err := x.setitimer(t, t.ValueNS)
 		if err != nil {
 			return err
