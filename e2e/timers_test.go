@@ -39,6 +39,20 @@ func TestTimers(t *testing.T) {
 	t.Logf("%s", log)
 }
 
+// TestTimersFastAlarm: a 1 ms ITIMER_REAL has expired with its SIGALRM
+// pending when chpox reads it (time left 0: the kernel arms it again when
+// the signal is taken); after restore the SIGALRMs go on.
+func TestTimersFastAlarm(t *testing.T) {
+	setup(t, "timers")
+	p := start(t, "timers", "fast")
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	time.Sleep(500 * time.Millisecond)
+	r := restoreDetached(t, img, p)
+	r.waitLog(t, `(?m)^timers done, 0 failed$`, 1, 10*time.Second)
+	t.Logf("%s", tail(p.log))
+}
+
 // TestTimersRefused: an armed POSIX timer on CLOCK_TAI (whether it was set
 // for an absolute time cannot be told) is refused by name at dump; the
 // process runs on untraced with its timer still armed.

@@ -21,7 +21,8 @@
 //     expirations in the image count, one never armed (the periodic ones
 //     have expirations not read at the dump).
 //
-// With the argument "refuse" it holds only an armed CLOCK_TAI timer, which
+// With the argument "fast" it holds a 1 ms ITIMER_REAL only, and checks
+// that SIGALRMs go on. With the argument "refuse" it holds only an armed CLOCK_TAI timer, which
 // chpox refuses.
 //
 // Each check prints "ok NAME" or "FAIL NAME: ..."; then "timers done".
@@ -189,6 +190,28 @@ int main(int argc, char **argv) {
 			timer_gettime(t, &its);
 			say("alive %d tai armed %d\n", i, tsns(its.it_value) > 0);
 			nap(50);
+		}
+	}
+	if (argc > 1 && strcmp(argv[1], "fast") == 0) {
+		// A 1 ms ITIMER_REAL: expired with its SIGALRM pending at the
+		// dump, as good as always (the process is frozen for longer).
+		struct itimerval fv = {{0, 1000}, {0, 1000}};
+		setitimer(ITIMER_REAL, &fv, NULL);
+		say("ready\n");
+		int64_t last = ns(CLOCK_MONOTONIC);
+		for (;;) {
+			nap(10);
+			int64_t now = ns(CLOCK_MONOTONIC);
+			if (now - last > 300 * MS) {
+				int a = alarms;
+				for (int64_t end = now + 500 * MS; ns(CLOCK_MONOTONIC) < end;)
+					nap(10); // each SIGALRM ends a nap
+				check(alarms - a > 100, "fast-alarm", "%d SIGALRMs in 500 ms after the gap", alarms - a);
+				say("timers done, %d failed\n", fails);
+				for (;;)
+					pause();
+			}
+			last = now;
 		}
 	}
 	// Periodic timerfds with expirations not read at the dump.
