@@ -56,6 +56,7 @@ var cPrograms = map[string][]string{
 	"events":      {"-pthread"},
 	"memdetails":  nil,
 	"memfd":       nil,
+	"timers":      {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

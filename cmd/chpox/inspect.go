@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -168,6 +169,7 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	if m := p.Memory; m != nil {
 		fmt.Fprintf(out, "  memory: lock future %q, KSM merge all %v, THP disabled %v\n", m.LockFuture, m.MergeAny, m.THPDisable)
 	}
+	printTimers(out, p)
 }
 
 // vmaDetails is the kernel-held state of an area beyond its pages, as
@@ -200,6 +202,36 @@ func vmaDetails(v format.VMA) string {
 		return ""
 	}
 	return " [" + strings.Join(d, ", ") + "]"
+}
+
+// printTimers shows a line per timer: interval timers, POSIX timers and
+// the state of timerfds.
+func printTimers(out io.Writer, p *format.Process) {
+	dur := func(ns int64) string { return time.Duration(ns).String() }
+	for _, t := range p.ITimers {
+		name := [...]string{"real", "virtual", "prof"}[min(max(t.Which, 0), 2)]
+		fmt.Fprintf(out, "  itimer %s: %s left, every %s\n", name, dur(t.ValueNS), dur(t.IntervalNS))
+	}
+	for _, t := range p.PosixTimers {
+		notify := [...]string{"SIGEV_SIGNAL", "SIGEV_NONE", "SIGEV_THREAD", "?"}[min(max(t.Notify&^format.SigevThreadID, 0), 3)]
+		if t.Notify&format.SigevThreadID != 0 {
+			notify += fmt.Sprintf(" to thread %d", t.TID)
+		}
+		state := "not armed"
+		if t.ValueNS != 0 {
+			state = fmt.Sprintf("%s left, every %s", dur(t.ValueNS), dur(t.IntervalNS))
+			if t.AbsNS != 0 {
+				state += ", absolute " + time.Unix(0, t.AbsNS).UTC().Format(time.RFC3339Nano)
+			}
+		}
+		fmt.Fprintf(out, "  posix timer %d: clock %d, %s, signal %d, value %#x: %s\n", t.ID, t.Clock, notify, t.Signal, t.Sival, state)
+	}
+	for _, f := range p.Files {
+		if t := f.Timerfd; t != nil {
+			fmt.Fprintf(out, "  timerfd fd %d: clock %d, flags %#x, %s left, every %s, %d unread\n",
+				f.FD, t.Clock, t.Flags, dur(t.ValueNS), dur(t.IntervalNS), t.Ticks)
+		}
+	}
 }
 
 func protString(v format.VMA) string {

@@ -360,11 +360,24 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 			p.Threads = append(p.Threads, th)
 		}
-		if p.SharedPending, err = m.T.PendingSignals(true); err != nil {
+		repend := func() error {
+			for i, t := range m.Threads() {
+				var err error
+				if p.Threads[i].Pending, err = pendingOf(t, ignoreSig); err != nil {
+					return err
+				}
+			}
+			var err error
+			if p.SharedPending, err = m.T.PendingSignals(true); err != nil {
+				return err
+			}
+			p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
+			return nil
+		}
+		if err := repend(); err != nil {
 			return err
 		}
-		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
-		if err := inject(tr, m.Threads(), p); err != nil {
+		if err := inject(tr, m.Threads(), p, repend); err != nil {
 			return err
 		}
 		p.Stopped = m.T.GroupStopped()
@@ -388,17 +401,6 @@ func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {
 	if th.SigMask, err = t.SigMask(); err != nil {
 		return th, err
 	}
-	if th.Pending, err = t.PendingSignals(false); err != nil {
-		return th, err
-	}
-	if t.DeferredSignal() != 0 {
-		si, err := t.DeferredSiginfo()
-		if err != nil {
-			return th, err
-		}
-		th.Pending = append(th.Pending, si)
-	}
-	th.Pending = withoutSignal(th.Pending, ignoreSig)
 	rs, err := t.Rseq()
 	if err != nil {
 		return th, err
@@ -408,6 +410,23 @@ func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {
 	}
 	th.Comm = procinfo.ThreadComm(t.PID)
 	return th, nil
+}
+
+// pendingOf reads the thread's private pending signals (and one held at
+// its stop), without ignoreSig.
+func pendingOf(t *ptrace.Tracee, ignoreSig int) ([][]byte, error) {
+	pending, err := t.PendingSignals(false)
+	if err != nil {
+		return nil, err
+	}
+	if t.DeferredSignal() != 0 {
+		si, err := t.DeferredSiginfo()
+		if err != nil {
+			return nil, err
+		}
+		pending = append(pending, si)
+	}
+	return withoutSignal(pending, ignoreSig), nil
 }
 
 func withoutSignal(sis [][]byte, sig int) [][]byte {

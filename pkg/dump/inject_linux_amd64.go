@@ -41,12 +41,13 @@ func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
 }
 
 // inject asks the process itself for what /proc does not show: signal
-// actions and brk (per process); the alternate signal stack, the
+// actions, brk and timers (per process; the pending signals are read again
+// after the timers by repend); the alternate signal stack, the
 // clear_child_tid pointer and the robust futex list (per thread). The
 // calls run through the trampoline, one thread at a time: a thread has
 // every signal blocked only while it is in there, and it is back at its own
 // registers and mask before the next one enters.
-func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) (err error) {
+func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, repend func() error) (err error) {
 	main := threads[0]
 	in := func(t *ptrace.Tracee, f func() error) error {
 		if err := t.Enter(tr); err != nil {
@@ -80,6 +81,9 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) 
 			return err
 		}
 		if p.Memory, err = vmadump.MMState(main.PID, scratch); err != nil {
+			return err
+		}
+		if err := queryTimers(main, p, scratch, repend); err != nil {
 			return err
 		}
 		return queryThread(main, &p.Threads[0], scratch)

@@ -145,11 +145,21 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	}
 	if !small {
 		p.Files = append(p.Files, File{FD: 3, Desc: 100*pid + 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000})
+		p.ITimers = []ITimer{{Which: ITimerReal, ValueNS: 1e8, IntervalNS: 1e8}, {Which: ITimerProf, ValueNS: 4e10}}
+		p.PosixTimers = []PosixTimer{
+			{ID: 3, Clock: ClockRealtime, Notify: SigevSignal, Signal: 34, Sival: 0xabc, ValueNS: 2e9, AbsNS: 1.7e18},
+			{ID: 0, Clock: ClockMonotonic, Notify: SigevSignal | SigevThreadID, Signal: 35, TID: pid + 1, ValueNS: 1e8, IntervalNS: 2e8, Overrun: 2},
+			{ID: 7, Clock: ClockBoottime, Notify: SigevNone},
+		}
 	}
 	if objects {
 		p.Files = append(p.Files,
 			File{FD: 6, Desc: 100*pid + 6, Kind: FilePipe, Path: "pipe:[4242]", Flags: 0o1, Pipe: 1},
 			File{FD: 7, Desc: 100*pid + 7, Kind: FilePipe, Path: "/tmp/fifo", Flags: 0o4000, Pipe: 2})
+	}
+	if !small {
+		p.Files = append(p.Files, File{FD: 9, Desc: 100*pid + 9, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Flags: 0o2004002,
+			Timerfd: &Timerfd{Clock: ClockRealtime, Flags: TFDTimerAbstime | TFDTimerCancelOnSet, ValueNS: 5e8, IntervalNS: 1e9, AbsNS: 1.7e18, Ticks: 3}})
 	}
 	return p
 }
@@ -1179,6 +1189,9 @@ func TestMetaSectionLimit(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Validation of the records.
 
+// timerfdOf is the timerfd state of a sample process (its last fd).
+func timerfdOf(p *Process) *Timerfd { return p.Files[len(p.Files)-1].Timerfd }
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1249,6 +1262,24 @@ func TestValidate(t *testing.T) {
 		{"duplicate fd", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].FD = 0 }, ErrCorrupt},
 		{"same fd in two processes", func(_ *Header, ps []*Process, _ uint64) {}, nil},
 		{"unknown file kind", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].Kind = "socket" }, ErrCorrupt},
+		{"itimer twice", func(_ *Header, ps []*Process, _ uint64) { ps[0].ITimers[1].Which = ITimerReal }, ErrCorrupt},
+		{"itimer unknown", func(_ *Header, ps []*Process, _ uint64) { ps[0].ITimers[1].Which = 3 }, ErrCorrupt},
+		{"itimer not armed", func(_ *Header, ps []*Process, _ uint64) { ps[0].ITimers[1].ValueNS = 0 }, ErrCorrupt},
+		{"itimer expired, signal pending", func(_ *Header, ps []*Process, _ uint64) { ps[0].ITimers[0].ValueNS = 0 }, nil},
+		{"posix timer id twice", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[1].ID = 3 }, ErrCorrupt},
+		{"posix timer id negative", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[1].ID = -1 }, ErrCorrupt},
+		{"posix timer notify unknown", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[2].Notify = 3 }, ErrCorrupt},
+		{"posix timer to a foreign thread", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[1].TID = 99999 }, ErrCorrupt},
+		{"posix timer thread without THREAD_ID", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[0].TID = ps[0].PID }, ErrCorrupt},
+		{"posix timer absolute on monotonic", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[1].AbsNS = 5 }, ErrCorrupt},
+		{"posix timer absolute unarmed", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[0].ValueNS = 0 }, ErrCorrupt},
+		{"posix timer negative time", func(_ *Header, ps []*Process, _ uint64) { ps[0].PosixTimers[1].IntervalNS = -1 }, ErrCorrupt},
+		{"timerfd without state", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[len(ps[0].Files)-1].Timerfd = nil }, ErrCorrupt},
+		{"timerfd state on a file", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[0].Timerfd = &Timerfd{} }, ErrCorrupt},
+		{"timerfd clock unknown", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Clock = 2 }, ErrCorrupt},
+		{"timerfd flags unknown", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Flags = 4 }, ErrCorrupt},
+		{"timerfd absolute without flag", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Flags = 0 }, ErrCorrupt},
+		{"timerfd absolute on monotonic", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Clock = ClockMonotonic }, ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)

@@ -97,6 +97,14 @@ func seedImages(t testing.TB) map[string][]byte {
 		{ID: 6, Inode: 6, Type: 2, Name: "/tmp/s", Unlinked: true, Peer: 5},
 	}}
 	write("seed-unix-sockets", uobjs, []*Process{u}, []byte("abcdefgh"))
+
+	// Timers (version 3): interval and POSIX timers, a timerfd.
+	tm := tiny(50)
+	tm.ITimers = []ITimer{{Which: ITimerReal, ValueNS: 1e8, IntervalNS: 1e8}}
+	tm.PosixTimers = []PosixTimer{{ID: 0, Clock: ClockRealtime, Notify: SigevSignal, Signal: 34, Sival: 1, ValueNS: 1e9, AbsNS: 1.7e18},
+		{ID: 2, Clock: ClockMonotonic, Notify: SigevNone}}
+	tm.Files = []File{{FD: 3, Desc: 1, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Timerfd: &Timerfd{Clock: ClockMonotonic, ValueNS: 5, IntervalNS: 10, Ticks: 2}}}
+	write("seed-timers", nil, []*Process{tm}, nil)
 	return out
 }
 

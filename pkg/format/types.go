@@ -55,6 +55,10 @@ type Process struct {
 
 	// Memory holds mm-wide memory settings (version 3, memory.go).
 	Memory *MemoryState `json:"memory,omitempty"`
+	// Timers (version 3, timers.go): armed setitimer(2) timers and every
+	// timer_create(2) timer, armed or not.
+	ITimers     []ITimer     `json:"itimers,omitempty"`
+	PosixTimers []PosixTimer `json:"posix_timers,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -285,6 +289,9 @@ const (
 	// FileMemfd is a memfd (version 3): Shm is its object in Objects.Shm,
 	// which mappings of it share.
 	FileMemfd = "memfd"
+	// FileTimerfd is a timerfd_create(2) descriptor: Timerfd holds its
+	// state (version 3).
+	FileTimerfd = "timerfd"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -325,4 +332,5 @@ type File struct {
 	PidfdPID int            `json:"pidfd_pid,omitempty"` // pidfd: its process, -1 reaped
 	Owner    *FileOwner     `json:"owner,omitempty"`     // F_SETOWN_EX/F_SETSIG, nil if none
 	Fanotify *Fanotify      `json:"fanotify,omitempty"`  // fanotify: flags and marks
+	Timerfd *Timerfd `json:"timerfd,omitempty"` // kind timerfd (version 3)
 }

@@ -387,6 +387,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if d := p.Creds.Dumpable; d != nil && *d > 2 {
 		return corrupt("pid %d: dumpable %d", p.PID, *d)
 	}
+	if err := img.validateTimers(p); err != nil {
+		return err
+	}
 	var prevEnd uint64
 	for i := range p.VMAs {
 		if err := img.validateVMA(&p.VMAs[i], prevEnd, ids); err != nil {
@@ -401,7 +404,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -412,6 +415,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 			return corrupt("fd %d (%s) names pipe %d, which the image lacks or which does not fit", f.FD, f.Kind, f.Pipe)
 		}
 		if err := refersTo(f, ids); err != nil {
+			return err
+		}
+		if err := validateTimerfd(f); err != nil {
 			return err
 		}
 		for _, r := range f.Content {

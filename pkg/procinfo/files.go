@@ -191,7 +191,8 @@ func (f *OpenFile) CopyContent(w io.Writer) error {
 }
 
 // anonFile handles the anonymous-inode files chpox can rebuild: eventfd
-// (its counter) and epoll (its watch list), both read from fdinfo.
+// (its counter) and epoll (its watch list), both read from fdinfo, and
+// timerfd.
 func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: flags}}
 	var st unix.Stat_t
@@ -218,6 +219,9 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 				return nil, fmt.Errorf("fdinfo %q: %w", line, err)
 			}
 		}
+	case "anon_inode:[timerfd]":
+		// Its state is read by pkg/objects/timerfd, from a copy of the fd.
+		f.Kind = format.FileTimerfd
 	case "anon_inode:[eventpoll]":
 		f.Kind = format.FileEpoll
 		if f.Watches, f.EpollTargets, err = parseEpoll(string(info)); err != nil {

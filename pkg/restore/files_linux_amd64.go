@@ -148,6 +148,12 @@ func (x *target) chpoxSide(f format.File, pid int, o *objects) (*os.File, error)
 		return nil, fmt.Errorf("socket %d was not created", f.Socket)
 	case format.FileInotify, format.FileFanotify, format.FilePidfd:
 		return x.eventObject(f, o)
+	case format.FileTimerfd:
+		t, err := o.timerfd(f)
+		if err != nil {
+			return nil, err
+		}
+		return t.File, nil
 	}
 	return nil, nil
 }

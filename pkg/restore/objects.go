@@ -11,6 +11,7 @@ import (
 	"github.com/chpox/chpox/pkg/format"
 	memfdobj "github.com/chpox/chpox/pkg/objects/memfd"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/timerfd"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
@@ -33,6 +34,8 @@ type objects struct {
 	firstFD map[int]fileAt     // by File.Desc: its first fd in the image
 	opt     Options            // the user's choices (external descriptors ...)
 	img     *format.Image
+	// timerfds are created unarmed and armed just before the run.
+	timerfds []*timerfd.Timer
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File

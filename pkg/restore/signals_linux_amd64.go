@@ -28,6 +28,9 @@ func (x *target) restoreSignals(p *format.Process) error {
 		return err
 	}
 	for _, si := range p.SharedPending {
+		if timerSignal(p, si) {
+			continue // the timer itself queues it again (armTimers)
+		}
 		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, x.pid(), si); err != nil {
 			return err
 		}

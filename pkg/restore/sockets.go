@@ -26,5 +26,11 @@ func (o *objects) fillSockets() error {
 }
 
 // beforeRun is the last step before the processes run: what must wait
-// until every process holds its objects.
-func (o *objects) beforeRun() error { return o.resumeInet() }
+// until every process holds its objects. Timerfds are armed last, so the
+// time spent before the run does not count.
+func (o *objects) beforeRun() error {
+	if err := o.resumeInet(); err != nil {
+		return err
+	}
+	return o.armTimerfds()
+}

@@ -27,6 +27,9 @@ func (x *target) restoreThreads(p *format.Process) error {
 			return fmt.Errorf("thread %d: %w", th.TID, err)
 		}
 		for _, si := range th.Pending {
+			if timerSignal(p, si) {
+				continue // the timer itself queues it again (armTimers)
+			}
 			if err := t.queue(unix.SYS_RT_TGSIGQUEUEINFO, x.pid(), si); err != nil {
 				return fmt.Errorf("thread %d: %w", th.TID, err)
 			}

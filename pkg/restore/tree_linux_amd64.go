@@ -96,6 +96,16 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
+	// Timers start once every process is built, so the time that takes
+	// does not count against them; registers last.
+	for _, n := range live {
+		if err := n.x.armTimers(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore timers: %w", n.p.PID, err)
+		}
+		if err := n.x.finish(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore registers: %w", n.p.PID, err)
+		}
+	}
 	if err := o.beforeRun(); err != nil {
 		return nil, err
 	}
@@ -200,8 +210,8 @@ func (x *target) lead(p *format.Process) error {
 	return nil
 }
 
-// build gives a process whose memory is mapped and filled everything else,
-// ending stopped with its final registers.
+// build gives a process whose memory is mapped and filled everything else
+// but its running timers and final registers (restoreTree adds them).
 func (x *target) build(p *format.Process, o *objects) error {
 	steps := []struct {
 		what string
@@ -213,12 +223,12 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
+		{"posix timers", func() error { return x.createTimers(p) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
 		// After the credentials: F_SETOWN records who set it, and the
 		// kernel checks those ids against the owner's before each SIGIO
 		// (fs/fcntl.c, f_modown and sigio_perm).
 		{"file owners", func() error { return x.restoreOwners(p, o) }},
-		{"registers", func() error { return x.finish(p) }},
 	}
 	for _, s := range steps {
 		if err := s.f(); err != nil {
