@@ -128,7 +128,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return err
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
+	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err

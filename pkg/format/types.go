@@ -273,4 +273,7 @@ type File struct {
 	Count     uint64       `json:"count,omitempty"`     // eventfd counter
 	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE
 	Watches   []EpollWatch `json:"watches,omitempty"`   // epoll
+
+	// Locks held through this fd (version 3; pkg/format/locks.go).
+	Locks []Lock `json:"locks,omitempty"`
 }

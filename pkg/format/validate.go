@@ -341,6 +341,14 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		if err := refersTo(f, ids); err != nil {
 			return err
 		}
+		if len(f.Locks) > 0 && f.Kind != FileRegular && f.Kind != FileDeleted && f.Kind != FileDir {
+			return corrupt("fd %d (%s) holds locks, which only files and directories can", f.FD, f.Kind)
+		}
+		for _, l := range f.Locks {
+			if !validLock(l) {
+				return corrupt("fd %d: lock %+v is not one restore can take", f.FD, l)
+			}
+		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.
 			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr {

@@ -158,12 +158,17 @@ func (x *target) becomeZombie(p *format.Process) error {
 	if _, err := x.call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0); err != nil {
 		return err
 	}
-	at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
-	if err != nil {
-		return err
-	}
-	if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
-		return err
+	// SIGKILL and SIGSTOP always have the default action and rt_sigaction
+	// refuses them with EINVAL (kernel/signal.c, do_sigaction): a child
+	// killed with kill -9 is the most common zombie there is.
+	if sig != unix.SIGKILL && sig != unix.SIGSTOP {
+		at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
+			return err
+		}
 	}
 	if err := x.t.SetSigMask(0); err != nil {
 		return err

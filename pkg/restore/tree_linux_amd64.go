@@ -93,6 +93,18 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
+	// Locks once every process holds its fds: a lock may belong to a
+	// description that a later process of the tree created.
+	for _, n := range live {
+		if err := n.x.restoreLocks(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore locks: %w", n.p.PID, err)
+		}
+	}
+	for _, n := range live {
+		if err := n.x.finish(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore registers: %w", n.p.PID, err)
+		}
+	}
 	if err := o.beforeRun(); err != nil {
 		return nil, err
 	}
@@ -197,8 +209,8 @@ func (x *target) lead(p *format.Process) error {
 	return nil
 }
 
-// build gives a process whose memory is mapped and filled everything else,
-// ending stopped with its final registers.
+// build gives a process whose memory is mapped and filled everything but
+// its locks and final registers (see restoreTree).
 func (x *target) build(p *format.Process, o *objects) error {
 	steps := []struct {
 		what string
@@ -210,7 +222,6 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
-		{"registers", func() error { return x.finish(p) }},
 	}
 	for _, s := range steps {
 		if err := s.f(); err != nil {
