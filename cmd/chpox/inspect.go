@@ -149,6 +149,15 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
 	}
 	tw.Flush()
+	for _, f := range p.Files {
+		for _, l := range f.Locks {
+			holder := ""
+			if l.PID != 0 {
+				holder = fmt.Sprintf(" (holder pid %d)", l.PID)
+			}
+			fmt.Fprintf(out, "  lock: fd %d: %s%s\n", f.FD, l, holder)
+		}
+	}
 	var sigs []string
 	for _, s := range p.Sigactions {
 		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))

@@ -1,6 +1,9 @@
 package format
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // File lock kinds (version 3), as /proc/PID/fdinfo/N names them
 // (fs/locks.c, lock_get_status).
@@ -53,4 +56,34 @@ func validLock(l Lock) bool {
 		return l.Start >= 0 && (l.End == -1 || l.End >= l.Start && l.End < math.MaxInt64) && l.LeaseSignal == 0
 	}
 	return false
+}
+
+// String names a lock for messages: "POSIX write lock on bytes 20-EOF",
+// "exclusive flock", "read lease".
+func (l Lock) String() string {
+	switch l.Kind {
+	case LockFlock:
+		if l.Write {
+			return "exclusive flock"
+		}
+		return "shared flock"
+	case LockLease:
+		if l.Write {
+			return "write lease"
+		}
+		return "read lease"
+	}
+	kind := map[string]string{LockPOSIX: "POSIX", LockOFD: "OFD"}[l.Kind]
+	if kind == "" {
+		kind = fmt.Sprintf("%q", l.Kind)
+	}
+	mode := "read"
+	if l.Write {
+		mode = "write"
+	}
+	end := "EOF"
+	if l.End >= 0 {
+		end = fmt.Sprint(l.End)
+	}
+	return fmt.Sprintf("%s %s lock on bytes %d-%s", kind, mode, l.Start, end)
 }

@@ -32,7 +32,7 @@ func (x *target) restoreLocks(p *format.Process) error {
 					if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 						err = fmt.Errorf("%w (another process holds a conflicting lock on it now: see /proc/locks)", err)
 					}
-					return fmt.Errorf("fd %d (%s): take its %s again: %w", f.FD, f.Path, filelock.Describe(l), err)
+					return fmt.Errorf("fd %d (%s): take its %s again: %w", f.FD, f.Path, l, err)
 				}
 			}
 		}

@@ -189,20 +189,3 @@ func flockStruct(l format.Lock) []byte {
 	}
 	return b
 }
-
-// Describe names a lock for messages: "POSIX write lock on bytes 20-EOF".
-func Describe(l format.Lock) string {
-	kind := map[string]string{format.LockFlock: "flock", format.LockPOSIX: "POSIX", format.LockOFD: "OFD", format.LockLease: "lease"}[l.Kind]
-	mode := "read"
-	if l.Write {
-		mode = "write"
-	}
-	if l.Kind == format.LockFlock || l.Kind == format.LockLease {
-		return fmt.Sprintf("%s %s", mode, kind)
-	}
-	end := "EOF"
-	if l.End >= 0 {
-		end = strconv.FormatInt(l.End, 10)
-	}
-	return fmt.Sprintf("%s %s lock on bytes %d-%s", kind, mode, l.Start, end)
-}
