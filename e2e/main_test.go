@@ -53,6 +53,7 @@ var cPrograms = map[string][]string{
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
 	"locks":       nil,
+	"proctree":    nil,
 }
 
 func TestMain(m *testing.M) {

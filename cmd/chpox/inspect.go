@@ -97,6 +97,20 @@ func printTree(out io.Writer, ps []*format.Process) {
 		case len(p.Threads) > 1:
 			note = fmt.Sprintf("  (%d threads)", len(p.Threads))
 		}
+		if p.Stopped {
+			sig := p.StopSignal
+			if sig == 0 {
+				sig = 19
+			}
+			waited := ""
+			if p.StopWaited {
+				waited = ", stop already waited for"
+			}
+			note += fmt.Sprintf("  (stopped by %s%s)", stopSignalName(sig), waited)
+		}
+		if p.ChildSubreaper {
+			note += "  (child subreaper)"
+		}
 		fmt.Fprintf(out, "  %s%d %s%s\n", strings.Repeat("  ", depth), p.PID, p.Comm, note)
 		for _, c := range children[p.PID] {
 			walk(c, depth+1)
@@ -305,4 +319,13 @@ func inetLine(s format.InetSocket) string {
 		fmt.Fprintf(&b, "; %d datagrams queued", n)
 	}
 	return b.String()
+}
+
+// stopSignalName names a job-control stop signal (x86_64 numbers), so
+// that inspect needs no syscall package.
+func stopSignalName(sig int) string {
+	if n, ok := map[int]string{19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}[sig]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d", sig)
 }

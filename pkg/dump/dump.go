@@ -362,10 +362,23 @@ func Collect(ms []*Member, ignoreSig int) error {
 			return err
 		}
 		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
-		if err := inject(tr, m.Threads(), p); err != nil {
+		var stopped []int
+		for _, c := range ms {
+			if c.T != nil && c.Info.PPID == m.Info.PID && c.T.GroupStopped() {
+				stopped = append(stopped, c.Info.PID)
+			}
+		}
+		waited := map[int]bool{}
+		if err := inject(tr, m.Threads(), p, stopped, waited); err != nil {
 			return err
 		}
+		for _, c := range ms {
+			if c.Info.PPID == m.Info.PID {
+				c.Info.Process.StopWaited = waited[c.Info.PID]
+			}
+		}
 		p.Stopped = m.T.GroupStopped()
+		p.StopSignal = int(m.T.GroupStopSignal())
 		// Put back what chpox changed before memory is read, so the image
 		// holds the process as it was; the main thread (code) last.
 		for _, t := range append(m.Others, m.T) {

@@ -1256,6 +1256,14 @@ func TestValidate(t *testing.T) {
 		{"lock on a device", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].Files[0].Locks = []Lock{{Kind: LockFlock, End: -1}}
 		}, ErrCorrupt},
+		{"stop signal not a stop signal", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Stopped, ps[0].StopSignal = true, 15
+		}, ErrCorrupt},
+		{"stop signal on a running process", func(_ *Header, ps []*Process, _ uint64) { ps[0].StopSignal = 20 }, ErrCorrupt},
+		{"stop waited on a running process", func(_ *Header, ps []*Process, _ uint64) { ps[0].StopWaited = true }, ErrCorrupt},
+		{"stopped by SIGTTOU, waited", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Stopped, ps[0].StopSignal, ps[0].StopWaited = true, 22, true
+		}, nil},
 		{"one-byte lock", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[2].End = 5 }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,6 +48,20 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Version 3: the rest of a process's place in the tree.
+	//
+	// StopSignal is the signal that stopped a Stopped process (SIGSTOP,
+	// SIGTSTP, SIGTTIN or SIGTTOU): what its parent's waitpid(WUNTRACED)
+	// reports as WSTOPSIG. 0 in older images: SIGSTOP.
+	StopSignal int `json:"stop_signal,omitempty"`
+	// StopWaited says the parent had already collected the stop with
+	// wait (WUNTRACED/WSTOPPED): it is not reported again. Absent, the
+	// stop is waiting to be collected.
+	StopWaited bool `json:"stop_waited,omitempty"`
+	// ChildSubreaper is prctl(PR_SET_CHILD_SUBREAPER): orphaned
+	// descendants are reparented to this process.
+	ChildSubreaper bool `json:"child_subreaper,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared

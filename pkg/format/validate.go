@@ -297,6 +297,14 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.Zombie && !fatalStatus(p.WaitStatus) {
 		return corrupt("zombie wait status %#x is neither an exit code nor a fatal signal", p.WaitStatus)
 	}
+	switch p.StopSignal {
+	case 0, 19, 20, 21, 22: // SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
+	default:
+		return corrupt("stop signal %d is not a job-control stop signal", p.StopSignal)
+	}
+	if (p.StopSignal != 0 || p.StopWaited) && (!p.Stopped || p.Zombie) {
+		return corrupt("stop signal %d or stop_waited on a process that is not stopped", p.StopSignal)
+	}
 	if (len(p.Threads) == 0 && !p.Zombie) || len(p.Threads) > maxThreads {
 		return corrupt("%d threads", len(p.Threads))
 	}

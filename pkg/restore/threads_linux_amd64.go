@@ -27,6 +27,9 @@ func (x *target) restoreThreads(p *format.Process) error {
 			return fmt.Errorf("thread %d: %w", th.TID, err)
 		}
 		for _, si := range th.Pending {
+			if isTrap(si) {
+				continue // queued late, see lateTrap
+			}
 			if err := t.queue(unix.SYS_RT_TGSIGQUEUEINFO, x.pid(), si); err != nil {
 				return fmt.Errorf("thread %d: %w", th.TID, err)
 			}
