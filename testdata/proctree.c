@@ -55,6 +55,7 @@ static void action(int sig, void (*h)(int)) {
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = h;
+	sa.sa_flags = SA_RESTART; // SIGCHLD comes often here: reads and waits go on
 	sigaction(sig, &sa, NULL);
 }
 
