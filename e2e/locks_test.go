@@ -207,3 +207,38 @@ func TestFileLeaseBreakingRefused(t *testing.T) {
 		t.Errorf("after the refused dump /proc/locks has %q, want the lease still being broken", tab)
 	}
 }
+
+// A lock that another process took between the dump and the restore
+// cannot be taken again: the restore fails naming the fd, the file and
+// the lock, and leaves nothing behind; once it is released the same image
+// restores.
+func TestFileLockTakenMeanwhile(t *testing.T) {
+	setup(t, "locks")
+	dir := t.TempDir()
+	p := start(t, "locks", dir)
+	m := p.waitLog(t, `(?m)^pids (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	killAtEnd(t, atoi(m[2]), atoi(m[3]), atoi(m[4]))
+	img, ps := dumpKillTree(t, p, 4)
+	fd, err := unix.Open(filepath.Join(dir, "flock"), unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	r := runChpox(t, "restore", "--detach", img)
+	wantFailure(t, r, 1, fmt.Sprintf("pid %d: restore locks: fd 3 (%s): take its exclusive flock again", p.pid, filepath.Join(dir, "flock")),
+		"another process holds a conflicting lock on it now")
+	assertPIDFree(t, p.pid)
+	for _, ip := range ps {
+		// The killed children are orphaned zombies, reparented to this
+		// test (a subreaper; init elsewhere), which reaps them here.
+		waitPIDFree(t, ip.PID, 10*time.Second)
+	}
+	unix.Flock(fd, unix.LOCK_UN)
+	restoreDetached(t, img, p)
+	if tab := lockTable(t, dir, "flock"); !slices.Contains(tab, fmt.Sprintf("FLOCK ADVISORY WRITE %d flock 0 EOF", p.pid)) {
+		t.Errorf("after the second restore /proc/locks has %q", tab)
+	}
+}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,4 +88,22 @@ func TestProcTreeStates(t *testing.T) {
 	r.waitLog(t, `(?m)^reaped 10$`, 1, 10*time.Second)
 	re := `(?m)^alive P (\d+)$`
 	r.waitInt(t, re, lastInt(p.log, re)+3, 10*time.Second)
+}
+
+// A process in a ptrace-stop of another tracer (here its own parent, which
+// traces it) cannot be checkpointed: the dump is refused naming both, and
+// both go on as they were.
+func TestProcTracedByAnotherRefused(t *testing.T) {
+	setup(t, "proctree")
+	p := start(t, "proctree", "traced")
+	c := atoi(p.waitLog(t, `(?m)^traced (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, p.pid, c)
+	r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	wantFailure(t, r, 6, fmt.Sprintf("pid %d is already traced by pid %d (proctree", c, p.pid), "detach that tracer first")
+	if st := procState(c); !strings.Contains(st, "State: t") || !strings.Contains(st, "TracerPid: "+strconv.Itoa(p.pid)) {
+		t.Errorf("the traced child after the refused dump: %s, want still in its ptrace-stop, traced by %d", st, p.pid)
+	}
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") || p.exited() {
+		t.Errorf("its parent after the refused dump: %s, want running untraced", st)
+	}
 }

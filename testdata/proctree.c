@@ -21,6 +21,10 @@
 // SIGUSR1 to g: "g ok" if its parent is P and its group zl's.
 // SIGUSR1 to tp: "tp ok" if SIGTRAP is pending, and once unblocked it is
 // delivered once with si_code SI_TKILL from itself.
+//
+// "proctree traced": P forks a child that is traced by P (PTRACE_TRACEME)
+// and sits in a ptrace-stop; P prints "traced CHILD" and waits.
+//
 // SIGUSR2 to P: P sends SIGCONT to the stopped ones, reaps everything and
 // prints "reaped N" with how many children it reaped.
 #define _GNU_SOURCE
@@ -30,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -153,8 +158,23 @@ static void run_tp(void) {
 	}
 }
 
-int main(void) {
+int main(int argc, char **argv) {
 	setpgid(0, 0);
+	if (argc > 1 && strcmp(argv[1], "traced") == 0) {
+		pid_t c = fork();
+		if (c == 0) {
+			ptrace(PTRACE_TRACEME, 0, 0, 0);
+			raise(SIGSTOP);
+			for (;;)
+				pause();
+		}
+		int st;
+		if (waitpid(c, &st, 0) != c || !WIFSTOPPED(st))
+			say("proctree FAIL the traced child did not stop\n");
+		say("traced %d\n", c);
+		for (;;)
+			pause();
+	}
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	action(SIGUSR1, on_usr1);
 	action(SIGUSR2, on_usr2);

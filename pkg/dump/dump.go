@@ -300,7 +300,10 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 // a `chpox run` supervisor, which FromSupervisor handles) holds the process.
 func traced(pid int, err error) error {
 	if tp := procinfo.TracerPID(pid); tp > 0 && tp != os.Getpid() {
-		return fmt.Errorf("pid %d is already traced by pid %d (a debugger?): %w", pid, tp, err)
+		// A process has one tracer, and what the other one holds (its
+		// ptrace-stop, its options, its breakpoints) cannot be saved.
+		_, comm, _ := procinfo.State(tp)
+		return fmt.Errorf("pid %d is already traced by pid %d (%s: a debugger?); detach that tracer first (%v): %w", pid, tp, comm, err, ErrUnsupported)
 	}
 	return err
 }
