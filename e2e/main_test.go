@@ -53,7 +53,7 @@ var cPrograms = map[string][]string{
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
 	"locks":       nil,
-	"proctree":    nil,
+	"proctree":    {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

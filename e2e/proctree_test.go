@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,6 +36,16 @@ func checkProcTree(t *testing.T, r *proc, pp ptPIDs, round int, when string) {
 		pp.g: {state: "S", pgid: pp.zl}, pp.tp: {state: "S", pgid: pp.p},
 		pp.sStop: {state: "T", pgid: pp.p}, pp.sTstp: {state: "T", pgid: pp.p}, pp.sTtin: {state: "T", pgid: pp.p},
 		pp.sTtou: {state: "T", pgid: pp.p}, pp.sWaited: {state: "T", pgid: pp.p},
+	}
+	// Both threads of sTTIN are in the group-stop.
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pp.sTtin))
+	if len(tasks) != 2 {
+		t.Errorf("%s: sTTIN has %d threads, want 2", when, len(tasks))
+	}
+	for _, task := range tasks {
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pp.sTtin, task.Name())); !strings.Contains(string(st), ") T ") {
+			t.Errorf("%s: sTTIN thread %s: %s, want stopped (T)", when, task.Name(), st)
+		}
 	}
 	for pid, w := range want {
 		got, err := readStat(pid)

@@ -8,6 +8,7 @@
 //   ├── g       zl's child, reparented to the subreaper P when zl exited;
 //   │           still in zl's group
 //   ├── sSTOP, sTSTP, sTTIN, sTTOU   stopped by raise() of that signal
+//   │           (sTTIN has a second thread)
 //   ├── sWAITED stopped by SIGSTOP, the stop already collected by P
 //   │           (waitpid WUNTRACED)
 //   └── tp      has SIGTRAP blocked and pending (raise(SIGTRAP))
@@ -17,7 +18,7 @@
 // SIGUSR1 to P: P checks, without reaping or collecting anything (waitid
 // with WNOWAIT), that it is still a subreaper, that each stopped child
 // shows its stop signal (sWAITED none: already collected) and each zombie
-// its status; then it prints "P ok" or "P FAIL ...".
+// its status, and that no SIGCHLD came since all were in place; then it prints "P ok" or "P FAIL ...".
 // SIGUSR1 to g: "g ok" if its parent is P and its group zl's.
 // SIGUSR1 to tp: "tp ok" if SIGTRAP is pending, and once unblocked it is
 // delivered once with si_code SI_TKILL from itself.
@@ -29,6 +30,7 @@
 // prints "reaped N" with how many children it reaped.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,7 @@
 #include "testprog.h"
 
 static volatile sig_atomic_t usr1, usr2, chld, traps, trap_code, trap_pid;
+static sig_atomic_t chld_ready; // SIGCHLDs handled once all were in place
 
 static void on_usr1(int sig) { (void)sig; usr1 = 1; }
 static void on_usr2(int sig) { (void)sig; usr2 = 1; }
@@ -51,6 +54,12 @@ static void on_trap(int sig, siginfo_t *si, void *uc) {
 	traps++;
 	trap_code = si->si_code;
 	trap_pid = si->si_pid;
+}
+
+static void *idle(void *arg) {
+	for (;;)
+		pause();
+	return arg;
 }
 
 static const int stops[] = {SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU};
@@ -89,6 +98,8 @@ static void check_p(void) {
 	prctl(PR_GET_CHILD_SUBREAPER, &sub);
 	if (!sub)
 		snprintf(why, sizeof why, "not a child subreaper");
+	else if (chld != chld_ready)
+		snprintf(why, sizeof why, "%d SIGCHLD came after all children were in place", (int)(chld - chld_ready));
 	for (int i = 0; !why[0] && i < 4; i++) {
 		if (peek(s[i], WSTOPPED, &si) != 0 || si.si_pid != s[i] || si.si_code != CLD_STOPPED || si.si_status != stops[i])
 			snprintf(why, sizeof why, "child %d stopped by %d shows pid %d code %d status %d", s[i], stops[i], si.si_pid,
@@ -225,6 +236,10 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < 4; i++) {
 		if ((s[i] = fork()) == 0) {
 			action(stops[i], SIG_DFL);
+			if (stops[i] == SIGTTIN) { // a second thread: the whole process stops
+				pthread_t th;
+				pthread_create(&th, NULL, idle, NULL);
+			}
 			raise(stops[i]);
 			for (;;)
 				pause();
@@ -264,6 +279,10 @@ int main(int argc, char **argv) {
 			break;
 		nap(2);
 	}
+	do { // until the last SIGCHLD of the setup was handled
+		chld_ready = chld;
+		nap(50);
+	} while (chld != chld_ready);
 	say("pids %d %d %d %d %d %d %d %d %d %d %d\n", getpid(), zk, zt, zl, g, s[0], s[1], s[2], s[3], swaited, tp);
 	for (long n = 0;; n++) {
 		if (n % 10 == 0)
