@@ -52,7 +52,7 @@ func lockTable(t *testing.T, dir string, names ...string) []string {
 }
 
 // locks.c's processes and files.
-var lockFiles = []string{"flock", "posix", "ofd", "lease", "posix2"}
+var lockFiles = []string{"flock", "posix", "ofd", "lease", "posix2", "wlease"}
 
 // Every kind of file lock comes back held by the same process and open
 // file description, and the waiters wait again: /proc/locks is the same
@@ -75,6 +75,7 @@ func TestFileLocks(t *testing.T) {
 		fmt.Sprintf("-> POSIX ADVISORY WRITE %d posix 0 0", w),
 		fmt.Sprintf("FLOCK ADVISORY WRITE %d flock 0 EOF", P),
 		fmt.Sprintf("LEASE ACTIVE READ %d lease 0 EOF", P),
+		fmt.Sprintf("LEASE ACTIVE WRITE %d wlease 0 EOF", P),
 		"OFDLCK ADVISORY WRITE -1 ofd 5 9",
 		fmt.Sprintf("POSIX ADVISORY READ %d posix 0 9", P),
 		fmt.Sprintf("POSIX ADVISORY READ %d posix2 300 399", a),
@@ -95,6 +96,7 @@ func TestFileLocks(t *testing.T) {
 		"lock: fd 5: OFD write lock on bytes 5-9\n",
 		fmt.Sprintf("lock: fd 6: read lease (holder pid %d)", P),
 		fmt.Sprintf("lock: fd 7: shared flock (holder pid %d)", P),
+		fmt.Sprintf("lock: fd 9: write lease (holder pid %d)", P),
 		fmt.Sprintf("lock: fd 8: POSIX write lock on bytes 100-199 (holder pid %d)", a),
 	} {
 		if !strings.Contains(text, l) {

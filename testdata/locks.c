@@ -10,6 +10,7 @@
 //   fd 5: DIR/ofd, OFD write lock on bytes 5-9
 //   fd 6: DIR/lease (read-only), a read lease, F_SETSIG SIGUSR2
 //   fd 7: DIR/gone, flock(LOCK_SH), then the file is unlinked
+//   fd 9: DIR/wlease, a write lease
 // The child A: fd 8: DIR/posix2, POSIX write lock on 100-199, read lock on
 //   300-399 (its own locks, in its own process).
 // The waiter W: its own open of DIR/posix, fcntl(F_SETLKW) for a write lock
@@ -190,6 +191,11 @@ int main(int argc, char **argv) {
 		say("locks FAIL lease: %s\n", strerror(errno));
 		return 1;
 	}
+	at(open_in("wlease", O_RDWR), 9);
+	if (fcntl(9, F_SETLEASE, F_WRLCK) < 0) {
+		say("locks FAIL write lease: %s\n", strerror(errno));
+		return 1;
+	}
 	at(open_in("gone", O_RDWR), 7);
 	if (flock(7, LOCK_SH) < 0)
 		return 1;
@@ -204,7 +210,7 @@ int main(int argc, char **argv) {
 	if (a == 0) {
 		role = "A";
 		close(ready[0]);
-		close(4), close(5), close(6), close(7);
+		close(4), close(5), close(6), close(7), close(9);
 		at(open_in("posix2", O_RDWR), 8);
 		setlk(8, F_SETLK, F_WRLCK, 100, 100);
 		setlk(8, F_SETLK, F_RDLCK, 300, 100);
@@ -219,7 +225,7 @@ int main(int argc, char **argv) {
 	pid_t w = fork();
 	if (w == 0) {
 		role = "W";
-		for (int fd = 3; fd <= 7; fd++)
+		for (int fd = 3; fd <= 9; fd++)
 			close(fd);
 		int fd = open_in("posix", O_RDWR);
 		setlk(fd, F_SETLKW, F_WRLCK, 0, 1);
@@ -230,7 +236,7 @@ int main(int argc, char **argv) {
 	pid_t f = fork();
 	if (f == 0) {
 		role = "F";
-		for (int fd = 3; fd <= 7; fd++)
+		for (int fd = 3; fd <= 9; fd++)
 			close(fd);
 		int fd = open_in("flock", O_RDWR);
 		if (flock(fd, LOCK_SH) < 0)
