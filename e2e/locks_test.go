@@ -244,3 +244,21 @@ func TestFileLockTakenMeanwhile(t *testing.T) {
 		t.Errorf("after the second restore /proc/locks has %q", tab)
 	}
 }
+
+// flock(2) takes any descriptor; on one that is not a file or directory
+// (here /dev/null) the lock could not be kept: the dump is refused naming
+// the fd and the lock, and the process runs on holding it.
+func TestFileLockOnDeviceRefused(t *testing.T) {
+	setup(t, "locks")
+	p := start(t, "locks", t.TempDir(), "devnull")
+	fd := p.waitLog(t, `(?m)^flock held (\d+)$`, 1, 10*time.Second)[1]
+	r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	wantFailure(t, r, 6, fmt.Sprintf("fd %s (/dev/null, chardev) holds a lock (exclusive flock)", fd))
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") || p.exited() {
+		t.Errorf("after the refused dump: %s, want it running untraced", st)
+	}
+	info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", p.pid, fd))
+	if !strings.Contains(string(info), "FLOCK") {
+		t.Errorf("after the refused dump fd %s has %q, want its flock", fd, info)
+	}
+}

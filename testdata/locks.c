@@ -3,6 +3,7 @@
 //   locks DIR            the full tree (below)
 //   locks DIR lease      only a read lease on DIR/lease, whose break signal
 //                        (SIGUSR2) is blocked: a lease break stays pending
+//   locks DIR devnull    only a flock on /dev/null
 //
 // The parent P:
 //   fd 3: DIR/flock, flock(LOCK_EX); the child A inherits this description
@@ -163,6 +164,16 @@ int main(int argc, char **argv) {
 		return 2;
 	dir = argv[1];
 	handlers();
+	if (argc > 2 && strcmp(argv[2], "devnull") == 0) {
+		int fd = open("/dev/null", O_RDONLY);
+		if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+			say("locks FAIL flock /dev/null: %s\n", strerror(errno));
+			return 1;
+		}
+		say("flock held %d\n", fd);
+		for (;;)
+			pause();
+	}
 	if (argc > 2 && strcmp(argv[2], "lease") == 0) {
 		sigset_t set;
 		sigemptyset(&set);

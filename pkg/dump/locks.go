@@ -26,12 +26,15 @@ func (pl *plan) locks() error {
 	var order []descLock
 	for _, p := range pl.procs {
 		for _, f := range p.files {
-			if f.Kind != format.FileRegular && f.Kind != format.FileDeleted && f.Kind != format.FileDir {
-				continue
-			}
 			held, err := filelock.Read(p.Info.PID, f.FD, f.Path)
 			if err != nil {
 				return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
+			}
+			if len(held) > 0 && f.Kind != format.FileRegular && f.Kind != format.FileDeleted && f.Kind != format.FileDir {
+				// flock(2) takes any fd; a device, pipe or socket is not
+				// reopened as the same description, or not by chpox.
+				return fmt.Errorf("pid %d: fd %d (%s, %s) holds a lock (%s), which chpox keeps only on files and directories: %w",
+					p.Info.PID, f.FD, f.Path, f.Kind, held[0].Lock, ErrUnsupported)
 			}
 			for _, h := range held {
 				if !h.ByDescription {
