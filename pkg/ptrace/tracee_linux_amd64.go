@@ -394,10 +394,12 @@ func (t *Tracee) Release() error {
 			// it pending, as it would have been.
 			unix.Syscall(unix.SYS_TKILL, uintptr(t.PID), uintptr(sig), 0)
 		}
-		// Back into the group-stop it was in. Detached from a group-stop
-		// the kernel puts it back there itself (kernel/ptrace.c,
-		// __ptrace_unlink) and ignores the signal; a stop signal that
-		// arrived during the dump and was kept back is delivered now.
+		// Back into the group-stop it was in. Detached while its group
+		// is stopped, the kernel puts it back there itself (kernel/ptrace.c,
+		// __ptrace_unlink), and a stopped group keeps its stop signal
+		// (kernel/signal.c, do_signal_stop): what its parent's wait
+		// reports does not change. A stop signal that arrived during the
+		// dump and was kept back is delivered now, the same signal.
 		sig = int(t.GroupStopSignal())
 	}
 	if t.keep {
