@@ -1252,6 +1252,7 @@ func TestValidate(t *testing.T) {
 		{"flock on a byte range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[0].Start = 4 }, ErrCorrupt},
 		{"lock range ends before it starts", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[2].End = 4 }, ErrCorrupt},
 		{"lock range negative", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[1].Start = -3 }, ErrCorrupt},
+		{"lease signal on a flock", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[0].LeaseSignal = 10 }, ErrCorrupt},
 		{"lease signal out of range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[3].LeaseSignal = 65 }, ErrCorrupt},
 		{"lock on a device", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].Files[0].Locks = []Lock{{Kind: LockFlock, End: -1}}

@@ -50,7 +50,9 @@ type Lock struct {
 // validLock tells whether a lock record is one restore can take.
 func validLock(l Lock) bool {
 	switch l.Kind {
-	case LockFlock, LockLease:
+	case LockFlock:
+		return l.Start == 0 && l.End == -1 && l.LeaseSignal == 0
+	case LockLease:
 		return l.Start == 0 && l.End == -1 && l.LeaseSignal >= 0 && l.LeaseSignal <= 64
 	case LockPOSIX, LockOFD:
 		return l.Start >= 0 && (l.End == -1 || l.End >= l.Start && l.End < math.MaxInt64) && l.LeaseSignal == 0
