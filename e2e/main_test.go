@@ -57,6 +57,8 @@ var cPrograms = map[string][]string{
 	"memdetails":  nil,
 	"memfd":       nil,
 	"timers":      {"-pthread"},
+	"locks":       nil,
+	"proctree":    {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

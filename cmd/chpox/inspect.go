@@ -106,6 +106,20 @@ func printTree(out io.Writer, ps []*format.Process) {
 		case len(p.Threads) > 1:
 			note = fmt.Sprintf("  (%d threads)", len(p.Threads))
 		}
+		if p.Stopped {
+			sig := p.StopSignal
+			if sig == 0 {
+				sig = 19
+			}
+			waited := ""
+			if p.StopWaited {
+				waited = ", stop already waited for"
+			}
+			note += fmt.Sprintf("  (stopped by %s%s)", stopSignalName(sig), waited)
+		}
+		if p.ChildSubreaper {
+			note += "  (child subreaper)"
+		}
 		fmt.Fprintf(out, "  %s%d %s%s\n", strings.Repeat("  ", depth), p.PID, p.Comm, note)
 		for _, c := range children[p.PID] {
 			walk(c, depth+1)
@@ -161,6 +175,15 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		}
 	}
 	tw.Flush()
+	for _, f := range p.Files {
+		for _, l := range f.Locks {
+			holder := ""
+			if l.PID != 0 {
+				holder = fmt.Sprintf(" (holder pid %d)", l.PID)
+			}
+			fmt.Fprintf(out, "  lock: fd %d: %s%s\n", f.FD, l, holder)
+		}
+	}
 	var sigs []string
 	for _, s := range p.Sigactions {
 		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))
@@ -405,4 +428,13 @@ func fileDetails(f format.File) string {
 		parts = append(parts, fmt.Sprintf("SIGIO owner %s %d signal %d", map[int]string{0: "thread", 1: "process", 2: "group"}[o.Type], o.PID, o.Sig))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// stopSignalName names a job-control stop signal (x86_64 numbers), so
+// that inspect needs no syscall package.
+func stopSignalName(sig int) string {
+	if n, ok := map[int]string{19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU"}[sig]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d", sig)
 }

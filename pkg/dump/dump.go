@@ -302,7 +302,10 @@ func freezeOne(pid int, isRoot bool) (*Member, error) {
 // a `chpox run` supervisor, which FromSupervisor handles) holds the process.
 func traced(pid int, err error) error {
 	if tp := procinfo.TracerPID(pid); tp > 0 && tp != os.Getpid() {
-		return fmt.Errorf("pid %d is already traced by pid %d (a debugger?): %w", pid, tp, err)
+		// A process has one tracer, and what the other one holds (its
+		// ptrace-stop, its options, its breakpoints) cannot be saved.
+		_, comm, _ := procinfo.State(tp)
+		return fmt.Errorf("pid %d is already traced by pid %d (%s: a debugger?); detach that tracer first (%v): %w", pid, tp, comm, err, ErrUnsupported)
 	}
 	return err
 }
@@ -377,10 +380,23 @@ func Collect(ms []*Member, ignoreSig int) error {
 		if err := repend(); err != nil {
 			return err
 		}
-		if err := inject(tr, m.Threads(), p, repend); err != nil {
+		var stopped []int
+		for _, c := range ms {
+			if c.T != nil && c.Info.PPID == m.Info.PID && c.T.GroupStopped() {
+				stopped = append(stopped, c.Info.PID)
+			}
+		}
+		waited := map[int]bool{}
+		if err := inject(tr, m.Threads(), p, repend, stopped, waited); err != nil {
 			return err
 		}
+		for _, c := range ms {
+			if c.Info.PPID == m.Info.PID {
+				c.Info.Process.StopWaited = waited[c.Info.PID]
+			}
+		}
 		p.Stopped = m.T.GroupStopped()
+		p.StopSignal = int(m.T.GroupStopSignal())
 		// Put back what chpox changed before memory is read, so the image
 		// holds the process as it was; the main thread (code) last.
 		for _, t := range append(m.Others, m.T) {

@@ -19,6 +19,8 @@ const (
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
 	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
+	subreaperOff    = threadQueryOff + threadQuerySize
+	waitidOff       = 4096 // a siginfo_t for waitid
 )
 
 // trampoline places the injection code of m's process in its [vdso]
@@ -47,7 +49,11 @@ func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
 // calls run through the trampoline, one thread at a time: a thread has
 // every signal blocked only while it is in there, and it is back at its own
 // registers and mask before the next one enters.
-func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, repend func() error) (err error) {
+//
+// stopped lists the process's children that are in a group-stop: the
+// process is asked (waitid with WNOWAIT, which changes nothing) whether it
+// has collected each stop already; waited gets those it has.
+func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, repend func() error, stopped []int, waited map[int]bool) (err error) {
 	main := threads[0]
 	in := func(t *ptrace.Tracee, f func() error) error {
 		if err := t.Enter(tr); err != nil {
@@ -86,6 +92,13 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, 
 		if err := queryTimers(main, p, scratch, repend); err != nil {
 			return err
 		}
+		for _, c := range stopped {
+			uncollected, err := stopPending(main, c, scratch+waitidOff)
+			if err != nil {
+				return err
+			}
+			waited[c] = !uncollected
+		}
 		return queryThread(main, &p.Threads[0], scratch)
 	})
 	for i, t := range threads[1:] {
@@ -117,6 +130,14 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	}
 	d := uint8(dumpable)
 	p.Creds.Dumpable = &d
+	if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, scratch+subreaperOff); err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_CHILD_SUBREAPER): %w", t.PID, err)
+	}
+	sub := make([]byte, 4)
+	if err := ptrace.ReadMem(t.PID, scratch+subreaperOff, sub); err != nil {
+		return err
+	}
+	p.ChildSubreaper = binary.LittleEndian.Uint32(sub) != 0
 	buf := make([]byte, (nsig+1)*sigactSize)
 	if err := ptrace.ReadMem(t.PID, scratch, buf); err != nil {
 		return err
@@ -158,4 +179,21 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 	th.ClearTID = le.Uint64(b[24:])
 	th.RobustHead, th.RobustLen = le.Uint64(b[32:]), le.Uint64(b[40:])
 	return nil
+}
+
+// stopPending asks the process whether its stopped child c has a stop it
+// has not collected yet: waitid(P_PID, c, WSTOPPED|WNOHANG|WNOWAIT) fills
+// in si_pid only then, and WNOWAIT leaves it to be collected.
+func stopPending(t *ptrace.Tracee, c int, at uint64) (bool, error) {
+	if err := ptrace.WriteMem(t.PID, at, make([]byte, 128)); err != nil {
+		return false, err
+	}
+	if _, err := t.Syscall(unix.SYS_WAITID, unix.P_PID, uint64(c), at, unix.WSTOPPED|unix.WNOHANG|unix.WNOWAIT, 0); err != nil {
+		return false, fmt.Errorf("pid %d: injected waitid(%d): %w", t.PID, c, err)
+	}
+	si := make([]byte, 24)
+	if err := ptrace.ReadMem(t.PID, at, si); err != nil {
+		return false, err
+	}
+	return int(binary.LittleEndian.Uint32(si[16:])) == c, nil // si_pid
 }

@@ -137,7 +137,9 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	p.Files = []File{
 		// fd 0 of every process shares one description (inherited)
 		{FD: 0, Desc: 1, Kind: FileChar, Path: "/dev/null", Flags: 0o100000},
-		{FD: 1, Desc: 100*pid + 1, Kind: FileRegular, Path: "/tmp/out.log", Flags: 0o102001, Pos: 4711, Mode: 0o100644},
+		{FD: 1, Desc: 100*pid + 1, Kind: FileRegular, Path: "/tmp/out.log", Flags: 0o102001, Pos: 4711, Mode: 0o100644,
+			Locks: []Lock{{Kind: LockFlock, Write: true, End: -1, PID: pid}, {Kind: LockPOSIX, Start: 20, End: -1, PID: pid},
+				{Kind: LockOFD, Write: true, Start: 5, End: 9}, {Kind: LockLease, End: -1, PID: pid, LeaseSignal: 12}}},
 		{FD: 4, Desc: 100*pid + 4, Kind: FileDeleted, Path: "/tmp/scratch (deleted)", Flags: 0o2000002, Pos: 150, Mode: 0o100600,
 			// runs of file contents need not be page-sized; the second is
 			// after a hole.
@@ -1280,6 +1282,24 @@ func TestValidate(t *testing.T) {
 		{"timerfd flags unknown", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Flags = 4 }, ErrCorrupt},
 		{"timerfd absolute without flag", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Flags = 0 }, ErrCorrupt},
 		{"timerfd absolute on monotonic", func(_ *Header, ps []*Process, _ uint64) { timerfdOf(ps[0]).Clock = ClockMonotonic }, ErrCorrupt},
+		{"unknown lock kind", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[0].Kind = "deleg" }, ErrCorrupt},
+		{"flock on a byte range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[0].Start = 4 }, ErrCorrupt},
+		{"lock range ends before it starts", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[2].End = 4 }, ErrCorrupt},
+		{"lock range negative", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[1].Start = -3 }, ErrCorrupt},
+		{"lease signal on a flock", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[0].LeaseSignal = 10 }, ErrCorrupt},
+		{"lease signal out of range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[3].LeaseSignal = 65 }, ErrCorrupt},
+		{"lock on a device", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[0].Locks = []Lock{{Kind: LockFlock, End: -1}}
+		}, ErrCorrupt},
+		{"stop signal not a stop signal", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Stopped, ps[0].StopSignal = true, 15
+		}, ErrCorrupt},
+		{"stop signal on a running process", func(_ *Header, ps []*Process, _ uint64) { ps[0].StopSignal = 20 }, ErrCorrupt},
+		{"stop waited on a running process", func(_ *Header, ps []*Process, _ uint64) { ps[0].StopWaited = true }, ErrCorrupt},
+		{"stopped by SIGTTOU, waited", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Stopped, ps[0].StopSignal, ps[0].StopWaited = true, 22, true
+		}, nil},
+		{"one-byte lock", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[2].End = 5 }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)

@@ -59,6 +59,19 @@ type Process struct {
 	// timer_create(2) timer, armed or not.
 	ITimers     []ITimer     `json:"itimers,omitempty"`
 	PosixTimers []PosixTimer `json:"posix_timers,omitempty"`
+	// Version 3: the rest of a process's place in the tree.
+	//
+	// StopSignal is the signal that stopped a Stopped process (SIGSTOP,
+	// SIGTSTP, SIGTTIN or SIGTTOU): what its parent's waitpid(WUNTRACED)
+	// reports as WSTOPSIG. 0 in older images: SIGSTOP.
+	StopSignal int `json:"stop_signal,omitempty"`
+	// StopWaited says the parent had already collected the stop with
+	// wait (WUNTRACED/WSTOPPED): it is not reported again. Absent, the
+	// stop is waiting to be collected.
+	StopWaited bool `json:"stop_waited,omitempty"`
+	// ChildSubreaper is prctl(PR_SET_CHILD_SUBREAPER): orphaned
+	// descendants are reparented to this process.
+	ChildSubreaper bool `json:"child_subreaper,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -332,5 +345,7 @@ type File struct {
 	PidfdPID int            `json:"pidfd_pid,omitempty"` // pidfd: its process, -1 reaped
 	Owner    *FileOwner     `json:"owner,omitempty"`     // F_SETOWN_EX/F_SETSIG, nil if none
 	Fanotify *Fanotify      `json:"fanotify,omitempty"`  // fanotify: flags and marks
-	Timerfd *Timerfd `json:"timerfd,omitempty"` // kind timerfd (version 3)
+	Timerfd  *Timerfd       `json:"timerfd,omitempty"`   // kind timerfd (version 3)
+	// Locks held through this fd (version 3; pkg/format/locks.go).
+	Locks []Lock `json:"locks,omitempty"`
 }

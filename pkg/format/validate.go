@@ -367,6 +367,14 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.Zombie && !fatalStatus(p.WaitStatus) {
 		return corrupt("zombie wait status %#x is neither an exit code nor a fatal signal", p.WaitStatus)
 	}
+	switch p.StopSignal {
+	case 0, 19, 20, 21, 22: // SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
+	default:
+		return corrupt("stop signal %d is not a job-control stop signal", p.StopSignal)
+	}
+	if (p.StopSignal != 0 || p.StopWaited) && (!p.Stopped || p.Zombie) {
+		return corrupt("stop signal %d or stop_waited on a process that is not stopped", p.StopSignal)
+	}
 	if (len(p.Threads) == 0 && !p.Zombie) || len(p.Threads) > maxThreads {
 		return corrupt("%d threads", len(p.Threads))
 	}
@@ -419,6 +427,14 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		if err := validateTimerfd(f); err != nil {
 			return err
+		}
+		if len(f.Locks) > 0 && f.Kind != FileRegular && f.Kind != FileDeleted && f.Kind != FileDir {
+			return corrupt("fd %d (%s) holds locks, which only files and directories can", f.FD, f.Kind)
+		}
+		for _, l := range f.Locks {
+			if !validLock(l) {
+				return corrupt("fd %d: lock %+v is not one restore can take", f.FD, l)
+			}
 		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.

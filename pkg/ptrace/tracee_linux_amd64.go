@@ -52,10 +52,11 @@ type Tracee struct {
 	inTramp   bool // the registers point into the trampoline (Undo leaves it first)
 	maskSaved bool
 	mask      uint64
-	deferred  int  // a signal caught at a stop, re-delivered on release
-	keep      bool // stays traced after Release (a `chpox run` tracee)
-	groupStop bool // was in a job-control stop; Release stops it again
-	swallowed bool // Interrupt met the signal it was told to keep back
+	deferred  int         // a signal caught at a stop, re-delivered on release
+	keep      bool        // stays traced after Release (a `chpox run` tracee)
+	groupStop bool        // was in a job-control stop; Release stops it again
+	stopSig   unix.Signal // the signal of that stop (SIGSTOP, SIGTSTP ...)
+	swallowed bool        // Interrupt met the signal it was told to keep back
 }
 
 func (t *Tracee) fail(op string, err error) error {
@@ -145,7 +146,7 @@ func (t *Tracee) noteGroupStop(ws unix.WaitStatus) {
 		return
 	}
 	if isStopSignal(ws.StopSignal()) {
-		t.groupStop = true
+		t.groupStop, t.stopSig = true, ws.StopSignal()
 	}
 }
 
@@ -167,6 +168,18 @@ func isStopSignal(sig unix.Signal) bool {
 // GroupStopped tells whether the tracee was stopped by job control when
 // chpox stopped it.
 func (t *Tracee) GroupStopped() bool { return t.groupStop }
+
+// GroupStopSignal is the signal of that stop (the group-stop's, which a
+// parent's waitpid(WUNTRACED) reports), 0 if not stopped.
+func (t *Tracee) GroupStopSignal() unix.Signal {
+	if !t.groupStop {
+		return 0
+	}
+	if t.stopSig == 0 {
+		return unix.SIGSTOP
+	}
+	return t.stopSig
+}
 
 // StopTimeout bounds the wait for a process to stop after it was asked
 // to: one in uninterruptible sleep (a hung NFS read) or waiting for a
@@ -381,7 +394,13 @@ func (t *Tracee) Release() error {
 			// it pending, as it would have been.
 			unix.Syscall(unix.SYS_TKILL, uintptr(t.PID), uintptr(sig), 0)
 		}
-		sig = int(unix.SIGSTOP) // back into the group-stop it was in
+		// Back into the group-stop it was in. Detached while its group
+		// is stopped, the kernel puts it back there itself (kernel/ptrace.c,
+		// __ptrace_unlink), and a stopped group keeps its stop signal
+		// (kernel/signal.c, do_signal_stop): what its parent's wait
+		// reports does not change. A stop signal that arrived during the
+		// dump and was kept back is delivered now, the same signal.
+		sig = int(t.GroupStopSignal())
 	}
 	if t.keep {
 		if cerr := unix.PtraceCont(t.PID, sig); cerr != nil && err == nil {
@@ -566,7 +585,7 @@ func (t *Tracee) runTo(sig unix.Signal, rip uint64) error {
 		case isStopSignal(ws.StopSignal()):
 			// Job control wants the process stopped (it was, or is being,
 			// stopped): kept back now, Release stops it again.
-			t.groupStop = true
+			t.groupStop, t.stopSig = true, ws.StopSignal()
 		case ws.StopSignal() == sig:
 			var r unix.PtraceRegs
 			if err := unix.PtraceGetRegs(t.PID, &r); err != nil {
@@ -729,7 +748,7 @@ func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
 			return r.Rax, nil
 		case cause > 0: // an interrupt or group-stop trap: go on
 		case isStopSignal(ws.StopSignal()):
-			t.groupStop = true // kept back now, Release stops it again
+			t.groupStop, t.stopSig = true, ws.StopSignal() // kept back now, Release stops it again
 		default:
 			return 0, t.fail("injected syscall", fmt.Errorf("unexpected signal %v", ws.StopSignal()))
 		}
@@ -760,7 +779,7 @@ func (t *Tracee) leaveTrampoline() error {
 			return nil
 		case cause > 0:
 		case isStopSignal(ws.StopSignal()):
-			t.groupStop = true
+			t.groupStop, t.stopSig = true, ws.StopSignal()
 		default:
 			return t.fail("leave the trampoline", fmt.Errorf("unexpected signal %v", ws.StopSignal()))
 		}
@@ -801,6 +820,63 @@ func (t *Tracee) StepOut(tr *Trampoline) error {
 		if err := t.LoadRegs(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// GroupStop puts a traced process, stopped at a syscall-exit stop with its
+// final registers (restore), into the group-stop that sig (a job-control
+// stop signal) makes, as job control would have: the parent's waitpid then
+// reports WSTOPSIG sig, and SIGCONT resumes it. PTRACE_CONT with a signal
+// from a syscall-exit stop sends it (include/linux/ptrace.h,
+// ptrace_report_syscall); at its delivery stop it is let through, and the
+// tracee stops in do_signal_stop, where a non-seized tracee reports the
+// stop signal again (kernel/signal.c, do_jobctl_trap). The caller blocks
+// every other signal first: no handler may run. The other threads are let
+// into the group-stop too, so it is complete (and the parent told) before
+// detach; detaching keeps them in it (kernel/ptrace.c, __ptrace_unlink).
+// The process runs no instruction of its own.
+func (t *Tracee) GroupStop(sig unix.Signal, others []*Tracee) error {
+	if err := unix.PtraceCont(t.PID, int(sig)); err != nil {
+		return t.fail("ptrace(PTRACE_CONT)", err)
+	}
+	ws, err := t.wait()
+	if err != nil {
+		return err
+	}
+	if ws.StopSignal() != sig || ws.TrapCause() > 0 {
+		return t.fail("stop it again", fmt.Errorf("stop %v (status %#x) before the delivery of %v", ws.StopSignal(), uint32(ws), sig))
+	}
+	if err := unix.PtraceCont(t.PID, int(sig)); err != nil {
+		return t.fail("ptrace(PTRACE_CONT)", err)
+	}
+	if err := t.waitGroupStop(sig); err != nil {
+		return err
+	}
+	for _, o := range others {
+		if err := unix.PtraceCont(o.PID, 0); err != nil {
+			return o.fail("ptrace(PTRACE_CONT)", err)
+		}
+		if err := o.waitGroupStop(sig); err != nil {
+			return err
+		}
+	}
+	t.groupStop, t.stopSig = true, sig
+	return nil
+}
+
+// waitGroupStop waits for the group-stop report of sig: a stop with that
+// signal for which PTRACE_GETSIGINFO fails (man 2 ptrace, "Group-stop").
+func (t *Tracee) waitGroupStop(sig unix.Signal) error {
+	ws, err := t.wait()
+	if err != nil {
+		return err
+	}
+	if ws.StopSignal() != sig {
+		return t.fail("stop it again", fmt.Errorf("stop %v (status %#x), want the group-stop of %v", ws.StopSignal(), uint32(ws), sig))
+	}
+	if _, err := getSiginfo(t.PID); err == nil {
+		return t.fail("stop it again", fmt.Errorf("%v was not acted on (the kernel ignores SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process group)", sig))
 	}
 	return nil
 }

@@ -15,6 +15,9 @@ import (
 // is in threadState, masks in finish.
 func (x *target) restoreSignals(p *format.Process) error {
 	for _, sa := range p.Sigactions {
+		if sa.Signal == int(unix.SIGTRAP) {
+			continue // set late, see lateTrap
+		}
 		x.resetScratch()
 		at, err := x.put(u64s(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
 		if err != nil {
@@ -28,8 +31,8 @@ func (x *target) restoreSignals(p *format.Process) error {
 		return err
 	}
 	for _, si := range p.SharedPending {
-		if timerSignal(p, si) {
-			continue // the timer itself queues it again (armTimers)
+		if timerSignal(p, si) || isTrap(si) {
+			continue // the timer queues it again (armTimers); a trap comes late (lateTrap)
 		}
 		if err := x.queue(unix.SYS_RT_SIGQUEUEINFO, x.pid(), si); err != nil {
 			return err
@@ -59,10 +62,84 @@ func (x *target) queue(nr uint64, tgid int, si []byte) error {
 	return err
 }
 
+func isTrap(si []byte) bool { return binary.LittleEndian.Uint32(si) == uint32(unix.SIGTRAP) }
+
+// lateTrap sets the SIGTRAP action and queues pending SIGTRAPs once no
+// injected call runs into the stub's int3 any more. Each int3 raises a
+// SIGTRAP that the kernel forces through (kernel/signal.c,
+// force_sig_info_to_task): blocked, it is unblocked; blocked or ignored,
+// its action is reset to SIG_DFL. A handler set earlier would be lost, and
+// a pending SIGTRAP would be taken for the int3's (and swallowed). These
+// calls run under PTRACE_SYSCALL to their syscall-exit stop instead, with
+// SIGTRAP blocked again in every thread, so it stays pending.
+func (x *target) lateTrap(p *format.Process) error {
+	var sa *format.Sigaction
+	for i := range p.Sigactions {
+		if p.Sigactions[i].Signal == int(unix.SIGTRAP) {
+			sa = &p.Sigactions[i]
+		}
+	}
+	type late struct {
+		t  *target
+		nr uint64
+		si []byte
+	}
+	var queue []late
+	for _, si := range p.SharedPending {
+		if isTrap(si) {
+			queue = append(queue, late{x, unix.SYS_RT_SIGQUEUEINFO, si})
+		}
+	}
+	for i, t := range x.allThreads() {
+		for _, si := range p.Threads[i].Pending {
+			if isTrap(si) {
+				queue = append(queue, late{t, unix.SYS_RT_TGSIGQUEUEINFO, si})
+			}
+		}
+	}
+	if sa == nil && len(queue) == 0 {
+		return nil
+	}
+	for _, t := range x.allThreads() {
+		if err := t.t.SetSigMask(ptrace.AllSignals); err != nil {
+			return err
+		}
+	}
+	x.resetScratch()
+	if sa != nil {
+		at, err := x.put(u64s(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		if err != nil {
+			return err
+		}
+		if _, err := x.t.SyscallLast(unix.SYS_RT_SIGACTION, uint64(unix.SIGTRAP), at, 0, 8); err != nil {
+			return fmt.Errorf("injected rt_sigaction(SIGTRAP): %w", err)
+		}
+	}
+	for _, q := range queue {
+		at, err := x.put(q.si)
+		if err != nil {
+			return err
+		}
+		var args []uint64
+		if q.nr == unix.SYS_RT_TGSIGQUEUEINFO {
+			args = []uint64{uint64(x.pid()), uint64(q.t.pid()), uint64(unix.SIGTRAP), at}
+		} else {
+			args = []uint64{uint64(x.pid()), uint64(unix.SIGTRAP), at}
+		}
+		if _, err := q.t.t.SyscallLast(q.nr, args...); err != nil {
+			return fmt.Errorf("thread %d: injected queue of a pending SIGTRAP: %w", q.t.pid(), err)
+		}
+	}
+	return nil
+}
+
 // finish removes the scratch area and loads every thread's final
 // registers and signal mask; the process stays stopped until the whole tree
 // is ready.
 func (x *target) finish(p *format.Process) error {
+	if err := x.lateTrap(p); err != nil {
+		return err
+	}
 	if _, err := x.t.SyscallLast(unix.SYS_MUNMAP, x.scratch, scratchSize); err != nil {
 		return fmt.Errorf("injected munmap(scratch): %w", err)
 	}
@@ -161,12 +238,17 @@ func (x *target) becomeZombie(p *format.Process) error {
 	if _, err := x.call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0); err != nil {
 		return err
 	}
-	at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
-	if err != nil {
-		return err
-	}
-	if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
-		return err
+	// SIGKILL and SIGSTOP always have the default action and rt_sigaction
+	// refuses them with EINVAL (kernel/signal.c, do_sigaction): a child
+	// killed with kill -9 is the most common zombie there is.
+	if sig != unix.SIGKILL && sig != unix.SIGSTOP {
+		at, err := x.put(u64s(0, 0, 0, 0)) // SIG_DFL
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), at, 0, 8); err != nil {
+			return err
+		}
 	}
 	if err := x.t.SetSigMask(0); err != nil {
 		return err

@@ -27,8 +27,8 @@ func (x *target) restoreThreads(p *format.Process) error {
 			return fmt.Errorf("thread %d: %w", th.TID, err)
 		}
 		for _, si := range th.Pending {
-			if timerSignal(p, si) {
-				continue // the timer itself queues it again (armTimers)
+			if timerSignal(p, si) || isTrap(si) {
+				continue // the timer queues it again (armTimers); a trap comes late (lateTrap)
 			}
 			if err := t.queue(unix.SYS_RT_TGSIGQUEUEINFO, x.pid(), si); err != nil {
 				return fmt.Errorf("thread %d: %w", th.TID, err)

@@ -96,14 +96,38 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
-	// Timers start once every process is built, so the time that takes
-	// does not count against them; registers last.
+	// Locks once every process holds its fds: a lock may belong to a
+	// description that a later process of the tree created.
 	for _, n := range live {
+		if err := n.x.restoreLocks(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore locks: %w", n.p.PID, err)
+		}
+	}
+	// Children first: a stopped child is put into its group-stop once its
+	// registers are final, and its parent, still able to run injected
+	// calls, then collects that stop if it had collected it before and
+	// loses the SIGCHLD it did not have.
+	stoppedKids := map[*node][]*node{}
+	for i := len(live) - 1; i >= 0; i-- {
+		n := live[i]
+		if err := n.x.afterChildStops(n.p, stoppedKids[n]); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
+		}
+		// Timers start once every process is built, so the time that
+		// takes does not count against them; registers last.
 		if err := n.x.armTimers(n.p); err != nil {
 			return nil, fmt.Errorf("pid %d: restore timers: %w", n.p.PID, err)
 		}
 		if err := n.x.finish(n.p); err != nil {
 			return nil, fmt.Errorf("pid %d: restore registers: %w", n.p.PID, err)
+		}
+		if n.p.Stopped {
+			if err := n.x.stopAgain(n.p); err != nil {
+				return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
+			}
+			if n.parent != nil {
+				stoppedKids[n.parent] = append(stoppedKids[n.parent], n)
+			}
 		}
 	}
 	if err := o.beforeRun(); err != nil {
@@ -119,15 +143,12 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
-		sig := unix.Signal(0)
-		if live[i].p.Stopped {
-			sig = unix.SIGSTOP
-		}
 		for _, t := range live[i].x.allThreads() {
-			if err := t.t.DetachAsIs(sig); err != nil {
+			// A stopped process is in its group-stop already; detached,
+			// it stays there (stopAgain).
+			if err := t.t.DetachAsIs(0); err != nil {
 				return nil, err
 			}
-			sig = 0 // one SIGSTOP stops the whole process
 		}
 	}
 	ok = true
@@ -210,8 +231,8 @@ func (x *target) lead(p *format.Process) error {
 	return nil
 }
 
-// build gives a process whose memory is mapped and filled everything else
-// but its running timers and final registers (restoreTree adds them).
+// build gives a process whose memory is mapped and filled everything but
+// its locks, running timers and final registers (see restoreTree).
 func (x *target) build(p *format.Process, o *objects) error {
 	steps := []struct {
 		what string
