@@ -48,6 +48,10 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Attributes and seccomp filters (version 3, attrs.go).
+	Attrs   *ProcessAttrs   `json:"attrs,omitempty"`
+	Seccomp []SeccompFilter `json:"seccomp_filters,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -150,6 +154,13 @@ type Thread struct {
 	// RobustList is the thread's robust futex list (set_robust_list(2)).
 	RobustHead uint64 `json:"robust_head,omitempty"`
 	RobustLen  uint64 `json:"robust_len,omitempty"`
+
+	// Attributes and seccomp state (version 3, attrs.go). SeccompMode is
+	// SeccompModeNone, SeccompModeStrict or SeccompModeFilter; in filter mode the
+	// thread's newest filter is Process.Seccomp ID SeccompFilter.
+	Attrs         *ThreadAttrs `json:"attrs,omitempty"`
+	SeccompMode   int          `json:"seccomp_mode,omitempty"`
+	SeccompFilter int          `json:"seccomp_filter,omitempty"`
 }
 
 // Regs mirrors the x86_64 user_regs_struct. It is kept here, not taken from
