@@ -17,7 +17,8 @@ const (
 	scratchSize     = 4 * 4096
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
-	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
+	threadQuerySize = 24 + 8 + 16 + 8 // stack_t, clear_child_tid, robust head+len, pdeathsig
+	processQueryOff = threadQueryOff + threadQuerySize
 )
 
 // trampoline places the injection code of m's process in its [vdso]
@@ -68,6 +69,13 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) 
 		}
 	}()
 	err = in(main, func() error {
+		// The scratch area must go again: a sandbox that would keep it is
+		// refused before it is made.
+		if main.Guard != nil {
+			if err := main.Guard(unix.SYS_MUNMAP, []uint64{0, scratchSize}, tr.Code+2); err != nil {
+				return err
+			}
+		}
 		var err error
 		scratch, err = main.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
@@ -109,6 +117,9 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	}
 	d := uint8(dumpable)
 	p.Creds.Dumpable = &d
+	if err := queryProcessAttrs(t, p, scratch+processQueryOff); err != nil {
+		return err
+	}
 	buf := make([]byte, (nsig+1)*sigactSize)
 	if err := ptrace.ReadMem(t.PID, scratch, buf); err != nil {
 		return err
@@ -135,6 +146,7 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 		{"sigaltstack", unix.SYS_SIGALTSTACK, []uint64{0, at}},
 		{"prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, []uint64{prGetTIDAddress, at + 24}},
 		{"get_robust_list", unix.SYS_GET_ROBUST_LIST, []uint64{0, at + 32, at + 40}},
+		{"prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, []uint64{unix.PR_GET_PDEATHSIG, at + 48}},
 	}
 	for _, c := range calls {
 		if _, err := t.Syscall(c.nr, c.args...); err != nil {
@@ -149,5 +161,46 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 	th.AltStack = format.AltStack{SP: le.Uint64(b), Flags: int32(le.Uint32(b[8:])), Size: le.Uint64(b[16:])}
 	th.ClearTID = le.Uint64(b[24:])
 	th.RobustHead, th.RobustLen = le.Uint64(b[32:]), le.Uint64(b[40:])
+	if th.Attrs != nil {
+		th.Attrs.PdeathSig = int(int32(le.Uint32(b[48:])))
+		slack, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_TIMERSLACK)
+		if err != nil {
+			return fmt.Errorf("thread %d: injected prctl(PR_GET_TIMERSLACK): %w", t.PID, err)
+		}
+		th.Attrs.TimerSlack = slack
+	}
+	return nil
+}
+
+// queryProcessAttrs asks the process for its prctl attributes and its
+// membarrier registrations; at is 8 free bytes of scratch.
+func queryProcessAttrs(t *ptrace.Tracee, p *format.Process, at uint64) error {
+	a := p.Attrs
+	if a == nil {
+		return nil
+	}
+	if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, at); err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_CHILD_SUBREAPER): %w", t.PID, err)
+	}
+	b := make([]byte, 4)
+	if err := ptrace.ReadMem(t.PID, at, b); err != nil {
+		return err
+	}
+	a.ChildSubreaper = binary.LittleEndian.Uint32(b) != 0
+	thp, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE, 0, 0, 0, 0)
+	if err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_THP_DISABLE): %w", t.PID, err)
+	}
+	a.THPDisable = uint32(thp)
+	regs, err := t.Syscall(unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
+	switch {
+	case err == unix.EINVAL || err == unix.ENOSYS:
+		// Before kernel 6.3 nobody can tell: Membarrier stays nil.
+	case err != nil:
+		return fmt.Errorf("pid %d: injected membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS): %w", t.PID, err)
+	default:
+		r := uint32(regs)
+		a.Membarrier = &r
+	}
 	return nil
 }

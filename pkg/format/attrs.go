@@ -85,3 +85,13 @@ const (
 	SeccompModeStrict = 1
 	SeccompModeFilter = 2
 )
+
+// SeccompChain lists the IDs of the filters thread th runs, oldest first.
+// The image must have been validated (parents come first).
+func (p *Process) SeccompChain(th *Thread) []int {
+	var ids []int
+	for id := th.SeccompFilter; id > 0 && id <= len(p.Seccomp); id = p.Seccomp[id-1].Parent {
+		ids = append([]int{id}, ids...)
+	}
+	return ids
+}

@@ -94,6 +94,16 @@ func checkOwner(path string, img *format.Image) error {
 	return nil
 }
 
+// untrustedImage tells whether root restores an image a user owns: its
+// processes may then have only what that user could give them.
+func untrustedImage(path string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return false, fmt.Errorf("stat image: %w", err)
+	}
+	return unix.Geteuid() == 0 && st.Uid != 0, nil
+}
+
 // checkFD makes sure a file reopened by path is still of its kind: a FIFO
 // or device in the place of a regular file would block or act on open.
 func checkFD(pid int, f format.File) error {

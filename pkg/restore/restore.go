@@ -40,6 +40,8 @@ type Options struct {
 	// processes outside the checkpoint, by key (pkg/objects/external);
 	// stdin, stdout and stderr get chpox's own when not named here.
 	Externals map[string]external.Choice
+
+	untrusted bool // root restores an image a user owns (checkOwner)
 }
 
 // Restored is a running restored tree: its root is a child of chpox.
@@ -56,6 +58,9 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	}
 	defer img.Close()
 	if err := check(path, img, opt); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
+	}
+	if opt.untrusted, err = untrustedImage(path); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	var out *Restored

@@ -89,7 +89,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		return nil, err
 	}
 	for _, n := range live {
-		if err := n.x.build(n.p, o); err != nil {
+		if err := n.x.build(n.p, o, opt.untrusted); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
@@ -199,7 +199,19 @@ func (x *target) lead(p *format.Process) error {
 
 // build gives a process whose memory is mapped and filled everything else,
 // ending stopped with its final registers.
-func (x *target) build(p *format.Process, o *objects) error {
+//
+// Scheduling and the other thread attributes are set by each thread
+// itself: before the credentials (as root) for an image root owns, after
+// them for one a user owns, so that the kernel holds the request to the
+// rights the process has and a forged image gains its owner nothing. The
+// seccomp filters are the last injected calls: they may block any other.
+func (x *target) build(p *format.Process, o *objects, untrusted bool) error {
+	attrs := func() error { return x.restoreThreadAttrs(p, untrusted) }
+	noop := func() error { return nil }
+	before, after := attrs, noop
+	if untrusted {
+		before, after = noop, attrs
+	}
 	steps := []struct {
 		what string
 		f    func() error
@@ -208,8 +220,13 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
+		{"process attributes", func() error { return x.restoreProcessAttrs(p, untrusted) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
+		{"thread attributes", before},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
+		{"thread attributes", after},
+		{"parent-death signals", func() error { return x.restorePdeathSig(p) }},
+		{"seccomp filters", func() error { return x.restoreSeccomp(p) }},
 		{"registers", func() error { return x.finish(p) }},
 	}
 	for _, s := range steps {
