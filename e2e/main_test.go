@@ -52,6 +52,8 @@ var cPrograms = map[string][]string{
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
+	"attrs":       {"-pthread"},
+	"seccomp":     {"-pthread"},
 }
 
 func TestMain(m *testing.M) {
