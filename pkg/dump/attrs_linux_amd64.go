@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -91,13 +92,13 @@ func collectSeccomp(m *Member, p *format.Process) error {
 			return fmt.Errorf("process %d: thread %d is in seccomp filter mode but the kernel lists no filter: %w", m.Info.PID, t.PID, ErrUnsupported)
 		}
 		parent := 0
-		for j := len(progs) - 1; j >= 0; j-- { // oldest first
+		for j := range progs { // oldest first
 			if listener, err := seccomp.NeedsListener(progs[j]); err != nil || listener {
 				why := "it hands system calls to a user-space listener (SECCOMP_RET_USER_NOTIF), a descriptor chpox cannot recreate"
 				if err != nil {
 					why = err.Error()
 				}
-				return fmt.Errorf("process %d: thread %d: seccomp filter %d of %d: %s: %w", m.Info.PID, t.PID, len(progs)-j, len(progs), why, ErrUnsupported)
+				return fmt.Errorf("process %d: thread %d: seccomp filter %d of %d: %s: %w", m.Info.PID, t.PID, j+1, len(progs), why, ErrUnsupported)
 			}
 			k := link{parent, flags[j], string(progs[j])}
 			id, ok := ids[k]
@@ -109,7 +110,9 @@ func collectSeccomp(m *Member, p *format.Process) error {
 			parent = id
 		}
 		th.SeccompFilter = parent
-		t.Guard = filterGuard(m.Info.PID, t.PID, progs)
+		newest := slices.Clone(progs)
+		slices.Reverse(newest) // the order the kernel runs them
+		t.Guard = filterGuard(m.Info.PID, t.PID, newest)
 	}
 	if len(p.Seccomp) == 0 {
 		return nil

@@ -315,14 +315,15 @@ func (t *Tracee) guard(nr uint64, args []uint64) error {
 	return t.Guard(nr, args, t.stub+syscallInsnLen)
 }
 
-// SeccompFilters returns the thread's seccomp filters, newest first, as the
-// kernel keeps them (PTRACE_SECCOMP_GET_FILTER), with the flags of each
+// SeccompFilters returns the thread's seccomp filters, oldest first (index
+// 0 of PTRACE_SECCOMP_GET_FILTER is the first installed: kernel/seccomp.c,
+// get_nth_filter, whatever ptrace(2) says), with the flags of each
 // (PTRACE_SECCOMP_GET_METADATA). None for a thread not in filter mode.
 func (t *Tracee) SeccompFilters() (progs [][]byte, flags []uint64, err error) {
 	for i := 0; ; i++ {
 		n, err := seccompFilter(t.PID, i, nil)
 		if err == unix.ENOENT || (i == 0 && err == unix.EINVAL) {
-			return progs, flags, nil // past the oldest; or no filter mode
+			return progs, flags, nil // past the newest; or no filter mode
 		}
 		if err != nil {
 			return nil, nil, t.fail(fmt.Sprintf("ptrace(PTRACE_SECCOMP_GET_FILTER, %d)", i), err)
