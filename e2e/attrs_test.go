@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // lastLines waits until the log, from byte off on, holds at least n lines
@@ -85,5 +89,48 @@ func TestAttributes(t *testing.T) {
 		if !strings.Contains(insp, w) {
 			t.Errorf("inspect does not show %q:\n%s", w, insp)
 		}
+	}
+}
+
+// TestAttributesUserImage: the scheduling a user's process had comes back
+// as far as the user may give it. From an image the user owns, root
+// restores it with the user's rights only: a nice value root had lowered
+// (-3) is refused there (a forged image must gain its owner nothing), and
+// comes back from the same image once root owns it.
+func TestAttributesUserImage(t *testing.T) {
+	setup(t, "counter")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startExe(t, "counter", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["counter"])
+	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+	os.Chmod(filepath.Dir(p.log), 0o755)
+	os.Chmod(p.log, 0o666)
+	p.waitInt(t, countRE, 3, 10*time.Second)
+	if err := unix.Setpriority(unix.PRIO_PROCESS, p.pid, -3); err != nil {
+		t.Fatal(err)
+	}
+	img := dumpKill(t, p)
+	if err := os.Chown(img, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	r := runChpox(t, "restore", "--detach", img)
+	if r.code == 0 {
+		killPIDs(t, p.pid)
+		t.Fatalf("root restored nice -3 from an image uid 1000 owns")
+	}
+	wantFailure(t, r, 5, "sched_setattr", "nice -3", "operation not permitted", "image not trusted", "as root only images root wrote")
+	assertPIDFree(t, p.pid)
+	if err := os.Chown(img, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	rp := restoreDetached(t, img, p)
+	rp.waitInt(t, countRE, lastInt(p.log, countRE)+3, 10*time.Second)
+	if n, err := unix.Getpriority(unix.PRIO_PROCESS, rp.pid); err != nil || 20-n != -3 {
+		t.Errorf("restored from root's image with nice %d (%v), want -3", 20-n, err)
 	}
 }

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -124,6 +125,10 @@ func (x *target) restoreThreadAttrs(p *format.Process, untrusted bool) error {
 			continue
 		}
 		if err := t.threadAttrs(a); err != nil {
+			if untrusted && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) {
+				// The user who owns the image could not give it either.
+				err = fmt.Errorf("%w: %w", err, ErrUntrusted)
+			}
 			return fmt.Errorf("thread %d: %w", t.pid(), err)
 		}
 	}
