@@ -54,7 +54,8 @@ func logSize(path string) int {
 }
 
 // TestAttributes: nice (per thread, the one a process was started with
-// too), scheduling policy and priority with reset-on-fork, CPU affinity,
+// too), scheduling policy and priority with reset-on-fork, a custom time
+// slice and the SCHED_DEADLINE parameters, CPU affinity,
 // I/O priority, timer slack, parent-death signal, oom_score_adj, child
 // subreaper, THP disable, membarrier registration, audit loginuid and
 // umask come back as they were: the program reports each as the kernel
@@ -62,12 +63,13 @@ func logSize(path string) int {
 func TestAttributes(t *testing.T) {
 	setup(t, "attrs")
 	p := startExe(t, "attrs", "nice", "-n", "7", progs["attrs"])
-	keys := []string{"A 0", "A 1", "A 2", "P"}
+	keys := []string{"A 0", "A 1", "A 2", "A 3", "P"}
 	before := lastLines(t, p, 0, 2, keys...)
 	want := map[string]string{
 		"A 0": "A 0 nice=7 pol=0 flags=0 prio=0",
-		"A 1": "A 1 nice=3 pol=3 flags=1 prio=0 aff=2 io=24576 slack=123456 pdeath=28",
+		"A 1": "A 1 nice=3 pol=3 flags=1 prio=0 dl=3000000/0/0 aff=2 io=24576 slack=123456 pdeath=28",
 		"A 2": "A 2 nice=4 pol=1 flags=0 prio=5",
+		"A 3": "A 3 nice=7 pol=6 flags=0 prio=0 dl=2000000/50000000/100000000",
 		"P":   "P oom=345 subreaper=1 thp=1 membarrier=16 loginuid=1234 umask=0037",
 	}
 	for k, w := range want {
@@ -85,7 +87,7 @@ func TestAttributes(t *testing.T) {
 		}
 	}
 	insp := mustChpox(t, "inspect", img).stdout
-	for _, w := range []string{"nice 7", "oom_score_adj 345", "SCHED_FIFO 5", "loginuid 1234"} {
+	for _, w := range []string{"nice 7", "oom_score_adj 345", "SCHED_FIFO 5", "SCHED_DEADLINE runtime 2000000", "loginuid 1234"} {
 		if !strings.Contains(insp, w) {
 			t.Errorf("inspect does not show %q:\n%s", w, insp)
 		}

@@ -1,14 +1,15 @@
 // attrs: sets process and per-thread attributes, then reports them every
 // 20 ms, each thread its own line, as the kernel gives them back:
 //
-//   A <thread> nice=N pol=P flags=F prio=R aff=MASK io=IOPRIO slack=NS pdeath=SIG
+//   A <thread> nice=N pol=P flags=F prio=R dl=RUNTIME/DEADLINE/PERIOD aff=MASK io=IOPRIO slack=NS pdeath=SIG
 //   P oom=N subreaper=B thp=N membarrier=MASK loginuid=N umask=OOOO
 //
 // Thread 0 is main (what the process was started with, e.g. `nice -n 7`),
-// thread 1 SCHED_BATCH nice 3 with reset-on-fork, CPU 1 only, idle I/O
-// class, timer slack 123456 ns, parent-death signal SIGWINCH; thread 2
-// nice 4, then SCHED_FIFO 5, best-effort I/O level 2. Each line goes out
-// with one write(2).
+// thread 1 SCHED_BATCH nice 3 with reset-on-fork and a 3 ms time slice,
+// CPU 1 only, idle I/O class, timer slack 123456 ns, parent-death signal
+// SIGWINCH; thread 2 nice 4, then SCHED_FIFO 5, best-effort I/O level 2;
+// thread 3 SCHED_DEADLINE 2 ms every 100 ms, deadline 50 ms. Each line
+// goes out with one write(2).
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -77,12 +78,14 @@ static void report(int id) {
 	int pd = 0;
 	prctl(PR_GET_PDEATHSIG, &pd);
 	int nice = getpriority(PRIO_PROCESS, gettid()); // the thread's own, real-time or not
-	say("A %d nice=%d pol=%u flags=%lu prio=%u aff=%lx io=%ld slack=%ld pdeath=%d\n", id, nice, a.policy,
-	    (unsigned long)a.flags, a.prio, mask, syscall(SYS_ioprio_get, 1, 0), (long)prctl(PR_GET_TIMERSLACK), pd);
+	say("A %d nice=%d pol=%u flags=%lu prio=%u dl=%lu/%lu/%lu aff=%lx io=%ld slack=%ld pdeath=%d\n", id, nice, a.policy,
+	    (unsigned long)a.flags, a.prio, (unsigned long)a.runtime, (unsigned long)a.deadline, (unsigned long)a.period, mask,
+	    syscall(SYS_ioprio_get, 1, 0), (long)prctl(PR_GET_TIMERSLACK), pd);
 }
 
 static void *thread1(void *arg) {
-	struct sattr a = {.size = sizeof a, .policy = SCHED_BATCH, .flags = 1 /* RESET_ON_FORK */, .nice = 3};
+	struct sattr a = {.size = sizeof a, .policy = SCHED_BATCH, .flags = 1 /* RESET_ON_FORK */, .nice = 3,
+			  .runtime = 3000000 /* a custom time slice, kernel 6.12 */};
 	if (syscall(SYS_sched_setattr, 0, &a, 0))
 		fail("sched_setattr batch");
 	cpu_set_t set;
@@ -118,6 +121,18 @@ static void *thread2(void *arg) {
 	return arg;
 }
 
+static void *thread3(void *arg) {
+	struct sattr a = {.size = sizeof a, .policy = 6 /* SCHED_DEADLINE */, .runtime = 2000000, .deadline = 50000000, .period = 100000000};
+	if (syscall(SYS_sched_setattr, 0, &a, 0))
+		fail("sched_setattr deadline");
+	pthread_barrier_wait(&ready);
+	for (;;) {
+		report(3);
+		nap(20);
+	}
+	return arg;
+}
+
 int main(void) {
 	int fd = open("/proc/self/oom_score_adj", O_WRONLY);
 	if (fd < 0 || write(fd, "345", 3) != 3)
@@ -132,10 +147,11 @@ int main(void) {
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0))
 		fail("membarrier");
 	umask(0037);
-	pthread_barrier_init(&ready, NULL, 3);
+	pthread_barrier_init(&ready, NULL, 4);
 	pthread_t t;
 	pthread_create(&t, NULL, thread1, NULL);
 	pthread_create(&t, NULL, thread2, NULL);
+	pthread_create(&t, NULL, thread3, NULL);
 	pthread_barrier_wait(&ready);
 	for (;;) {
 		report(0);

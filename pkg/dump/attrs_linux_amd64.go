@@ -28,6 +28,16 @@ func threadAttrs(pid, tid int) (*format.ThreadAttrs, error) {
 	}
 	a := &format.ThreadAttrs{Policy: sa.Policy, Flags: sa.Flags, Nice: sa.Nice, Priority: sa.Priority,
 		Runtime: sa.Runtime, Deadline: sa.Deadline, Period: sa.Period, UtilMin: sa.Util_min, UtilMax: sa.Util_max}
+	// A fair thread's sched_runtime is its time slice (kernel 6.12,
+	// EEVDF): custom if the thread asked for one, else the machine's
+	// default, which the kernel does not tell apart. One equal to chpox's
+	// own (the default, unless chpox was given another) is recorded as 0,
+	// the default, so restore gives the default of its machine.
+	if fair(sa.Policy) {
+		if own, err := unix.SchedGetAttr(0, 0); err == nil && own.Runtime == sa.Runtime {
+			a.Runtime = 0
+		}
+	}
 	if a.Nice, err = procinfo.ThreadNice(pid, tid); err != nil {
 		return nil, err
 	}
@@ -193,4 +203,8 @@ func clearGuards(ts []*ptrace.Tracee) {
 	for _, t := range ts {
 		t.Guard = nil
 	}
+}
+
+func fair(policy uint32) bool {
+	return policy == format.SchedOther || policy == format.SchedBatch || policy == format.SchedIdle
 }

@@ -248,9 +248,13 @@ func schedOf(a *format.ThreadAttrs) *unix.SchedAttr {
 
 // same compares what sched_getattr reports (utilization clamps are left
 // out: they are set only where they differ, and most kernels lack them).
-func same(a, b *unix.SchedAttr) bool {
-	return a.Policy == b.Policy && a.Flags&^unix.SCHED_FLAG_UTIL_CLAMP == b.Flags&^unix.SCHED_FLAG_UTIL_CLAMP &&
-		a.Nice == b.Nice && a.Priority == b.Priority && a.Runtime == b.Runtime && a.Deadline == b.Deadline && a.Period == b.Period
+// A fair thread's runtime 0 in want is the default time slice, whatever
+// the kernel here makes it (see dump's threadAttrs).
+func same(have, want *unix.SchedAttr) bool {
+	fairDefault := want.Runtime == 0 && (want.Policy == format.SchedOther || want.Policy == format.SchedBatch || want.Policy == format.SchedIdle)
+	return have.Policy == want.Policy && have.Flags&^unix.SCHED_FLAG_UTIL_CLAMP == want.Flags&^unix.SCHED_FLAG_UTIL_CLAMP &&
+		have.Nice == want.Nice && have.Priority == want.Priority && (fairDefault || have.Runtime == want.Runtime) &&
+		have.Deadline == want.Deadline && have.Period == want.Period
 }
 
 func schedBytes(s *unix.SchedAttr) []byte {
