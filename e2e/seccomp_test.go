@@ -59,8 +59,9 @@ func TestSeccomp(t *testing.T) {
 		t.Fatalf("the original reports %q, want %q", got, tsync)
 	}
 	img := dumpKill(t, p)
+	filters := []string{"seccomp filters: #1 7 insns log, 3 threads; #2 9 insns after #1, 1 threads", "seccomp 2 filters (#1 #2)"}
 	insp := mustChpox(t, "inspect", img).stdout
-	for _, w := range []string{"seccomp filters: #1 7 insns log, 3 threads; #2 9 insns after #1, 1 threads", "seccomp 2 filters (#1 #2)"} {
+	for _, w := range filters {
 		if !strings.Contains(insp, w) {
 			t.Errorf("inspect does not show %q:\n%s", w, insp)
 		}
@@ -77,6 +78,14 @@ func TestSeccomp(t *testing.T) {
 	r.signal(t, unix.SIGUSR1)
 	if got := lastLines(t, r, off, 1, "T")["T"]; got != tsync {
 		t.Errorf("after restore the main thread's TSYNC reports %q, want %q: threads 0 and 1 no longer share their filter", got, tsync)
+	}
+	// The kernel's own view: the restored filters, flags (LOG) included,
+	// dumped again.
+	again := mustChpox(t, "inspect", dump(t, r)).stdout
+	for _, w := range filters {
+		if !strings.Contains(again, w) {
+			t.Errorf("the restored process, dumped again, does not show %q:\n%s", w, again)
+		}
 	}
 	r.signal(t, unix.SIGUSR2)
 	if st := r.waitExit(t, 10*time.Second); st != "killed by SIGSYS" {
