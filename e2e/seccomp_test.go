@@ -102,6 +102,8 @@ func TestSeccompRefused(t *testing.T) {
 	for _, c := range []struct{ mode, words string }{
 		{"strict", "seccomp strict mode"},
 		{"denymmap", "answers KILL_PROCESS to system call 9"},
+		// the trampoline's recovery code, should chpox die mid-call
+		{"nosigmask", "answers ERRNO(1) to system call 14"},
 		{"notif", "SECCOMP_RET_USER_NOTIF"},
 		{"dropped", "neither no_new_privs nor CAP_SYS_ADMIN"},
 	} {

@@ -15,6 +15,7 @@
 //   seccomp             as above; "tids MAIN T1 T2" first
 //   seccomp strict      a child in strict mode waits in read(2); the parent ticks
 //   seccomp denymmap    a filter kills the process on mmap; ticks
+//   seccomp nosigmask   a filter fails rt_sigprocmask with EPERM; ticks
 //   seccomp notif       a filter hands getpgid to a user-space listener; ticks
 //   seccomp dropped     root installs a filter, then becomes uid 1000 (no
 //                       no_new_privs); ticks
@@ -46,6 +47,7 @@ static struct sock_filter f2[] = {ARCH_CHECK, ON(SYS_getuid, SECCOMP_RET_ERRNO |
 				  ON(SYS_getpgid, SECCOMP_RET_KILL_PROCESS), ALLOW};
 static struct sock_filter allow[] = {ALLOW};
 static struct sock_filter nommap[] = {ARCH_CHECK, ON(SYS_mmap, SECCOMP_RET_KILL_PROCESS), ALLOW};
+static struct sock_filter nosigmask[] = {ARCH_CHECK, ON(SYS_rt_sigprocmask, SECCOMP_RET_ERRNO | EPERM), ALLOW};
 static struct sock_filter notif[] = {ARCH_CHECK, ON(SYS_getpgid, SECCOMP_RET_USER_NOTIF), ALLOW};
 #define PROG(f) (&(struct sock_fprog){sizeof(f) / sizeof(f[0]), f})
 
@@ -128,6 +130,10 @@ int main(int argc, char **argv) {
 	}
 	if (!strcmp(mode, "denymmap")) {
 		install(PROG(nommap));
+		tick();
+	}
+	if (!strcmp(mode, "nosigmask")) {
+		install(PROG(nosigmask));
 		tick();
 	}
 	if (!strcmp(mode, "notif")) {

@@ -55,6 +55,19 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) 
 		err := f()
 		return errors.Join(err, t.Leave())
 	}
+	// A thread orphaned in an injected call (chpox killed) gets back to
+	// its own mask by itself with two rt_sigprocmask calls (the
+	// trampoline's recovery code): its sandbox must let them through.
+	for _, t := range threads {
+		if t.Guard == nil {
+			continue
+		}
+		for _, ip := range []uint64{tr.Code + 32, tr.Code + 74} {
+			if err := t.Guard(unix.SYS_RT_SIGPROCMASK, []uint64{unix.SIG_SETMASK, 0, 0, 8}, ip); err != nil {
+				return err
+			}
+		}
+	}
 	var scratch uint64
 	defer func() {
 		if scratch == 0 {
