@@ -148,7 +148,7 @@ func (x *target) restoreThreadAttrs(p *format.Process, untrusted bool) error {
 		return fmt.Errorf("the image asks for oom_score_adj %d, below chpox's %d; only an image root owns may lower it: %w", p.Attrs.OOMScoreAdj, cur, ErrUntrusted)
 	}
 	if err := os.WriteFile(path, []byte(strconv.Itoa(p.Attrs.OOMScoreAdj)), 0); err != nil {
-		return fmt.Errorf("set oom_score_adj %d: %w (below %d it needs CAP_SYS_RESOURCE)", p.Attrs.OOMScoreAdj, err, cur)
+		return fmt.Errorf("set oom_score_adj %d (chpox's is %d): %w (going below the lowest chpox was given needs CAP_SYS_RESOURCE)", p.Attrs.OOMScoreAdj, cur, err)
 	}
 	return nil
 }

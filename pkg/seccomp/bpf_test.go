@@ -56,3 +56,30 @@ func TestRun(t *testing.T) {
 		t.Error("jump past the end accepted")
 	}
 }
+
+func TestInstaller(t *testing.T) {
+	noSeccomp := prog(insn{0x20, 0, 0, 0}, insn{0x15, 0, 1, sysSeccomp}, insn{0x06, 0, 0, RetErrno | 1}, insn{0x06, 0, 0, RetAllow})
+	if nr, _, err := Installer(nil, FlagLog, 0); err != nil || nr != sysSeccomp {
+		t.Errorf("no filters: %d, %v", nr, err)
+	}
+	if nr, args, err := Installer([][]byte{noSeccomp}, 0, 0); err != nil || nr != sysPrctl || args[0] != prSetSeccomp {
+		t.Errorf("seccomp(2) blocked: %d %v, %v; want prctl", nr, args, err)
+	}
+	if _, _, err := Installer([][]byte{noSeccomp}, FlagTSync, 0); err == nil {
+		t.Error("TSYNC through prctl accepted")
+	}
+	for _, c := range []struct {
+		chains [][]int
+		want   int
+	}{
+		{[][]int{{1, 2}, {1, 2}}, 2},
+		{[][]int{{1, 2}, {1, 3}}, 1},
+		{[][]int{{1, 2}, {1}}, 1},
+		{[][]int{{1}, {}}, 0},
+		{[][]int{{4, 5}}, 2},
+	} {
+		if got := CommonPrefix(c.chains); got != c.want {
+			t.Errorf("CommonPrefix(%v) = %d, want %d", c.chains, got, c.want)
+		}
+	}
+}
