@@ -136,3 +136,37 @@ func TestAttributesUserImage(t *testing.T) {
 		t.Errorf("restored from root's image with nice %d (%v), want -3", 20-n, err)
 	}
 }
+
+// TestPdeathSigDetach: a root process with a parent-death signal it does
+// not ignore (here SIGTERM, set by setpriv) is not restored with --detach,
+// whose chpox, the root's parent after restore, would exit at once and so
+// send it; a foreground restore brings it back, the signal still set.
+func TestPdeathSigDetach(t *testing.T) {
+	setup(t, "counter")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	p := startExe(t, "counter", setpriv, "--pdeathsig", "TERM", progs["counter"])
+	p.waitInt(t, countRE, 3, 10*time.Second)
+	img := dumpKill(t, p)
+	if insp := mustChpox(t, "inspect", img).stdout; !strings.Contains(insp, "pdeathsig 15") {
+		t.Fatalf("inspect does not show pdeathsig 15:\n%s", insp)
+	}
+	wantFailure(t, runChpox(t, "restore", "--detach", img), 5, "parent-death signal 15", "restore in the foreground")
+	assertPIDFree(t, p.pid)
+	fg := startChpox(t, "restore", img)
+	waitFor(t, 10*time.Second, "the restored counter", func() bool { return pidExists(p.pid) })
+	adopted := adopt(t, "counter(restored)", p.pid, p.log)
+	adopted.waitInt(t, countRE, lastInt(p.log, countRE)+5, 10*time.Second)
+	// Its parent-death signal came back: dumped again, the image says so.
+	if insp := mustChpox(t, "inspect", dump(t, adopted)).stdout; !strings.Contains(insp, "pdeathsig 15") {
+		t.Errorf("the restored process, dumped again, has lost its parent-death signal:\n%s", insp)
+	}
+	adopted.kill()
+	select {
+	case <-fg.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the foreground restore did not end with its process")
+	}
+}

@@ -40,6 +40,9 @@ type Options struct {
 	// processes outside the checkpoint, by key (pkg/objects/external);
 	// stdin, stdout and stderr get chpox's own when not named here.
 	Externals map[string]external.Choice
+	// Detach: chpox exits once the tree runs, so the root loses its
+	// parent at once (see checkPdeathSig).
+	Detach bool
 
 	untrusted bool // root restores an image a user owns (checkOwner)
 }
