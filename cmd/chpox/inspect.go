@@ -135,6 +135,9 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	}
 	if a := p.Attrs; a != nil {
 		line := fmt.Sprintf("  attributes: oom_score_adj %d", a.OOMScoreAdj)
+		if b := p.Creds.SecureBits; b != nil && *b != 0 {
+			line += fmt.Sprintf(", securebits %#x", *b)
+		}
 		if a.ChildSubreaper {
 			line += ", child subreaper"
 		}

@@ -130,6 +130,12 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	}
 	d := uint8(dumpable)
 	p.Creds.Dumpable = &d
+	bits, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_SECUREBITS): %w", t.PID, err)
+	}
+	sb := uint32(bits)
+	p.Creds.SecureBits = &sb
 	if err := queryProcessAttrs(t, p, scratch+processQueryOff); err != nil {
 		return err
 	}

@@ -105,6 +105,11 @@ type Creds struct {
 	// /proc files root's, no core, no ptrace by that user. Nil in images
 	// that predate it: restore then leaves what the ids made it.
 	Dumpable *uint8 `json:"dumpable,omitempty"`
+	// SecureBits is prctl(PR_GET_SECUREBITS) (version 3): SECBIT_NOROOT,
+	// KEEP_CAPS, NO_CAP_AMBIENT_RAISE ... and their locks. Lost, a root
+	// process could win back by execve capabilities it had given up. Nil
+	// in older images.
+	SecureBits *uint32 `json:"securebits,omitempty"`
 }
 
 // Rlimit is one resource limit (RLIMIT_* number).

@@ -314,6 +314,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if d := p.Creds.Dumpable; d != nil && *d > 2 {
 		return corrupt("pid %d: dumpable %d", p.PID, *d)
 	}
+	if b := p.Creds.SecureBits; b != nil && *b > 0xff {
+		return corrupt("pid %d: securebits %#x", p.PID, *b)
+	}
 	if err := validateAttrs(p); err != nil {
 		return err
 	}
