@@ -56,7 +56,8 @@ func logSize(path string) int {
 // TestAttributes: nice (per thread, the one a process was started with
 // too), scheduling policy and priority with reset-on-fork, a custom time
 // slice and the SCHED_DEADLINE parameters, CPU affinity,
-// I/O priority, timer slack, parent-death signal, oom_score_adj, child
+// I/O priority, timer slack, parent-death signal, rdtsc faulting,
+// machine-check kill policy, oom_score_adj, child
 // subreaper, THP disable, membarrier registration, audit loginuid and
 // umask come back as they were: the program reports each as the kernel
 // gives it to itself, before the dump and after the restore.
@@ -67,7 +68,7 @@ func TestAttributes(t *testing.T) {
 	before := lastLines(t, p, 0, 2, keys...)
 	want := map[string]string{
 		"A 0": "A 0 nice=7 pol=0 flags=0 prio=0",
-		"A 1": "A 1 nice=3 pol=3 flags=1 prio=0 dl=3000000/0/0 aff=2 io=24576 slack=123456 pdeath=28",
+		"A 1": "A 1 nice=3 pol=3 flags=1 prio=0 dl=3000000/0/0 aff=2 io=24576 slack=123456 pdeath=28 tsc=2 mce=1",
 		"A 2": "A 2 nice=4 pol=1 flags=0 prio=5",
 		"A 3": "A 3 nice=7 pol=6 flags=0 prio=0 dl=2000000/50000000/100000000",
 		"P":   "P oom=345 subreaper=1 thp=1 membarrier=16 loginuid=1234 umask=0037",
@@ -76,6 +77,9 @@ func TestAttributes(t *testing.T) {
 		if !strings.HasPrefix(before[k], w) {
 			t.Fatalf("the original reports %q, want %q...: the test would prove nothing", before[k], w)
 		}
+	}
+	if !strings.HasSuffix(before["A 2"], " tsc=1 mce=0") || !strings.HasSuffix(before["A 0"], " tsc=1 mce=2") {
+		t.Fatalf("the original's machine-check kill policies: %q, %q", before["A 0"], before["A 2"])
 	}
 	img := dumpKill(t, p)
 	off := logSize(p.log)

@@ -1,13 +1,15 @@
 // attrs: sets process and per-thread attributes, then reports them every
 // 20 ms, each thread its own line, as the kernel gives them back:
 //
-//   A <thread> nice=N pol=P flags=F prio=R dl=RUNTIME/DEADLINE/PERIOD aff=MASK io=IOPRIO slack=NS pdeath=SIG
+//   A <thread> nice=N pol=P flags=F prio=R dl=RUNTIME/DEADLINE/PERIOD aff=MASK io=IOPRIO slack=NS
+//     pdeath=SIG tsc=PR_GET_TSC mce=PR_MCE_KILL_GET
 //   P oom=N subreaper=B thp=N membarrier=MASK loginuid=N umask=OOOO
 //
 // Thread 0 is main (what the process was started with, e.g. `nice -n 7`),
 // thread 1 SCHED_BATCH nice 3 with reset-on-fork and a 3 ms time slice,
 // CPU 1 only, idle I/O class, timer slack 123456 ns, parent-death signal
-// SIGWINCH; thread 2 nice 4, then SCHED_FIFO 5, best-effort I/O level 2;
+// SIGWINCH, rdtsc faulting, early machine-check kill; thread 2 nice 4,
+// then SCHED_FIFO 5, best-effort I/O level 2, late machine-check kill;
 // thread 3 SCHED_DEADLINE 2 ms every 100 ms, deadline 50 ms. Each line
 // goes out with one write(2).
 #define _GNU_SOURCE
@@ -78,9 +80,11 @@ static void report(int id) {
 	int pd = 0;
 	prctl(PR_GET_PDEATHSIG, &pd);
 	int nice = getpriority(PRIO_PROCESS, gettid()); // the thread's own, real-time or not
-	say("A %d nice=%d pol=%u flags=%lu prio=%u dl=%lu/%lu/%lu aff=%lx io=%ld slack=%ld pdeath=%d\n", id, nice, a.policy,
-	    (unsigned long)a.flags, a.prio, (unsigned long)a.runtime, (unsigned long)a.deadline, (unsigned long)a.period, mask,
-	    syscall(SYS_ioprio_get, 1, 0), (long)prctl(PR_GET_TIMERSLACK), pd);
+	int tsc = 0;
+	prctl(PR_GET_TSC, &tsc);
+	say("A %d nice=%d pol=%u flags=%lu prio=%u dl=%lu/%lu/%lu aff=%lx io=%ld slack=%ld pdeath=%d tsc=%d mce=%d\n", id, nice,
+	    a.policy, (unsigned long)a.flags, a.prio, (unsigned long)a.runtime, (unsigned long)a.deadline, (unsigned long)a.period,
+	    mask, syscall(SYS_ioprio_get, 1, 0), (long)prctl(PR_GET_TIMERSLACK), pd, tsc, prctl(PR_MCE_KILL_GET, 0, 0, 0, 0));
 }
 
 static void *thread1(void *arg) {
@@ -97,6 +101,8 @@ static void *thread1(void *arg) {
 		fail("ioprio_set idle");
 	prctl(PR_SET_TIMERSLACK, 123456);
 	prctl(PR_SET_PDEATHSIG, SIGWINCH); // ignored by default: harmless when it comes
+	if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV) || prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0))
+		fail("prctl tsc, mce");
 	pthread_barrier_wait(&ready);
 	for (;;) {
 		report(1);
@@ -113,6 +119,8 @@ static void *thread2(void *arg) {
 		fail("sched_setscheduler fifo");
 	if (syscall(SYS_ioprio_set, 1, 0, 2 << 13 | 2)) // best effort, level 2
 		fail("ioprio_set be");
+	if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_LATE, 0, 0))
+		fail("prctl mce late");
 	pthread_barrier_wait(&ready);
 	for (;;) {
 		report(2);

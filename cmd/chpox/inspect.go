@@ -372,6 +372,12 @@ func threadAttrsLine(p *format.Process, t *format.Thread) string {
 		if a.PdeathSig != 0 {
 			parts = append(parts, fmt.Sprintf("pdeathsig %d", a.PdeathSig))
 		}
+		if a.TSC == 2 {
+			parts = append(parts, "rdtsc faults")
+		}
+		if a.MCEKill != "" {
+			parts = append(parts, "mce kill "+a.MCEKill)
+		}
 	}
 	switch t.SeccompMode {
 	case format.SeccompModeStrict:

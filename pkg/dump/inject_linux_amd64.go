@@ -17,7 +17,7 @@ const (
 	scratchSize     = 4 * 4096
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
-	threadQuerySize = 24 + 8 + 16 + 8 // stack_t, clear_child_tid, robust head+len, pdeathsig
+	threadQuerySize = 24 + 8 + 16 + 8 + 8 // stack_t, clear_child_tid, robust head+len, pdeathsig, tsc
 	processQueryOff = threadQueryOff + threadQuerySize
 )
 
@@ -187,6 +187,22 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 			return fmt.Errorf("thread %d: injected prctl(PR_GET_TIMERSLACK): %w", t.PID, err)
 		}
 		th.Attrs.TimerSlack = slack
+		switch _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_TSC, at+56); {
+		case err == unix.EINVAL: // not on this CPU
+		case err != nil:
+			return fmt.Errorf("thread %d: injected prctl(PR_GET_TSC): %w", t.PID, err)
+		default:
+			tsc := make([]byte, 4)
+			if err := ptrace.ReadMem(t.PID, at+56, tsc); err != nil {
+				return err
+			}
+			th.Attrs.TSC = int(le.Uint32(tsc))
+		}
+		mce, err := t.Syscall(unix.SYS_PRCTL, unix.PR_MCE_KILL_GET, 0, 0, 0, 0)
+		if err != nil {
+			return fmt.Errorf("thread %d: injected prctl(PR_MCE_KILL_GET): %w", t.PID, err)
+		}
+		th.Attrs.MCEKill = map[uint64]string{unix.PR_MCE_KILL_EARLY: "early", unix.PR_MCE_KILL_LATE: "late"}[mce]
 	}
 	return nil
 }

@@ -41,6 +41,12 @@ type ThreadAttrs struct {
 	// PdeathSig is prctl(PR_GET_PDEATHSIG): the signal the thread gets
 	// when the thread that forked its process exits.
 	PdeathSig int `json:"pdeathsig,omitempty"`
+	// TSC is prctl(PR_GET_TSC): 2 (PR_TSC_SIGSEGV) if rdtsc faults; 0 or
+	// 1, it may run.
+	TSC int `json:"tsc,omitempty"`
+	// MCEKill is the machine-check kill policy prctl(PR_MCE_KILL) set:
+	// "early" or "late"; empty, the system's default.
+	MCEKill string `json:"mce_kill,omitempty"`
 }
 
 // ProcessAttrs are the attributes the kernel keeps per process (signal

@@ -604,6 +604,9 @@ func validateAttrs(p *Process) error {
 		default:
 			return corrupt("thread %d: scheduling policy %d", t.TID, a.Policy)
 		}
+		if a.TSC < 0 || a.TSC > 2 || (a.MCEKill != "" && a.MCEKill != "early" && a.MCEKill != "late") {
+			return corrupt("thread %d: tsc %d or mce_kill %q", t.TID, a.TSC, a.MCEKill)
+		}
 		if a.Nice < -20 || a.Nice > 19 || a.Priority > 99 || len(a.Affinity) > maxCPUWords || a.PdeathSig < 0 || a.PdeathSig > 64 {
 			return corrupt("thread %d: nice %d, priority %d, %d affinity words or pdeathsig %d", t.TID, a.Nice, a.Priority, len(a.Affinity), a.PdeathSig)
 		}

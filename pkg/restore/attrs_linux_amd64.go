@@ -164,6 +164,16 @@ func (x *target) threadAttrs(a *format.ThreadAttrs) error {
 			return err
 		}
 	}
+	if a.TSC == unix.PR_TSC_SIGSEGV {
+		if _, err := x.call("prctl(PR_SET_TSC, PR_TSC_SIGSEGV)", unix.SYS_PRCTL, unix.PR_SET_TSC, unix.PR_TSC_SIGSEGV); err != nil {
+			return err
+		}
+	}
+	if policy, ok := map[string]uint64{"early": unix.PR_MCE_KILL_EARLY, "late": unix.PR_MCE_KILL_LATE}[a.MCEKill]; ok {
+		if _, err := x.call("prctl(PR_MCE_KILL, "+a.MCEKill+")", unix.SYS_PRCTL, unix.PR_MCE_KILL, unix.PR_MCE_KILL_SET, policy, 0, 0); err != nil {
+			return err
+		}
+	}
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(tid, &set); err != nil {
 		return fmt.Errorf("sched_getaffinity: %w", err)
