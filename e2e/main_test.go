@@ -59,6 +59,8 @@ var cPrograms = map[string][]string{
 	"timers":      {"-pthread"},
 	"locks":       nil,
 	"proctree":    {"-pthread"},
+	"attrs":       {"-pthread"},
+	"seccomp":     {"-pthread"},
 }
 
 func TestMain(m *testing.M) {

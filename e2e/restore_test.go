@@ -425,6 +425,9 @@ func TestCredentials(t *testing.T) {
 			[]string{"Uid:\t1000\t1000\t1000\t1000", "Gid:\t1000\t1000\t1000\t1000", "Groups:\t27 1000", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"}},
 		{"root with fewer capabilities", []string{"--bounding-set=-net_raw,-sys_admin", "--inh-caps=+kill"},
 			[]string{"Uid:\t0\t0\t0\t0", "CapInh:\t0000000000000020"}},
+		// SECBIT_NOROOT and its lock: lost, an execve would give root
+		// its capabilities back.
+		{"root with securebits", []string{"--securebits=+noroot,+noroot_locked"}, []string{"Uid:\t0\t0\t0\t0"}},
 	}
 	// The user's files (its program, mapped again at restore) must be
 	// reachable by the user: restore opens them with the process's ids.
@@ -454,6 +457,15 @@ func TestCredentials(t *testing.T) {
 				k, v, _ := strings.Cut(w, ":")
 				if strings.TrimSpace(after[k]) != strings.TrimSpace(v) {
 					t.Errorf("%s after restore is %q, want %q", k, after[k], v)
+				}
+			}
+			// Securebits are not in /proc: the restored process dumped
+			// again shows them.
+			if strings.Contains(strings.Join(c.args, " "), "securebits") {
+				for _, in := range []string{img, dump(t, r)} {
+					if insp := mustChpox(t, "inspect", in).stdout; !strings.Contains(insp, "securebits 0x3") {
+						t.Errorf("inspect %s shows no securebits 0x3:\n%s", in, insp)
+					}
 				}
 			}
 		})

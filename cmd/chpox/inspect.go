@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -117,7 +118,7 @@ func printTree(out io.Writer, ps []*format.Process) {
 			}
 			note += fmt.Sprintf("  (stopped by %s%s)", stopSignalName(sig), waited)
 		}
-		if p.ChildSubreaper {
+		if p.Attrs != nil && p.Attrs.ChildSubreaper {
 			note += "  (child subreaper)"
 		}
 		fmt.Fprintf(out, "  %s%d %s%s\n", strings.Repeat("  ", depth), p.PID, p.Comm, note)
@@ -151,6 +152,48 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	for _, t := range p.Threads {
 		fmt.Fprintf(out, "  thread %d (%s): rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
 			t.TID, t.Comm, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
+		if line := threadAttrsLine(p, &t); line != "" {
+			fmt.Fprintf(out, "    %s\n", line)
+		}
+	}
+	if a := p.Attrs; a != nil {
+		line := fmt.Sprintf("  attributes: oom_score_adj %d", a.OOMScoreAdj)
+		if b := p.Creds.SecureBits; b != nil && *b != 0 {
+			line += fmt.Sprintf(", securebits %#x", *b)
+		}
+		if a.ChildSubreaper {
+			line += ", child subreaper"
+		}
+		if a.THPDisable != 0 {
+			line += fmt.Sprintf(", THP disabled (%#x)", a.THPDisable)
+		}
+		if a.Membarrier != nil && *a.Membarrier != 0 {
+			line += fmt.Sprintf(", membarrier %#x", *a.Membarrier)
+		}
+		if a.LoginUID != nil && *a.LoginUID != ^uint32(0) {
+			line += fmt.Sprintf(", loginuid %d", *a.LoginUID)
+		}
+		fmt.Fprintln(out, line)
+	}
+	if len(p.Seccomp) > 0 {
+		var fs []string
+		for _, f := range p.Seccomp {
+			users := 0
+			for i := range p.Threads {
+				if slices.Contains(p.SeccompChain(&p.Threads[i]), f.ID) {
+					users++
+				}
+			}
+			d := fmt.Sprintf("#%d %d insns", f.ID, len(f.Prog)/8)
+			if f.Parent != 0 {
+				d += fmt.Sprintf(" after #%d", f.Parent)
+			}
+			if f.Flags&2 != 0 {
+				d += " log"
+			}
+			fs = append(fs, fmt.Sprintf("%s, %d threads", d, users))
+		}
+		fmt.Fprintf(out, "  seccomp filters: %s\n", strings.Join(fs, "; "))
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  memory\tprot\tkind\tsaved\tname")
@@ -437,4 +480,56 @@ func stopSignalName(sig int) string {
 		return n
 	}
 	return fmt.Sprintf("signal %d", sig)
+}
+
+var policyNames = map[uint32]string{format.SchedOther: "SCHED_OTHER", format.SchedFIFO: "SCHED_FIFO", format.SchedRR: "SCHED_RR",
+	format.SchedBatch: "SCHED_BATCH", format.SchedIdle: "SCHED_IDLE", format.SchedDeadline: "SCHED_DEADLINE", format.SchedExt: "SCHED_EXT"}
+
+// threadAttrsLine is one line of a thread's scheduling, affinity, I/O
+// priority, timer slack, parent-death signal and seccomp state.
+func threadAttrsLine(p *format.Process, t *format.Thread) string {
+	var parts []string
+	if a := t.Attrs; a != nil {
+		sched := policyNames[a.Policy]
+		if a.Priority != 0 {
+			sched += fmt.Sprintf(" %d", a.Priority)
+		}
+		if a.Policy == format.SchedDeadline {
+			sched += fmt.Sprintf(" runtime %d deadline %d period %d", a.Runtime, a.Deadline, a.Period)
+		}
+		if a.Flags&1 != 0 {
+			sched += " reset-on-fork"
+		}
+		var cpus []string
+		for i, w := range a.Affinity {
+			for b := 0; b < 64; b++ {
+				if w&(1<<b) != 0 {
+					cpus = append(cpus, fmt.Sprint(64*i+b))
+				}
+			}
+		}
+		parts = append(parts, sched, fmt.Sprintf("nice %d", a.Nice), "cpus "+strings.Join(cpus, ","),
+			fmt.Sprintf("ioprio %d/%d", a.IOPrio>>13, a.IOPrio&0x1fff), fmt.Sprintf("timer slack %d ns", a.TimerSlack))
+		if a.PdeathSig != 0 {
+			parts = append(parts, fmt.Sprintf("pdeathsig %d", a.PdeathSig))
+		}
+		if a.TSC == 2 {
+			parts = append(parts, "rdtsc faults")
+		}
+		if a.MCEKill != "" {
+			parts = append(parts, "mce kill "+a.MCEKill)
+		}
+	}
+	switch t.SeccompMode {
+	case format.SeccompModeStrict:
+		parts = append(parts, "seccomp strict")
+	case format.SeccompModeFilter:
+		chain := p.SeccompChain(t)
+		ids := make([]string, len(chain))
+		for i, id := range chain {
+			ids[i] = fmt.Sprintf("#%d", id)
+		}
+		parts = append(parts, fmt.Sprintf("seccomp %d filters (%s)", len(chain), strings.Join(ids, " ")))
+	}
+	return strings.Join(parts, ", ")
 }

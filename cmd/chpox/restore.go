@@ -37,7 +37,7 @@ func restoreCommand() *cli.Command {
 			// kill chpox half way; they are forwarded once it runs.
 			sigs := make(chan os.Signal, 4)
 			notifyTermination(sigs)
-			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds()), Externals: map[string]external.Choice{}}
+			opt := restore.Options{PIDWaitMS: int(c.Duration("pid-wait").Milliseconds()), Externals: map[string]external.Choice{}, Detach: c.Bool("detach")}
 			for _, s := range c.StringSlice("external") {
 				key, choice, err := external.ParseChoice(s)
 				if err != nil {

@@ -313,9 +313,6 @@ func traced(pid int, err error) error {
 // Supported refuses processes chpox cannot checkpoint yet.
 func Supported(in *procinfo.Info) error {
 	switch {
-	case in.Seccomp != "" && in.Seccomp != "0":
-		// Restoring it without its filter would lift the sandbox.
-		return fmt.Errorf("process %d runs under seccomp (mode %s), which cannot be restored yet: %w", in.PID, in.Seccomp, ErrUnsupported)
 	case in.Root != "/":
 		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
 	}
@@ -387,7 +384,16 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 		}
 		waited := map[int]bool{}
-		if err := inject(tr, m.Threads(), p, repend, stopped, waited); err != nil {
+		if p.Attrs, err = procinfo.Attrs(m.Info.PID); err != nil {
+			return err
+		}
+		if err := collectSeccomp(m, p); err != nil {
+			clearGuards(m.Threads())
+			return err
+		}
+		err = inject(tr, m.Threads(), p, repend, stopped, waited)
+		clearGuards(m.Threads())
+		if err != nil {
 			return err
 		}
 		for _, c := range ms {
@@ -425,6 +431,10 @@ func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {
 		th.Rseq = &format.Rseq{Addr: rs.Addr, Len: rs.Size, Flags: rs.Flags, Sig: rs.Sig}
 	}
 	th.Comm = procinfo.ThreadComm(t.PID)
+	// /proc/TID/task/TID/stat: any thread's id names its process, too.
+	if th.Attrs, err = threadAttrs(t.PID, t.PID); err != nil {
+		return th, err
+	}
 	return th, nil
 }
 

@@ -18,8 +18,8 @@ const (
 	scratchSize     = 4 * 4096
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
-	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
-	subreaperOff    = threadQueryOff + threadQuerySize
+	threadQuerySize = 24 + 8 + 16 + 8 + 8 // stack_t, clear_child_tid, robust head+len, pdeathsig, tsc
+	processQueryOff = threadQueryOff + threadQuerySize
 	waitidOff       = 4096 // a siginfo_t for waitid
 )
 
@@ -62,6 +62,19 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, 
 		err := f()
 		return errors.Join(err, t.Leave())
 	}
+	// A thread orphaned in an injected call (chpox killed) gets back to
+	// its own mask by itself with two rt_sigprocmask calls (the
+	// trampoline's recovery code): its sandbox must let them through.
+	for _, t := range threads {
+		if t.Guard == nil {
+			continue
+		}
+		for _, ip := range []uint64{tr.Code + 32, tr.Code + 74} {
+			if err := t.Guard(unix.SYS_RT_SIGPROCMASK, []uint64{unix.SIG_SETMASK, 0, 0, 8}, ip); err != nil {
+				return err
+			}
+		}
+	}
 	var scratch uint64
 	defer func() {
 		if scratch == 0 {
@@ -76,6 +89,13 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, 
 		}
 	}()
 	err = in(main, func() error {
+		// The scratch area must go again: a sandbox that would keep it is
+		// refused before it is made.
+		if main.Guard != nil {
+			if err := main.Guard(unix.SYS_MUNMAP, []uint64{0, scratchSize}, tr.Code+2); err != nil {
+				return err
+			}
+		}
 		var err error
 		scratch, err = main.Syscall(unix.SYS_MMAP, 0, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
@@ -130,14 +150,15 @@ func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
 	}
 	d := uint8(dumpable)
 	p.Creds.Dumpable = &d
-	if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, scratch+subreaperOff); err != nil {
-		return fmt.Errorf("pid %d: injected prctl(PR_GET_CHILD_SUBREAPER): %w", t.PID, err)
+	bits, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_SECUREBITS): %w", t.PID, err)
 	}
-	sub := make([]byte, 4)
-	if err := ptrace.ReadMem(t.PID, scratch+subreaperOff, sub); err != nil {
+	sb := uint32(bits)
+	p.Creds.SecureBits = &sb
+	if err := queryProcessAttrs(t, p, scratch+processQueryOff); err != nil {
 		return err
 	}
-	p.ChildSubreaper = binary.LittleEndian.Uint32(sub) != 0
 	buf := make([]byte, (nsig+1)*sigactSize)
 	if err := ptrace.ReadMem(t.PID, scratch, buf); err != nil {
 		return err
@@ -164,6 +185,7 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 		{"sigaltstack", unix.SYS_SIGALTSTACK, []uint64{0, at}},
 		{"prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, []uint64{prGetTIDAddress, at + 24}},
 		{"get_robust_list", unix.SYS_GET_ROBUST_LIST, []uint64{0, at + 32, at + 40}},
+		{"prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, []uint64{unix.PR_GET_PDEATHSIG, at + 48}},
 	}
 	for _, c := range calls {
 		if _, err := t.Syscall(c.nr, c.args...); err != nil {
@@ -178,6 +200,63 @@ func queryThread(t *ptrace.Tracee, th *format.Thread, scratch uint64) error {
 	th.AltStack = format.AltStack{SP: le.Uint64(b), Flags: int32(le.Uint32(b[8:])), Size: le.Uint64(b[16:])}
 	th.ClearTID = le.Uint64(b[24:])
 	th.RobustHead, th.RobustLen = le.Uint64(b[32:]), le.Uint64(b[40:])
+	if th.Attrs != nil {
+		th.Attrs.PdeathSig = int(int32(le.Uint32(b[48:])))
+		slack, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_TIMERSLACK)
+		if err != nil {
+			return fmt.Errorf("thread %d: injected prctl(PR_GET_TIMERSLACK): %w", t.PID, err)
+		}
+		th.Attrs.TimerSlack = slack
+		switch _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_TSC, at+56); {
+		case err == unix.EINVAL: // not on this CPU
+		case err != nil:
+			return fmt.Errorf("thread %d: injected prctl(PR_GET_TSC): %w", t.PID, err)
+		default:
+			tsc := make([]byte, 4)
+			if err := ptrace.ReadMem(t.PID, at+56, tsc); err != nil {
+				return err
+			}
+			th.Attrs.TSC = int(le.Uint32(tsc))
+		}
+		mce, err := t.Syscall(unix.SYS_PRCTL, unix.PR_MCE_KILL_GET, 0, 0, 0, 0)
+		if err != nil {
+			return fmt.Errorf("thread %d: injected prctl(PR_MCE_KILL_GET): %w", t.PID, err)
+		}
+		th.Attrs.MCEKill = map[uint64]string{unix.PR_MCE_KILL_EARLY: "early", unix.PR_MCE_KILL_LATE: "late"}[mce]
+	}
+	return nil
+}
+
+// queryProcessAttrs asks the process for its prctl attributes and its
+// membarrier registrations; at is 8 free bytes of scratch.
+func queryProcessAttrs(t *ptrace.Tracee, p *format.Process, at uint64) error {
+	a := p.Attrs
+	if a == nil {
+		return nil
+	}
+	if _, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, at); err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_CHILD_SUBREAPER): %w", t.PID, err)
+	}
+	b := make([]byte, 4)
+	if err := ptrace.ReadMem(t.PID, at, b); err != nil {
+		return err
+	}
+	a.ChildSubreaper = binary.LittleEndian.Uint32(b) != 0
+	thp, err := t.Syscall(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE, 0, 0, 0, 0)
+	if err != nil {
+		return fmt.Errorf("pid %d: injected prctl(PR_GET_THP_DISABLE): %w", t.PID, err)
+	}
+	a.THPDisable = uint32(thp)
+	regs, err := t.Syscall(unix.SYS_MEMBARRIER, membarrierGetRegs, 0, 0)
+	switch {
+	case err == unix.EINVAL || err == unix.ENOSYS:
+		// Before kernel 6.3 nobody can tell: Membarrier stays nil.
+	case err != nil:
+		return fmt.Errorf("pid %d: injected membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS): %w", t.PID, err)
+	default:
+		r := uint32(regs)
+		a.Membarrier = &r
+	}
 	return nil
 }
 

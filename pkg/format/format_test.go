@@ -97,21 +97,30 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 		Sigactions:    []Sigaction{{Signal: 10, Handler: 0x401234, Flags: 0x04000000, Restorer: 0x401300, Mask: 1 << 9}},
 		SharedPending: [][]byte{siginfo},
 		Threads: []Thread{{
-			TID:      pid,
-			Regs:     Regs{R15: 15, Rax: 0xffffffffffffffda, Rip: 0x401100, Rsp: 0x7ffc00001e00, Cs: 0x33, Ss: 0x2b, Eflags: 0x246, OrigRax: 35, FsBase: 0x7f0000000740},
-			XSave:    d.bytes(832),
-			SigMask:  1 << 13,
-			Pending:  [][]byte{d.bytes(siginfoSize)},
-			AltStack: AltStack{SP: 0x7f0000100000, Flags: 0, Size: 8192},
-			Rseq:     &Rseq{Addr: 0x7f0000000a00, Len: 32, Flags: 0, Sig: 0x53053053},
+			TID:         pid,
+			Regs:        Regs{R15: 15, Rax: 0xffffffffffffffda, Rip: 0x401100, Rsp: 0x7ffc00001e00, Cs: 0x33, Ss: 0x2b, Eflags: 0x246, OrigRax: 35, FsBase: 0x7f0000000740},
+			XSave:       d.bytes(832),
+			SigMask:     1 << 13,
+			Pending:     [][]byte{d.bytes(siginfoSize)},
+			AltStack:    AltStack{SP: 0x7f0000100000, Flags: 0, Size: 8192},
+			Rseq:        &Rseq{Addr: 0x7f0000000a00, Len: 32, Flags: 0, Sig: 0x53053053},
+			Attrs:       &ThreadAttrs{Policy: SchedOther, Nice: 7, Affinity: []uint64{3}, IOPrio: 2<<13 | 4, TimerSlack: 50000, PdeathSig: 28},
+			SeccompMode: SeccompModeFilter, SeccompFilter: 1,
 		}},
+		Attrs: &ProcessAttrs{OOMScoreAdj: 345, ChildSubreaper: true, THPDisable: 1, Membarrier: ptrTo(uint32(16)), LoginUID: ptrTo(uint32(1234)), SessionID: ptrTo(uint32(9))},
+		Seccomp: []SeccompFilter{
+			{ID: 1, Flags: 2, Prog: []byte{6, 0, 0, 0, 0, 0, 0xff, 0x7f}}, // ret ALLOW
+			{ID: 2, Parent: 1, Prog: []byte{6, 0, 0, 0, 1, 0, 5, 0}},      // ret ERRNO(1)
+		},
 	}
 	if !small {
 		p.Threads = append(p.Threads, Thread{
-			TID:      pid + 1,
-			Regs:     Regs{Rip: 0x401200, Rsp: 0x7f00000ff000, Rdi: 7},
-			XSave:    d.bytes(2688),
-			AltStack: AltStack{Flags: 2}, // SS_DISABLE
+			TID:         pid + 1,
+			Regs:        Regs{Rip: 0x401200, Rsp: 0x7f00000ff000, Rdi: 7},
+			XSave:       d.bytes(2688),
+			AltStack:    AltStack{Flags: 2}, // SS_DISABLE
+			Attrs:       &ThreadAttrs{Policy: SchedFIFO, Priority: 5, Flags: 1, Affinity: []uint64{2}},
+			SeccompMode: SeccompModeFilter, SeccompFilter: 2,
 		})
 	}
 	exe := &FileRef{Path: "/usr/bin/counter", Dev: 0x803, Inode: 1234, Size: 16384, MtimeNS: 1700000000123456789}
@@ -1300,6 +1309,28 @@ func TestValidate(t *testing.T) {
 			ps[0].Stopped, ps[0].StopSignal, ps[0].StopWaited = true, 22, true
 		}, nil},
 		{"one-byte lock", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Locks[2].End = 5 }, nil},
+		{"no attributes", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Attrs, ps[0].Threads[0].Attrs, ps[0].Threads[1].Attrs = nil, nil, nil
+		}, nil},
+		{"nice out of range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].Attrs.Nice = -21 }, ErrCorrupt},
+		{"rt priority out of range", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[1].Attrs.Priority = 100 }, ErrCorrupt},
+		{"unknown policy", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].Attrs.Policy = 4 }, ErrCorrupt},
+		{"too many affinity words", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].Attrs.Affinity = make([]uint64, 129) }, ErrCorrupt},
+		{"bad pdeathsig", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].Attrs.PdeathSig = 65 }, ErrCorrupt},
+		{"bad oom_score_adj", func(_ *Header, ps []*Process, _ uint64) { ps[0].Attrs.OOMScoreAdj = 1001 }, ErrCorrupt},
+		{"seccomp filter before its parent", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[0].Parent = 2 }, ErrCorrupt},
+		{"seccomp filter its own parent", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[1].Parent = 2 }, ErrCorrupt},
+		{"seccomp filter ids out of order", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[1].ID = 3 }, ErrCorrupt},
+		{"seccomp filter of 7 bytes", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[1].Prog = make([]byte, 7) }, ErrCorrupt},
+		{"empty seccomp filter", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[1].Prog = nil }, ErrCorrupt},
+		{"seccomp filter too long", func(_ *Header, ps []*Process, _ uint64) { ps[0].Seccomp[1].Prog = make([]byte, 8*4097) }, ErrCorrupt},
+		{"thread names a missing filter", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[1].SeccompFilter = 3 }, ErrCorrupt},
+		{"filter mode without a filter", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[1].SeccompFilter = 0 }, ErrCorrupt},
+		{"strict mode with a filter", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[1].SeccompMode = SeccompModeStrict }, ErrCorrupt},
+		{"strict mode", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Threads[1].SeccompMode, ps[0].Threads[1].SeccompFilter = SeccompModeStrict, 0
+		}, nil},
+		{"unknown seccomp mode", func(_ *Header, ps []*Process, _ uint64) { ps[0].Threads[0].SeccompMode = 3 }, ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(2, false)
@@ -1497,3 +1528,5 @@ func TestDataShrinks(t *testing.T) {
 		t.Errorf("VerifyData of a cut file: %v, want ErrTruncated", err)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

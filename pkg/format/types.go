@@ -69,9 +69,9 @@ type Process struct {
 	// wait (WUNTRACED/WSTOPPED): it is not reported again. Absent, the
 	// stop is waiting to be collected.
 	StopWaited bool `json:"stop_waited,omitempty"`
-	// ChildSubreaper is prctl(PR_SET_CHILD_SUBREAPER): orphaned
-	// descendants are reparented to this process.
-	ChildSubreaper bool `json:"child_subreaper,omitempty"`
+	// Attributes and seccomp filters (version 3, attrs.go).
+	Attrs   *ProcessAttrs   `json:"attrs,omitempty"`
+	Seccomp []SeccompFilter `json:"seccomp_filters,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -137,6 +137,11 @@ type Creds struct {
 	// /proc files root's, no core, no ptrace by that user. Nil in images
 	// that predate it: restore then leaves what the ids made it.
 	Dumpable *uint8 `json:"dumpable,omitempty"`
+	// SecureBits is prctl(PR_GET_SECUREBITS) (version 3): SECBIT_NOROOT,
+	// KEEP_CAPS, NO_CAP_AMBIENT_RAISE ... and their locks. Lost, a root
+	// process could win back by execve capabilities it had given up. Nil
+	// in older images.
+	SecureBits *uint32 `json:"securebits,omitempty"`
 }
 
 // Rlimit is one resource limit (RLIMIT_* number).
@@ -186,6 +191,13 @@ type Thread struct {
 	// RobustList is the thread's robust futex list (set_robust_list(2)).
 	RobustHead uint64 `json:"robust_head,omitempty"`
 	RobustLen  uint64 `json:"robust_len,omitempty"`
+
+	// Attributes and seccomp state (version 3, attrs.go). SeccompMode is
+	// SeccompModeNone, SeccompModeStrict or SeccompModeFilter; in filter mode the
+	// thread's newest filter is Process.Seccomp ID SeccompFilter.
+	Attrs         *ThreadAttrs `json:"attrs,omitempty"`
+	SeccompMode   int          `json:"seccomp_mode,omitempty"`
+	SeccompFilter int          `json:"seccomp_filter,omitempty"`
 }
 
 // Regs mirrors the x86_64 user_regs_struct. It is kept here, not taken from

@@ -398,6 +398,12 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if err := img.validateTimers(p); err != nil {
 		return err
 	}
+	if b := p.Creds.SecureBits; b != nil && *b > 0xff {
+		return corrupt("pid %d: securebits %#x", p.PID, *b)
+	}
+	if err := validateAttrs(p); err != nil {
+		return err
+	}
 	var prevEnd uint64
 	for i := range p.VMAs {
 		if err := img.validateVMA(&p.VMAs[i], prevEnd, ids); err != nil {
@@ -700,6 +706,65 @@ func (img *Image) validateInet(s *InetSocket) error {
 			if r.Len > maxDatagram || r.Addr != 0 {
 				return corrupt("datagram of %d bytes at %d", r.Len, r.Addr)
 			}
+		}
+	}
+	return nil
+}
+
+const (
+	maxCPUWords  = 128  // 8192 CPUs
+	maxBPFInsns  = 4096 // BPF_MAXINSNS
+	maxFilters   = 1 << 12
+	sockFilterSz = 8
+)
+
+// validateAttrs checks the attributes and seccomp filters of p: every
+// filter's parent comes before it, so chains end; every thread names an
+// existing filter.
+func validateAttrs(p *Process) error {
+	if a := p.Attrs; a != nil {
+		if a.OOMScoreAdj < -1000 || a.OOMScoreAdj > 1000 || a.THPDisable > 3 {
+			return corrupt("pid %d: oom_score_adj %d or thp_disable %d", p.PID, a.OOMScoreAdj, a.THPDisable)
+		}
+	}
+	if len(p.Seccomp) > maxFilters {
+		return corrupt("pid %d: %d seccomp filters", p.PID, len(p.Seccomp))
+	}
+	for i, f := range p.Seccomp {
+		if f.ID != i+1 || f.Parent < 0 || f.Parent >= f.ID {
+			return corrupt("pid %d: seccomp filter %d (parent %d) out of order", p.PID, f.ID, f.Parent)
+		}
+		if n := len(f.Prog); n == 0 || n%sockFilterSz != 0 || n/sockFilterSz > maxBPFInsns {
+			return corrupt("pid %d: seccomp filter %d is %d bytes", p.PID, f.ID, n)
+		}
+	}
+	for _, t := range p.Threads {
+		switch t.SeccompMode {
+		case SeccompModeNone, SeccompModeStrict:
+			if t.SeccompFilter != 0 {
+				return corrupt("thread %d: seccomp filter %d without filter mode", t.TID, t.SeccompFilter)
+			}
+		case SeccompModeFilter:
+			if t.SeccompFilter <= 0 || t.SeccompFilter > len(p.Seccomp) {
+				return corrupt("thread %d: seccomp filter %d of %d", t.TID, t.SeccompFilter, len(p.Seccomp))
+			}
+		default:
+			return corrupt("thread %d: seccomp mode %d", t.TID, t.SeccompMode)
+		}
+		a := t.Attrs
+		if a == nil {
+			continue
+		}
+		switch a.Policy {
+		case SchedOther, SchedFIFO, SchedRR, SchedBatch, SchedIdle, SchedDeadline, SchedExt:
+		default:
+			return corrupt("thread %d: scheduling policy %d", t.TID, a.Policy)
+		}
+		if a.TSC < 0 || a.TSC > 2 || (a.MCEKill != "" && a.MCEKill != "early" && a.MCEKill != "late") {
+			return corrupt("thread %d: tsc %d or mce_kill %q", t.TID, a.TSC, a.MCEKill)
+		}
+		if a.Nice < -20 || a.Nice > 19 || a.Priority > 99 || len(a.Affinity) > maxCPUWords || a.PdeathSig < 0 || a.PdeathSig > 64 {
+			return corrupt("thread %d: nice %d, priority %d, %d affinity words or pdeathsig %d", t.TID, a.Nice, a.Priority, len(a.Affinity), a.PdeathSig)
 		}
 	}
 	return nil

@@ -82,3 +82,24 @@ func getSiginfo(pid int) ([]byte, error) {
 	err := ptraceRaw(unix.PTRACE_GETSIGINFO, pid, 0, unsafe.Pointer(&buf[0]))
 	return buf, os.NewSyscallError("ptrace(PTRACE_GETSIGINFO)", err)
 }
+
+// seccompFilter reads the thread's index-th seccomp filter (0: the newest)
+// into buf, or only returns its length in instructions when buf is nil.
+func seccompFilter(pid, index int, buf []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	r, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), uintptr(index), uintptr(p), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// seccompMetadata returns the SECCOMP_FILTER_FLAG_* of the index-th filter.
+func seccompMetadata(pid, index int) (uint64, error) {
+	md := struct{ Off, Flags uint64 }{Off: uint64(index)}
+	err := ptraceRaw(unix.PTRACE_SECCOMP_GET_METADATA, pid, unsafe.Sizeof(md), unsafe.Pointer(&md))
+	return md.Flags, err
+}

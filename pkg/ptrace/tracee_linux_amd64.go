@@ -44,6 +44,10 @@ type Tracee struct {
 	Regs unix.PtraceRegs
 	// Children lists PIDs reported by fork/clone events during injection.
 	Children []int
+	// Guard, if set, is asked before every injected call with its number,
+	// arguments and the address after its syscall instruction (what a
+	// seccomp filter sees); an error stops the call from being made.
+	Guard func(nr uint64, args []uint64, ip uint64) error
 
 	stub      uint64 // address of stubCode in the tracee
 	stubOrig  []byte // bytes the stub overwrote, if it was poked into tracee code
@@ -317,6 +321,38 @@ type Rseq struct {
 	Registered bool
 }
 
+func (t *Tracee) guard(nr uint64, args []uint64) error {
+	if t.Guard == nil {
+		return nil
+	}
+	return t.Guard(nr, args, t.stub+syscallInsnLen)
+}
+
+// SeccompFilters returns the thread's seccomp filters, oldest first (index
+// 0 of PTRACE_SECCOMP_GET_FILTER is the first installed: kernel/seccomp.c,
+// get_nth_filter, whatever ptrace(2) says), with the flags of each
+// (PTRACE_SECCOMP_GET_METADATA). None for a thread not in filter mode.
+func (t *Tracee) SeccompFilters() (progs [][]byte, flags []uint64, err error) {
+	for i := 0; ; i++ {
+		n, err := seccompFilter(t.PID, i, nil)
+		if err == unix.ENOENT || (i == 0 && err == unix.EINVAL) {
+			return progs, flags, nil // past the newest; or no filter mode
+		}
+		if err != nil {
+			return nil, nil, t.fail(fmt.Sprintf("ptrace(PTRACE_SECCOMP_GET_FILTER, %d)", i), err)
+		}
+		buf := make([]byte, 8*n)
+		if _, err := seccompFilter(t.PID, i, buf); err != nil {
+			return nil, nil, t.fail(fmt.Sprintf("ptrace(PTRACE_SECCOMP_GET_FILTER, %d)", i), err)
+		}
+		f, err := seccompMetadata(t.PID, i)
+		if err != nil {
+			return nil, nil, t.fail(fmt.Sprintf("ptrace(PTRACE_SECCOMP_GET_METADATA, %d)", i), err)
+		}
+		progs, flags = append(progs, buf), append(flags, f)
+	}
+}
+
 // Rseq returns the rseq registration of the tracee.
 func (t *Tracee) Rseq() (Rseq, error) {
 	c, err := getRseq(t.PID)
@@ -525,6 +561,9 @@ func StubCode() []byte { return append([]byte(nil), stubCode...) }
 // Syscall runs one system call in the tracee and returns its result. Errors
 // returned by the call come back as unix.Errno.
 func (t *Tracee) Syscall(nr uint64, args ...uint64) (uint64, error) {
+	if err := t.guard(nr, args); err != nil {
+		return 0, err
+	}
 	if t.tramp != nil {
 		return t.trampSyscall(nr, args)
 	}
@@ -610,6 +649,9 @@ func (t *Tracee) runTo(sig unix.Signal, rip uint64) error {
 // the SIGSEGV handler (kernel/signal.c, force_sig_info_to_task). Needs
 // PTRACE_O_TRACESYSGOOD. The tracee stays stopped for its final registers.
 func (t *Tracee) SyscallLast(nr uint64, args ...uint64) (uint64, error) {
+	if err := t.guard(nr, args); err != nil {
+		return 0, err
+	}
 	if err := t.setCall(nr, args); err != nil {
 		return 0, err
 	}

@@ -49,6 +49,20 @@ func (x *target) threadCreds(c format.Creds, last int) error {
 			}
 		}
 	}
+	// Before the ids change: the bits decide what the change does to the
+	// capabilities (SECBIT_KEEP_CAPS, NO_SETUID_FIXUP), and setting them
+	// needs CAP_SETPCAP, which capset may take away below.
+	if c.SecureBits != nil {
+		have, err := x.call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+		if err != nil {
+			return err
+		}
+		if uint32(have) != *c.SecureBits {
+			if _, err := x.call(fmt.Sprintf("prctl(PR_SET_SECUREBITS, %#x)", *c.SecureBits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uint64(*c.SecureBits)); err != nil {
+				return fmt.Errorf("%w (setting securebits needs CAP_SETPCAP)", err)
+			}
+		}
+	}
 	if credsDiffer(c) {
 		if err := x.setThreadCreds(c); err != nil {
 			return err

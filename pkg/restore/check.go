@@ -65,6 +65,9 @@ func check(path string, img *format.Image, opt Options) error {
 	if err := checkExternals(img, opt); err != nil {
 		return err
 	}
+	if err := checkPdeathSig(img.Processes[0], opt); err != nil {
+		return err
+	}
 	for _, pi := range img.Objects.Pipes {
 		if err := pipe.CheckFIFO(pi); errors.Is(err, pipe.ErrNotFIFO) {
 			return fmt.Errorf("%w: %w", err, ErrIncompatible)
@@ -119,6 +122,16 @@ func ownProcEntry(path string, inImage map[int]bool) bool {
 	num, _, _ := strings.Cut(rest, "/")
 	pid, err := strconv.Atoi(num)
 	return err == nil && inImage[pid]
+}
+
+// untrustedImage tells whether root restores an image a user owns: its
+// processes may then have only what that user could give them.
+func untrustedImage(path string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return false, fmt.Errorf("stat image: %w", err)
+	}
+	return unix.Geteuid() == 0 && st.Uid != 0, nil
 }
 
 // checkFD makes sure a file reopened by path is still of its kind: a FIFO
@@ -187,6 +200,39 @@ func checkFile(v format.VMA) error {
 	if st.Size != v.File.Size || st.Mtim.Nano() != v.File.MtimeNS || st.Ino != v.File.Inode {
 		return fmt.Errorf("mapped file %s changed since the checkpoint (size %d→%d, inode %d→%d): %w",
 			v.File.Path, v.File.Size, st.Size, v.File.Inode, st.Ino, ErrIncompatible)
+	}
+	return nil
+}
+
+// Signals whose default action is to do nothing (signal(7)).
+var ignoredByDefault = map[int]bool{17: true, 23: true, 28: true} // SIGCHLD, SIGURG, SIGWINCH
+
+// checkPdeathSig: the root's parent after restore is chpox. A detached
+// restore ends chpox at once, which to the kernel is the death of the
+// root's parent: a parent-death signal (PR_SET_PDEATHSIG) of the root's
+// threads would come that instant and, unless it is one the process
+// ignores, change its course (often SIGKILL: end it). A foreground restore
+// stays its parent.
+func checkPdeathSig(root *format.Process, opt Options) error {
+	if !opt.Detach || root.Zombie {
+		return nil
+	}
+	for _, th := range root.Threads {
+		if th.Attrs == nil || th.Attrs.PdeathSig == 0 {
+			continue
+		}
+		sig := th.Attrs.PdeathSig
+		handler := uint64(0) // SIG_DFL
+		for _, sa := range root.Sigactions {
+			if sa.Signal == sig {
+				handler = sa.Handler
+			}
+		}
+		if handler == 1 || (handler == 0 && ignoredByDefault[sig]) { // SIG_IGN, or ignored by default
+			continue
+		}
+		return fmt.Errorf("thread %d of process %d has parent-death signal %d (prctl PR_SET_PDEATHSIG): with --detach its parent after restore, chpox, exits at once and the signal would come then; restore in the foreground, which stays its parent: %w",
+			th.TID, root.PID, sig, ErrIncompatible)
 	}
 	return nil
 }

@@ -42,6 +42,11 @@ type Options struct {
 	Externals map[string]external.Choice
 	// Progress, if set, counts the data bytes as they are read in.
 	Progress *format.Progress
+	// Detach: chpox exits once the tree runs, so the root loses its
+	// parent at once (see checkPdeathSig).
+	Detach bool
+
+	untrusted bool // root restores an image a user owns (checkOwner)
 }
 
 // Restored is a running restored tree: its root is a child of chpox.
@@ -58,6 +63,9 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	}
 	defer img.Close()
 	if err := check(path, img, opt); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
+	}
+	if opt.untrusted, err = untrustedImage(path); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	var out *Restored

@@ -164,11 +164,6 @@ func (x *target) restoreMisc(p *format.Process) error {
 	if err := x.restoreSignals(p); err != nil {
 		return err
 	}
-	if p.ChildSubreaper {
-		if _, err := x.call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return err
-		}
-	}
 	name, err := x.cstring(p.Comm)
 	if err != nil {
 		return err

@@ -92,7 +92,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		return nil, err
 	}
 	for _, n := range live {
-		if err := n.x.build(n.p, o); err != nil {
+		if err := n.x.build(n.p, o, opt.untrusted); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
@@ -117,6 +117,12 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		// takes does not count against them; registers last.
 		if err := n.x.armTimers(n.p); err != nil {
 			return nil, fmt.Errorf("pid %d: restore timers: %w", n.p.PID, err)
+		}
+		// The seccomp filters are the last injected calls of the
+		// process: they may block any other (a call chpox would make
+		// after them is first run through them, ptrace.Tracee.Guard).
+		if err := n.x.restoreSeccomp(n.p); err != nil {
+			return nil, fmt.Errorf("pid %d: restore seccomp filters: %w", n.p.PID, err)
 		}
 		if err := n.x.finish(n.p); err != nil {
 			return nil, fmt.Errorf("pid %d: restore registers: %w", n.p.PID, err)
@@ -232,8 +238,20 @@ func (x *target) lead(p *format.Process) error {
 }
 
 // build gives a process whose memory is mapped and filled everything but
-// its locks, running timers and final registers (see restoreTree).
-func (x *target) build(p *format.Process, o *objects) error {
+// its locks, running timers, seccomp filters and final registers (see
+// restoreTree).
+//
+// Scheduling and the other thread attributes are set by each thread
+// itself: before the credentials (as root) for an image root owns, after
+// them for one a user owns, so that the kernel holds the request to the
+// rights the process has and a forged image gains its owner nothing.
+func (x *target) build(p *format.Process, o *objects, untrusted bool) error {
+	attrs := func() error { return x.restoreThreadAttrs(p, untrusted) }
+	noop := func() error { return nil }
+	before, after := attrs, noop
+	if untrusted {
+		before, after = noop, attrs
+	}
 	steps := []struct {
 		what string
 		f    func() error
@@ -243,13 +261,17 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
+		{"process attributes", func() error { return x.restoreProcessAttrs(p, untrusted) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
 		{"posix timers", func() error { return x.createTimers(p) }},
+		{"thread attributes", before},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
+		{"thread attributes", after},
 		// After the credentials: F_SETOWN records who set it, and the
 		// kernel checks those ids against the owner's before each SIGIO
 		// (fs/fcntl.c, f_modown and sigio_perm).
 		{"file owners", func() error { return x.restoreOwners(p, o) }},
+		{"parent-death signals", func() error { return x.restorePdeathSig(p) }},
 	}
 	for _, s := range steps {
 		if err := s.f(); err != nil {

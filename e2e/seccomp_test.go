@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func tidsOf(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		n, _ := strconv.Atoi(e.Name())
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// TestSeccomp: a process under seccomp comes back with every filter of
+// every thread: two threads that shared a filter still share it (a later
+// SECCOMP_FILTER_FLAG_TSYNC names the same thread as the one that does
+// not), the third keeps its own extra filter, installed with prctl, and
+// the filters still act: getppid fails with EPERM, getuid in the third
+// thread with EACCES, getpgid there kills the process with SIGSYS.
+func TestSeccomp(t *testing.T) {
+	setup(t, "seccomp")
+	p := start(t, "seccomp")
+	keys := []string{"S 0", "S 1", "S 2"}
+	before := lastLines(t, p, 0, 2, keys...)
+	want := map[string]string{
+		"S 0": "S 0 ppid=-1 uid=0 mode=2 filters=1",
+		"S 1": "S 1 ppid=-1 uid=0 mode=2 filters=1",
+		"S 2": "S 2 ppid=-1 uid=-13 mode=2 filters=2",
+	}
+	for k, w := range want {
+		if before[k] != w {
+			t.Fatalf("the original reports %q, want %q: the test would prove nothing", before[k], w)
+		}
+	}
+	tids := tidsOf(t, p.pid)
+	if len(tids) != 3 {
+		t.Fatalf("threads %v, want 3", tids)
+	}
+	tsync := fmt.Sprintf("T tsync=%d", tids[2])
+	p.signal(t, unix.SIGUSR1)
+	if got := lastLines(t, p, 0, 1, "T")["T"]; got != tsync {
+		t.Fatalf("the original reports %q, want %q", got, tsync)
+	}
+	img := dumpKill(t, p)
+	filters := []string{"seccomp filters: #1 7 insns log, 3 threads; #2 9 insns after #1, 1 threads", "seccomp 2 filters (#1 #2)"}
+	insp := mustChpox(t, "inspect", img).stdout
+	for _, w := range filters {
+		if !strings.Contains(insp, w) {
+			t.Errorf("inspect does not show %q:\n%s", w, insp)
+		}
+	}
+	off := logSize(p.log)
+	r := restoreDetached(t, img, p)
+	after := lastLines(t, r, off, 2, keys...)
+	for _, k := range keys {
+		if after[k] != before[k] {
+			t.Errorf("after restore %q, before %q", after[k], before[k])
+		}
+	}
+	off = logSize(p.log)
+	r.signal(t, unix.SIGUSR1)
+	if got := lastLines(t, r, off, 1, "T")["T"]; got != tsync {
+		t.Errorf("after restore the main thread's TSYNC reports %q, want %q: threads 0 and 1 no longer share their filter", got, tsync)
+	}
+	// The kernel's own view: the restored filters, flags (LOG) included,
+	// dumped again.
+	again := mustChpox(t, "inspect", dump(t, r)).stdout
+	for _, w := range filters {
+		if !strings.Contains(again, w) {
+			t.Errorf("the restored process, dumped again, does not show %q:\n%s", w, again)
+		}
+	}
+	r.signal(t, unix.SIGUSR2)
+	if st := r.waitExit(t, 10*time.Second); st != "killed by SIGSYS" {
+		t.Errorf("getpgid in thread 2: the restored process ended with %q, want killed by SIGSYS", st)
+	}
+}
+
+// TestSeccompRefused: what chpox cannot checkpoint under seccomp is refused
+// at dump, by name, and the process runs on as it was. A thread in strict
+// mode and a filter that would kill the process on a call chpox must
+// inject are never run into: the dump checks the filters first.
+func TestSeccompRefused(t *testing.T) {
+	setup(t, "seccomp")
+	for _, c := range []struct{ mode, words string }{
+		{"strict", "seccomp strict mode"},
+		{"denymmap", "answers KILL_PROCESS to system call 9"},
+		// the trampoline's recovery code, should chpox die mid-call
+		{"nosigmask", "answers ERRNO(1) to system call 14"},
+		{"notif", "SECCOMP_RET_USER_NOTIF"},
+		{"dropped", "neither no_new_privs nor CAP_SYS_ADMIN"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			p := start(t, "seccomp", c.mode)
+			p.waitInt(t, `tick (\d+)`, 3, 10*time.Second)
+			var child int
+			if c.mode == "strict" {
+				p.waitLog(t, "strict child ready", 1, 10*time.Second)
+				kids := childrenOf(p.pid)
+				if len(kids) != 1 {
+					t.Fatalf("children %v, want the strict child", kids)
+				}
+				child = kids[0]
+			}
+			img := filepath.Join(t.TempDir(), "x.img")
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
+			wantFailure(t, r, 6, strings.Fields(c.words)...)
+			if !strings.Contains(r.stderr, c.words) {
+				t.Errorf("stderr %q does not say %q", r.stderr, c.words)
+			}
+			if _, err := os.Stat(img); err == nil {
+				t.Error("a refused dump wrote an image")
+			}
+			p.waitInt(t, `tick (\d+)`, lastInt(p.log, `tick (\d+)`)+3, 10*time.Second)
+			if child != 0 {
+				if st := procState(child); !strings.Contains(st, "State: S") {
+					t.Errorf("the strict child after the refused dump: %s", st)
+				}
+				killAtEnd(t, child)
+			}
+		})
+	}
+}
