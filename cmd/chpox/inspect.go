@@ -146,7 +146,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 				others = append(others, u)
 			}
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
+		path := f.Path
+		if f.Kind == format.FileSignalfd {
+			path = fmt.Sprintf("%s mask %#x", path, f.SigMask)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, path, strings.Join(others, " "))
 	}
 	tw.Flush()
 	var sigs []string

@@ -232,6 +232,9 @@ const (
 	FilePipe    = "pipe"    // end of a pipe or FIFO in Objects.Pipes
 	FileEventfd = "eventfd" // eventfd(2): Count, Semaphore
 	FileEpoll   = "epoll"   // epoll instance: Watches
+	// FileSignalfd is a signalfd(2) reading the signals in SigMask
+	// (version 3).
+	FileSignalfd = "signalfd"
 	// FileUnix is a UNIX domain socket: Socket is its ID in
 	// Objects.UnixSockets.
 	FileUnix = "unix"
@@ -273,4 +276,8 @@ type File struct {
 	Count     uint64       `json:"count,omitempty"`     // eventfd counter
 	Semaphore bool         `json:"semaphore,omitempty"` // eventfd EFD_SEMAPHORE
 	Watches   []EpollWatch `json:"watches,omitempty"`   // epoll
+
+	// SigMask is a signalfd's set of signals, bit n-1 for signal n
+	// (version 3).
+	SigMask uint64 `json:"sigmask,omitempty"`
 }

@@ -328,7 +328,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileSignalfd, FileUnix, FileInet, FileNetlink, FileExternal:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/signalfd"
 )
 
 // FileSocket marks a socket whose family is not known yet; it is never
@@ -147,7 +148,8 @@ func (f *OpenFile) CopyContent(w io.Writer) error {
 }
 
 // anonFile handles the anonymous-inode files chpox can rebuild: eventfd
-// (its counter) and epoll (its watch list), both read from fdinfo.
+// (its counter), epoll (its watch list) and signalfd (its mask), all read
+// from fdinfo.
 func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: flags}}
 	var st unix.Stat_t
@@ -177,6 +179,10 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 	case "anon_inode:[eventpoll]":
 		f.Kind = format.FileEpoll
 		if f.Watches, err = parseEpoll(string(info)); err != nil {
+			return nil, err
+		}
+	case signalfd.Link:
+		if err := signalfd.Describe(&f.File, string(info)); err != nil {
 			return nil, err
 		}
 	default:

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/signalfd"
 )
 
 // tmpIn stands in for a file that was deleted while open: an unlinked
@@ -70,6 +71,12 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 		case format.FileExternal:
 			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
 				err = fmt.Errorf("no stand-in for external object %d", f.External)
+			}
+		case format.FileSignalfd:
+			// Made once in chpox: a signalfd reads the signals of the
+			// process that reads it, not of its creator.
+			if sup, err = signalfd.Create(f); err == nil {
+				o.descs[f.Desc] = sup
 			}
 		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
