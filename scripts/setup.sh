@@ -2,7 +2,9 @@
 # Installs the Debian packages the tests need, only those missing: gcc builds
 # the test programs; python3, redis-server, nginx and node are real programs
 # the e2e tests checkpoint; nftables is the packet filter chpox uses to hold
-# TCP connections still while it dumps them. Quick when all is there.
+# TCP connections still while it dumps them; postgresql (15, whose programs
+# are not on PATH: /usr/lib/postgresql/15/bin) is a real program too. Quick
+# when all is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -15,6 +17,7 @@ need redis-cli redis-tools
 need nginx nginx-light
 need node nodejs
 need nft nftables
+need /usr/lib/postgresql/15/bin/postgres postgresql
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
@@ -25,6 +26,7 @@ type ImageWriter struct {
 	OutsideTCP int
 	inet       *inetState
 	kill       bool
+	sysv       *format.SysVObjects
 }
 
 // Commit makes the image the latest checkpoint. If that fails, sockets a
@@ -43,8 +45,12 @@ func (w *ImageWriter) Commit() error {
 }
 
 // Finish lets go of the sockets of the processes a --kill killed: until
-// then a guard would give them back to the processes if chpox died.
-func (w *ImageWriter) Finish() error { return w.inet.close() }
+// then a guard would give them back to the processes if chpox died. The
+// System V objects of the image leave the namespace with the processes
+// (docs/usage.md): a restore creates them again with their ids.
+func (w *ImageWriter) Finish() error {
+	return errors.Join(sysv.Remove(w.sysv), w.inet.close())
+}
 
 // Abort drops the image and gives the sockets back (see Commit).
 func (w *ImageWriter) Abort() {
@@ -64,6 +70,8 @@ type plan struct {
 	procs   []*proc
 	objects format.Objects
 	shm     []*vmadump.Shm
+	sysvShm []*vmadump.Shm // System V segments, after shm in the data section
+	detach  []func()       // chpox's own attachments of System V segments
 	blobs   [][]byte       // objects' saved bytes (unread pipe data ...), in data order
 	end     uint64         // data section length
 	holders map[string]int // pipes and sockets held outside the tree, by link target
@@ -72,8 +80,11 @@ type plan struct {
 }
 
 func (pl *plan) close() {
-	for _, s := range pl.shm {
+	for _, s := range append(pl.shm, pl.sysvShm...) {
 		s.Close()
+	}
+	for _, d := range pl.detach {
+		d()
 	}
 	for _, p := range pl.procs {
 		procinfo.CloseFiles(p.files)
@@ -99,7 +110,7 @@ func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill}
+	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill, sysv: pl.objects.SysV}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err
@@ -128,7 +139,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return err
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
+	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -209,7 +220,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 			return err
 		}
 	}
-	for _, s := range pl.shm {
+	for _, s := range append(pl.shm, pl.sysvShm...) {
 		if err := s.Copy(w); err != nil {
 			return err
 		}

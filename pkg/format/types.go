@@ -60,6 +60,8 @@ type Objects struct {
 	InetSockets []InetSocket    `json:"inet_sockets,omitempty"`
 	Netlink     []NetlinkSocket `json:"netlink_sockets,omitempty"`
 	Externals   []External      `json:"externals,omitempty"`
+	// System V IPC objects that belong to the checkpoint (version 3).
+	SysV *SysVObjects `json:"sysv,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -204,6 +206,11 @@ type VMA struct {
 	Offset    uint64    `json:"offset,omitempty"` // file offset of Start
 	Pages     []DataRun `json:"pages,omitempty"`
 	Shm       int       `json:"shm,omitempty"` // shared-anon: ID in Objects.Shm
+	// System V shared memory (version 3): kind sysv-shm.
+	SysVShm int `json:"sysv_shm,omitempty"` // ID in Objects.SysV.Shm
+	// SysVFlags are the shmat(2) flags of the attachment: SHM_RDONLY
+	// (010000), SHM_EXEC (0100000).
+	SysVFlags int `json:"sysv_flags,omitempty"`
 }
 
 // DataRun is a run of bytes in the data section: for memory, Len bytes

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 )
 
@@ -48,6 +49,9 @@ func check(path string, img *format.Image, opt Options) error {
 		}
 	}
 	if err := checkExternals(img, opt); err != nil {
+		return err
+	}
+	if err := sysv.Check(img.Objects.SysV); err != nil {
 		return err
 	}
 	for _, pi := range img.Objects.Pipes {

@@ -128,6 +128,9 @@ func (x *target) mapAreas(p *format.Process, o *objects) (map[string]uint64, err
 }
 
 func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error {
+	if v.Kind == format.VMASysVShm {
+		return x.shmat(v, o)
+	}
 	prot := uint64(v.Prot)
 	if len(v.Pages) > 0 {
 		prot |= unix.PROT_READ | unix.PROT_WRITE
@@ -212,7 +215,9 @@ func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uin
 // protect sets the final protection of areas that were mapped writable.
 func (x *target) protect(p *format.Process) error {
 	for _, v := range p.VMAs {
-		if len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite {
+		if v.Kind == format.VMASysVShm && v.Prot != shmatProt(v.SysVFlags) {
+			// mprotect'ed after shmat (or split by one)
+		} else if len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite {
 			continue
 		}
 		if _, err := x.call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {

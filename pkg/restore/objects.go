@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
@@ -26,6 +27,8 @@ type objects struct {
 	unix    *unixsock.Set      // UNIX sockets, nil if none
 	inet    *inetObjects       // TCP and UDP sockets (inet.go)
 	netlink []*os.File         // netlink sockets (netlink.go)
+	sysv    *sysv.Set          // System V IPC objects (sysv.go)
+	done    bool               // the tree runs: the objects are its own
 	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
@@ -56,6 +59,9 @@ func (o *objects) create(img *format.Image) error {
 			return err
 		}
 		o.pipes[p.ID] = po
+	}
+	if err := o.createSysV(img); err != nil {
+		return err
 	}
 	if err := o.createSockets(img); err != nil {
 		return err
@@ -106,6 +112,9 @@ func (o *objects) fill() error {
 			return err
 		}
 	}
+	if err := o.sysv.Fill(); err != nil {
+		return err
+	}
 	return o.fillSockets()
 }
 
@@ -144,6 +153,9 @@ func (o *objects) keep(desc, pid, fd int) error {
 }
 
 func (o *objects) close() {
+	if o.sysv != nil && !o.done {
+		o.sysv.Remove() // a failed restore leaves no object behind
+	}
 	all := map[*os.File]bool{}
 	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs} {
 		for _, f := range m {

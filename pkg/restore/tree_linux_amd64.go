@@ -117,7 +117,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			sig = 0 // one SIGSTOP stops the whole process
 		}
 	}
-	ok = true
+	ok, o.done = true, true
 	return &Restored{PID: root.PID, Processes: len(nodes)}, nil
 }
 

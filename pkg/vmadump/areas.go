@@ -57,6 +57,9 @@ func Areas(pid int) ([]*Area, error) {
 		}
 		if s, ok := sm[a.Start]; ok {
 			a.RssKB, a.AnonKB, a.GrowsDown = s.rss+s.swap, s.anon+s.swap, s.growsDown
+			if a.Kind == format.VMASysVShm {
+				a.SysVFlags = shmatFlags(s)
+			}
 		}
 		if a.File != nil {
 			if err := statFile(pid, a); err != nil {
@@ -95,8 +98,10 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		if m.Perms.Shared {
 			a.Kind = format.VMASharedAnon
 		}
-	case strings.HasPrefix(path, "/SYSV"):
-		return nil, fmt.Errorf("System V shared memory: %w", ErrUnsupported)
+	case strings.HasPrefix(path, "/SYSV") && deleted:
+		// A shmat(2) attachment: the inode of its file is the shmid
+		// (ipc/shm.c, newseg). pkg/objects/sysv saves the segment.
+		a.Kind = format.VMASysVShm
 	case deleted || path == "/dev/zero":
 		// /dev/zero, memfd and unlinked files: the content exists only in
 		// memory, so it is copied like anonymous memory.
@@ -110,6 +115,20 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 	}
 	return a, nil
 }
+
+// shmatFlags are the shmat(2) flags an attachment was made with: an
+// mprotect can change its protection but not what it may become, so a
+// mapping that may not be written was attached SHM_RDONLY. Whether it was
+// SHM_EXEC cannot be told (every mapping of an exec-allowed file system
+// may execute) and needs not: mprotect gives PROT_EXEC either way.
+func shmatFlags(s smapsEntry) int {
+	if !s.mayWrite {
+		return shmRdonly
+	}
+	return 0
+}
+
+const shmRdonly = 0o10000 // SHM_RDONLY, include/uapi/linux/shm.h
 
 // statFile records size and mtime of a mapped file, through map_files so the
 // file really mapped is seen even if its path now names another one.

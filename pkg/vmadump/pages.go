@@ -42,7 +42,7 @@ func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
 
 func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 	switch {
-	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon:
+	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon, a.Kind == format.VMASysVShm:
 		// The kernel or the file holds the content; shared memory is
 		// saved once per object (see Shm), not per mapping.
 		return nil, nil

@@ -21,19 +21,29 @@ type Shm struct {
 // /proc/PID/map_files and finds its data with SEEK_DATA/SEEK_HOLE, which
 // see pages no process touched lately (pagemap would miss them).
 func OpenShm(pid int, a *Area) (*Shm, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End))
+	s, err := OpenShmPath(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), a.Inode)
 	if err != nil {
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
+	}
+	return s, nil
+}
+
+// OpenShmPath opens a shared memory object by a map_files path (a System V
+// segment is one too) and finds its data.
+func OpenShmPath(path string, inode uint64) (*Shm, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
+		return nil, err
 	}
-	s := &Shm{SharedMem: format.SharedMem{Inode: a.Inode, Size: uint64(st.Size())}, f: f}
+	s := &Shm{SharedMem: format.SharedMem{Inode: inode, Size: uint64(st.Size())}, f: f}
 	if err := s.findData(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
+		return nil, err
 	}
 	return s, nil
 }

@@ -13,6 +13,9 @@ import (
 type smapsEntry struct {
 	rss, swap, anon uint64 // KiB
 	growsDown       bool
+	// mayWrite is VM_MAYWRITE ("mw"): for a System V attachment, made
+	// without SHM_RDONLY.
+	mayWrite bool
 }
 
 func readSmaps(pid int) (map[uint64]smapsEntry, error) {
@@ -56,8 +59,11 @@ func parseSmaps(sc *bufio.Scanner) (map[uint64]smapsEntry, error) {
 			e.anon = kb(val)
 		case "VmFlags":
 			for _, fl := range strings.Fields(val) {
-				if fl == "gd" {
+				switch fl {
+				case "gd":
 					e.growsDown = true
+				case "mw":
+					e.mayWrite = true
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func parseFixture(t *testing.T, name string) map[uint64]smapsEntry {
@@ -41,7 +42,7 @@ func TestParseSmapsReal(t *testing.T) {
 		0x7ffcc3560000:     {rss: 12, anon: 12, growsDown: true}, // [stack]
 		0xffffffffff600000: {},                                   // [vsyscall]
 	}
-	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{})); d != "" {
+	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "mayWrite")); d != "" {
 		t.Errorf("parseSmaps (-want +got):\n%s", d)
 	}
 }
@@ -57,7 +58,7 @@ func TestParseSmapsEdited(t *testing.T) {
 		0x7f3a10400000: {},
 		0x7ffe00100000: {rss: 16, swap: 4, anon: 16, growsDown: true},
 	}
-	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{})); d != "" {
+	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "mayWrite")); d != "" {
 		t.Errorf("parseSmaps (-want +got):\n%s", d)
 	}
 }

@@ -1,0 +1,62 @@
+package format
+
+// System V IPC objects (version 3). They live in the IPC namespace beside
+// the processes, not in them: a process reaches one by its kernel id,
+// which it keeps in its memory, so restore must give each object the same
+// id (and key) again. Which objects belong to a checkpoint is decided at
+// dump (docs/usage.md, "System V IPC").
+
+// VMA kind of an attachment of a System V shared memory segment
+// (shmat(2)); VMA.SysVShm names the segment, Offset is the offset in it.
+const VMASysVShm = "sysv-shm"
+
+// SysVPerm is an object's struct ipc_perm.
+type SysVPerm struct {
+	Key  int32  `json:"key"`  // 0 (IPC_PRIVATE) for a private or removed object
+	KID  int    `json:"kid"`  // the kernel's id (shmid, semid, msqid)
+	Mode uint32 `json:"mode"` // permission bits, 0777
+	UID  uint32 `json:"uid"`  // owner
+	GID  uint32 `json:"gid"`
+	CUID uint32 `json:"cuid"` // creator
+	CGID uint32 `json:"cgid"`
+}
+
+// SysVShm is a shared memory segment with its content. Pages' Addr is the
+// offset in the segment.
+type SysVShm struct {
+	ID int `json:"id"` // in the image, from 1
+	SysVPerm
+	Size uint64 `json:"size"`
+	// Removed segments were marked with IPC_RMID: they die with their last
+	// detach, and their key is gone.
+	Removed bool      `json:"removed,omitempty"`
+	Pages   []DataRun `json:"pages,omitempty"`
+}
+
+// SysVSem is a semaphore set with the value of each semaphore.
+type SysVSem struct {
+	ID int `json:"id"`
+	SysVPerm
+	Values []uint16 `json:"values"`
+}
+
+// SysVMsgQueue is a message queue with its messages, oldest first.
+type SysVMsgQueue struct {
+	ID int `json:"id"`
+	SysVPerm
+	QBytes   uint64        `json:"qbytes"` // msg_qbytes: the most bytes it may hold
+	Messages []SysVMessage `json:"messages,omitempty"`
+}
+
+// SysVMessage is one queued message: its type and its text.
+type SysVMessage struct {
+	Type int64   `json:"type"`
+	Text DataRun `json:"text"` // Addr is 0
+}
+
+// SysVObjects groups what Objects holds of System V IPC.
+type SysVObjects struct {
+	Shm []SysVShm      `json:"shm,omitempty"`
+	Sem []SysVSem      `json:"sem,omitempty"`
+	Msg []SysVMsgQueue `json:"msg,omitempty"`
+}

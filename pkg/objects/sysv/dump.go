@@ -1,0 +1,185 @@
+package sysv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/procinfo"
+)
+
+const semGetpid = 11 // GETPID, include/uapi/linux/sem.h
+
+// Selected are the objects of the namespace that belong to a checkpoint.
+type Selected struct {
+	Shm []ShmEntry
+	Sem []SemEntry
+	Msg []MsgEntry
+}
+
+// Empty tells whether nothing belongs.
+func (s *Selected) Empty() bool { return len(s.Shm)+len(s.Sem)+len(s.Msg) == 0 }
+
+// Select applies the rule of docs/usage.md: a segment belongs when a
+// process of the tree has it attached, or (unattached) created it or was
+// the last to attach or detach it; a semaphore set when a process of the
+// tree was the last to change one of its semaphores (GETPID); a message
+// queue when one was the last to send or receive. attached counts the
+// tree's memory areas of each segment, by shmid. An object that a live
+// process outside the tree also uses by the same record (attached to the
+// segment, the last to change a semaphore, to send or to receive) cannot
+// be rebuilt shared with it: it is refused, by name.
+func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error) {
+	out := &Selected{}
+	outside := func(pid int) bool { return pid > 0 && !tree[pid] && alive(pid) }
+	for _, e := range t.Shm {
+		n := attached[e.KID]
+		switch {
+		case n == 0 && (e.Removed || !(tree[e.CPID] || tree[e.LPID])):
+			continue
+		case e.Nattch > n:
+			return nil, fmt.Errorf("System V shared memory segment %d (key %#x) is attached %d times, only %d of them in the checkpoint: chpox cannot rebuild it shared with processes outside (ipcs -m -i %d; dump those together): %w",
+				e.KID, uint32(e.Key), e.Nattch, n, e.KID, procinfo.ErrUnsupported)
+		case e.Locked:
+			return nil, fmt.Errorf("System V shared memory segment %d (key %#x) is locked in memory (SHM_LOCK), which chpox does not restore: %w", e.KID, uint32(e.Key), procinfo.ErrUnsupported)
+		}
+		out.Shm = append(out.Shm, e)
+	}
+	for _, e := range t.Sem {
+		in, out2 := false, 0
+		for i := 0; i < e.NSems; i++ {
+			pid, err := semctl(e.KID, i, semGetpid, nil)
+			if err != nil {
+				return nil, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
+			}
+			in = in || tree[pid]
+			if outside(pid) {
+				out2 = pid
+			}
+		}
+		if !in {
+			continue
+		}
+		if out2 != 0 {
+			return nil, fmt.Errorf("System V semaphore set %d (key %#x) is used by the checkpoint and by process %d outside it: chpox cannot rebuild it shared: %w",
+				e.KID, uint32(e.Key), out2, procinfo.ErrUnsupported)
+		}
+		out.Sem = append(out.Sem, e)
+	}
+	for _, e := range t.Msg {
+		if !tree[e.LSPID] && !tree[e.LRPID] {
+			continue
+		}
+		for _, pid := range []int{e.LSPID, e.LRPID} {
+			if outside(pid) {
+				return nil, fmt.Errorf("System V message queue %d (key %#x) is used by the checkpoint and by process %d outside it: chpox cannot rebuild it shared: %w",
+					e.KID, uint32(e.Key), pid, procinfo.ErrUnsupported)
+			}
+		}
+		out.Msg = append(out.Msg, e)
+	}
+	return out, nil
+}
+
+func alive(pid int) bool { return unix.Kill(pid, 0) != unix.ESRCH }
+
+// CheckUndo refuses a process with a semaphore undo list (it made a semop
+// with SEM_UNDO): the kernel keeps the adjustments it would apply at the
+// process's exit in that list and shows them nowhere, so they could not
+// be given back. kcmp(KCMP_SYSVSEM) compares the list with chpox's, which
+// has none.
+func CheckUndo(pid int) error {
+	r, err := kcmpSysvsem(pid, os.Getpid())
+	if err != nil {
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if r != 0 {
+		return fmt.Errorf("process %d has System V semaphore undo adjustments (a semop with SEM_UNDO), which the kernel does not show and chpox cannot restore: %w", pid, procinfo.ErrUnsupported)
+	}
+	return nil
+}
+
+// ShmRecord is a segment's record; its content is read by the caller
+// (pkg/vmadump.Shm, from an attachment's map_files link or from Attach).
+func ShmRecord(e ShmEntry) format.SysVShm {
+	p := e.SysVPerm
+	return format.SysVShm{SysVPerm: p, Size: e.Size, Removed: e.Removed}
+}
+
+// Attach maps a segment no process of the tree has attached into chpox,
+// read-only, and returns the map_files path its content is read through
+// and the detach to call when done.
+func Attach(kid int) (string, func(), error) {
+	b, err := unix.SysvShmAttach(kid, 0, unix.SHM_RDONLY)
+	if err != nil {
+		return "", nil, fmt.Errorf("System V shared memory segment %d: shmat: %w", kid, err)
+	}
+	at := addrOf(b)
+	path := fmt.Sprintf("/proc/self/map_files/%x-%x", at, at+uintptr(pageUp(uint64(len(b)))))
+	return path, func() { unix.SysvShmDetach(b) }, nil
+}
+
+func pageUp(n uint64) uint64 { return (n + 4095) &^ 4095 }
+
+// SemRecord reads the values of a semaphore set.
+func SemRecord(e SemEntry) (format.SysVSem, error) {
+	vals, err := semGetAll(e.KID, e.NSems)
+	if err != nil {
+		return format.SysVSem{}, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
+	}
+	return format.SysVSem{SysVPerm: e.SysVPerm, Values: vals}, nil
+}
+
+// MsgRecord reads the messages of a queue without taking them, oldest
+// first; the caller places each text in the data section.
+func MsgRecord(e MsgEntry) (format.SysVMsgQueue, [][]byte, error) {
+	q := format.SysVMsgQueue{SysVPerm: e.SysVPerm}
+	var err error
+	if q.QBytes, err = msgQbytes(e.KID); err != nil {
+		return q, nil, fmt.Errorf("System V message queue %d: %w", e.KID, err)
+	}
+	buf := make([]byte, 8+max(q.QBytes, e.CBytes))
+	var texts [][]byte
+	for n := uint64(0); n < e.QNum; n++ {
+		typ, text, err := msgCopyAt(e.KID, n, buf)
+		if errors.Is(err, unix.ENOSYS) {
+			return q, nil, fmt.Errorf("System V message queue %d: this kernel cannot read a message without taking it (MSG_COPY needs CONFIG_CHECKPOINT_RESTORE): %w", e.KID, procinfo.ErrUnsupported)
+		}
+		if err != nil {
+			return q, nil, fmt.Errorf("System V message queue %d: message %d: %w", e.KID, n, err)
+		}
+		q.Messages = append(q.Messages, format.SysVMessage{Type: typ})
+		texts = append(texts, append([]byte(nil), text...))
+	}
+	return q, texts, nil
+}
+
+// Remove deletes the objects of an image from the namespace: `dump --kill`
+// moves them into the image with the processes (docs/usage.md).
+func Remove(sv *format.SysVObjects) error {
+	if sv == nil {
+		return nil
+	}
+	var errs []error
+	for _, m := range sv.Shm {
+		if !m.Removed {
+			if _, err := unix.SysvShmCtl(m.KID, unix.IPC_RMID, nil); err != nil && err != unix.EINVAL && err != unix.EIDRM {
+				errs = append(errs, fmt.Errorf("remove System V segment %d: %w", m.KID, err))
+			}
+		}
+	}
+	for _, s := range sv.Sem {
+		if err := semRemove(s.KID); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
+			errs = append(errs, fmt.Errorf("remove System V semaphore set %d: %w", s.KID, err))
+		}
+	}
+	for _, q := range sv.Msg {
+		if err := msgRemove(q.KID); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
+			errs = append(errs, fmt.Errorf("remove System V message queue %d: %w", q.KID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
