@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,138 @@ func TestSignalfd(t *testing.T) {
 		if n := strings.Count(string(data), line); n != 1 {
 			t.Errorf("%q read %d times, want once; log:\n%s", strings.TrimSpace(line), n, tailOf(data))
 		}
+	}
+}
+
+// sysvLines returns the lines of /proc/sysvipc/KIND of the objects ids
+// (their kernel ids), keyed by id, with the fields restore keeps: for shm
+// key shmid perms size nattch uid gid cuid cgid; for sem key semid perms
+// nsems uid gid cuid cgid; for msg key msqid perms cbytes qnum uid gid cuid
+// cgid.
+func sysvLines(t *testing.T, kind string, ids ...string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sysvipc/" + kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	keep := map[string][]int{"shm": {0, 1, 2, 3, 6, 7, 8, 9, 10}, "sem": {0, 1, 2, 3, 4, 5, 6, 7}, "msg": {0, 1, 2, 3, 4, 7, 8, 9, 10}}[kind]
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || !want[f[1]] {
+			continue
+		}
+		var kept []string
+		for _, i := range keep {
+			kept = append(kept, f[i])
+		}
+		out[f[1]] = strings.Join(kept, " ")
+	}
+	return out
+}
+
+// semValues reads the values of semaphore set id with ipcs.
+func semValues(t *testing.T, id string) string {
+	t.Helper()
+	out, err := exec.Command("ipcs", "-s", "-i", id).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipcs -s -i %s: %v\n%s", id, err, out)
+	}
+	var vals []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 5 && f[0] != "semnum" {
+			vals = append(vals, f[1])
+		}
+	}
+	return strings.Join(vals, " ")
+}
+
+// removeAtEnd removes System V objects the test's program made, whatever
+// happened to it (they outlive their processes).
+func removeAtEnd(t *testing.T, shm, sem, msg []string) {
+	t.Cleanup(func() {
+		for _, id := range shm {
+			exec.Command("ipcrm", "-m", id).Run()
+		}
+		for _, id := range sem {
+			exec.Command("ipcrm", "-s", id).Run()
+		}
+		for _, id := range msg {
+			exec.Command("ipcrm", "-q", id).Run()
+		}
+	})
+}
+
+// System V IPC (issue 10): segments attached at fixed addresses (one twice,
+// one read-only, one marked removed) stay shared between parent and child
+// with their content, key, id, owner and mode; the semaphore set keeps its
+// values and each process its SEM_UNDO adjustment (the child's exit gives
+// its 2 back, the parent's death its 7); the queue keeps its typed
+// messages in order. dump --kill takes the objects out of the namespace,
+// restore puts them back with the same ids.
+func TestSysV(t *testing.T) {
+	setup(t, "sysv")
+	p := start(t, "sysv")
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	child := atoi(m[2])
+	killAtEnd(t, child)
+	shmA, shmB, shmC, sem, q := m[3], m[4], m[5], m[6], m[7]
+	removeAtEnd(t, []string{shmA, shmB, shmC}, []string{sem}, []string{q})
+	p.signal(t, unix.SIGUSR1)
+	unix.Kill(child, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
+	p.waitLog(t, `(?m)^check ok child$`, 1, 10*time.Second)
+	shm0, sem0, msg0 := sysvLines(t, "shm", shmA, shmB, shmC), sysvLines(t, "sem", sem), sysvLines(t, "msg", q)
+	if len(shm0) != 3 || len(sem0) != 1 || len(msg0) != 1 {
+		t.Fatalf("objects before the dump: %v %v %v", shm0, sem0, msg0)
+	}
+	if got := semValues(t, sem); got != "3 0 1241" {
+		t.Fatalf("semaphores %s, want 3 0 1241", got)
+	}
+
+	img, _ := dumpKillTree(t, p, 2)
+	if left := sysvLines(t, "shm", shmA, shmB, shmC); len(left) != 0 {
+		t.Errorf("after dump --kill the segments are still there: %v", left)
+	}
+	if left := sysvLines(t, "sem", sem); len(left) != 0 {
+		t.Errorf("after dump --kill the semaphore set is still there: %v", left)
+	}
+	out := mustChpox(t, "inspect", img).stdout
+	for _, want := range []string{"System V", "shmid " + shmA, "semid " + sem, "msqid " + q} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect does not show %q:\n%s", want, out)
+		}
+	}
+	r := restoreDetached(t, img, p)
+	for kind, want := range map[string]map[string]string{"shm": shm0, "sem": sem0, "msg": msg0} {
+		var ids []string
+		for id := range want {
+			ids = append(ids, id)
+		}
+		if got := sysvLines(t, kind, ids...); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s after restore:\n  %v\nwant\n  %v", kind, got, want)
+		}
+	}
+	if got := semValues(t, sem); got != "3 0 1241" {
+		t.Errorf("semaphores after restore %s, want 3 0 1241", got)
+	}
+	r.signal(t, unix.SIGUSR1)
+	unix.Kill(child, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^check ok parent$`, 2, 10*time.Second)
+	r.waitLog(t, `(?m)^check ok child$`, 2, 10*time.Second)
+	before := lastInt(p.log, `(?m)^parent (\d+) \d+$`)
+	r.waitInt(t, `(?m)^parent (\d+) \d+$`, before+20, 10*time.Second)
+	// The child's exit gives back the 2 it took with SEM_UNDO ...
+	unix.Kill(child, unix.SIGUSR2)
+	r.waitLog(t, `(?m)^undo ok 5$`, 1, 10*time.Second)
+	// ... and the parent's death takes back the 7 it gave.
+	killOriginal(t, r)
+	if got := semValues(t, sem); got != "5 0 1234" {
+		t.Errorf("semaphores after both exited %s, want 5 0 1234 (their SEM_UNDO adjustments undone)", got)
 	}
 }

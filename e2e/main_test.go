@@ -52,6 +52,7 @@ var cPrograms = map[string][]string{
 	"faultjob":    {"-pthread"},
 	"threadchurn": {"-pthread"},
 	"reexec":      nil,
+	"sysv":        nil,
 	"signalfd":    nil,
 }
 

@@ -60,6 +60,7 @@ func printImage(out io.Writer, img *format.Image) {
 	for _, s := range img.Objects.InetSockets {
 		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
 	}
+	printSysV(out, img.Objects.SysV)
 	printTree(out, img.Processes)
 	printExternals(out, img)
 	printUnix(out, img.Objects.UnixSockets)
@@ -136,7 +137,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		for _, r := range v.Pages {
 			saved += r.Len
 		}
-		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name)
+		name := v.Name
+		if v.Kind == format.VMASysVShm {
+			name = fmt.Sprintf("%s (System V segment %d, offset %#x)", name, v.SysVShm, v.Offset)
+		}
+		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), name)
 	}
 	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath\tshared with")
 	for _, f := range p.Files {
@@ -158,6 +163,44 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))
 	}
 	fmt.Fprintf(out, "  signal actions: %s\n", strings.Join(sigs, " "))
+	if len(p.SemUndo) > 0 {
+		var adj []string
+		for _, u := range p.SemUndo {
+			adj = append(adj, fmt.Sprintf("semid %d #%d: %+d", u.KID, u.Num, u.Adj))
+		}
+		fmt.Fprintf(out, "  SEM_UNDO adjustments: %s\n", strings.Join(adj, ", "))
+	}
+}
+
+// printSysV lists the System V IPC objects, one line each.
+func printSysV(out io.Writer, sv *format.SysVObjects) {
+	if sv == nil {
+		return
+	}
+	owner := func(p format.SysVPerm) string {
+		return fmt.Sprintf("key %#x, mode %#o, owner %d:%d, creator %d:%d", uint32(p.Key), p.Mode, p.UID, p.GID, p.CUID, p.CGID)
+	}
+	for _, m := range sv.Shm {
+		saved := uint64(0)
+		for _, r := range m.Pages {
+			saved += r.Len
+		}
+		removed := ""
+		if m.Removed {
+			removed = ", removed (goes with its last detach)"
+		}
+		fmt.Fprintf(out, "System V segment %d: shmid %d, %s, %s (%s saved)%s\n", m.ID, m.KID, owner(m.SysVPerm), bytesString(int64(m.Size)), bytesString(int64(saved)), removed)
+	}
+	for _, s := range sv.Sem {
+		fmt.Fprintf(out, "System V semaphore set %d: semid %d, %s, values %v\n", s.ID, s.KID, owner(s.SysVPerm), s.Values)
+	}
+	for _, q := range sv.Msg {
+		var types []string
+		for _, m := range q.Messages {
+			types = append(types, fmt.Sprintf("%d:%dB", m.Type, m.Text.Len))
+		}
+		fmt.Fprintf(out, "System V message queue %d: msqid %d, %s, limit %d bytes, %d messages (type:size) %s\n", q.ID, q.KID, owner(q.SysVPerm), q.QBytes, len(q.Messages), strings.Join(types, " "))
+	}
 }
 
 func protString(v format.VMA) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/inet"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -341,6 +342,17 @@ func Release(ms []*Member) error {
 // asks each, by injected calls, what /proc does not show. Pending signals
 // numbered ignoreSig (a `chpox run` trigger) are left out of the image.
 func Collect(ms []*Member, ignoreSig int) error {
+	tree := map[int]bool{}
+	for _, m := range ms {
+		tree[m.Info.PID] = true
+	}
+	// The semaphore sets of the tree: each process is asked for its
+	// SEM_UNDO adjustments of them.
+	sems, err := sysv.SelectSets(tree)
+	if err != nil {
+		return err
+	}
+	var undoers []int
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -362,8 +374,11 @@ func Collect(ms []*Member, ignoreSig int) error {
 			return err
 		}
 		p.SharedPending = withoutSignal(p.SharedPending, ignoreSig)
-		if err := inject(tr, m.Threads(), p); err != nil {
+		if err := inject(tr, m.Threads(), p, sems); err != nil {
 			return err
+		}
+		if len(p.SemUndo) > 0 {
+			undoers = append(undoers, p.PID)
 		}
 		p.Stopped = m.T.GroupStopped()
 		// Put back what chpox changed before memory is read, so the image
@@ -374,7 +389,7 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 		}
 	}
-	return nil
+	return sysv.SharedUndo(undoers)
 }
 
 func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -18,6 +19,7 @@ const (
 	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
 	threadQueryOff  = (nsig + 1) * sigactSize
 	threadQuerySize = 24 + 8 + 16 // stack_t, clear_child_tid, robust head+len
+	semopOff        = 4096        // sembufs of the SEM_UNDO probes (pkg/objects/sysv)
 )
 
 // trampoline places the injection code of m's process in its [vdso]
@@ -45,7 +47,7 @@ func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
 // calls run through the trampoline, one thread at a time: a thread has
 // every signal blocked only while it is in there, and it is back at its own
 // registers and mask before the next one enters.
-func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) (err error) {
+func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, sems sysv.Sets) (err error) {
 	main := threads[0]
 	in := func(t *ptrace.Tracee, f func() error) error {
 		if err := t.Enter(tr); err != nil {
@@ -77,6 +79,13 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process) 
 		}
 		if err := queryProcess(main, p, scratch); err != nil {
 			return err
+		}
+		if len(sems) > 0 {
+			c := sysv.Caller{Call: main.Syscall, Addr: scratch + semopOff,
+				Write: func(at uint64, b []byte) error { return ptrace.WriteMem(main.PID, at, b) }}
+			if p.SemUndo, err = sems.Adjustments(c); err != nil {
+				return fmt.Errorf("pid %d: %w", main.PID, err)
+			}
 		}
 		return queryThread(main, &p.Threads[0], scratch)
 	})

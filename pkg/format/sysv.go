@@ -60,3 +60,12 @@ type SysVObjects struct {
 	Sem []SysVSem      `json:"sem,omitempty"`
 	Msg []SysVMsgQueue `json:"msg,omitempty"`
 }
+
+// SemUndo is a process's SEM_UNDO adjustment of one semaphore: what its
+// exit adds to the value (semadj). Only adjustments that are not 0 are
+// kept (version 3).
+type SemUndo struct {
+	KID int `json:"kid"` // the kernel id of a set in Objects.SysV.Sem
+	Num int `json:"num"` // the semaphore in the set
+	Adj int `json:"adj"` // -32768 .. 32767
+}

@@ -48,6 +48,9 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// SemUndo are the process's System V semaphore adjustments (version 3).
+	SemUndo []SemUndo `json:"sem_undo,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared

@@ -72,8 +72,8 @@ func (img *Image) validate() error {
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
-		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool)}
-	if err := img.validateSysV(ids.sysvShm); err != nil {
+		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool), semSize: make(map[int]int)}
+	if err := img.validateSysV(ids.sysvShm, ids.semSize); err != nil {
 		return ids, err
 	}
 	for _, m := range o.Shm {
@@ -291,7 +291,10 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, pipe, unix, inet, netlink, external, sysvShm map[int]bool }
+type objectIDs struct {
+	shm, pipe, unix, inet, netlink, external, sysvShm map[int]bool
+	semSize                                           map[int]int // by kernel id: semaphores in the set
+}
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -316,6 +319,11 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	}
 	if d := p.Creds.Dumpable; d != nil && *d > 2 {
 		return corrupt("pid %d: dumpable %d", p.PID, *d)
+	}
+	for _, u := range p.SemUndo {
+		if n, ok := ids.semSize[u.KID]; !ok || u.Num < 0 || u.Num >= n || u.Adj < -maxSemValue-1 || u.Adj > maxSemValue || u.Adj == 0 {
+			return corrupt("SEM_UNDO adjustment %d of semaphore %d of set %d, which the image lacks or which does not fit", u.Adj, u.Num, u.KID)
+		}
 	}
 	var prevEnd uint64
 	for i := range p.VMAs {
@@ -478,7 +486,7 @@ const (
 // validateSysV checks System V objects: image IDs unique, kernel ids
 // unique per kind and valid, non-private keys unique per kind, contents
 // inside the object and the data section.
-func (img *Image) validateSysV(shmIDs map[int]bool) error {
+func (img *Image) validateSysV(shmIDs map[int]bool, semSize map[int]int) error {
 	sv := img.Objects.SysV
 	if sv == nil {
 		return nil
@@ -529,6 +537,7 @@ func (img *Image) validateSysV(shmIDs map[int]bool) error {
 		if len(s.Values) == 0 || len(s.Values) > maxSemsPerSet {
 			return corrupt("System V semaphore set %d has %d semaphores", s.ID, len(s.Values))
 		}
+		semSize[s.KID] = len(s.Values)
 		for i, v := range s.Values {
 			if v > maxSemValue {
 				return corrupt("System V semaphore set %d: semaphore %d has value %d", s.ID, i, v)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/sysv"
+	"github.com/chpox/chpox/pkg/ptrace"
 )
 
 // System V IPC objects (pkg/objects/sysv) are created in chpox's IPC
@@ -68,4 +69,25 @@ func shmatProt(flags int) int {
 		prot |= format.ProtExec
 	}
 	return prot
+}
+
+// restoreSemUndo gives the process its SEM_UNDO adjustments, by semops
+// injected into it (the undo list is the calling process's): after the
+// sets got their values (SETALL clears every adjustment of a set), before
+// the process takes its own credentials.
+func (x *target) restoreSemUndo(p *format.Process, o *objects) error {
+	if len(p.SemUndo) == 0 {
+		return nil
+	}
+	x.resetScratch()
+	at, err := x.put(make([]byte, 6*sysv.MaxOps))
+	if err != nil {
+		return err
+	}
+	c := sysv.Caller{
+		Call:  func(nr uint64, args ...uint64) (uint64, error) { return x.call("semop", nr, args...) },
+		Write: func(addr uint64, b []byte) error { return ptrace.WriteMem(x.pid(), addr, b) },
+		Addr:  at,
+	}
+	return sysv.Restore(c, p.SemUndo, o.sysv.Values)
 }

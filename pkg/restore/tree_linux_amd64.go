@@ -208,6 +208,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
+		{"System V semaphore adjustments", func() error { return x.restoreSemUndo(p, o) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
 		{"registers", func() error { return x.finish(p) }},

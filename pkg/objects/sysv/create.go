@@ -211,6 +211,16 @@ func setOwnerShm(kid int, p format.SysVPerm) error {
 	return nil
 }
 
+// Values are the values set kid was given.
+func (s *Set) Values(kid int) []uint16 {
+	for _, e := range s.img.Sem {
+		if e.KID == kid {
+			return e.Values
+		}
+	}
+	return nil
+}
+
 // ShmKID is the kernel id of the segment of image ID id, for shmat.
 func (s *Set) ShmKID(id int) (int, bool) { kid, ok := s.shmKID[id]; return kid, ok }
 

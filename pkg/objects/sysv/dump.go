@@ -3,7 +3,6 @@ package sysv
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -48,27 +47,11 @@ func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error
 		}
 		out.Shm = append(out.Shm, e)
 	}
-	for _, e := range t.Sem {
-		in, out2 := false, 0
-		for i := 0; i < e.NSems; i++ {
-			pid, err := semctl(e.KID, i, semGetpid, nil)
-			if err != nil {
-				return nil, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
-			}
-			in = in || tree[pid]
-			if outside(pid) {
-				out2 = pid
-			}
-		}
-		if !in {
-			continue
-		}
-		if out2 != 0 {
-			return nil, fmt.Errorf("System V semaphore set %d (key %#x) is used by the checkpoint and by process %d outside it: chpox cannot rebuild it shared: %w",
-				e.KID, uint32(e.Key), out2, procinfo.ErrUnsupported)
-		}
-		out.Sem = append(out.Sem, e)
+	sems, err := selectSems(t, tree)
+	if err != nil {
+		return nil, err
 	}
+	out.Sem = sems
 	for _, e := range t.Msg {
 		if !tree[e.LSPID] && !tree[e.LRPID] {
 			continue
@@ -84,23 +67,35 @@ func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error
 	return out, nil
 }
 
-func alive(pid int) bool { return unix.Kill(pid, 0) != unix.ESRCH }
-
-// CheckUndo refuses a process with a semaphore undo list (it made a semop
-// with SEM_UNDO): the kernel keeps the adjustments it would apply at the
-// process's exit in that list and shows them nowhere, so they could not
-// be given back. kcmp(KCMP_SYSVSEM) compares the list with chpox's, which
-// has none.
-func CheckUndo(pid int) error {
-	r, err := kcmpSysvsem(pid, os.Getpid())
-	if err != nil {
-		return fmt.Errorf("pid %d: %w", pid, err)
+// selectSems: a set belongs when a process of tree was the last to change
+// one of its semaphores.
+func selectSems(t *Table, tree map[int]bool) ([]SemEntry, error) {
+	var out []SemEntry
+	for _, e := range t.Sem {
+		in, outside := false, 0
+		for i := 0; i < e.NSems; i++ {
+			pid, err := semctl(e.KID, i, semGetpid, nil)
+			if err != nil {
+				return nil, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
+			}
+			in = in || tree[pid]
+			if pid > 0 && !tree[pid] && alive(pid) {
+				outside = pid
+			}
+		}
+		if !in {
+			continue
+		}
+		if outside != 0 {
+			return nil, fmt.Errorf("System V semaphore set %d (key %#x) is used by the checkpoint and by process %d outside it: chpox cannot rebuild it shared: %w",
+				e.KID, uint32(e.Key), outside, procinfo.ErrUnsupported)
+		}
+		out = append(out, e)
 	}
-	if r != 0 {
-		return fmt.Errorf("process %d has System V semaphore undo adjustments (a semop with SEM_UNDO), which the kernel does not show and chpox cannot restore: %w", pid, procinfo.ErrUnsupported)
-	}
-	return nil
+	return out, nil
 }
+
+func alive(pid int) bool { return unix.Kill(pid, 0) != unix.ESRCH }
 
 // ShmRecord is a segment's record; its content is read by the caller
 // (pkg/vmadump.Shm, from an attachment's map_files link or from Attach).
