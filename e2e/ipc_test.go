@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,4 +226,42 @@ func TestSysV(t *testing.T) {
 	if got := semValues(t, sem); got != "5 0 1234" {
 		t.Errorf("semaphores after both exited %s, want 5 0 1234 (their SEM_UNDO adjustments undone)", got)
 	}
+}
+
+// A segment or semaphore set the tree shares with a process outside it
+// cannot be rebuilt shared: dump refuses it by name (exit 6) and the
+// process runs on. The objects a restore creates must not be taken: a
+// leftover with the same key or id stops the restore before anything is
+// created (exit 4); once it is removed, the same image restores.
+func TestSysVRefusals(t *testing.T) {
+	setup(t, "sysv")
+	p := start(t, "sysv")
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	child := atoi(m[2])
+	killAtEnd(t, child)
+	shmA, shmB, shmC, sem, q := m[3], m[4], m[5], m[6], m[7]
+	removeAtEnd(t, []string{shmA, shmB, shmC}, []string{sem}, []string{q})
+
+	// Dumped without its child, the parent shares the segments and the
+	// semaphore set with a process outside the checkpoint.
+	img := filepath.Join(t.TempDir(), "x.img")
+	r := runChpox(t, "dump", strconv.Itoa(p.pid), "--no-children", "-o", img)
+	wantFailure(t, r, 6, "System V", "outside", "left running unchanged")
+	p.waitInt(t, `(?m)^parent (\d+) \d+$`, lastInt(p.log, `(?m)^parent (\d+) \d+$`)+5, 10*time.Second)
+
+	// dump without --kill: the objects stay, so a restore after the
+	// processes are gone finds their keys and ids taken.
+	img = dump(t, p)
+	killOriginal(t, p)
+	unix.Kill(child, unix.SIGKILL)
+	waitPIDFree(t, child, 10*time.Second)
+	r = runChpox(t, "restore", "--detach", img)
+	wantFailure(t, r, 4, "System V", "already has", "ipcrm")
+	if got := sysvLines(t, "shm", shmA); len(got) != 1 {
+		t.Errorf("segment %s after the refused restore: %v", shmA, got)
+	}
+	exec.Command("ipcrm", "-m", shmA, "-m", shmC, "-s", sem, "-q", q).Run()
+	rp := restoreDetached(t, img, p)
+	rp.signal(t, unix.SIGUSR1)
+	rp.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
 }

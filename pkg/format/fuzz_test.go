@@ -97,6 +97,23 @@ func seedImages(t testing.TB) map[string][]byte {
 		{ID: 6, Inode: 6, Type: 2, Name: "/tmp/s", Unlinked: true, Peer: 5},
 	}}
 	write("seed-unix-sockets", uobjs, []*Process{u}, []byte("abcdefgh"))
+
+	// Version 3: System V objects (a segment attached twice, a semaphore
+	// set with an adjustment, a queue with two messages) and a signalfd.
+	v := tiny(50)
+	v.VMAs = append([]VMA{
+		{Start: 0x10000000000, End: 0x10000001000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASysVShm, Name: "/SYSV00001234 (deleted)", SysVShm: 1},
+		{Start: 0x10000100000, End: 0x10000101000, Prot: ProtRead, Shared: true, Kind: VMASysVShm, Name: "/SYSV00001234 (deleted)", SysVShm: 1, SysVFlags: 0o10000},
+	}, v.VMAs...)
+	v.Files = []File{{FD: 3, Desc: 1, Kind: FileSignalfd, Path: "anon_inode:[signalfd]", Flags: 0o2004000, SigMask: 1 << 9}}
+	v.SemUndo = []SemUndo{{KID: 7, Num: 1, Adj: -3}}
+	sv := &Objects{SysV: &SysVObjects{
+		Shm: []SysVShm{{ID: 1, SysVPerm: SysVPerm{Key: 0x1234, KID: 5, Mode: 0o600}, Size: 4096, Pages: []DataRun{{Addr: 0, Off: 0, Len: 8}}}},
+		Sem: []SysVSem{{ID: 1, SysVPerm: SysVPerm{Key: 0x1235, KID: 7, Mode: 0o600}, Values: []uint16{1, 5}}},
+		Msg: []SysVMsgQueue{{ID: 1, SysVPerm: SysVPerm{KID: 2, Mode: 0o620}, QBytes: 16384,
+			Messages: []SysVMessage{{Type: 1, Text: DataRun{Off: 8, Len: 3}}, {Type: 9, Text: DataRun{Off: 11}}}}},
+	}}
+	write("seed-sysv", sv, []*Process{v}, []byte("segmentmsg!"))
 	return out
 }
 
