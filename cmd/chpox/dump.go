@@ -61,6 +61,11 @@ func dumpCommand() *cli.Command {
 			if msg := outsideNote(res.OutsideTCP, c.Bool("kill")); msg != "" {
 				fmt.Fprintln(os.Stderr, msg)
 			}
+			if res.SysV > 0 && c.Bool("kill") {
+				fmt.Fprintf(os.Stderr, "chpox: %d System V IPC objects went into the image and were removed with the processes; restore creates them again with their keys and ids\n", res.SysV)
+			} else if res.SysV > 0 {
+				fmt.Fprintf(os.Stderr, "chpox: %d System V IPC objects are in the image and stay in use; a restore needs their keys and ids free (ipcrm them once the processes are gone, or dump with --kill)\n", res.SysV)
+			}
 			return nil
 		},
 	}

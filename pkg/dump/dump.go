@@ -55,6 +55,9 @@ type Result struct {
 	// OutsideTCP counts the established TCP connections to peers outside
 	// the checkpoint (cmd/chpox says what the image will do with them).
 	OutsideTCP int
+	// SysV counts the System V IPC objects in the image (segments,
+	// semaphore sets, message queues).
+	SysV int
 }
 
 // Member is one process of a frozen tree.
@@ -175,6 +178,9 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
 	res.Processes, res.DataBytes, res.OutsideTCP = len(ms), int64(w.DataBytes), w.OutsideTCP
+	if sv := w.sysv; sv != nil {
+		res.SysV = len(sv.Shm) + len(sv.Sem) + len(sv.Msg)
+	}
 	if opt.Kill {
 		// Still frozen: nothing can change after the checkpoint.
 		if err := w.Commit(); err != nil {
