@@ -160,7 +160,7 @@ func removeAtEnd(t *testing.T, shm, sem, msg []string) {
 }
 
 // System V IPC (issue 10): segments attached at fixed addresses (one twice,
-// one read-only, one marked removed) stay shared between parent and child
+// one read-only, one marked removed; one attached by nobody) stay shared between parent and child
 // with their content, key, id, owner and mode; the semaphore set keeps its
 // values and each process its SEM_UNDO adjustment (the child's exit gives
 // its 2 back, the parent's death its 7); the queue keeps its typed
@@ -169,17 +169,17 @@ func removeAtEnd(t *testing.T, shm, sem, msg []string) {
 func TestSysV(t *testing.T) {
 	setup(t, "sysv")
 	p := start(t, "sysv")
-	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
 	child := atoi(m[2])
 	killAtEnd(t, child)
-	shmA, shmB, shmC, sem, q := m[3], m[4], m[5], m[6], m[7]
-	removeAtEnd(t, []string{shmA, shmB, shmC}, []string{sem}, []string{q})
+	shmA, shmB, shmC, sem, q, shmD := m[3], m[4], m[5], m[6], m[7], m[8]
+	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q})
 	p.signal(t, unix.SIGUSR1)
 	unix.Kill(child, unix.SIGUSR1)
 	p.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
 	p.waitLog(t, `(?m)^check ok child$`, 1, 10*time.Second)
-	shm0, sem0, msg0 := sysvLines(t, "shm", shmA, shmB, shmC), sysvLines(t, "sem", sem), sysvLines(t, "msg", q)
-	if len(shm0) != 3 || len(sem0) != 1 || len(msg0) != 1 {
+	shm0, sem0, msg0 := sysvLines(t, "shm", shmA, shmB, shmC, shmD), sysvLines(t, "sem", sem), sysvLines(t, "msg", q)
+	if len(shm0) != 4 || len(sem0) != 1 || len(msg0) != 1 {
 		t.Fatalf("objects before the dump: %v %v %v", shm0, sem0, msg0)
 	}
 	if got := semValues(t, sem); got != "3 0 1241" {
@@ -187,7 +187,7 @@ func TestSysV(t *testing.T) {
 	}
 
 	img, _ := dumpKillTree(t, p, 2)
-	if left := sysvLines(t, "shm", shmA, shmB, shmC); len(left) != 0 {
+	if left := sysvLines(t, "shm", shmA, shmB, shmC, shmD); len(left) != 0 {
 		t.Errorf("after dump --kill the segments are still there: %v", left)
 	}
 	if left := sysvLines(t, "sem", sem); len(left) != 0 {
@@ -236,11 +236,11 @@ func TestSysV(t *testing.T) {
 func TestSysVRefusals(t *testing.T) {
 	setup(t, "sysv")
 	p := start(t, "sysv")
-	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
 	child := atoi(m[2])
 	killAtEnd(t, child)
-	shmA, shmB, shmC, sem, q := m[3], m[4], m[5], m[6], m[7]
-	removeAtEnd(t, []string{shmA, shmB, shmC}, []string{sem}, []string{q})
+	shmA, shmB, shmC, sem, q, shmD := m[3], m[4], m[5], m[6], m[7], m[8]
+	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q})
 
 	// Dumped without its child, the parent shares the segments and the
 	// semaphore set with a process outside the checkpoint.
@@ -260,7 +260,7 @@ func TestSysVRefusals(t *testing.T) {
 	if got := sysvLines(t, "shm", shmA); len(got) != 1 {
 		t.Errorf("segment %s after the refused restore: %v", shmA, got)
 	}
-	exec.Command("ipcrm", "-m", shmA, "-m", shmC, "-s", sem, "-q", q).Run()
+	exec.Command("ipcrm", "-m", shmA, "-m", shmC, "-m", shmD, "-s", sem, "-q", q).Run()
 	rp := restoreDetached(t, img, p)
 	rp.signal(t, unix.SIGUSR1)
 	rp.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)

@@ -8,16 +8,17 @@
 //      (IPC_RMID) at once;
 //   S: a set of 3 semaphores (key KEY+1) with values 5 0 1234;
 //   Q: a message queue (key KEY+2) with 3 messages: types 1, 2, 7.
+//   D: a 4 KiB segment (key KEY+4), filled and detached: attached by nobody.
 // After the fork the child attaches C (a 4 KiB segment, key KEY+3, made by
 // the parent) read-only at 0x10000300000, takes 2 from semaphore 0 with
 // SEM_UNDO (its exit gives them back), and the parent adds 7 to semaphore 2
 // with SEM_UNDO: the values are then 3 0 1241. The child counts in word 0
 // of A, the parent in word 0 of B (seen through the other's attachment),
 // every 5 ms; each prints "ROLE N SEEN" every 50 ms. The first line is
-// "ids PARENT CHILD A B C S Q".
+// "ids PARENT CHILD A B C S Q D".
 //
 // SIGUSR1 to either: it checks A's pattern through both attachments, C's
-// content, that the other's counter moves, the semaphore values and the
+// content (and the parent D's, attaching it for the check), that the other's counter moves, the semaphore values and the
 // messages (read with MSG_COPY, not taken) and prints "check ok ROLE".
 // SIGUSR2 to the child: it exits; the parent then checks that its exit gave
 // semaphore 0 its 2 back and prints "undo ok VALUE".
@@ -44,6 +45,7 @@
 #define A2 ((void *)0x10000100000ul)
 #define BA ((void *)0x10000200000ul)
 #define CA ((void *)0x10000300000ul)
+#define DA ((void *)0x10000400000ul)
 #define ASIZE (64 << 10)
 
 static volatile sig_atomic_t usr1, usr2;
@@ -117,7 +119,8 @@ int main(void) {
 	int c = shmget(key + 3, 4096, IPC_CREAT | IPC_EXCL | 0644);
 	int sem = semget(key + 1, 3, IPC_CREAT | IPC_EXCL | 0600);
 	int q = msgget(key + 2, IPC_CREAT | IPC_EXCL | 0620);
-	if (a < 0 || b < 0 || c < 0 || sem < 0 || q < 0) {
+	int d = shmget(key + 4, 4096, IPC_CREAT | IPC_EXCL | 0600);
+	if (a < 0 || b < 0 || c < 0 || sem < 0 || q < 0 || d < 0) {
 		say("FAIL create: %s\n", strerror(errno));
 		return 1;
 	}
@@ -133,6 +136,10 @@ int main(void) {
 	uint64_t *cw = shmat(c, NULL, 0);
 	for (uint64_t i = 0; i < 512; i++)
 		cw[i] = ~pat(i);
+	shmdt(cw);
+	cw = shmat(d, NULL, 0);
+	for (uint64_t i = 0; i < 512; i++)
+		cw[i] = pat(i) ^ 0xd;
 	shmdt(cw);
 	unsigned short init[3] = {5, 0, 1234};
 	semctl(sem, 0, SETALL, init);
@@ -164,7 +171,7 @@ int main(void) {
 	else {
 		nap(50); // the child takes first, so no check sees 5
 		semop(sem, &op, 1);
-		say("ids %d %d %d %d %d %d %d\n", parent, child, a, b, c, sem, q);
+		say("ids %d %d %d %d %d %d %d %d\n", parent, child, a, b, c, sem, q, d);
 	}
 	volatile uint64_t *mine = child == 0 ? &a1[0] : &bp[0];
 	volatile uint64_t *other = child == 0 ? &bp[0] : &a2[0];
@@ -174,7 +181,17 @@ int main(void) {
 			volatile uint64_t *cc = cp;
 			if (!cc) // the parent reads C through a fresh attachment
 				cc = attach(c, CA, SHM_RDONLY);
-			if (check(role, sem, q, a1, a2, cc, mine, other))
+			int ok = check(role, sem, q, a1, a2, cc, mine, other);
+			if (ok && !cp) {
+				volatile uint64_t *dp = attach(d, DA, SHM_RDONLY);
+				for (uint64_t i = 0; i < 512 && ok; i++)
+					if (dp[i] != (pat(i) ^ 0xd)) {
+						say("FAIL %s: D word %lu is %lx\n", role, i, dp[i]);
+						ok = 0;
+					}
+				shmdt((void *)dp);
+			}
+			if (ok)
 				say("check ok %s\n", role);
 			if (!cp)
 				shmdt((void *)cc);

@@ -280,7 +280,6 @@ func (s *Set) Finish() error {
 		}
 	}
 	s.detach()
-	s.created = nil // the processes own them now
 	return nil
 }
 

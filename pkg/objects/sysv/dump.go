@@ -75,6 +75,11 @@ func selectSems(t *Table, tree map[int]bool) ([]SemEntry, error) {
 		in, outside := false, 0
 		for i := 0; i < e.NSems; i++ {
 			pid, err := semctl(e.KID, i, semGetpid, nil)
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) {
+				// Not readable by whoever dumps (nor, then, by a tree of
+				// that user), or removed meanwhile: not the tree's.
+				break
+			}
 			if err != nil {
 				return nil, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
 			}

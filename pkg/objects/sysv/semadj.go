@@ -94,6 +94,9 @@ func (sets Sets) Adjustments(c Caller) ([]format.SemUndo, error) {
 	for _, s := range sets {
 		for num, v := range s.Values {
 			adj, err := c.probe(s.KID, uint16(num), int(v))
+			if errors.Is(err, unix.EACCES) {
+				break // a process that may not alter the set has no adjustments in it
+			}
 			if err != nil {
 				return nil, fmt.Errorf("System V semaphore set %d: semaphore %d: read SEM_UNDO adjustment: %w", s.KID, num, err)
 			}
