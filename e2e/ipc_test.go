@@ -265,3 +265,16 @@ func TestSysVRefusals(t *testing.T) {
 	rp.signal(t, unix.SIGUSR1)
 	rp.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
 }
+
+// A process in an IPC namespace of its own is refused by name: chpox sees
+// and restores System V objects of its own namespace only, where the ids
+// the process holds would name other objects.
+func TestSysVOtherNamespace(t *testing.T) {
+	setup(t, "sleeper")
+	p := startExe(t, "sleeper", needCommand(t, "unshare"), "--ipc", progs["sleeper"])
+	p.waitLog(t, `(?m)^tick \d+$`, 1, 10*time.Second)
+	r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	wantFailure(t, r, 6, fmt.Sprintf("process %d is in another IPC namespace", p.pid), "left running unchanged")
+	n := lastInt(p.log, `(?m)^tick (\d+)$`)
+	p.waitInt(t, `(?m)^tick (\d+)$`, n+2, 10*time.Second)
+}

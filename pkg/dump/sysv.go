@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/sysv"
@@ -15,6 +16,9 @@ import (
 // one), semaphore sets, message queues with their messages; the tree's
 // attachments name their segment.
 func (pl *plan) sysvObjects() error {
+	if err := sameIPCNamespace(pl.procs); err != nil {
+		return err
+	}
 	t, err := sysv.ReadTable()
 	if err != nil {
 		return err
@@ -96,6 +100,27 @@ func (pl *plan) sysvObjects() error {
 		sv.Msg = append(sv.Msg, rec)
 	}
 	pl.objects.SysV = sv
+	return nil
+}
+
+// sameIPCNamespace refuses a process in another IPC namespace than
+// chpox's: chpox sees (in /proc/sysvipc) and restores into its own, so the
+// ids the process holds would name other objects after restore.
+func sameIPCNamespace(procs []*proc) error {
+	self, err := os.Readlink("/proc/self/ns/ipc")
+	if err != nil {
+		return fmt.Errorf("read IPC namespace: %w", err)
+	}
+	for _, p := range procs {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/ipc", p.Info.PID))
+		if err != nil {
+			return fmt.Errorf("pid %d: read IPC namespace: %w", p.Info.PID, err)
+		}
+		if ns != self {
+			return fmt.Errorf("process %d is in another IPC namespace (%s, chpox is in %s): its System V objects cannot be seen or restored from here: %w",
+				p.Info.PID, ns, self, procinfo.ErrUnsupported)
+		}
+	}
 	return nil
 }
 

@@ -95,6 +95,25 @@ func checkOwner(path string, img *format.Image) error {
 			return fmt.Errorf("%s belongs to uid %d but process %d in it claims capabilities %#x: %w", path, st.Uid, p.PID, c.CapPrm|c.CapEff, ErrUntrusted)
 		}
 	}
+	// System V objects are created as their creator and given to their
+	// owner: a user's image may make only that user's.
+	if sv := img.Objects.SysV; sv != nil {
+		var perms []format.SysVPerm
+		for _, m := range sv.Shm {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, m := range sv.Sem {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, m := range sv.Msg {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, p := range perms {
+			if p.UID != st.Uid || p.CUID != st.Uid {
+				return fmt.Errorf("%s belongs to uid %d but its System V object %d claims owner %d, creator %d: %w", path, st.Uid, p.KID, p.UID, p.CUID, ErrUntrusted)
+			}
+		}
+	}
 	return nil
 }
 
