@@ -169,24 +169,31 @@ func removeAtEnd(t *testing.T, shm, sem, msg []string) {
 func TestSysV(t *testing.T) {
 	setup(t, "sysv")
 	p := start(t, "sysv")
-	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
 	child := atoi(m[2])
 	killAtEnd(t, child)
-	shmA, shmB, shmC, sem, q, shmD := m[3], m[4], m[5], m[6], m[7], m[8]
-	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q})
+	shmA, shmB, shmC, sem, q, shmD, qE := m[3], m[4], m[5], m[6], m[7], m[8], m[9]
+	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q, qE})
 	p.signal(t, unix.SIGUSR1)
 	unix.Kill(child, unix.SIGUSR1)
 	p.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
 	p.waitLog(t, `(?m)^check ok child$`, 1, 10*time.Second)
-	shm0, sem0, msg0 := sysvLines(t, "shm", shmA, shmB, shmC, shmD), sysvLines(t, "sem", sem), sysvLines(t, "msg", q)
-	if len(shm0) != 4 || len(sem0) != 1 || len(msg0) != 1 {
+	shm0, sem0, msg0 := sysvLines(t, "shm", shmA, shmB, shmC, shmD), sysvLines(t, "sem", sem), sysvLines(t, "msg", q, qE)
+	if len(shm0) != 4 || len(sem0) != 1 || len(msg0) != 2 {
 		t.Fatalf("objects before the dump: %v %v %v", shm0, sem0, msg0)
 	}
 	if got := semValues(t, sem); got != "3 0 1241" {
 		t.Fatalf("semaphores %s, want 3 0 1241", got)
 	}
 
-	img, _ := dumpKillTree(t, p, 2)
+	// Queue E was never used: only --ipc makes it the checkpoint's.
+	img := dump(t, p, "--kill", "--ipc", "msg:"+qE)
+	p.waitExit(t, 10*time.Second)
+	waitPIDFree(t, p.pid, 10*time.Second)
+	waitPIDFree(t, child, 10*time.Second)
+	if left := sysvLines(t, "msg", q, qE); len(left) != 0 {
+		t.Errorf("after dump --kill the queues are still there: %v", left)
+	}
 	if left := sysvLines(t, "shm", shmA, shmB, shmC, shmD); len(left) != 0 {
 		t.Errorf("after dump --kill the segments are still there: %v", left)
 	}
@@ -194,7 +201,7 @@ func TestSysV(t *testing.T) {
 		t.Errorf("after dump --kill the semaphore set is still there: %v", left)
 	}
 	out := mustChpox(t, "inspect", img).stdout
-	for _, want := range []string{"System V", "shmid " + shmA, "semid " + sem, "msqid " + q} {
+	for _, want := range []string{"System V", "shmid " + shmA, "semid " + sem, "msqid " + q, "msqid " + qE} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect does not show %q:\n%s", want, out)
 		}
@@ -236,17 +243,21 @@ func TestSysV(t *testing.T) {
 func TestSysVRefusals(t *testing.T) {
 	setup(t, "sysv")
 	p := start(t, "sysv")
-	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
 	child := atoi(m[2])
 	killAtEnd(t, child)
-	shmA, shmB, shmC, sem, q, shmD := m[3], m[4], m[5], m[6], m[7], m[8]
-	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q})
+	shmA, shmB, shmC, sem, q, shmD, qE := m[3], m[4], m[5], m[6], m[7], m[8], m[9]
+	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q, qE})
 
 	// Dumped without its child, the parent shares the segments and the
 	// semaphore set with a process outside the checkpoint.
 	img := filepath.Join(t.TempDir(), "x.img")
 	r := runChpox(t, "dump", strconv.Itoa(p.pid), "--no-children", "-o", img)
 	wantFailure(t, r, 6, "System V", "outside", "left running unchanged")
+	r = runChpox(t, "dump", strconv.Itoa(p.pid), "--ipc", "msg:999999", "-o", img)
+	wantFailure(t, r, 2, "--ipc msg:999999", "no such System V object")
+	r = runChpox(t, "dump", strconv.Itoa(p.pid), "--ipc", "queue:1", "-o", img)
+	wantFailure(t, r, 2, "KIND:ID")
 	p.waitInt(t, `(?m)^parent (\d+) \d+$`, lastInt(p.log, `(?m)^parent (\d+) \d+$`)+5, 10*time.Second)
 
 	// dump without --kill: the objects stay, so a restore after the

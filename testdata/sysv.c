@@ -8,14 +8,15 @@
 //      (IPC_RMID) at once;
 //   S: a set of 3 semaphores (key KEY+1) with values 5 0 1234;
 //   Q: a message queue (key KEY+2) with 3 messages: types 1, 2, 7.
-//   D: a 4 KiB segment (key KEY+4), filled and detached: attached by nobody.
+//   D: a 4 KiB segment (key KEY+4), filled and detached: attached by nobody;
+//   E: an empty message queue (key KEY+5) nobody sent to or received from.
 // After the fork the child attaches C (a 4 KiB segment, key KEY+3, made by
 // the parent) read-only at 0x10000300000, takes 2 from semaphore 0 with
 // SEM_UNDO (its exit gives them back), and the parent adds 7 to semaphore 2
 // with SEM_UNDO: the values are then 3 0 1241. The child counts in word 0
 // of A, the parent in word 0 of B (seen through the other's attachment),
 // every 5 ms; each prints "ROLE N SEEN" every 50 ms. The first line is
-// "ids PARENT CHILD A B C S Q D".
+// "ids PARENT CHILD A B C S Q D E".
 //
 // SIGUSR1 to either: it checks A's pattern through both attachments, C's
 // content (and the parent D's, attaching it for the check), that the other's counter moves, the semaphore values and the
@@ -120,7 +121,8 @@ int main(void) {
 	int sem = semget(key + 1, 3, IPC_CREAT | IPC_EXCL | 0600);
 	int q = msgget(key + 2, IPC_CREAT | IPC_EXCL | 0620);
 	int d = shmget(key + 4, 4096, IPC_CREAT | IPC_EXCL | 0600);
-	if (a < 0 || b < 0 || c < 0 || sem < 0 || q < 0 || d < 0) {
+	int e = msgget(key + 5, IPC_CREAT | IPC_EXCL | 0600);
+	if (a < 0 || b < 0 || c < 0 || sem < 0 || q < 0 || d < 0 || e < 0) {
 		say("FAIL create: %s\n", strerror(errno));
 		return 1;
 	}
@@ -171,7 +173,7 @@ int main(void) {
 	else {
 		nap(50); // the child takes first, so no check sees 5
 		semop(sem, &op, 1);
-		say("ids %d %d %d %d %d %d %d %d\n", parent, child, a, b, c, sem, q, d);
+		say("ids %d %d %d %d %d %d %d %d %d\n", parent, child, a, b, c, sem, q, d, e);
 	}
 	volatile uint64_t *mine = child == 0 ? &a1[0] : &bp[0];
 	volatile uint64_t *other = child == 0 ? &bp[0] : &a2[0];

@@ -32,6 +32,8 @@ func classify(err error) (int, string) {
 		return exitUsage, "'chpox inspect IMAGE' lists the descriptors that were shared with outside processes"
 	case errors.Is(err, procinfo.ErrNoProcess):
 		return exitNoProcess, "check the PID with 'ps'"
+	case errors.Is(err, sysv.ErrNoObject):
+		return exitUsage, "nothing was written; the processes run on unchanged"
 	case errors.Is(err, sysv.ErrTaken):
 		return exitPIDInUse, "nothing was restored; the message names the System V object in the way"
 	case errors.Is(err, restore.ErrPIDInUse):

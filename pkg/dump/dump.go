@@ -34,6 +34,9 @@ type Options struct {
 	Output     string
 	Kill       bool // SIGKILL the tree after a successful dump
 	NoChildren bool // dump the named process only
+	// IPC names System V objects that belong to the checkpoint beyond
+	// those the rule finds (docs/usage.md).
+	IPC []sysv.Ref
 	// Interrupted, if set, is asked between steps; true abandons the dump:
 	// the processes are released unchanged and nothing is written.
 	Interrupted func() bool
@@ -163,13 +166,13 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.NoChildren {
 		res.LeftOut = ms[0].Info.Children
 	}
-	if err := Collect(ms, 0); err != nil {
+	if err := Collect(ms, 0, opt.IPC...); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill)
+	w, err := Write(ms, opt.Output, opt.Kill, opt.IPC...)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -346,15 +349,16 @@ func Release(ms []*Member) error {
 
 // Collect reads the registers and signal state of every frozen process and
 // asks each, by injected calls, what /proc does not show. Pending signals
-// numbered ignoreSig (a `chpox run` trigger) are left out of the image.
-func Collect(ms []*Member, ignoreSig int) error {
+// numbered ignoreSig (a `chpox run` trigger) are left out of the image;
+// ipc names System V objects beyond those the tree is found to use.
+func Collect(ms []*Member, ignoreSig int, ipc ...sysv.Ref) error {
 	tree := map[int]bool{}
 	for _, m := range ms {
 		tree[m.Info.PID] = true
 	}
 	// The semaphore sets of the tree: each process is asked for its
 	// SEM_UNDO adjustments of them.
-	sems, err := sysv.SelectSets(tree)
+	sems, err := sysv.SelectSets(tree, ipc)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func (pl *plan) sysvObjects() error {
 			}
 		}
 	}
-	sel, err := sysv.Select(t, pl.tree(), attached)
+	sel, err := sysv.Select(t, pl.tree(), attached, pl.ipc)
 	if err != nil || sel.Empty() {
 		return err
 	}

@@ -72,6 +72,7 @@ type plan struct {
 	shm     []*vmadump.Shm
 	sysvShm []*vmadump.Shm // System V segments, after shm in the data section
 	detach  []func()       // chpox's own attachments of System V segments
+	ipc     []sysv.Ref     // System V objects named by the user
 	blobs   [][]byte       // objects' saved bytes (unread pipe data ...), in data order
 	end     uint64         // data section length
 	holders map[string]int // pipes and sockets held outside the tree, by link target
@@ -95,8 +96,8 @@ func (pl *plan) close() {
 // the whole image to a temporary file. kill says the processes will be
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
-func Write(ms []*Member, out string, kill bool) (iw *ImageWriter, err error) {
-	pl := &plan{kill: kill, inet: &inetState{}}
+func Write(ms []*Member, out string, kill bool, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
+	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc}
 	defer pl.close()
 	defer func() {
 		if err != nil {

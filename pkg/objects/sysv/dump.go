@@ -3,6 +3,8 @@ package sysv
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -11,6 +13,60 @@ import (
 )
 
 const semGetpid = 11 // GETPID, include/uapi/linux/sem.h
+
+// Ref names an object by kind ("shm", "sem", "msg") and kernel id, for
+// objects the rule does not find (`chpox dump --ipc shm:ID`).
+type Ref struct {
+	Kind string
+	KID  int
+}
+
+// ParseRef reads KIND:ID.
+func ParseRef(s string) (Ref, error) {
+	kind, id, ok := strings.Cut(s, ":")
+	kid, err := strconv.Atoi(id)
+	if !ok || err != nil || kid < 0 || (kind != "shm" && kind != "sem" && kind != "msg") {
+		return Ref{}, fmt.Errorf("%q is not KIND:ID with KIND shm, sem or msg and ID the kernel id (ipcs shows it)", s)
+	}
+	return Ref{kind, kid}, nil
+}
+
+// ErrNoObject reports an object named with --ipc that does not exist.
+var ErrNoObject = errors.New("no such object")
+
+func named(refs []Ref, kind string, kid int) bool {
+	for _, r := range refs {
+		if r.Kind == kind && r.KID == kid {
+			return true
+		}
+	}
+	return false
+}
+
+// missing refuses a named object the namespace does not have.
+func missing(t *Table, refs []Ref) error {
+	for _, r := range refs {
+		found := false
+		switch r.Kind {
+		case "shm":
+			for _, e := range t.Shm {
+				found = found || e.KID == r.KID
+			}
+		case "sem":
+			for _, e := range t.Sem {
+				found = found || e.KID == r.KID
+			}
+		case "msg":
+			for _, e := range t.Msg {
+				found = found || e.KID == r.KID
+			}
+		}
+		if !found {
+			return fmt.Errorf("--ipc %s:%d: there is no such System V object (ipcs lists them): %w", r.Kind, r.KID, ErrNoObject)
+		}
+	}
+	return nil
+}
 
 // Selected are the objects of the namespace that belong to a checkpoint.
 type Selected struct {
@@ -30,14 +86,18 @@ func (s *Selected) Empty() bool { return len(s.Shm)+len(s.Sem)+len(s.Msg) == 0 }
 // tree's memory areas of each segment, by shmid. An object that a live
 // process outside the tree also uses by the same record (attached to the
 // segment, the last to change a semaphore, to send or to receive) cannot
-// be rebuilt shared with it: it is refused, by name.
-func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error) {
+// be rebuilt shared with it: it is refused, by name. Objects named in
+// extra belong too.
+func Select(t *Table, tree map[int]bool, attached map[int]int, extra []Ref) (*Selected, error) {
+	if err := missing(t, extra); err != nil {
+		return nil, err
+	}
 	out := &Selected{}
 	outside := func(pid int) bool { return pid > 0 && !tree[pid] && alive(pid) }
 	for _, e := range t.Shm {
 		n := attached[e.KID]
 		switch {
-		case n == 0 && (e.Removed || !(tree[e.CPID] || tree[e.LPID])):
+		case n == 0 && (e.Removed || !(tree[e.CPID] || tree[e.LPID] || named(extra, "shm", e.KID))):
 			continue
 		case e.Nattch > n:
 			return nil, fmt.Errorf("System V shared memory segment %d (key %#x) is attached %d times, only %d of them in the checkpoint: chpox cannot rebuild it shared with processes outside (ipcs -m -i %d; dump those together): %w",
@@ -47,13 +107,13 @@ func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error
 		}
 		out.Shm = append(out.Shm, e)
 	}
-	sems, err := selectSems(t, tree)
+	sems, err := selectSems(t, tree, extra)
 	if err != nil {
 		return nil, err
 	}
 	out.Sem = sems
 	for _, e := range t.Msg {
-		if !tree[e.LSPID] && !tree[e.LRPID] {
+		if !tree[e.LSPID] && !tree[e.LRPID] && !named(extra, "msg", e.KID) {
 			continue
 		}
 		for _, pid := range []int{e.LSPID, e.LRPID} {
@@ -69,10 +129,10 @@ func Select(t *Table, tree map[int]bool, attached map[int]int) (*Selected, error
 
 // selectSems: a set belongs when a process of tree was the last to change
 // one of its semaphores.
-func selectSems(t *Table, tree map[int]bool) ([]SemEntry, error) {
+func selectSems(t *Table, tree map[int]bool, extra []Ref) ([]SemEntry, error) {
 	var out []SemEntry
 	for _, e := range t.Sem {
-		in, outside := false, 0
+		in, outside := named(extra, "sem", e.KID), 0
 		for i := 0; i < e.NSems; i++ {
 			pid, err := semctl(e.KID, i, semGetpid, nil)
 			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EIDRM) || errors.Is(err, unix.EINVAL) {

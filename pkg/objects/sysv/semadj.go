@@ -66,13 +66,13 @@ const MaxOps = 8
 type Sets []format.SysVSem
 
 // SelectSets returns the semaphore sets that belong to tree (the rule of
-// Select).
-func SelectSets(tree map[int]bool) (Sets, error) {
+// Select, with the sets extra names).
+func SelectSets(tree map[int]bool, extra []Ref) (Sets, error) {
 	t, err := ReadTable()
 	if err != nil {
 		return nil, err
 	}
-	sel, err := selectSems(t, tree)
+	sel, err := selectSems(t, tree, extra)
 	if err != nil {
 		return nil, err
 	}
