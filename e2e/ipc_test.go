@@ -289,3 +289,35 @@ func TestSysVOtherNamespace(t *testing.T) {
 	n := lastInt(p.log, `(?m)^tick (\d+)$`)
 	p.waitInt(t, `(?m)^tick (\d+)$`, n+2, 10*time.Second)
 }
+
+// Under `chpox run`, a triggered checkpoint saves the System V objects and
+// the SEM_UNDO adjustments too (asked by the supervisor). The objects stay
+// in use with the job, so once it is killed they are removed by hand before
+// the image restores.
+func TestSysVRun(t *testing.T) {
+	setup(t, "sysv")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "31", "-o", img, "--", progs["sysv"])
+	m := j.waitFile(t, j.stdout, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+	child := atoi(m[2])
+	killAtEnd(t, child)
+	shmA, shmB, shmC, sem, q, shmD, qE := m[3], m[4], m[5], m[6], m[7], m[8], m[9]
+	removeAtEnd(t, []string{shmA, shmB, shmC, shmD}, []string{sem}, []string{q, qE})
+	unix.Kill(j.root, unix.Signal(31))
+	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint 1 at `, 1, 20*time.Second)
+	out := mustChpox(t, "inspect", img).stdout
+	if !strings.Contains(out, "SEM_UNDO adjustments: semid "+sem+" #2: -7") || !strings.Contains(out, "SEM_UNDO adjustments: semid "+sem+" #0: +2") {
+		t.Errorf("inspect does not show the adjustments (-7 of the parent, +2 of the child):\n%s", out)
+	}
+	unix.Kill(child, unix.SIGKILL)
+	unix.Kill(j.root, unix.SIGKILL)
+	<-j.done
+	waitPIDFree(t, j.root, 10*time.Second)
+	waitPIDFree(t, child, 10*time.Second)
+	exec.Command("ipcrm", "-m", shmA, "-m", shmC, "-m", shmD, "-s", sem, "-q", q).Run()
+	r := restoreDetached(t, img, &proc{name: "sysv", pid: j.root, log: j.stdout})
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^check ok parent$`, 1, 10*time.Second)
+	unix.Kill(child, unix.SIGUSR2)
+	r.waitLog(t, `(?m)^undo ok 5$`, 1, 10*time.Second)
+}
