@@ -126,6 +126,22 @@ func sysvLines(t *testing.T, kind string, ids ...string) map[string]string {
 	return out
 }
 
+// sysvMaps returns the lines of /proc/PID/maps of System V attachments.
+func sysvMaps(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "/SYSV") {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // semValues reads the values of semaphore set id with ipcs.
 func semValues(t *testing.T, id string) string {
 	t.Helper()
@@ -185,6 +201,10 @@ func TestSysV(t *testing.T) {
 	if got := semValues(t, sem); got != "3 0 1241" {
 		t.Fatalf("semaphores %s, want 3 0 1241", got)
 	}
+	maps0 := map[int]string{p.pid: sysvMaps(t, p.pid), child: sysvMaps(t, child)}
+	if n := strings.Count(maps0[p.pid], "\n") + 1; n != 4 {
+		t.Fatalf("parent has %d System V areas, want 4 (A twice, one split by mprotect, B):\n%s", n, maps0[p.pid])
+	}
 
 	// Queue E was never used: only --ipc makes it the checkpoint's.
 	img := dump(t, p, "--kill", "--ipc", "msg:"+qE)
@@ -218,6 +238,11 @@ func TestSysV(t *testing.T) {
 	}
 	if got := semValues(t, sem); got != "3 0 1241" {
 		t.Errorf("semaphores after restore %s, want 3 0 1241", got)
+	}
+	for pid, want := range maps0 {
+		if got := sysvMaps(t, pid); got != want {
+			t.Errorf("pid %d: System V areas after restore:\n%s\nwant\n%s", pid, got, want)
+		}
 	}
 	r.signal(t, unix.SIGUSR1)
 	unix.Kill(child, unix.SIGUSR1)

@@ -2,8 +2,8 @@
 //
 // Before forking, the parent makes
 //   A: a 64 KiB segment (key KEY), filled with a pattern, attached at
-//      0x10000000000 and again at 0x10000100000, owned by uid/gid 65534,
-//      mode 0660;
+//      0x10000000000 and again at 0x10000100000 (whose second half is then
+//      made read-only), owned by uid/gid 65534, mode 0660;
 //   B: an 8 KiB private segment attached at 0x10000200000 and marked removed
 //      (IPC_RMID) at once;
 //   S: a set of 3 semaphores (key KEY+1) with values 5 0 1234;
@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -127,6 +128,11 @@ int main(void) {
 		return 1;
 	}
 	volatile uint64_t *a1 = attach(a, A1, 0), *a2 = attach(a, A2, 0), *bp = attach(b, BA, 0);
+	// The second half of A's second attachment is read-only: two areas.
+	if (mprotect((char *)A2 + ASIZE / 2, ASIZE / 2, PROT_READ) != 0) {
+		say("FAIL mprotect: %s\n", strerror(errno));
+		return 1;
+	}
 	shmctl(b, IPC_RMID, NULL);
 	struct shmid_ds ds;
 	shmctl(a, IPC_STAT, &ds);
