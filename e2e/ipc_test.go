@@ -346,3 +346,25 @@ func TestSysVRun(t *testing.T) {
 	unix.Kill(child, unix.SIGUSR2)
 	r.waitLog(t, `(?m)^undo ok 5$`, 1, 10*time.Second)
 }
+
+// What chpox cannot restore exactly is refused by name (exit 6) and the
+// processes run on: an attachment of which a part was unmapped (shmat
+// maps whole segments), a segment locked with SHM_LOCK.
+func TestSysVUnsupported(t *testing.T) {
+	setup(t, "sysv")
+	for _, tc := range []struct{ mode, want string }{
+		{"partial", "is attached only in part"},
+		{"lock", "locked in memory (SHM_LOCK)"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			p := start(t, "sysv", tc.mode)
+			m := p.waitLog(t, `(?m)^ids (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$`, 1, 10*time.Second)
+			killAtEnd(t, atoi(m[2]))
+			removeAtEnd(t, []string{m[3], m[4], m[5], m[8]}, []string{m[6]}, []string{m[7], m[9]})
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+			wantFailure(t, r, 6, "System V shared memory segment "+m[3], tc.want, "left running unchanged")
+			n := lastInt(p.log, `(?m)^parent (\d+) \d+$`)
+			p.waitInt(t, `(?m)^parent (\d+) \d+$`, n+5, 10*time.Second)
+		})
+	}
+}

@@ -1,5 +1,7 @@
 // sysv: System V IPC objects shared by a parent and its child.
 //
+//   sysv [partial|lock]
+//
 // Before forking, the parent makes
 //   A: a 64 KiB segment (key KEY), filled with a pattern, attached at
 //      0x10000000000 and again at 0x10000100000 (whose second half is then
@@ -114,7 +116,7 @@ static int check(const char *role, int sem, int q, volatile uint64_t *a1, volati
 	return 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
 	key_t key = 0x5c000000 | (getpid() & 0xffff) << 4;
 	int a = shmget(key, ASIZE, IPC_CREAT | IPC_EXCL | 0600);
 	int b = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
@@ -158,6 +160,15 @@ int main(void) {
 			say("FAIL msgsnd: %s\n", strerror(errno));
 			return 1;
 		}
+	}
+
+	// sysv partial: half of A's first attachment is unmapped; sysv lock:
+	// A is locked in memory (SHM_LOCK). chpox refuses both.
+	if (argc > 1 && strcmp(argv[1], "partial") == 0)
+		munmap((char *)A1 + ASIZE / 2, ASIZE / 2);
+	if (argc > 1 && strcmp(argv[1], "lock") == 0 && shmctl(a, SHM_LOCK, NULL) != 0) {
+		say("FAIL SHM_LOCK: %s\n", strerror(errno));
+		return 1;
 	}
 
 	struct sigaction sa;
