@@ -142,8 +142,39 @@ func sysvMaps(t *testing.T, pid int) string {
 	return strings.Join(out, "\n")
 }
 
+// lastPIDs are the kernel's records of who used the objects last: each
+// semaphore's sempid (ipcs), each queue's lspid and lrpid, each segment's
+// lpid; dump goes by them.
+func lastPIDs(t *testing.T, sem string, queues, segments []string) string {
+	t.Helper()
+	out := []string{"sempid " + semColumn(t, sem, 4)}
+	for _, kind := range []struct {
+		name string
+		ids  []string
+		cols []int
+	}{{"msg", queues, []int{5, 6}}, {"shm", segments, []int{5}}} {
+		data, err := os.ReadFile("/proc/sysvipc/" + kind.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range kind.ids {
+			for _, line := range strings.Split(string(data), "\n")[1:] {
+				if f := strings.Fields(line); len(f) > 6 && f[1] == id {
+					for _, c := range kind.cols {
+						out = append(out, kind.name+" "+id+" "+f[c])
+					}
+				}
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // semValues reads the values of semaphore set id with ipcs.
-func semValues(t *testing.T, id string) string {
+func semValues(t *testing.T, id string) string { return semColumn(t, id, 1) }
+
+// semColumn reads one column of ipcs -s -i: 1 the values, 4 the last pids.
+func semColumn(t *testing.T, id string, col int) string {
 	t.Helper()
 	out, err := exec.Command("ipcs", "-s", "-i", id).CombinedOutput()
 	if err != nil {
@@ -153,7 +184,7 @@ func semValues(t *testing.T, id string) string {
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 5 && f[0] != "semnum" {
-			vals = append(vals, f[1])
+			vals = append(vals, f[col])
 		}
 	}
 	return strings.Join(vals, " ")
@@ -202,6 +233,7 @@ func TestSysV(t *testing.T) {
 		t.Fatalf("semaphores %s, want 3 0 1241", got)
 	}
 	maps0 := map[int]string{p.pid: sysvMaps(t, p.pid), child: sysvMaps(t, child)}
+	pids0 := lastPIDs(t, sem, []string{q}, []string{shmA, shmB, shmC, shmD})
 	if n := strings.Count(maps0[p.pid], "\n") + 1; n != 4 {
 		t.Fatalf("parent has %d System V areas, want 4 (A twice, one split by mprotect, B):\n%s", n, maps0[p.pid])
 	}
@@ -242,6 +274,18 @@ func TestSysV(t *testing.T) {
 	for pid, want := range maps0 {
 		if got := sysvMaps(t, pid); got != want {
 			t.Errorf("pid %d: System V areas after restore:\n%s\nwant\n%s", pid, got, want)
+		}
+	}
+	// The kernel names the same last users, so a checkpoint of the
+	// restored tree finds every object again.
+	if got := lastPIDs(t, sem, []string{q}, []string{shmA, shmB, shmC, shmD}); got != pids0 {
+		t.Errorf("last users after restore:\n  %s\nwant\n  %s", got, pids0)
+	}
+	again := mustChpox(t, "inspect", dump(t, r)).stdout
+	for _, want := range []string{"shmid " + shmA, "shmid " + shmB, "shmid " + shmC, "shmid " + shmD, "semid " + sem, "msqid " + q,
+		"SEM_UNDO adjustments: semid " + sem + " #0: +2", "SEM_UNDO adjustments: semid " + sem + " #2: -7"} {
+		if !strings.Contains(again, want) {
+			t.Errorf("a checkpoint of the restored tree lacks %q:\n%s", want, again)
 		}
 	}
 	r.signal(t, unix.SIGUSR1)

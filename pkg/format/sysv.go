@@ -31,6 +31,11 @@ type SysVShm struct {
 	// detach, and their key is gone.
 	Removed bool      `json:"removed,omitempty"`
 	Pages   []DataRun `json:"pages,omitempty"`
+	// CPID and LPID are the creator and the last to attach or detach:
+	// restore has the last of them that is a process of the image attach
+	// and detach it again, so that a later dump finds it as before.
+	CPID int `json:"cpid,omitempty"`
+	LPID int `json:"lpid,omitempty"`
 }
 
 // SysVSem is a semaphore set with the value of each semaphore.
@@ -38,6 +43,10 @@ type SysVSem struct {
 	ID int `json:"id"`
 	SysVPerm
 	Values []uint16 `json:"values"`
+	// PIDs are the last to change each semaphore (GETPID): restore has
+	// each one that is a process of the image do a semop that changes
+	// nothing, so that a later dump finds the set as before.
+	PIDs []int `json:"pids,omitempty"`
 }
 
 // SysVMsgQueue is a message queue with its messages, oldest first.
@@ -46,6 +55,11 @@ type SysVMsgQueue struct {
 	SysVPerm
 	QBytes   uint64        `json:"qbytes"` // msg_qbytes: the most bytes it may hold
 	Messages []SysVMessage `json:"messages,omitempty"`
+	// LSPID and LRPID are the last sender and receiver; restore has the
+	// ones that are processes of the image send and receive (see
+	// docs/format.md) so that a later dump finds the queue as before.
+	LSPID int `json:"lspid,omitempty"`
+	LRPID int `json:"lrpid,omitempty"`
 }
 
 // SysVMessage is one queued message: its type and its text.

@@ -513,7 +513,7 @@ func (img *Image) validateSysV(shmIDs map[int]bool, semSize map[int]int) error {
 			return err
 		}
 		shmIDs[m.ID] = true
-		if m.Size == 0 || m.Size > maxSysVShm || (m.Removed && m.Key != 0) {
+		if m.Size == 0 || m.Size > maxSysVShm || (m.Removed && m.Key != 0) || m.CPID < 0 || m.LPID < 0 {
 			return corrupt("System V segment %d: size %d, removed %v with key %#x", m.ID, m.Size, m.Removed, m.Key)
 		}
 		for _, r := range m.Pages {
@@ -534,8 +534,13 @@ func (img *Image) validateSysV(shmIDs map[int]bool, semSize map[int]int) error {
 		if err := perm("semaphore set", s.ID, s.SysVPerm, kids, keys); err != nil {
 			return err
 		}
-		if len(s.Values) == 0 || len(s.Values) > maxSemsPerSet {
-			return corrupt("System V semaphore set %d has %d semaphores", s.ID, len(s.Values))
+		if len(s.Values) == 0 || len(s.Values) > maxSemsPerSet || (s.PIDs != nil && len(s.PIDs) != len(s.Values)) {
+			return corrupt("System V semaphore set %d has %d semaphores and %d last pids", s.ID, len(s.Values), len(s.PIDs))
+		}
+		for _, pid := range s.PIDs {
+			if pid < 0 {
+				return corrupt("System V semaphore set %d: last pid %d", s.ID, pid)
+			}
 		}
 		semSize[s.KID] = len(s.Values)
 		for i, v := range s.Values {
@@ -563,7 +568,7 @@ func (img *Image) validateSysV(shmIDs map[int]bool, semSize map[int]int) error {
 			}
 			total += m.Text.Len
 		}
-		if q.QBytes > math.MaxInt32 || total > q.QBytes {
+		if q.QBytes > math.MaxInt32 || total > q.QBytes || q.LSPID < 0 || q.LRPID < 0 {
 			return corrupt("System V message queue %d holds %d bytes, more than its limit %d", q.ID, total, q.QBytes)
 		}
 	}

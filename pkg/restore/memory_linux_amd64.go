@@ -215,10 +215,8 @@ func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uin
 // protect sets the final protection of areas that were mapped writable.
 func (x *target) protect(p *format.Process) error {
 	for _, v := range p.VMAs {
-		// A System V attachment has what shmat gave it unless the
-		// program changed it with mprotect.
-		reprotect := v.Kind == format.VMASysVShm && v.Prot != shmatProt(v.SysVFlags)
-		if !reprotect && (len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite) {
+		// (System V attachments got theirs when attached: x.shmat.)
+		if len(v.Pages) == 0 || v.Prot == format.ProtRead|format.ProtWrite {
 			continue
 		}
 		if _, err := x.call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {

@@ -112,9 +112,6 @@ func (o *objects) fill() error {
 			return err
 		}
 	}
-	if err := o.sysv.Fill(); err != nil {
-		return err
-	}
 	return o.fillSockets()
 }
 

@@ -88,6 +88,9 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
+	if err := o.sysvAfterData(img, live); err != nil {
+		return nil, err
+	}
 	for _, n := range live {
 		if err := n.x.build(n.p, o); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
@@ -208,7 +211,6 @@ func (x *target) build(p *format.Process, o *objects) error {
 		{"mm fields", func() error { return x.setMM(p) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
-		{"System V semaphore adjustments", func() error { return x.restoreSemUndo(p, o) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
 		{"credentials", func() error { return x.restoreCreds(p.Creds) }},
 		{"registers", func() error { return x.finish(p) }},

@@ -94,6 +94,16 @@ func msgCopyAt(id int, n uint64, buf []byte) (int64, []byte, error) {
 	return int64(binary.LittleEndian.Uint64(buf)), buf[8 : 8+r], nil
 }
 
+// msgRecv takes the first message (MSG_NOERROR: a longer text is cut).
+func msgRecv(id int, buf []byte) (int64, int, error) {
+	const msgNoerror = 0o10000 // MSG_NOERROR
+	r, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), 0, ipcNowait|msgNoerror, 0)
+	if e != 0 {
+		return 0, 0, os.NewSyscallError("msgrcv", e)
+	}
+	return int64(binary.LittleEndian.Uint64(buf)), int(r), nil
+}
+
 // msgSend queues one message; msg is its type (8 bytes) then its text.
 func msgSend(id int, msg []byte) error {
 	_, _, e := unix.Syscall6(unix.SYS_MSGSND, uintptr(id), uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)-8), ipcNowait, 0, 0)

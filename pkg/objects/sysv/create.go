@@ -248,13 +248,37 @@ func (w growAt) WriteAt(p []byte, off int64) (int, error) {
 	return copy((*w.b)[off:], p), nil
 }
 
-// Fill queues the saved messages, in order, once the data section is read.
-func (s *Set) Fill() error {
+// Dummy is the empty message restore passes through a queue first so that
+// the queue's last sender and receiver are processes of the image again.
+func (s *Set) Dummy(kid int) error {
+	return msgSend(kid, binary.LittleEndian.AppendUint64(nil, DummyType))
+}
+
+// DummyType is its type.
+const DummyType = 1
+
+// TakeDummy receives it in chpox (the receiver was not of the image).
+func (s *Set) TakeDummy(kid int) error {
+	buf := make([]byte, 8)
+	_, _, err := msgRecv(kid, buf)
+	return err
+}
+
+// Text is the saved text of message i of queue qi.
+func (s *Set) Text(qi, i int) []byte { return *s.texts[[2]int{qi, i}] }
+
+// Fill queues the saved messages, in order, once the data section is read;
+// of the queues lastBy names it leaves the last message for their last
+// sender to send.
+func (s *Set) Fill(lastBy func(q format.SysVMsgQueue) bool) error {
 	if s == nil || s.img == nil {
 		return nil
 	}
 	for qi, q := range s.img.Msg {
 		for i, m := range q.Messages {
+			if i == len(q.Messages)-1 && lastBy(q) {
+				break
+			}
 			text := *s.texts[[2]int{qi, i}]
 			msg := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(text)), uint64(m.Type))
 			if err := msgSend(q.KID, append(msg, text...)); err != nil {

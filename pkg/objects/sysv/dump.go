@@ -166,7 +166,7 @@ func alive(pid int) bool { return unix.Kill(pid, 0) != unix.ESRCH }
 // (pkg/vmadump.Shm, from an attachment's map_files link or from Attach).
 func ShmRecord(e ShmEntry) format.SysVShm {
 	p := e.SysVPerm
-	return format.SysVShm{SysVPerm: p, Size: e.Size, Removed: e.Removed}
+	return format.SysVShm{SysVPerm: p, Size: e.Size, Removed: e.Removed, CPID: e.CPID, LPID: e.LPID}
 }
 
 // Attach maps a segment no process of the tree has attached into chpox,
@@ -190,13 +190,21 @@ func SemRecord(e SemEntry) (format.SysVSem, error) {
 	if err != nil {
 		return format.SysVSem{}, fmt.Errorf("System V semaphore set %d: %w", e.KID, err)
 	}
-	return format.SysVSem{SysVPerm: e.SysVPerm, Values: vals}, nil
+	rec := format.SysVSem{SysVPerm: e.SysVPerm, Values: vals}
+	for i := range vals {
+		pid, err := semctl(e.KID, i, semGetpid, nil)
+		if err != nil {
+			return rec, fmt.Errorf("System V semaphore set %d: GETPID: %w", e.KID, err)
+		}
+		rec.PIDs = append(rec.PIDs, pid)
+	}
+	return rec, nil
 }
 
 // MsgRecord reads the messages of a queue without taking them, oldest
 // first; the caller places each text in the data section.
 func MsgRecord(e MsgEntry) (format.SysVMsgQueue, [][]byte, error) {
-	q := format.SysVMsgQueue{SysVPerm: e.SysVPerm}
+	q := format.SysVMsgQueue{SysVPerm: e.SysVPerm, LSPID: e.LSPID, LRPID: e.LRPID}
 	var err error
 	if q.QBytes, err = msgQbytes(e.KID); err != nil {
 		return q, nil, fmt.Errorf("System V message queue %d: %w", e.KID, err)

@@ -215,3 +215,51 @@ func SharedUndo(pids []int) error {
 	}
 	return nil
 }
+
+// The kernel records the last process to use an object (sempid, lspid,
+// lrpid, lpid), and dump goes by those records to find a tree's objects.
+// Restore has the processes of the image use the objects again as the
+// records say, so that a checkpoint of the restored tree finds them as the
+// first one did; these calls change no value and no message.
+
+// TouchSem makes the process the last to change semaphore num (value v):
+// +1 then -1, or -1 then +1 at SEMVMX, in one semop.
+func (c Caller) TouchSem(kid, num int, v uint16) error {
+	ops := []sembuf{{uint16(num), 1, 0}, {uint16(num), -1, 0}}
+	if v == semVMX {
+		ops = []sembuf{{uint16(num), -1, 0}, {uint16(num), 1, 0}}
+	}
+	if err := c.semop(kid, ops); err != nil {
+		return fmt.Errorf("System V semaphore set %d: semaphore %d: %w", kid, num, err)
+	}
+	return nil
+}
+
+// TouchShm makes the process the last to attach and detach segment kid.
+func (c Caller) TouchShm(kid int) error {
+	at, err := c.Call(unix.SYS_SHMAT, uint64(kid), 0, unix.SHM_RDONLY)
+	if err == nil {
+		_, err = c.Call(unix.SYS_SHMDT, at)
+	}
+	if err != nil {
+		return fmt.Errorf("System V shared memory segment %d: attach and detach: %w", kid, err)
+	}
+	return nil
+}
+
+// Send queues a message from the process; text must fit in its scratch
+// space after the 8-byte type (the caller checks).
+func (c Caller) Send(kid int, typ int64, text []byte) error {
+	msg := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(text)), uint64(typ))
+	if err := c.Write(c.Addr, append(msg, text...)); err != nil {
+		return err
+	}
+	_, err := c.Call(unix.SYS_MSGSND, uint64(kid), c.Addr, uint64(len(text)), ipcNowait)
+	return err
+}
+
+// Recv takes the first message, an empty one, in the process.
+func (c Caller) Recv(kid int) error {
+	_, err := c.Call(unix.SYS_MSGRCV, uint64(kid), c.Addr, 0, 0, ipcNowait)
+	return err
+}
