@@ -108,9 +108,9 @@ func seedImages(t testing.TB) map[string][]byte {
 	v.Files = []File{{FD: 3, Desc: 1, Kind: FileSignalfd, Path: "anon_inode:[signalfd]", Flags: 0o2004000, SigMask: 1 << 9}}
 	v.SemUndo = []SemUndo{{KID: 7, Num: 1, Adj: -3}}
 	sv := &Objects{SysV: &SysVObjects{
-		Shm: []SysVShm{{ID: 1, SysVPerm: SysVPerm{Key: 0x1234, KID: 5, Mode: 0o600}, Size: 4096, Pages: []DataRun{{Addr: 0, Off: 0, Len: 8}}}},
-		Sem: []SysVSem{{ID: 1, SysVPerm: SysVPerm{Key: 0x1235, KID: 7, Mode: 0o600}, Values: []uint16{1, 5}}},
-		Msg: []SysVMsgQueue{{ID: 1, SysVPerm: SysVPerm{KID: 2, Mode: 0o620}, QBytes: 16384,
+		Shm: []SysVShm{{ID: 1, SysVPerm: SysVPerm{Key: 0x1234, KID: 5, Mode: 0o600}, Size: 4096, Pages: []DataRun{{Addr: 0, Off: 0, Len: 8}}, CPID: 50, LPID: 50}},
+		Sem: []SysVSem{{ID: 1, SysVPerm: SysVPerm{Key: 0x1235, KID: 7, Mode: 0o600}, Values: []uint16{1, 5}, PIDs: []int{50, 0}}},
+		Msg: []SysVMsgQueue{{ID: 1, SysVPerm: SysVPerm{KID: 2, Mode: 0o620}, QBytes: 16384, LSPID: 50,
 			Messages: []SysVMessage{{Type: 1, Text: DataRun{Off: 8, Len: 3}}, {Type: 9, Text: DataRun{Off: 11}}}}},
 	}}
 	write("seed-sysv", sv, []*Process{v}, []byte("segmentmsg!"))

@@ -32,6 +32,8 @@ func TestValidateSysV(t *testing.T) {
 		{"messages beyond qbytes", func(sv *SysVObjects, _ *Process) { sv.Msg[0].QBytes = 2 }},
 		{"message beyond data", func(sv *SysVObjects, _ *Process) { sv.Msg[0].Messages[1].Text.Len = 99 }},
 		{"message overlaps segment", func(sv *SysVObjects, _ *Process) { sv.Msg[0].Messages[0].Text.Off = 4 }},
+		{"last pids do not match values", func(sv *SysVObjects, _ *Process) { sv.Sem[0].PIDs = []int{1} }},
+		{"negative last pid", func(sv *SysVObjects, _ *Process) { sv.Msg[0].LRPID = -1 }},
 		{"undo names missing set", func(_ *SysVObjects, p *Process) { p.SemUndo[0].KID = 8 }},
 		{"undo names missing semaphore", func(_ *SysVObjects, p *Process) { p.SemUndo[0].Num = 2 }},
 		{"undo out of range", func(_ *SysVObjects, p *Process) { p.SemUndo[0].Adj = 40000 }},
