@@ -187,7 +187,8 @@ func shmLine(t *testing.T, shmid string) string {
 // the session goes on on its connection with the same backend, sees its
 // uncommitted rows, commits, and the data is there for a new session. The
 // System V segment comes back with its key, id, owner, mode, size and
-// attachments; the children's signalfds with their masks.
+// attachments; the children's signalfds with their masks. Then the restored
+// cluster, with two sessions, goes through a second dump --kill + restore.
 func TestServerPostgres(t *testing.T) {
 	setup(t)
 	pg, _ := startPostgres(t)
@@ -272,6 +273,28 @@ func TestServerPostgres(t *testing.T) {
 	if got := other.one(t, "select count(*) from pg_stat_activity where backend_type = 'client backend';"); got != "2" {
 		t.Errorf("%s client backends, want 2", got)
 	}
+	// And once more: the restored cluster goes through a second
+	// checkpoint, found by the same rule (its segment attached, its
+	// connections in repair mode), and both sessions go on.
+	workers = pg.workers()
+	segBefore = shmLine(t, shmid) // a backend more: 8 attachments
+	img = dump(t, r, "--kill")
+	if st := r.waitExit(t, 10*time.Second); st != "killed by SIGKILL" {
+		t.Fatalf("after the second dump --kill the restored postmaster ended with %q", st)
+	}
+	for _, pid := range append(workers, pg.pid) {
+		waitPIDFree(t, pid, 10*time.Second)
+	}
+	r2 := restoreDetached(t, img, pg.proc)
+	if got := shmLine(t, shmid); got != segBefore {
+		t.Errorf("segment after the second restore:\n  %s\nwant\n  %s", got, segBefore)
+	}
+	for _, s := range []*psqlSession{psql, other} {
+		if got := s.one(t, "select count(*), sum(id) from kept;"); got != "501|1252499" {
+			t.Errorf("after the second restore kept = %s, want 501|1252499", got)
+		}
+	}
+	r = r2
 	// A clean shutdown: the restored postmaster stops its children and exits.
 	r.signal(t, syscall.SIGINT)
 	if st := r.waitExit(t, 20*time.Second); st != "exit status 0" {
