@@ -2,7 +2,7 @@
 #   make demo   build and show start, checkpoint, kill, restore, goes on
 #   make test   everything CI runs (as root)
 #   make bench  dump/restore throughput against this machine's limits
-#   make servers  real programs (redis, nginx, node) with clients connected
+#   make servers  real programs (redis, nginx, node, postgres) with clients connected
 
 GO    ?= go
 BIN   := bin/chpox
@@ -15,8 +15,8 @@ FUZZTIME ?= 100000x
 all: build
 
 # What a fresh machine of this kind may lack (Debian packages, only those
-# missing): gcc for the test programs; python3, redis, nginx and node, the
-# real programs the e2e tests checkpoint; nft sets the network lock of TCP
+# missing): gcc for the test programs; python3, redis, nginx, node and
+# postgresql, the real programs the e2e tests checkpoint; nft sets the network lock of TCP
 # connections. Go comes with the machine.
 setup:
 	@./scripts/setup.sh
@@ -41,8 +41,9 @@ e2e:
 	$(GO) test -race -count=1 -timeout 10m ./e2e
 
 # Only the real programs (part of e2e): redis (100k keys, 50 clients), nginx
-# (master, 2 workers, keep-alive) and node's http server through dump --kill
-# and restore, node under chpox run, and io_uring refused.
+# (master, 2 workers, keep-alive), node's http server and PostgreSQL (a psql
+# session in a transaction) through dump --kill and restore, node under
+# chpox run, and io_uring refused.
 servers: setup
 	$(GO) test -race -count=1 -v -run '^Test(Server|IOUring)' -timeout 15m ./e2e
 

@@ -61,6 +61,8 @@ var cPrograms = map[string][]string{
 	"proctree":    {"-pthread"},
 	"attrs":       {"-pthread"},
 	"seccomp":     {"-pthread"},
+	"sysv":        nil,
+	"signalfd":    nil,
 }
 
 func TestMain(m *testing.M) {

@@ -2,8 +2,9 @@
 # Installs the Debian packages the tests need, only those missing: gcc builds
 # the test programs; python3, redis-server, nginx and node are real programs
 # the e2e tests checkpoint; nftables is the packet filter chpox uses to hold
-# TCP connections still while it dumps them; munge and Slurm run the batch
-# system test. Quick when all is there.
+# TCP connections still while it dumps them; postgresql (15, whose programs
+# are not on PATH: /usr/lib/postgresql/15/bin) is a real program too; munge
+# and Slurm run the batch system test. Quick when all is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -22,6 +23,7 @@ need munged munge
 need slurmctld slurmctld
 need slurmd slurmd
 need sbatch slurm-client
+need /usr/lib/postgresql/15/bin/postgres postgresql
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"

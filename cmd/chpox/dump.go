@@ -13,6 +13,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/supervisor"
@@ -27,6 +28,7 @@ func dumpCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
+			&cli.StringSliceFlag{Name: "ipc", Usage: "`KIND:ID` (shm, sem or msg and its id): a System V object that belongs to the checkpoint although no process of it is recorded as its last user (repeat for more)"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
 			quietFlag(),
 		},
@@ -49,6 +51,13 @@ func dumpCommand() *cli.Command {
 			interrupted := func() bool { return len(sigs) > 0 }
 			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
 				Progress: &format.Progress{}}
+			for _, s := range c.StringSlice("ipc") {
+				ref, err := sysv.ParseRef(s)
+				if err != nil {
+					return fmt.Errorf("%w: --ipc %w", errUsage, err)
+				}
+				opt.IPC = append(opt.IPC, ref)
+			}
 			stop := showProgress(c, fmt.Sprintf("dump %d", pid), opt.Progress)
 			res, err := dumpAny(pid, opt)
 			stop()
@@ -66,6 +75,11 @@ func dumpCommand() *cli.Command {
 			}
 			if msg := outsideNote(res.OutsideTCP, c.Bool("kill")); msg != "" {
 				fmt.Fprintln(out, msg)
+			}
+			if res.SysV > 0 && c.Bool("kill") {
+				fmt.Fprintf(os.Stderr, "chpox: %d System V IPC objects went into the image and were removed with the processes; restore creates them again with their keys and ids\n", res.SysV)
+			} else if res.SysV > 0 {
+				fmt.Fprintf(os.Stderr, "chpox: %d System V IPC objects are in the image and stay in use; a restore needs their keys and ids free (ipcrm them once the processes are gone, or dump with --kill)\n", res.SysV)
 			}
 			return nil
 		},
@@ -91,6 +105,9 @@ func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
 		out, err := filepath.Abs(opt.Output)
 		if err != nil {
 			return nil, err
+		}
+		if len(opt.IPC) > 0 && procinfo.ThreadComm(tp) == "chpox" {
+			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree is checkpointed without --ipc", errUsage, pid, tp)
 		}
 		if opt.NoChildren && procinfo.ThreadComm(tp) == "chpox" {
 			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree is checkpointed whole (no --no-children)", errUsage, pid, tp)

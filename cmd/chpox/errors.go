@@ -7,6 +7,7 @@ import (
 	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/restore"
 )
@@ -31,6 +32,10 @@ func classify(err error) (int, string) {
 		return exitUsage, "'chpox inspect IMAGE' lists the descriptors that were shared with outside processes"
 	case errors.Is(err, procinfo.ErrNoProcess):
 		return exitNoProcess, "check the PID with 'ps'"
+	case errors.Is(err, sysv.ErrNoObject):
+		return exitUsage, "nothing was written; the processes run on unchanged"
+	case errors.Is(err, sysv.ErrTaken):
+		return exitPIDInUse, "nothing was restored; the message names the System V object in the way"
 	case errors.Is(err, restore.ErrPIDInUse):
 		return exitPIDInUse, "the original process (or another one) still holds that PID: stop it first, then restore, or restore a copy beside it with --namespace"
 	case errors.Is(err, format.ErrChecksum), errors.Is(err, format.ErrCorrupt):

@@ -70,6 +70,7 @@ func printImage(out io.Writer, img *format.Image) {
 	for _, s := range img.Objects.InetSockets {
 		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
 	}
+	printSysV(out, img.Objects.SysV)
 	printTree(out, img.Processes)
 	printExternals(out, img)
 	printUnix(out, img.Objects.UnixSockets)
@@ -202,7 +203,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		for _, r := range v.Pages {
 			saved += r.Len
 		}
-		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), v.Name, vmaDetails(v))
+		name := v.Name
+		if v.Kind == format.VMASysVShm {
+			name = fmt.Sprintf("%s (System V segment %d, offset %#x)", name, v.SysVShm, v.Offset)
+		}
+		fmt.Fprintf(tw, "  %x-%x\t%s\t%s\t%s\t%s%s\n", v.Start, v.End, protString(v), v.Kind, bytesString(int64(saved)), name, vmaDetails(v))
 	}
 	fmt.Fprintln(tw, "  fd\tkind\tflags\toffset\tpath\tshared with")
 	for _, f := range p.Files {
@@ -212,7 +217,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 				others = append(others, u)
 			}
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
+		path := f.Path
+		if f.Kind == format.FileSignalfd {
+			path = fmt.Sprintf("%s mask %#x", path, f.SigMask)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, path, strings.Join(others, " "))
 		if d := fileDetails(f); d != "" {
 			fmt.Fprintf(tw, "  \t\t\t\t%s\t\n", d)
 		}
@@ -234,6 +243,13 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	fmt.Fprintf(out, "  signal actions: %s\n", strings.Join(sigs, " "))
 	if m := p.Memory; m != nil {
 		fmt.Fprintf(out, "  memory: lock future %q, KSM merge all %v, THP disabled %v\n", m.LockFuture, m.MergeAny, m.THPDisable)
+	}
+	if len(p.SemUndo) > 0 {
+		var adj []string
+		for _, u := range p.SemUndo {
+			adj = append(adj, fmt.Sprintf("semid %d #%d: %+d", u.KID, u.Num, u.Adj))
+		}
+		fmt.Fprintf(out, "  SEM_UNDO adjustments: %s\n", strings.Join(adj, ", "))
 	}
 	printTimers(out, p)
 }
@@ -297,6 +313,37 @@ func printTimers(out io.Writer, p *format.Process) {
 			fmt.Fprintf(out, "  timerfd fd %d: clock %d, flags %#x, %s left, every %s, %d unread\n",
 				f.FD, t.Clock, t.Flags, dur(t.ValueNS), dur(t.IntervalNS), t.Ticks)
 		}
+	}
+}
+
+// printSysV lists the System V IPC objects, one line each.
+func printSysV(out io.Writer, sv *format.SysVObjects) {
+	if sv == nil {
+		return
+	}
+	owner := func(p format.SysVPerm) string {
+		return fmt.Sprintf("key %#x, mode %#o, owner %d:%d, creator %d:%d", uint32(p.Key), p.Mode, p.UID, p.GID, p.CUID, p.CGID)
+	}
+	for _, m := range sv.Shm {
+		saved := uint64(0)
+		for _, r := range m.Pages {
+			saved += r.Len
+		}
+		removed := ""
+		if m.Removed {
+			removed = ", removed (goes with its last detach)"
+		}
+		fmt.Fprintf(out, "System V segment %d: shmid %d, %s, %s (%s saved)%s\n", m.ID, m.KID, owner(m.SysVPerm), bytesString(int64(m.Size)), bytesString(int64(saved)), removed)
+	}
+	for _, s := range sv.Sem {
+		fmt.Fprintf(out, "System V semaphore set %d: semid %d, %s, values %v\n", s.ID, s.KID, owner(s.SysVPerm), s.Values)
+	}
+	for _, q := range sv.Msg {
+		var types []string
+		for _, m := range q.Messages {
+			types = append(types, fmt.Sprintf("%d:%dB", m.Type, m.Text.Len))
+		}
+		fmt.Fprintf(out, "System V message queue %d: msqid %d, %s, limit %d bytes, %d messages (type:size) %s\n", q.ID, q.KID, owner(q.SysVPerm), q.QBytes, len(q.Messages), strings.Join(types, " "))
 	}
 }
 

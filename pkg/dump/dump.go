@@ -17,6 +17,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/inet"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -33,6 +34,9 @@ type Options struct {
 	Output     string
 	Kill       bool // SIGKILL the tree after a successful dump
 	NoChildren bool // dump the named process only
+	// IPC names System V objects that belong to the checkpoint beyond
+	// those the rule finds (docs/usage.md).
+	IPC []sysv.Ref
 	// Interrupted, if set, is asked between steps; true abandons the dump:
 	// the processes are released unchanged and nothing is written.
 	Interrupted func() bool
@@ -56,6 +60,9 @@ type Result struct {
 	// OutsideTCP counts the established TCP connections to peers outside
 	// the checkpoint (cmd/chpox says what the image will do with them).
 	OutsideTCP int
+	// SysV counts the System V IPC objects in the image (segments,
+	// semaphore sets, message queues).
+	SysV int
 }
 
 // Member is one process of a frozen tree.
@@ -161,13 +168,13 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.NoChildren {
 		res.LeftOut = ms[0].Info.Children
 	}
-	if err := Collect(ms, 0); err != nil {
+	if err := Collect(ms, 0, opt.IPC...); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress)
+	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress, opt.IPC...)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -176,6 +183,9 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
 	res.Processes, res.DataBytes, res.OutsideTCP = len(ms), int64(w.DataBytes), w.OutsideTCP
+	if sv := w.sysv; sv != nil {
+		res.SysV = len(sv.Shm) + len(sv.Sem) + len(sv.Msg)
+	}
 	if opt.Kill {
 		// Still frozen: nothing can change after the checkpoint.
 		if err := w.Commit(); err != nil {
@@ -341,8 +351,20 @@ func Release(ms []*Member) error {
 
 // Collect reads the registers and signal state of every frozen process and
 // asks each, by injected calls, what /proc does not show. Pending signals
-// numbered ignoreSig (a `chpox run` trigger) are left out of the image.
-func Collect(ms []*Member, ignoreSig int) error {
+// numbered ignoreSig (a `chpox run` trigger) are left out of the image;
+// ipc names System V objects beyond those the tree is found to use.
+func Collect(ms []*Member, ignoreSig int, ipc ...sysv.Ref) error {
+	tree := map[int]bool{}
+	for _, m := range ms {
+		tree[m.Info.PID] = true
+	}
+	// The semaphore sets of the tree: each process is asked for its
+	// SEM_UNDO adjustments of them.
+	sems, err := sysv.SelectSets(tree, ipc)
+	if err != nil {
+		return err
+	}
+	var undoers []int
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -391,7 +413,7 @@ func Collect(ms []*Member, ignoreSig int) error {
 			clearGuards(m.Threads())
 			return err
 		}
-		err = inject(tr, m.Threads(), p, repend, stopped, waited)
+		err = inject(tr, m.Threads(), p, repend, stopped, waited, sems)
 		clearGuards(m.Threads())
 		if err != nil {
 			return err
@@ -400,6 +422,9 @@ func Collect(ms []*Member, ignoreSig int) error {
 			if c.Info.PPID == m.Info.PID {
 				c.Info.Process.StopWaited = waited[c.Info.PID]
 			}
+		}
+		if len(p.SemUndo) > 0 {
+			undoers = append(undoers, p.PID)
 		}
 		p.Stopped = m.T.GroupStopped()
 		p.StopSignal = int(m.T.GroupStopSignal())
@@ -411,7 +436,7 @@ func Collect(ms []*Member, ignoreSig int) error {
 			}
 		}
 	}
-	return nil
+	return sysv.SharedUndo(undoers)
 }
 
 func collectThread(t *ptrace.Tracee, ignoreSig int) (format.Thread, error) {

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
@@ -20,7 +21,8 @@ const (
 	threadQueryOff  = (nsig + 1) * sigactSize
 	threadQuerySize = 24 + 8 + 16 + 8 + 8 // stack_t, clear_child_tid, robust head+len, pdeathsig, tsc
 	processQueryOff = threadQueryOff + threadQuerySize
-	waitidOff       = 4096 // a siginfo_t for waitid
+	waitidOff       = 4096       // a siginfo_t for waitid
+	semopOff        = 4096 + 128 // sembufs of the SEM_UNDO probes (pkg/objects/sysv)
 )
 
 // trampoline places the injection code of m's process in its [vdso]
@@ -53,7 +55,7 @@ func trampoline(threads []*ptrace.Tracee) (*ptrace.Trampoline, error) {
 // stopped lists the process's children that are in a group-stop: the
 // process is asked (waitid with WNOWAIT, which changes nothing) whether it
 // has collected each stop already; waited gets those it has.
-func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, repend func() error, stopped []int, waited map[int]bool) (err error) {
+func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, repend func() error, stopped []int, waited map[int]bool, sems sysv.Sets) (err error) {
 	main := threads[0]
 	in := func(t *ptrace.Tracee, f func() error) error {
 		if err := t.Enter(tr); err != nil {
@@ -118,6 +120,13 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, 
 				return err
 			}
 			waited[c] = !uncollected
+		}
+		if len(sems) > 0 {
+			c := sysv.Caller{Call: main.Syscall, Addr: scratch + semopOff,
+				Write: func(at uint64, b []byte) error { return ptrace.WriteMem(main.PID, at, b) }}
+			if p.SemUndo, err = sems.Adjustments(c); err != nil {
+				return fmt.Errorf("pid %d: %w", main.PID, err)
+			}
 		}
 		return queryThread(main, &p.Threads[0], scratch)
 	})

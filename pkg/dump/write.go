@@ -13,6 +13,7 @@ import (
 	"github.com/chpox/chpox/pkg/cpu"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
@@ -27,6 +28,7 @@ type ImageWriter struct {
 	OutsideTCP int
 	inet       *inetState
 	kill       bool
+	sysv       *format.SysVObjects
 }
 
 // Commit makes the image the latest checkpoint. If that fails, sockets a
@@ -45,8 +47,12 @@ func (w *ImageWriter) Commit() error {
 }
 
 // Finish lets go of the sockets of the processes a --kill killed: until
-// then a guard would give them back to the processes if chpox died.
-func (w *ImageWriter) Finish() error { return w.inet.close() }
+// then a guard would give them back to the processes if chpox died. The
+// System V objects of the image leave the namespace with the processes
+// (docs/usage.md): a restore creates them again with their ids.
+func (w *ImageWriter) Finish() error {
+	return errors.Join(sysv.Remove(w.sysv), w.inet.close())
+}
 
 // Abort drops the image and gives the sockets back (see Commit).
 func (w *ImageWriter) Abort() {
@@ -66,6 +72,9 @@ type plan struct {
 	procs   []*proc
 	objects format.Objects
 	shm     []*vmadump.Shm
+	sysvShm []*vmadump.Shm // System V segments, after shm in the data section
+	detach  []func()       // chpox's own attachments of System V segments
+	ipc     []sysv.Ref     // System V objects named by the user
 	blobs   [][]byte       // objects' saved bytes (unread pipe data ...), in data order
 	end     uint64         // data section length
 	holders map[string]int // pipes and sockets held outside the tree, by link target
@@ -75,8 +84,11 @@ type plan struct {
 }
 
 func (pl *plan) close() {
-	for _, s := range pl.shm {
+	for _, s := range append(pl.shm, pl.sysvShm...) {
 		s.Close()
+	}
+	for _, d := range pl.detach {
+		d()
 	}
 	for _, p := range pl.procs {
 		procinfo.CloseFiles(p.files)
@@ -87,9 +99,10 @@ func (pl *plan) close() {
 // the whole image to a temporary file. kill says the processes will be
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
-// progress, if not nil, counts the data bytes as they are written.
-func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *ImageWriter, err error) {
-	pl := &plan{kill: kill, inet: &inetState{}}
+// progress, if not nil, counts the data bytes as they are written; ipc
+// names System V objects to save besides those the tree uses.
+func Write(ms []*Member, out string, kill bool, progress *format.Progress, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
+	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc}
 	defer pl.close()
 	defer func() {
 		if err != nil {
@@ -104,7 +117,7 @@ func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *
 		return nil, err
 	}
 	w.Progress = progress
-	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill}
+	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill, sysv: pl.objects.SysV}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err
@@ -142,7 +155,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return err
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds}
+	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -280,7 +293,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 			return err
 		}
 	}
-	for _, s := range pl.shm {
+	for _, s := range append(pl.shm, pl.sysvShm...) {
 		if err := s.Copy(w); err != nil {
 			return err
 		}

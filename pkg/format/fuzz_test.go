@@ -105,6 +105,22 @@ func seedImages(t testing.TB) map[string][]byte {
 		{ID: 2, Clock: ClockMonotonic, Notify: SigevNone}}
 	tm.Files = []File{{FD: 3, Desc: 1, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Timerfd: &Timerfd{Clock: ClockMonotonic, ValueNS: 5, IntervalNS: 10, Ticks: 2}}}
 	write("seed-timers", nil, []*Process{tm}, nil)
+	// Version 3: System V objects (a segment attached twice, a semaphore
+	// set with an adjustment, a queue with two messages) and a signalfd.
+	v := tiny(50)
+	v.VMAs = append([]VMA{
+		{Start: 0x10000000000, End: 0x10000001000, Prot: ProtRead | ProtWrite, Shared: true, Kind: VMASysVShm, Name: "/SYSV00001234 (deleted)", SysVShm: 1},
+		{Start: 0x10000100000, End: 0x10000101000, Prot: ProtRead, Shared: true, Kind: VMASysVShm, Name: "/SYSV00001234 (deleted)", SysVShm: 1, SysVFlags: 0o10000},
+	}, v.VMAs...)
+	v.Files = []File{{FD: 3, Desc: 1, Kind: FileSignalfd, Path: "anon_inode:[signalfd]", Flags: 0o2004000, SigMask: 1 << 9}}
+	v.SemUndo = []SemUndo{{KID: 7, Num: 1, Adj: -3}}
+	sv := &Objects{SysV: &SysVObjects{
+		Shm: []SysVShm{{ID: 1, SysVPerm: SysVPerm{Key: 0x1234, KID: 5, Mode: 0o600}, Size: 4096, Pages: []DataRun{{Addr: 0, Off: 0, Len: 8}}, CPID: 50, LPID: 50}},
+		Sem: []SysVSem{{ID: 1, SysVPerm: SysVPerm{Key: 0x1235, KID: 7, Mode: 0o600}, Values: []uint16{1, 5}, PIDs: []int{50, 0}}},
+		Msg: []SysVMsgQueue{{ID: 1, SysVPerm: SysVPerm{KID: 2, Mode: 0o620}, QBytes: 16384, LSPID: 50,
+			Messages: []SysVMessage{{Type: 1, Text: DataRun{Off: 8, Len: 3}}, {Type: 9, Text: DataRun{Off: 11}}}}},
+	}}
+	write("seed-sysv", sv, []*Process{v}, []byte("segmentmsg!"))
 	return out
 }
 

@@ -72,6 +72,8 @@ type Process struct {
 	// Attributes and seccomp filters (version 3, attrs.go).
 	Attrs   *ProcessAttrs   `json:"attrs,omitempty"`
 	Seccomp []SeccompFilter `json:"seccomp_filters,omitempty"`
+	// SemUndo are the process's System V semaphore adjustments (version 3).
+	SemUndo []SemUndo `json:"sem_undo,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -84,6 +86,8 @@ type Objects struct {
 	InetSockets []InetSocket    `json:"inet_sockets,omitempty"`
 	Netlink     []NetlinkSocket `json:"netlink_sockets,omitempty"`
 	Externals   []External      `json:"externals,omitempty"`
+	// System V IPC objects that belong to the checkpoint (version 3).
+	SysV *SysVObjects `json:"sysv,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -270,6 +274,11 @@ type VMA struct {
 	// writable (VM_MAYWRITE: the file was opened for writing and not
 	// write-sealed); nil in older images.
 	MayWrite *bool `json:"may_write,omitempty"`
+	// System V shared memory (version 3): kind sysv-shm.
+	SysVShm int `json:"sysv_shm,omitempty"` // ID in Objects.SysV.Shm
+	// SysVFlags are the shmat(2) flags of the attachment: SHM_RDONLY
+	// (010000), SHM_EXEC (0100000).
+	SysVFlags int `json:"sysv_flags,omitempty"`
 }
 
 // DataRun is a run of bytes in the data section: for memory, Len bytes
@@ -298,6 +307,9 @@ const (
 	FilePipe    = "pipe"    // end of a pipe or FIFO in Objects.Pipes
 	FileEventfd = "eventfd" // eventfd(2): Count, Semaphore
 	FileEpoll   = "epoll"   // epoll instance: Watches
+	// FileSignalfd is a signalfd(2) reading the signals in SigMask
+	// (version 3).
+	FileSignalfd = "signalfd"
 	// FileUnix is a UNIX domain socket: Socket is its ID in
 	// Objects.UnixSockets.
 	FileUnix = "unix"
@@ -360,4 +372,7 @@ type File struct {
 	Timerfd  *Timerfd       `json:"timerfd,omitempty"`   // kind timerfd (version 3)
 	// Locks held through this fd (version 3; pkg/format/locks.go).
 	Locks []Lock `json:"locks,omitempty"`
+	// SigMask is a signalfd's set of signals, bit n-1 for signal n
+	// (version 3).
+	SigMask uint64 `json:"sigmask,omitempty"`
 }

@@ -129,7 +129,10 @@ func (img *Image) validateEvents(pids, tids map[int]bool) error {
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), deleted: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
-		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool)}
+		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool), semSize: make(map[int]int)}
+	if err := img.validateSysV(ids.sysvShm, ids.semSize); err != nil {
+		return ids, err
+	}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
 			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
@@ -358,7 +361,10 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, memfd, deleted, pipe, unix, inet, netlink, external map[int]bool }
+type objectIDs struct {
+	shm, memfd, deleted, pipe, unix, inet, netlink, external, sysvShm map[int]bool
+	semSize                                                           map[int]int // by kernel id: semaphores in the set
+}
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -404,6 +410,11 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if err := validateAttrs(p); err != nil {
 		return err
 	}
+	for _, u := range p.SemUndo {
+		if n, ok := ids.semSize[u.KID]; !ok || u.Num < 0 || u.Num >= n || u.Adj < -maxSemValue-1 || u.Adj > maxSemValue || u.Adj == 0 {
+			return corrupt("SEM_UNDO adjustment %d of semaphore %d of set %d, which the image lacks or which does not fit", u.Adj, u.Num, u.KID)
+		}
+	}
 	var prevEnd uint64
 	for i := range p.VMAs {
 		if err := img.validateVMA(&p.VMAs[i], prevEnd, ids); err != nil {
@@ -418,7 +429,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd, FileSignalfd:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -478,6 +489,16 @@ func (img *Image) disjointRuns() error {
 	for _, m := range img.Objects.Shm {
 		add(m.Pages)
 	}
+	if sv := img.Objects.SysV; sv != nil {
+		for _, m := range sv.Shm {
+			add(m.Pages)
+		}
+		for _, q := range sv.Msg {
+			for _, m := range q.Messages {
+				add([]DataRun{m.Text})
+			}
+		}
+	}
 	for _, p := range img.Objects.Pipes {
 		add(p.Data)
 	}
@@ -525,6 +546,10 @@ func (img *Image) validateVMA(v *VMA, prevEnd uint64, ids objectIDs) error {
 	}
 	switch v.Kind {
 	case VMAAnon, VMASharedAnon, VMAVDSO:
+	case VMASysVShm:
+		if !ids.sysvShm[v.SysVShm] || v.SysVFlags&^(sysvShmRdonly|sysvShmExec) != 0 {
+			return corrupt("memory area %#x-%#x names System V segment %d (flags %#o), which the image lacks", v.Start, v.End, v.SysVShm, v.SysVFlags)
+		}
 	case VMAFile:
 		if v.File == nil {
 			return corrupt("file mapping %#x-%#x names no file", v.Start, v.End)
@@ -605,6 +630,109 @@ func validateMemfd(m SharedMem) error {
 	}
 	if m.Seals&^sealAll != 0 || m.Mode&^0o7777 != 0 {
 		return corrupt("memfd %d: seals %#x, mode %#o", m.ID, m.Seals, m.Mode)
+	}
+	return nil
+}
+
+// Bounds of System V objects, as the kernel has them (include/uapi/linux/
+// sem.h SEMVMX, SEMMSL; ipc/util.h IPCMNI_EXTEND).
+const (
+	sysvShmRdonly = 0o10000  // SHM_RDONLY
+	sysvShmExec   = 0o100000 // SHM_EXEC
+	maxSemValue   = 32767
+	maxSemsPerSet = 32000
+	maxSysVID     = 1<<31 - 1
+	maxSysVShm    = 1 << 46 // far above any segment a machine can hold; restore fills it in memory
+)
+
+// validateSysV checks System V objects: image IDs unique, kernel ids
+// unique per kind and valid, non-private keys unique per kind, contents
+// inside the object and the data section.
+func (img *Image) validateSysV(shmIDs map[int]bool, semSize map[int]int) error {
+	sv := img.Objects.SysV
+	if sv == nil {
+		return nil
+	}
+	perm := func(what string, id int, p SysVPerm, kids, keys map[int]bool) error {
+		if id <= 0 || p.KID < 0 || p.KID > maxSysVID || p.Mode&^0o777 != 0 {
+			return corrupt("System V %s %d: kernel id %d, mode %#o", what, id, p.KID, p.Mode)
+		}
+		if kids[p.KID] || (p.Key != 0 && keys[int(p.Key)]) {
+			return corrupt("System V %s %d: kernel id %d or key %#x appears twice", what, id, p.KID, p.Key)
+		}
+		kids[p.KID] = true
+		if p.Key != 0 {
+			keys[int(p.Key)] = true
+		}
+		return nil
+	}
+	kids, keys := map[int]bool{}, map[int]bool{}
+	for _, m := range sv.Shm {
+		if shmIDs[m.ID] {
+			return corrupt("System V segment ID %d appears twice", m.ID)
+		}
+		if err := perm("segment", m.ID, m.SysVPerm, kids, keys); err != nil {
+			return err
+		}
+		shmIDs[m.ID] = true
+		if m.Size == 0 || m.Size > maxSysVShm || (m.Removed && m.Key != 0) || m.CPID < 0 || m.LPID < 0 {
+			return corrupt("System V segment %d: size %d, removed %v with key %#x", m.ID, m.Size, m.Removed, m.Key)
+		}
+		for _, r := range m.Pages {
+			if r.Addr > m.Size || r.Len > m.Size-r.Addr {
+				return corrupt("System V segment %d: run %#x+%#x beyond its %d bytes", m.ID, r.Addr, r.Len, m.Size)
+			}
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("System V segment %d: %w", m.ID, err)
+			}
+		}
+	}
+	ids, kids, keys := map[int]bool{}, map[int]bool{}, map[int]bool{}
+	for _, s := range sv.Sem {
+		if ids[s.ID] {
+			return corrupt("System V semaphore set ID %d appears twice", s.ID)
+		}
+		ids[s.ID] = true
+		if err := perm("semaphore set", s.ID, s.SysVPerm, kids, keys); err != nil {
+			return err
+		}
+		if len(s.Values) == 0 || len(s.Values) > maxSemsPerSet || (s.PIDs != nil && len(s.PIDs) != len(s.Values)) {
+			return corrupt("System V semaphore set %d has %d semaphores and %d last pids", s.ID, len(s.Values), len(s.PIDs))
+		}
+		for _, pid := range s.PIDs {
+			if pid < 0 {
+				return corrupt("System V semaphore set %d: last pid %d", s.ID, pid)
+			}
+		}
+		semSize[s.KID] = len(s.Values)
+		for i, v := range s.Values {
+			if v > maxSemValue {
+				return corrupt("System V semaphore set %d: semaphore %d has value %d", s.ID, i, v)
+			}
+		}
+	}
+	ids, kids, keys = map[int]bool{}, map[int]bool{}, map[int]bool{}
+	for _, q := range sv.Msg {
+		if ids[q.ID] {
+			return corrupt("System V message queue ID %d appears twice", q.ID)
+		}
+		ids[q.ID] = true
+		if err := perm("message queue", q.ID, q.SysVPerm, kids, keys); err != nil {
+			return err
+		}
+		total := uint64(0)
+		for i, m := range q.Messages {
+			if m.Type <= 0 || m.Text.Addr != 0 {
+				return corrupt("System V message queue %d: message %d has type %d", q.ID, i, m.Type)
+			}
+			if err := img.inData(m.Text); err != nil {
+				return fmt.Errorf("System V message queue %d: %w", q.ID, err)
+			}
+			total += m.Text.Len
+		}
+		if q.QBytes > math.MaxInt32 || total > q.QBytes || q.LSPID < 0 || q.LRPID < 0 {
+			return corrupt("System V message queue %d holds %d bytes, more than its limit %d", q.ID, total, q.QBytes)
+		}
 	}
 	return nil
 }

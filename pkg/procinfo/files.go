@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/signalfd"
 )
 
 // FileSocket marks a socket whose family is not known yet; it is never
@@ -191,8 +192,8 @@ func (f *OpenFile) CopyContent(w io.Writer) error {
 }
 
 // anonFile handles the anonymous-inode files chpox can rebuild: eventfd
-// (its counter) and epoll (its watch list), both read from fdinfo, and
-// timerfd.
+// (its counter), epoll (its watch list), signalfd (its mask) and
+// timerfd, read from fdinfo.
 func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: flags}}
 	var st unix.Stat_t
@@ -233,6 +234,10 @@ func anonFile(pid, fd int, target string, flags int) (*OpenFile, error) {
 		f.Kind, f.FDInfo = format.FilePidfd, string(info)
 	case "anon_inode:[fanotify]":
 		f.Kind, f.FDInfo = format.FileFanotify, string(info)
+	case signalfd.Link:
+		if err := signalfd.Describe(&f.File, string(info)); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("%s: %w", target, ErrUnsupported)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
 )
 
@@ -68,6 +69,9 @@ func check(path string, img *format.Image, opt Options) error {
 	if err := checkPdeathSig(img.Processes[0], opt); err != nil {
 		return err
 	}
+	if err := sysv.Check(img.Objects.SysV); err != nil {
+		return err
+	}
 	for _, pi := range img.Objects.Pipes {
 		if err := pipe.CheckFIFO(pi); errors.Is(err, pipe.ErrNotFIFO) {
 			return fmt.Errorf("%w: %w", err, ErrIncompatible)
@@ -107,6 +111,25 @@ func checkOwner(path string, img *format.Image) error {
 		}
 		if c.CapPrm|c.CapEff|c.CapAmb != 0 {
 			return fmt.Errorf("%s belongs to uid %d but process %d in it claims capabilities %#x: %w", path, st.Uid, p.PID, c.CapPrm|c.CapEff, ErrUntrusted)
+		}
+	}
+	// System V objects are created as their creator and given to their
+	// owner: a user's image may make only that user's.
+	if sv := img.Objects.SysV; sv != nil {
+		var perms []format.SysVPerm
+		for _, m := range sv.Shm {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, m := range sv.Sem {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, m := range sv.Msg {
+			perms = append(perms, m.SysVPerm)
+		}
+		for _, p := range perms {
+			if p.UID != st.Uid || p.CUID != st.Uid {
+				return fmt.Errorf("%s belongs to uid %d but its System V object %d claims owner %d, creator %d: %w", path, st.Uid, p.KID, p.UID, p.CUID, ErrUntrusted)
+			}
 		}
 	}
 	return nil

@@ -124,6 +124,7 @@ func sinksOf(img *format.Image, o *objects) []sink {
 	for _, p := range img.Objects.Pipes {
 		add(p.Data, 0, bufferAt{&o.pipes[p.ID].Data})
 	}
+	out = append(out, o.sysvSinks(img)...)
 	out = append(out, o.unixSinks(img)...)
 	out = append(out, o.inetSinks(img)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/signalfd"
 )
 
 // tmpIn stands in for a file that was deleted while open: an unlinked
@@ -154,6 +155,14 @@ func (x *target) chpoxSide(f format.File, pid int, o *objects) (*os.File, error)
 			return nil, err
 		}
 		return t.File, nil
+	case format.FileSignalfd:
+		// Made once in chpox: a signalfd reads the signals of the
+		// process that reads it, not of its creator.
+		sup, err := signalfd.Create(f)
+		if err == nil {
+			o.descs[f.Desc] = sup
+		}
+		return sup, err
 	}
 	return nil, nil
 }

@@ -128,6 +128,9 @@ func (x *target) mapAreas(p *format.Process, o *objects) (map[string]uint64, err
 }
 
 func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error {
+	if v.Kind == format.VMASysVShm {
+		return x.shmat(v, o)
+	}
 	prot := uint64(v.Prot)
 	if filled(v) {
 		prot |= unix.PROT_READ | unix.PROT_WRITE
@@ -233,6 +236,7 @@ func (x *target) openForMap(path string, write bool, fds map[string]uint64) (uin
 // protect sets the final protection of areas that were mapped writable.
 func (x *target) protect(p *format.Process) error {
 	for _, v := range p.VMAs {
+		// (System V attachments got theirs when attached: x.shmat.)
 		if !filled(v) || v.Prot == format.ProtRead|format.ProtWrite {
 			continue
 		}

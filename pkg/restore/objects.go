@@ -11,6 +11,7 @@ import (
 	"github.com/chpox/chpox/pkg/format"
 	memfdobj "github.com/chpox/chpox/pkg/objects/memfd"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/objects/timerfd"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
@@ -32,6 +33,8 @@ type objects struct {
 	events  []*os.File         // inotify instances, pidfds (events_linux_amd64.go)
 	async   map[int]bool       // by File.Desc: O_ASYNC registered
 	firstFD map[int]fileAt     // by File.Desc: its first fd in the image
+	sysv    *sysv.Set          // System V IPC objects (sysv.go)
+	done    bool               // the tree runs: the objects are its own
 	opt     Options            // the user's choices (external descriptors ...)
 	img     *format.Image
 	// timerfds are created unarmed and armed just before the run.
@@ -71,6 +74,9 @@ func (o *objects) create(img *format.Image) error {
 			return err
 		}
 		o.pipes[p.ID] = po
+	}
+	if err := o.createSysV(img); err != nil {
+		return err
 	}
 	if err := o.createSockets(img); err != nil {
 		return err
@@ -238,6 +244,9 @@ func (o *objects) keep(desc, pid, fd int) error {
 }
 
 func (o *objects) close() {
+	if o.sysv != nil && !o.done {
+		o.sysv.Remove() // a failed restore leaves no object behind
+	}
 	all := map[*os.File]bool{}
 	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs} {
 		for _, f := range m {

@@ -91,6 +91,9 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
+	if err := o.sysvAfterData(img, live); err != nil {
+		return nil, err
+	}
 	for _, n := range live {
 		if err := n.x.build(n.p, o, opt.untrusted); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", n.p.PID, err)
@@ -157,7 +160,7 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			}
 		}
 	}
-	ok = true
+	ok, o.done = true, true
 	return &Restored{PID: root.PID, Processes: len(nodes)}, nil
 }
 

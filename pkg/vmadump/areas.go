@@ -63,6 +63,9 @@ func Areas(pid int) ([]*Area, error) {
 			if err := details(a, s); err != nil {
 				return nil, fmt.Errorf("memory %#x-%#x: %w", a.Start, a.End, err)
 			}
+			if a.Kind == format.VMASysVShm {
+				a.SysVFlags = shmatFlags(s)
+			}
 		}
 		if a.File != nil {
 			if err := statFile(pid, a); err != nil {
@@ -101,8 +104,10 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		if m.Perms.Shared {
 			a.Kind = format.VMASharedAnon
 		}
-	case strings.HasPrefix(path, "/SYSV"):
-		return nil, fmt.Errorf("System V shared memory: %w", ErrUnsupported)
+	case strings.HasPrefix(path, "/SYSV") && deleted:
+		// A shmat(2) attachment: the inode of its file is the shmid
+		// (ipc/shm.c, newseg). pkg/objects/sysv saves the segment.
+		a.Kind = format.VMASysVShm
 	case path == "/[aio]":
 		// The ring of an io_setup(2) context (fs/aio.c, aio_private_file):
 		// its requests in flight and completions live in the kernel, and a
@@ -127,6 +132,20 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 	}
 	return a, nil
 }
+
+// shmatFlags are the shmat(2) flags an attachment was made with: an
+// mprotect can change its protection but not what it may become, so a
+// mapping that may not be written was attached SHM_RDONLY. Whether it was
+// SHM_EXEC cannot be told (every mapping of an exec-allowed file system
+// may execute) and needs not: mprotect gives PROT_EXEC either way.
+func shmatFlags(s smapsEntry) int {
+	if !s.mayWrite {
+		return shmRdonly
+	}
+	return 0
+}
+
+const shmRdonly = 0o10000 // SHM_RDONLY, include/uapi/linux/shm.h
 
 // statFile records size and mtime of a mapped file, through map_files so the
 // file really mapped is seen even if its path now names another one.

@@ -62,7 +62,7 @@ func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 			return nil, nil
 		}
 		return pagemapRuns(pm, a, func(e uint64) bool { return hasData(e) && e&pmFile == 0 })
-	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon:
+	case a.Kind == format.VMAVDSO, a.Kind == format.VMAFile && a.Shared, a.Kind == format.VMASharedAnon, a.Kind == format.VMASysVShm:
 		// The kernel or the file holds the content; shared memory is
 		// saved once per object (see Shm), not per mapping.
 		return nil, nil

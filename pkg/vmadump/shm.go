@@ -36,6 +36,16 @@ func OpenShm(pid int, a *Area) (*Shm, error) {
 	return s, nil
 }
 
+// OpenShmPath opens a shared memory object by a map_files path (a System V
+// segment is one too: inode is its shmid) and finds its data.
+func OpenShmPath(path string, inode uint64) (*Shm, error) {
+	s, err := openShm(path, "")
+	if err == nil {
+		s.Inode = inode
+	}
+	return s, err
+}
+
 // OpenMemfd opens the memfd that pid holds only as fd (no area maps it).
 func OpenMemfd(pid, fd int, path string) (*Shm, error) {
 	s, err := openShm(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), path)

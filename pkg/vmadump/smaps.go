@@ -15,6 +15,9 @@ type smapsEntry struct {
 	growsDown       bool
 	flags           []string // VmFlags, two letters each
 	pkey            int      // ProtectionKey (x86 PKU), 0 if none
+	// mayWrite is VM_MAYWRITE ("mw"): for a System V attachment, made
+	// without SHM_RDONLY.
+	mayWrite bool
 }
 
 func readSmaps(pid int) (map[uint64]smapsEntry, error) {
@@ -61,8 +64,11 @@ func parseSmaps(sc *bufio.Scanner) (map[uint64]smapsEntry, error) {
 		case "VmFlags":
 			e.flags = strings.Fields(val)
 			for _, fl := range e.flags {
-				if fl == "gd" {
+				switch fl {
+				case "gd":
 					e.growsDown = true
+				case "mw":
+					e.mayWrite = true
 				}
 			}
 		}

@@ -42,7 +42,7 @@ func TestParseSmapsReal(t *testing.T) {
 		0x7ffcc3560000:     {rss: 12, anon: 12, growsDown: true}, // [stack]
 		0xffffffffff600000: {},                                   // [vsyscall]
 	}
-	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "flags")); d != "" {
+	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "flags", "mayWrite")); d != "" {
 		t.Errorf("parseSmaps (-want +got):\n%s", d)
 	}
 }
@@ -58,7 +58,7 @@ func TestParseSmapsEdited(t *testing.T) {
 		0x7f3a10400000: {},
 		0x7ffe00100000: {rss: 16, swap: 4, anon: 16, growsDown: true},
 	}
-	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "flags")); d != "" {
+	if d := cmp.Diff(want, got, cmp.AllowUnexported(smapsEntry{}), cmpopts.IgnoreFields(smapsEntry{}, "flags", "mayWrite")); d != "" {
 		t.Errorf("parseSmaps (-want +got):\n%s", d)
 	}
 }
