@@ -124,7 +124,15 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		fmt.Fprintf(out, "  zombie: wait status %#x\n", p.WaitStatus)
 		return
 	}
-	fmt.Fprintf(out, "  exe %s\n  cwd %s\n  cmdline %s\n", p.Exe, p.Cwd, strings.Join(p.Cmdline, " "))
+	cwd := p.Cwd
+	if p.CwdDeleted {
+		cwd += " (deleted)"
+	}
+	fmt.Fprintf(out, "  exe %s\n  cwd %s\n", p.Exe, cwd)
+	if p.Root != "" && p.Root != "/" {
+		fmt.Fprintf(out, "  root %s (chroot)\n", p.Root)
+	}
+	fmt.Fprintf(out, "  cmdline %s\n", strings.Join(p.Cmdline, " "))
 	for _, t := range p.Threads {
 		fmt.Fprintf(out, "  thread %d (%s): rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
 			t.TID, t.Comm, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
@@ -146,7 +154,7 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 				others = append(others, u)
 			}
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, strings.Join(others, " "))
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, fileNote(f), strings.Join(others, " "))
 	}
 	tw.Flush()
 	var sigs []string
@@ -154,6 +162,37 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		sigs = append(sigs, fmt.Sprintf("%d:%#x", s.Signal, s.Handler))
 	}
 	fmt.Fprintf(out, "  signal actions: %s\n", strings.Join(sigs, " "))
+}
+
+// fileNote says what a file record holds beyond its path: a deleted
+// file's size and saved data (the rest are holes), a stand-in's owner and
+// mode, a device's number.
+func fileNote(f format.File) string {
+	var b strings.Builder
+	if f.Kind == format.FileDeleted || f.Deleted {
+		b.WriteString(" (deleted")
+		if f.Kind == format.FileDeleted {
+			var n uint64
+			for _, r := range f.Content {
+				n += r.Len
+			}
+			fmt.Fprintf(&b, ", %s", bytesString(f.Size))
+			if f.Size > int64(n) {
+				fmt.Fprintf(&b, ", %s saved, the rest holes", bytesString(int64(n)))
+			}
+		}
+		if f.Owner != nil {
+			fmt.Fprintf(&b, ", owner %d:%d", f.Owner.UID, f.Owner.GID)
+		}
+		fmt.Fprintf(&b, ", mode %#o)", f.Mode&0o7777)
+	}
+	if f.Rdev != 0 {
+		fmt.Fprintf(&b, " device %d:%d", f.Rdev>>8&0xfff, f.Rdev&0xff|f.Rdev>>12&0xfff00)
+	}
+	if f.Kind == format.FilePath && f.Mode&0o170000 == 0o120000 {
+		b.WriteString(" (the symlink)")
+	}
+	return b.String()
 }
 
 func protString(v format.VMA) string {

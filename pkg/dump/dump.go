@@ -311,8 +311,10 @@ func Supported(in *procinfo.Info) error {
 	case in.Seccomp != "" && in.Seccomp != "0":
 		// Restoring it without its filter would lift the sandbox.
 		return fmt.Errorf("process %d runs under seccomp (mode %s), which cannot be restored yet: %w", in.PID, in.Seccomp, ErrUnsupported)
-	case in.Root != "/":
-		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
+	case in.RootDeleted:
+		// A stand-in root would be an empty directory: nothing the
+		// process reaches through / would be there.
+		return fmt.Errorf("process %d runs in a chroot whose directory %s was removed: its content is gone, so it cannot be restored: %w", in.PID, in.Root, ErrUnsupported)
 	}
 	return nil
 }

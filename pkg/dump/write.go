@@ -182,8 +182,14 @@ func (pl *plan) deletedFiles() error {
 				continue
 			}
 			seen[f.Desc] = true
-			f.Content = []format.DataRun{{Off: pl.end, Len: uint64(f.Size)}}
-			pl.end += uint64(f.Size)
+			// Only the data: holes stay holes, restore truncates the
+			// stand-in to the size first. No size limit: the image grows
+			// by the data a deleted file holds.
+			f.Content = []format.DataRun{}
+			for _, r := range f.Runs {
+				f.Content = append(f.Content, format.DataRun{Addr: r.Addr, Off: pl.end, Len: r.Len})
+				pl.end += r.Len
+			}
 		}
 	}
 	return nil
@@ -221,7 +227,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 	}
 	for _, p := range pl.procs {
 		for _, f := range p.files {
-			if f.Content != nil {
+			if f.Source != nil && f.Content != nil {
 				if err := f.CopyContent(w); err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
 				}

@@ -128,6 +128,9 @@ func (img *Image) validateObjects() (objectIDs, error) {
 		if p.Capacity <= 0 || p.Capacity > maxPipeSize {
 			return ids, corrupt("pipe %d has capacity %d", p.ID, p.Capacity)
 		}
+		if p.Deleted && p.FIFO == "" || p.Mode&^0o7777 != 0 {
+			return ids, corrupt("pipe %d: deleted %v without a FIFO path, or mode %#o", p.ID, p.Deleted, p.Mode)
+		}
 		for _, r := range p.Data {
 			if r.Addr > uint64(p.Capacity) || r.Len > uint64(p.Capacity)-r.Addr {
 				return ids, corrupt("pipe %d: %d bytes at %d exceed its capacity %d", p.ID, r.Len, r.Addr, p.Capacity)
@@ -328,7 +331,8 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal,
+			FileBlock, FilePath:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -341,10 +345,16 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		if err := refersTo(f, ids); err != nil {
 			return err
 		}
+		if err := specialFile(f); err != nil {
+			return err
+		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.
 			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr {
 				return corrupt("fd %d: content run %d+%d beyond the largest file offset", f.FD, r.Addr, r.Len)
+			}
+			if f.Size > 0 && r.Addr+r.Len > uint64(f.Size) {
+				return corrupt("fd %d: content run %d+%d beyond the file's size %d", f.FD, r.Addr, r.Len, f.Size)
 			}
 			if err := img.inData(r); err != nil {
 				return fmt.Errorf("fd %d: %w", f.FD, err)
@@ -548,3 +558,22 @@ func (img *Image) validateInet(s *InetSocket) error {
 	}
 	return nil
 }
+
+// specialFile checks the version 3 members of a file record (files.go).
+func specialFile(f File) error {
+	if f.Deleted && f.Kind != FileDir && f.Kind != FileChar && f.Kind != FileBlock {
+		return corrupt("fd %d (%s) is marked deleted, which only a directory or device can be", f.FD, f.Kind)
+	}
+	if f.Size < 0 || f.Size > 0 && f.Kind != FileDeleted {
+		return corrupt("fd %d (%s) has size %d", f.FD, f.Kind, f.Size)
+	}
+	if len(f.Content) > 0 && f.Kind != FileDeleted {
+		return corrupt("fd %d (%s) has content, which only a deleted file has", f.FD, f.Kind)
+	}
+	if f.Kind == FilePath && f.Flags&oPath == 0 {
+		return corrupt("fd %d (%s) lacks O_PATH in its flags %#o", f.FD, f.Kind, f.Flags)
+	}
+	return nil
+}
+
+const oPath = 0o10000000 // O_PATH, include/uapi/asm-generic/fcntl.h

@@ -3,11 +3,11 @@ package restore
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/ghost"
 	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
@@ -18,22 +18,23 @@ import (
 // one fd. The processes reach them through /proc/<chpox>/fd or
 // pidfd_getfd(2); chpox closes its copies when the tree runs.
 type objects struct {
-	shm     map[int]*os.File   // by SharedMem.ID
-	pipes   map[int]*pipe.Pipe // by Pipe.ID
-	deleted map[int]*os.File   // by File.Desc
-	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
-	uses    map[int]int        // by File.Desc: fds in the whole tree
-	unix    *unixsock.Set      // UNIX sockets, nil if none
-	inet    *inetObjects       // TCP and UDP sockets (inet.go)
-	netlink []*os.File         // netlink sockets (netlink.go)
-	opt     Options            // the user's choices (external descriptors ...)
+	shm     map[int]*os.File    // by SharedMem.ID
+	pipes   map[int]*pipe.Pipe  // by Pipe.ID
+	deleted map[int]*os.File    // by File.Desc
+	perms   map[*os.File]uint32 // the final mode of each of deleted
+	descs   map[int]*os.File    // by File.Desc: chpox's copy of a shared description
+	uses    map[int]int         // by File.Desc: fds in the whole tree
+	unix    *unixsock.Set       // UNIX sockets, nil if none
+	inet    *inetObjects        // TCP and UDP sockets (inet.go)
+	netlink []*os.File          // netlink sockets (netlink.go)
+	opt     Options             // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
-	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
+	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{}, perms: map[*os.File]uint32{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
@@ -66,22 +67,51 @@ func (o *objects) create(img *format.Image) error {
 	for _, p := range img.Processes {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
-			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
-				// No set-id bits (a stand-in owned by root must not become
-				// a setuid program); owned by the process's fs ids, which
-				// open it after switching to them.
-				t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o777)
-				if err == nil {
-					err = t.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
-				}
+			if (f.Kind == format.FileDeleted || f.Deleted) && o.deleted[f.Desc] == nil {
+				t, err := o.standIn(p, f)
 				if err != nil {
-					return fmt.Errorf("pid %d: fd %d: recreate deleted file %s: %w", p.PID, f.FD, f.Path, err)
+					return fmt.Errorf("pid %d: fd %d: recreate deleted %s %s: %w", p.PID, f.FD, f.Kind, f.Path, err)
 				}
 				o.deleted[f.Desc] = t
 			}
 		}
 	}
 	return nil
+}
+
+// standIn makes the unlinked file that stands in for a deleted one
+// (pkg/objects/ghost): a regular file truncated to its size (its data
+// comes with the data section, holes stay holes), an empty directory, a
+// device node. Owned as the original was; an older image says nothing of
+// the owner: then the process's fs ids, which open it after switching.
+func (o *objects) standIn(p *format.Process, f format.File) (*os.File, error) {
+	owner := f.Owner
+	if owner == nil {
+		owner = &format.FileOwner{UID: p.Creds.UID[3], GID: p.Creds.GID[3]}
+	}
+	mode := f.Mode
+	if f.Kind == format.FileDeleted {
+		mode = unix.S_IFREG | mode&0o7777
+	}
+	// Open to all until every process has reopened it with its own fs
+	// ids and flags (the original may have been chmod'ed after it was
+	// opened); nothing but chpox and its tree reaches it meanwhile.
+	open := uint32(0o666)
+	if mode&unix.S_IFMT == unix.S_IFDIR {
+		open = 0o777
+	}
+	t, err := ghost.Make(f.Path, mode&unix.S_IFMT|open, f.Rdev, owner)
+	if err != nil {
+		return nil, err
+	}
+	o.perms[t] = mode & 0o1777
+	if f.Size > 0 {
+		if err := t.Truncate(f.Size); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
@@ -166,4 +196,15 @@ func (o *objects) close() {
 		o.unix.Close()
 	}
 	o.closeInet()
+}
+
+// finishStandIns gives the deleted files' stand-ins their modes, once the
+// processes opened them.
+func (o *objects) finishStandIns() error {
+	for t, perm := range o.perms {
+		if err := ghost.Chmod(t, perm); err != nil {
+			return fmt.Errorf("deleted file %s: %w", t.Name(), err)
+		}
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/ghost"
 )
 
 // sigaltstack flags (include/uapi/linux/signal.h).
@@ -128,14 +129,10 @@ func (x *target) setThreadCreds(c format.Creds) error {
 
 // restoreMisc restores the per-process state that injected calls set.
 func (x *target) restoreMisc(p *format.Process) error {
+	if err := x.restoreDirs(p); err != nil {
+		return err
+	}
 	x.resetScratch()
-	cwd, err := x.cstring(p.Cwd)
-	if err != nil {
-		return err
-	}
-	if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
-		return err
-	}
 	if _, err := x.call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
 		return err
 	}
@@ -156,5 +153,47 @@ func (x *target) restoreMisc(p *format.Process) error {
 		return err
 	}
 	_, err = x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	return err
+}
+
+// restoreDirs gives the process its working directory (a removed one: an
+// empty stand-in, removed again) and then its root: files and memory were
+// opened by the paths chpox sees, which for a process in a chroot are
+// host paths; chroot(2) comes after them, and leaves the working
+// directory where it is.
+func (x *target) restoreDirs(p *format.Process) error {
+	x.resetScratch()
+	if p.CwdDeleted {
+		// Owned by the process's fs ids: fchdir needs search permission.
+		t, err := ghost.Make(p.Cwd, unix.S_IFDIR|0o700, 0, &format.FileOwner{UID: p.Creds.UID[3], GID: p.Creds.GID[3]})
+		if err != nil {
+			return fmt.Errorf("working directory %s (deleted): %w", p.Cwd, err)
+		}
+		defer t.Close()
+		cp, err := x.chpoxCopy(t)
+		if err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, cp)
+		if _, err := x.call("fchdir "+p.Cwd+" (deleted)", unix.SYS_FCHDIR, cp); err != nil {
+			return err
+		}
+	} else {
+		cwd, err := x.cstring(p.Cwd)
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
+			return err
+		}
+	}
+	if p.Root == "" || p.Root == "/" {
+		return nil
+	}
+	root, err := x.cstring(p.Root)
+	if err != nil {
+		return err
+	}
+	_, err = x.call("chroot "+p.Root, unix.SYS_CHROOT, root)
 	return err
 }

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Files that are gone or special come back as they were: a removed
+// working directory and a removed directory held open, a removed FIFO with
+// its unread bytes, a removed device node, a sparse deleted file (same
+// holes, and the image holds only its data), a deleted file with another
+// owner and mode, a deleted file whose path a new file took (left alone),
+// O_PATH descriptors of a file and of a symlink, a file reopened through
+// /proc/self/fd, and a deleted file mapped private and shared. The
+// program checks each itself (testdata/specialfiles.c).
+func TestSpecialFiles(t *testing.T) {
+	setup(t, "specialfiles")
+	dir := t.TempDir()
+	p := start(t, "specialfiles", dir)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	p.signal(t, unix.SIGUSR1) // the checks hold before the dump
+	p.waitLog(t, `(?m)^special ok$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+
+	var top struct {
+		Processes []struct {
+			Cwd        string `json:"cwd"`
+			CwdDeleted bool   `json:"cwd_deleted"`
+			Files      []struct {
+				FD      int    `json:"fd"`
+				Kind    string `json:"kind"`
+				Path    string `json:"path"`
+				Size    int64  `json:"size"`
+				Content []struct {
+					Len int64 `json:"len"`
+				} `json:"content"`
+			} `json:"files"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal([]byte(mustChpox(t, "inspect", "--json", img).stdout), &top); err != nil {
+		t.Fatal(err)
+	}
+	pr := top.Processes[0]
+	if !pr.CwdDeleted || pr.Cwd != filepath.Join(dir, "cwd") {
+		t.Errorf("image has cwd %q deleted %v, want %s/cwd deleted", pr.Cwd, pr.CwdDeleted, dir)
+	}
+	for _, f := range pr.Files {
+		if f.Path != filepath.Join(dir, "sparse") {
+			continue
+		}
+		var n int64
+		for _, r := range f.Content {
+			n += r.Len
+		}
+		if f.Kind != "deleted" || f.Size != 4<<20 || n == 0 || n > 64<<10 {
+			t.Errorf("sparse file in the image: kind %s, size %d, %d bytes of content; want deleted, 4 MiB, only its data", f.Kind, f.Size, n)
+		}
+	}
+	out := mustChpox(t, "inspect", img).stdout
+	for _, want := range []string{"cwd " + dir + "/cwd (deleted)", "sparse", "holes"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect does not show %q:\n%s", want, out)
+		}
+	}
+
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^special ok$`, 2, 10*time.Second)
+	r.signal(t, unix.SIGUSR1) // and again: the FIFO was refilled
+	r.waitLog(t, `(?m)^special ok$`, 3, 10*time.Second)
+
+	// Where the path was free the stand-in had the original name.
+	for fd, want := range map[int]string{3: filepath.Join(dir, "held") + " (deleted)", 4: filepath.Join(dir, "fifo") + " (deleted)",
+		6: filepath.Join(dir, "sparse") + " (deleted)"} {
+		if got, _ := os.Readlink("/proc/" + strconv.Itoa(r.pid) + "/fd/" + strconv.Itoa(fd)); got != want {
+			t.Errorf("fd %d is %q, want %q", fd, got, want)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(dir, "same")); string(data) != "new" {
+		t.Errorf("the file that took the deleted file's path holds %q, want new", data)
+	}
+	var names []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"link", "opath", "same", "viaproc"}; !slices.Equal(names, want) {
+		t.Errorf("%s holds %v after the restore, want %v (stand-ins left behind?)", dir, names, want)
+	}
+}
+
+// A process in a chroot comes back in the same chroot: / is the same
+// directory, paths open inside it, the working directory and an open
+// file are where they were (testdata/chrooted.c).
+func TestChroot(t *testing.T) {
+	setup(t, "chrooted")
+	newRoot := filepath.Join(t.TempDir(), "root")
+	if err := os.MkdirAll(filepath.Join(newRoot, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(newRoot, "inside.txt"), []byte("inside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "chrooted", newRoot)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	p.signal(t, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^chroot ok$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	if got, _ := os.Readlink("/proc/" + strconv.Itoa(r.pid) + "/root"); got != newRoot {
+		t.Errorf("restored process's root is %q, want %q", got, newRoot)
+	}
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^chroot ok$`, 2, 10*time.Second)
+}
+
+// A chroot whose directory was removed under the process is refused by
+// name at dump, and the process runs on.
+func TestChrootRemovedRefused(t *testing.T) {
+	setup(t, "chrooted")
+	newRoot := filepath.Join(t.TempDir(), "root")
+	os.MkdirAll(filepath.Join(newRoot, "sub"), 0o755)
+	os.WriteFile(filepath.Join(newRoot, "inside.txt"), []byte("inside"), 0o644)
+	p := start(t, "chrooted", newRoot)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	if err := os.RemoveAll(newRoot); err != nil {
+		t.Fatal(err)
+	}
+	res := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	if res.code != 6 || !strings.Contains(res.stderr, newRoot) || !strings.Contains(res.stderr, "chroot") {
+		t.Errorf("dump of a process in a removed chroot: exit %d, stderr %q; want 6 naming %s", res.code, res.stderr, newRoot)
+	}
+	if p.exited() {
+		t.Fatalf("the process died: %s", p.status)
+	}
+}
+
+// An O_PATH descriptor of a deleted file is refused by name at dump: a
+// stand-in would be another file, which an O_PATH holder may compare.
+func TestOPathDeletedRefused(t *testing.T) {
+	setup(t)
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is needed:", err)
+	}
+	path := filepath.Join(t.TempDir(), "gone.txt")
+	os.WriteFile(path, []byte("x"), 0o644)
+	p := startExe(t, "opath", python, "-c", `import os, sys, time
+fd = os.open(sys.argv[1], os.O_PATH)
+os.unlink(sys.argv[1])
+print("ready", flush=True)
+time.sleep(600)`, path)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	res := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	if res.code != 6 || !strings.Contains(res.stderr, path) || !strings.Contains(res.stderr, "O_PATH") {
+		t.Errorf("dump: exit %d, stderr %q; want 6 naming the O_PATH descriptor of %s", res.code, res.stderr, path)
+	}
+	if p.exited() {
+		t.Fatalf("the process died: %s", p.status)
+	}
+}
+
+// mount mounts and unmounts it at the end of the test, also on failure.
+func mount(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		t.Fatalf("mount %v: %v: %s", args, err, out)
+	}
+	target := args[len(args)-1]
+	t.Cleanup(func() { exec.Command("umount", "-l", target).Run() })
+}
+
+// Files on other mounts (a tmpfs) and a bind-mounted file come back open
+// on the very same file; a file whose content changed since the dump
+// comes back at its offset with the new content (the content is the
+// file's business). With the bind mount gone, the path names another file:
+// restore refuses it by name, and succeeds once it is mounted again.
+func TestFilesOnMounts(t *testing.T) {
+	setup(t, "holdfiles")
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	mount(t, "-t", "tmpfs", "chpox-test", mnt)
+	onTmpfs := filepath.Join(mnt, "t.txt")
+	src, bound := filepath.Join(dir, "src.txt"), filepath.Join(dir, "bound.txt")
+	changed := filepath.Join(dir, "changed.txt")
+	for path, data := range map[string]string{onTmpfs: "tmpfs", src: "bound", bound: "underneath", changed: "before"} {
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mount(t, "--bind", src, bound)
+	p := start(t, "holdfiles", onTmpfs, bound, changed)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	p.signal(t, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^hold ok tbb$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	if err := os.WriteFile(changed, []byte("AFTER"), 0o644); err != nil { // same inode, new content
+		t.Fatal(err)
+	}
+
+	if out, err := exec.Command("umount", bound).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v: %s", err, out)
+	}
+	res := runChpox(t, "restore", "--detach", img)
+	if res.code != 5 || !strings.Contains(res.stderr, bound) || !strings.Contains(res.stderr, "another file") {
+		t.Fatalf("restore with the bind mount gone: exit %d, stderr %q; want 5 naming %s as another file", res.code, res.stderr, bound)
+	}
+	mount(t, "--bind", src, bound)
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^hold ok tbA$`, 1, 10*time.Second)
+}
