@@ -220,3 +220,34 @@ func TestFilesOnMounts(t *testing.T) {
 	r.signal(t, unix.SIGUSR1)
 	r.waitLog(t, `(?m)^hold ok tbA$`, 1, 10*time.Second)
 }
+
+// A mapped file that changed since the dump is refused at restore, naming
+// the file, what changed and what to do; put back, it restores.
+func TestChangedMappedFileRefused(t *testing.T) {
+	setup(t, "holdfiles")
+	dir := t.TempDir()
+	lib, held := filepath.Join(dir, "lib.bin"), filepath.Join(dir, "held.txt")
+	os.WriteFile(lib, make([]byte, 4096), 0o644)
+	os.WriteFile(held, []byte("held"), 0o644)
+	p := start(t, "holdfiles", "map:"+lib, held)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	orig, _ := os.ReadFile(lib)
+	st, _ := os.Stat(lib)
+	os.WriteFile(lib, append(orig, "more"...), 0o644)
+	res := runChpox(t, "restore", "--detach", img)
+	for _, want := range []string{lib, "changed since the checkpoint", "size 4096 → 4100", "mtime", "put the original file back, or dump again"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("restore of a changed mapped file: stderr %q lacks %q", res.stderr, want)
+		}
+	}
+	if res.code != 5 {
+		t.Errorf("restore of a changed mapped file: exit %d, want 5", res.code)
+	}
+	// The original back (same inode, content and mtime): it restores.
+	os.WriteFile(lib, orig, 0o644)
+	os.Chtimes(lib, st.ModTime(), st.ModTime())
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^hold ok h$`, 1, 10*time.Second)
+}

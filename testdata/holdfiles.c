@@ -1,13 +1,15 @@
 // holdfiles: holds each PATH open O_RDWR at offset 1 and reports on
 // SIGUSR1 "hold ok C..." (the first byte of each file, read at offset 0)
 // or "hold FAIL <what>" if a descriptor moved to another file or offset.
+// A first argument map:PATH maps PATH's first page private instead.
 //
-//   holdfiles PATH...
+//   holdfiles [map:PATH] PATH...
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +22,14 @@ static void on_usr1(int sig) {
 }
 
 int main(int argc, char **argv) {
+	if (argc > 1 && strncmp(argv[1], "map:", 4) == 0) {
+		int fd = open(argv[1] + 4, O_RDONLY);
+		if (fd < 0 || mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED || close(fd) != 0) {
+			say("setup FAIL map %s: %s\n", argv[1] + 4, strerror(errno));
+			return 1;
+		}
+		argv++, argc--;
+	}
 	int n = argc - 1, fds[16];
 	ino_t inos[16];
 	dev_t devs[16];

@@ -192,6 +192,9 @@ func dataRuns(fd int, size int64) ([]format.DataRun, error) {
 		if err != nil {
 			return nil, os.NewSyscallError("lseek(SEEK_HOLE)", err)
 		}
+		if hole <= data {
+			return nil, fmt.Errorf("data at %d ends at %d: the file changed while being read", data, hole)
+		}
 		hole = min(hole, size)
 		if hole > data {
 			runs = append(runs, format.DataRun{Addr: uint64(data), Len: uint64(hole - data)})
