@@ -139,9 +139,7 @@ func TestChrootRemovedRefused(t *testing.T) {
 	if res.code != 6 || !strings.Contains(res.stderr, newRoot) || !strings.Contains(res.stderr, "chroot") {
 		t.Errorf("dump of a process in a removed chroot: exit %d, stderr %q; want 6 naming %s", res.code, res.stderr, newRoot)
 	}
-	if p.exited() {
-		t.Fatalf("the process died: %s", p.status)
-	}
+	stillRunsUntraced(t, p)
 }
 
 // An O_PATH descriptor of a deleted file is refused by name at dump: a
@@ -164,9 +162,7 @@ time.sleep(600)`, path)
 	if res.code != 6 || !strings.Contains(res.stderr, path) || !strings.Contains(res.stderr, "O_PATH") {
 		t.Errorf("dump: exit %d, stderr %q; want 6 naming the O_PATH descriptor of %s", res.code, res.stderr, path)
 	}
-	if p.exited() {
-		t.Fatalf("the process died: %s", p.status)
-	}
+	stillRunsUntraced(t, p)
 }
 
 // mount mounts and unmounts it at the end of the test, also on failure.
@@ -250,4 +246,40 @@ func TestChangedMappedFileRefused(t *testing.T) {
 	r := restoreDetached(t, img, p)
 	r.signal(t, unix.SIGUSR1)
 	r.waitLog(t, `(?m)^hold ok h$`, 1, 10*time.Second)
+}
+
+// A UNIX socket bound by a path inside a chroot is refused by name at
+// dump: chpox, outside the chroot, would bind it elsewhere.
+func TestChrootUnixSocketRefused(t *testing.T) {
+	setup(t)
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is needed:", err)
+	}
+	newRoot := t.TempDir()
+	p := startExe(t, "chrootsock", python, "-c", `import os, socket, sys, time
+os.chroot(sys.argv[1])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("/sock")
+s.listen(1)
+print("ready", flush=True)
+time.sleep(600)`, newRoot)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	res := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "x.img"))
+	if res.code != 6 || !strings.Contains(res.stderr, `"/sock"`) || !strings.Contains(res.stderr, newRoot) {
+		t.Errorf("dump: exit %d, stderr %q; want 6 naming /sock in the chroot %s", res.code, res.stderr, newRoot)
+	}
+	stillRunsUntraced(t, p)
+}
+
+// stillRunsUntraced fails the test unless p runs on, no longer traced,
+// after a refused dump.
+func stillRunsUntraced(t *testing.T, p *proc) {
+	t.Helper()
+	if p.exited() {
+		t.Fatalf("the process died: %s", p.status)
+	}
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("after the refused dump: %s", st)
+	}
 }
