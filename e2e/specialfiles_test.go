@@ -283,3 +283,40 @@ func stillRunsUntraced(t *testing.T, p *proc) {
 		t.Errorf("after the refused dump: %s", st)
 	}
 }
+
+// A process whose executable was deleted (a program upgraded under it)
+// comes back running, its exe link on an unlinked stand-in with the same
+// bytes at the same path; the deleted areas of its memory are saved whole.
+func TestDeletedExecutable(t *testing.T) {
+	setup(t, "counter")
+	exe := filepath.Join(t.TempDir(), "counter-old")
+	orig, err := os.ReadFile(progs["counter"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, orig, 0o751); err != nil {
+		t.Fatal(err)
+	}
+	p := startExe(t, "counter", exe)
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	img := dumpKill(t, p)
+	atDump := checkCounterLog(t, p.log)
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, countRE, atDump+20, 10*time.Second)
+	link := "/proc/" + strconv.Itoa(r.pid) + "/exe"
+	if got, _ := os.Readlink(link); got != exe+" (deleted)" {
+		t.Errorf("restored exe link is %q, want %q", got, exe+" (deleted)")
+	}
+	if got, err := os.ReadFile(link); err != nil || !slices.Equal(got, orig) {
+		t.Errorf("restored exe holds %d bytes (%v), not the %d of the original", len(got), err, len(orig))
+	}
+	if st, err := os.Stat(link); err != nil || st.Mode().Perm() != 0o751 {
+		t.Errorf("restored exe mode %v (%v), want 0751", st.Mode(), err)
+	}
+	if _, err := os.Stat(exe); err == nil {
+		t.Errorf("the deleted executable is back at %s", exe)
+	}
+}

@@ -128,7 +128,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 	if p.CwdDeleted {
 		cwd += " (deleted)"
 	}
-	fmt.Fprintf(out, "  exe %s\n  cwd %s\n", p.Exe, cwd)
+	exe := p.Exe
+	if p.ExeFile != nil {
+		exe += fmt.Sprintf(" (%s saved)", bytesString(p.ExeFile.Size))
+	}
+	fmt.Fprintf(out, "  exe %s\n  cwd %s\n", exe, cwd)
 	if p.Root != "" && p.Root != "/" {
 		fmt.Fprintf(out, "  root %s (chroot)\n", p.Root)
 	}

@@ -57,6 +57,7 @@ type proc struct {
 	*Member
 	areas []*vmadump.Area
 	files []*procinfo.OpenFile
+	exe   *procinfo.OpenFile // a deleted executable, else nil
 }
 
 // plan is everything that goes into the data section, in order.
@@ -77,6 +78,9 @@ func (pl *plan) close() {
 	}
 	for _, p := range pl.procs {
 		procinfo.CloseFiles(p.files)
+		if p.exe != nil {
+			procinfo.CloseFiles([]*procinfo.OpenFile{p.exe})
+		}
 	}
 }
 
@@ -127,6 +131,9 @@ func (pl *plan) gather(ms []*Member) error {
 		if p.files, err = procinfo.Files(m.Info.PID); err != nil {
 			return err
 		}
+		if p.exe, err = procinfo.DeletedExe(m.Info.PID); err != nil {
+			return fmt.Errorf("pid %d: deleted executable: %w", m.Info.PID, err)
+		}
 	}
 	steps := []func() error{pl.sharedMemory, pl.descriptions, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles}
 	for _, step := range steps {
@@ -142,6 +149,9 @@ func (pl *plan) gather(ms []*Member) error {
 		}
 		for _, f := range p.files {
 			in.Files = append(in.Files, f.File)
+		}
+		if p.exe != nil {
+			in.ExeFile = &p.exe.File
 		}
 	}
 	return nil
@@ -177,8 +187,12 @@ func (pl *plan) sharedMemory() error {
 func (pl *plan) deletedFiles() error {
 	seen := map[int]bool{}
 	for _, p := range pl.procs {
-		for _, f := range p.files {
-			if f.Source == nil || seen[f.Desc] {
+		files := p.files
+		if p.exe != nil {
+			files = append(files[:len(files):len(files)], p.exe) // Desc 0: its own
+		}
+		for _, f := range files {
+			if f.Source == nil || f.Desc != 0 && seen[f.Desc] {
 				continue
 			}
 			seen[f.Desc] = true
@@ -226,7 +240,11 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 		}
 	}
 	for _, p := range pl.procs {
-		for _, f := range p.files {
+		files := p.files
+		if p.exe != nil {
+			files = append(files[:len(files):len(files)], p.exe)
+		}
+		for _, f := range files {
 			if f.Source != nil && f.Content != nil {
 				if err := f.CopyContent(w); err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)

@@ -70,6 +70,10 @@ func sampleHeader(nproc int, dataBytes int) *Header {
 // and file contents are appended to d.
 func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	siginfo := d.bytes(siginfoSize)
+	var exeRun DataRun // before the other runs: tests move the last ones
+	if !small {
+		exeRun = d.add(0, 9000)
+	}
 	p := &Process{
 		PID: pid, PPID: 1, PGID: pid, SID: pid,
 		Comm:    "counter",
@@ -155,6 +159,8 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 			File{FD: 9, Desc: 100*pid + 9, Kind: FileChar, Path: "/tmp/null", Flags: 0o1, Mode: 0o20600, Deleted: true, Rdev: 0x103},
 			File{FD: 10, Desc: 100*pid + 10, Kind: FilePath, Path: "/tmp/link", Flags: 0o12400000, Mode: 0o120777, Dev: 2049, Inode: 13})
 		p.CwdDeleted = true
+		p.Exe += " (deleted)"
+		p.ExeFile = &File{Kind: FileDeleted, Path: "/usr/bin/app", Mode: 0o100755, Size: 9000, Content: []DataRun{exeRun}}
 	}
 	return p
 }
@@ -481,6 +487,11 @@ func TestRoundTrip(t *testing.T) {
 				for _, f := range p.Files {
 					for _, r := range f.Content {
 						check(fmt.Sprintf("pid %d fd %d", p.PID, f.FD), r)
+					}
+				}
+				if p.ExeFile != nil {
+					for _, r := range p.ExeFile.Content {
+						check(fmt.Sprintf("pid %d exe", p.PID), r)
 					}
 				}
 			}
@@ -1247,6 +1258,13 @@ func TestValidate(t *testing.T) {
 			ps[0].Files[1].Content, ps[0].Files[2].Content = ps[0].Files[2].Content, nil
 		}, ErrCorrupt},
 		{"deleted regular file record", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Deleted = true }, ErrCorrupt},
+		{"executable record of another kind", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].ExeFile = &File{Kind: FileRegular, Path: "/bin/x"}
+		}, ErrCorrupt},
+		{"executable content beyond its size", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].ExeFile = &File{Kind: FileDeleted, Path: "/bin/x", Size: 10, Content: ps[0].Files[2].Content}
+			ps[0].Files[2].Content = nil
+		}, ErrCorrupt},
 		{"O_PATH kind without O_PATH", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].Files[1].Kind = FilePath
 		}, ErrCorrupt},

@@ -29,6 +29,10 @@ type Process struct {
 	// CwdDeleted (version 3): the working directory was removed; restore
 	// gives the process an empty stand-in at Cwd, removed again.
 	CwdDeleted bool `json:"cwd_deleted,omitempty"`
+	// ExeFile (version 3): the executable had been deleted (Exe ends in
+	// " (deleted)"): a record of kind deleted with its content, so that
+	// restore can point the exe link at a stand-in.
+	ExeFile *File `json:"exe_file,omitempty"`
 
 	Creds       Creds       `json:"creds"`
 	Umask       uint32      `json:"umask"`

@@ -324,6 +324,19 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		prevEnd = p.VMAs[i].End
 	}
+	if f := p.ExeFile; f != nil {
+		if f.Kind != FileDeleted || f.Size < 0 {
+			return corrupt("pid %d: the executable's record is of kind %q, size %d", p.PID, f.Kind, f.Size)
+		}
+		for _, r := range f.Content {
+			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr || f.Size > 0 && r.Addr+r.Len > uint64(f.Size) {
+				return corrupt("pid %d: executable content run %d+%d beyond its size %d", p.PID, r.Addr, r.Len, f.Size)
+			}
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("pid %d: executable: %w", p.PID, err)
+			}
+		}
+	}
 	fds := make(map[int]bool)
 	for _, f := range p.Files {
 		if f.FD < 0 || fds[f.FD] {
@@ -382,6 +395,9 @@ func (img *Image) disjointRuns() error {
 		}
 		for _, f := range p.Files {
 			add(f.Content)
+		}
+		if p.ExeFile != nil {
+			add(p.ExeFile.Content)
 		}
 	}
 	for _, m := range img.Objects.Shm {

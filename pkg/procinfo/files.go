@@ -204,6 +204,23 @@ func dataRuns(fd int, size int64) ([]format.DataRun, error) {
 	return runs, nil
 }
 
+// DeletedExe returns the executable of pid with its content to copy if
+// it was deleted (a program upgraded under a running process), else nil.
+func DeletedExe(pid int) (*OpenFile, error) {
+	link := procPath(pid, "exe")
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil || st.Nlink != 0 {
+		return nil, nil // a kernel thread, or an executable that is there
+	}
+	target, err := os.Readlink(link)
+	if err != nil {
+		return nil, err
+	}
+	f := &OpenFile{File: format.File{Path: strings.TrimSuffix(target, " (deleted)"), Mode: st.Mode,
+		Owner: &format.FileOwner{UID: st.Uid, GID: st.Gid}}, Dev: st.Dev, Ino: st.Ino}
+	return deleted(f, link, st.Size)
+}
+
 // CopyContent writes the deleted file's data runs to w, in order.
 func (f *OpenFile) CopyContent(w io.Writer) error {
 	for _, r := range f.Runs {

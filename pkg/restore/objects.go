@@ -22,6 +22,7 @@ type objects struct {
 	pipes   map[int]*pipe.Pipe  // by Pipe.ID
 	deleted map[int]*os.File    // by File.Desc
 	perms   map[*os.File]uint32 // the final mode of each of deleted
+	exes    map[int]*os.File    // by PID: stand-in for a deleted executable
 	descs   map[int]*os.File    // by File.Desc: chpox's copy of a shared description
 	uses    map[int]int         // by File.Desc: fds in the whole tree
 	unix    *unixsock.Set       // UNIX sockets, nil if none
@@ -34,7 +35,7 @@ type objects struct {
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
-	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{}, perms: map[*os.File]uint32{},
+	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{}, perms: map[*os.File]uint32{}, exes: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
@@ -65,6 +66,17 @@ func (o *objects) create(img *format.Image) error {
 		return err
 	}
 	for _, p := range img.Processes {
+		if f := p.ExeFile; f != nil {
+			// Its final mode at once: the exe link needs it executable.
+			t, err := ghost.Make(f.Path, unix.S_IFREG|f.Mode&0o7777, 0, f.Owner)
+			if err == nil && f.Size > 0 {
+				err = t.Truncate(f.Size)
+			}
+			if err != nil {
+				return fmt.Errorf("pid %d: recreate deleted executable %s: %w", p.PID, f.Path, err)
+			}
+			o.exes[p.PID] = t
+		}
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
 			if (f.Kind == format.FileDeleted || f.Deleted) && o.deleted[f.Desc] == nil {
@@ -175,7 +187,7 @@ func (o *objects) keep(desc, pid, fd int) error {
 
 func (o *objects) close() {
 	all := map[*os.File]bool{}
-	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs} {
+	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs, o.exes} {
 		for _, f := range m {
 			all[f] = true
 		}

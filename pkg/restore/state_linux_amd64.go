@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -28,10 +29,24 @@ func u64s(vals ...uint64) []byte {
 // setMM restores the mm fields, auxv and the exe link in one
 // prctl(PR_SET_MM, PR_SET_MM_MAP): the single-field calls need
 // CAP_SYS_RESOURCE, which restorers often lack.
-func (x *target) setMM(p *format.Process) error {
+func (x *target) setMM(p *format.Process, o *objects) error {
 	x.resetScratch()
 	exeFD := ^uint64(0)
-	if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
+	if t := o.exes[p.PID]; t != nil {
+		// A deleted executable's stand-in, read-only: the kernel denies
+		// writes to an exe file, and refuses one open for writing
+		// (kernel/fork.c, replace_mm_exe_file). Its content is written.
+		ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", t.Fd()))
+		if err != nil {
+			return fmt.Errorf("reopen the stand-in of %s: %w", p.Exe, err)
+		}
+		t.Close()
+		o.exes[p.PID] = ro
+		if exeFD, err = x.chpoxCopy(ro); err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, exeFD)
+	} else if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
 		path, err := x.cstring(p.Exe)
 		if err != nil {
 			return err

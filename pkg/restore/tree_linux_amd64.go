@@ -205,7 +205,7 @@ func (x *target) build(p *format.Process, o *objects) error {
 		f    func() error
 	}{
 		{"memory protection", func() error { return x.protect(p) }},
-		{"mm fields", func() error { return x.setMM(p) }},
+		{"mm fields", func() error { return x.setMM(p, o) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"threads", func() error { return x.restoreThreads(p) }},
