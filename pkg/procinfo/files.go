@@ -201,8 +201,18 @@ func dataRuns(fd int, size int64) ([]format.DataRun, error) {
 		}
 		off = hole
 	}
+	if len(runs) > maxRuns {
+		// Too fragmented for the record (sections are capped): one run
+		// over it all, its holes saved as zeros, correct but not sparse.
+		last := runs[len(runs)-1]
+		runs = []format.DataRun{{Addr: runs[0].Addr, Len: last.Addr + last.Len - runs[0].Addr}}
+	}
 	return runs, nil
 }
+
+// maxRuns bounds a deleted file's data runs: 64Ki runs are about 4 MiB of
+// the process record, whose section may hold 64 MiB.
+const maxRuns = 1 << 16
 
 // DeletedExe returns the executable of pid with its content to copy if
 // it was deleted (a program upgraded under a running process), else nil.
