@@ -320,3 +320,38 @@ func TestDeletedExecutable(t *testing.T) {
 		t.Errorf("the deleted executable is back at %s", exe)
 	}
 }
+
+// specialfiles as an ordinary user (uid 1000), dumped and restored by
+// root: the stand-ins belong to the user, and the deleted file the user
+// holds open for writing though its mode (0604, set after the open) no
+// longer lets it is reopened all the same, then given its mode.
+func TestSpecialFilesAsUser(t *testing.T) {
+	setup(t, "specialfiles")
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o777)
+	p := startExe(t, "specialfiles", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["specialfiles"], dir, "nodev")
+	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+	os.Chmod(filepath.Dir(p.log), 0o755)
+	os.Chmod(p.log, 0o666)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	p.signal(t, unix.SIGUSR1)
+	p.waitLog(t, `(?m)^special ok$`, 1, 10*time.Second)
+	img := dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^special ok$`, 2, 10*time.Second)
+	for _, fd := range []int{3, 5, 6} { // held, sparse, owned
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/"+strconv.Itoa(r.pid)+"/fd/"+strconv.Itoa(fd), &st); err != nil || st.Uid != 1000 {
+			t.Errorf("fd %d's stand-in belongs to uid %d (%v), want 1000", fd, st.Uid, err)
+		}
+	}
+}
