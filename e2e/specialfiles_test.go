@@ -323,7 +323,7 @@ func TestDeletedExecutable(t *testing.T) {
 
 // specialfiles as an ordinary user (uid 1000), dumped and restored by
 // root: the stand-ins belong to the user, and the deleted file the user
-// holds open for writing though its mode (0604, set after the open) no
+// holds open for writing though its mode (0404, set after the open) no
 // longer lets it is reopened all the same, then given its mode.
 func TestSpecialFilesAsUser(t *testing.T) {
 	setup(t, "specialfiles")

@@ -10,7 +10,7 @@
 //   dev       DIR/null, mknod c 1 3 (not with nodev), O_WRONLY, unlinked
 //   sparse    DIR/sparse, 4 MiB with data at 0 and at 1 MiB only, offset
 //             1 MiB + 3, unlinked: same size, same holes after restore
-//   owned     DIR/owned, O_RDWR, owner 1234:1235 and mode 0604 set after
+//   owned     DIR/owned, O_RDWR, owner 1234:1235 and mode 0404 set after
 //             the open (root only; else only the mode), unlinked
 //   same      DIR/same, "old" opened, unlinked, then a new DIR/same with
 //             "new" that must stay untouched
@@ -136,8 +136,8 @@ static int check(const char *dir) {
 	    memcmp(buf, "middle", 6) != 0 || pread(sparse, buf, 4, 2 * MiB) != 4 || memcmp(buf, "\0\0\0\0", 4) != 0)
 		FAIL("sparse content\n");
 
-	if (fstat(owned, &st) != 0 || (st.st_mode & 07777) != 0604 || st.st_nlink != 0)
-		FAIL("owned mode %#o nlink %ld, want 0604, 0\n", st.st_mode & 07777, (long)st.st_nlink);
+	if (fstat(owned, &st) != 0 || (st.st_mode & 07777) != 0404 || st.st_nlink != 0)
+		FAIL("owned mode %#o nlink %ld, want 0404, 0\n", st.st_mode & 07777, (long)st.st_nlink);
 	if (root && (st.st_uid != 1234 || st.st_gid != 1235))
 		FAIL("owned belongs to %d:%d, want 1234:1235\n", st.st_uid, st.st_gid);
 	if (pwrite(owned, "w", 1, 0) != 1)
@@ -201,7 +201,7 @@ int main(int argc, char **argv) {
 		die("sparse");
 	nlayout = holes(sparse, layout, 16);
 	if ((owned = open(at(dir, "owned"), O_RDWR | O_CREAT | O_EXCL, 0600)) < 0 || write(owned, "mine", 4) != 4 ||
-	    (root && fchown(owned, 1234, 1235) != 0) || fchmod(owned, 0604) != 0 || unlink(path_buf) != 0)
+	    (root && fchown(owned, 1234, 1235) != 0) || fchmod(owned, 0404) != 0 || unlink(path_buf) != 0)
 		die("owned");
 	int fd = open(at(dir, "same"), O_RDWR | O_CREAT | O_EXCL, 0644);
 	if (fd < 0 || write(fd, "old", 3) != 3 || close(fd) != 0 || (same = open(path_buf, O_RDONLY)) < 0 || unlink(path_buf) != 0 ||
