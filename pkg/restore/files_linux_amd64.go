@@ -212,5 +212,26 @@ func (x *target) openFile(f format.File, o *objects) error {
 			return err
 		}
 	}
-	return x.moveFD(fd, f.FD, flags&unix.O_CLOEXEC)
+	if err := x.moveFD(fd, f.FD, flags&unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	return x.sameFile(f)
+}
+
+// sameFile checks that what the process opened by path is the file of
+// the image (checkFD looked before anything started; the path may have
+// changed since, or resolve otherwise in the process's view).
+func (x *target) sameFile(f format.File) error {
+	if f.Inode == 0 || f.Deleted || f.Kind == format.FileChar || f.Kind == format.FileBlock {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", x.pid(), f.FD), &st); err != nil {
+		return err
+	}
+	if st.Ino != f.Inode || st.Dev != f.Dev {
+		return fmt.Errorf("%s opened as another file (device %d:%d inode %d, it was %d:%d inode %d): %w",
+			f.Path, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, unix.Major(f.Dev), unix.Minor(f.Dev), f.Inode, ErrIncompatible)
+	}
+	return nil
 }
