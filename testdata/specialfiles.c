@@ -18,6 +18,7 @@
 //   link      DIR/link -> target-nowhere, O_PATH|O_NOFOLLOW: a symlink
 //   viaproc   DIR/viaproc reopened through /proc/self/fd/N, offset 2
 //   mapped    DIR/mapped, 8 KiB mapped private and shared, unlinked
+//   memfd     memfd "special" holding "memfd-data", offset 2
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +43,7 @@ static void on_usr1(int sig) {
 static int held, fifo, dev = -1, sparse, owned, same, opath, link_fd, viaproc, viaproc_orig;
 static ino_t opath_ino, viaproc_ino;
 static char *priv, *shared;
-static int nodev, root;
+static int nodev, root, memfd;
 static off_t layout[16];
 static int nlayout;
 
@@ -172,6 +173,17 @@ static int check(const char *dir) {
 		FAIL("shared map of a deleted file holds %.14s, %.5s\n", shared, shared + 4096);
 	shared[20] = 'M'; // still writable
 
+	char self[64];
+	snprintf(self, sizeof self, "/proc/self/fd/%d", memfd);
+	n = readlink(self, buf, sizeof buf - 1);
+	buf[n > 0 ? n : 0] = 0;
+	if (strcmp(buf, "/memfd:special (deleted)") != 0)
+		FAIL("memfd is %s\n", buf);
+	if (lseek(memfd, 0, SEEK_CUR) != 2 || pread(memfd, buf, 10, 0) != 10 || memcmp(buf, "memfd-data", 10) != 0)
+		FAIL("memfd content or offset\n");
+	if (fcntl(memfd, F_GET_SEALS) < 0) // a memfd answers, another file says EINVAL
+		FAIL("memfd is not a memfd: F_GET_SEALS: %m\n");
+
 	(void)dir;
 	return 1;
 }
@@ -229,6 +241,9 @@ int main(int argc, char **argv) {
 	shared = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (priv == MAP_FAILED || shared == MAP_FAILED || close(fd) != 0 || unlink(path_buf) != 0)
 		die("mapped mmap");
+
+	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2)
+		die("memfd");
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);

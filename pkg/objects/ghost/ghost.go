@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -35,14 +36,21 @@ func Make(path string, mode uint32, rdev uint64, owner *format.FileOwner) (*os.F
 	typ, perm := mode&unix.S_IFMT, mode&0o1777
 	var f *os.File
 	var err error
-	for _, at := range candidates(path) {
-		f, err = create(at, typ, rdev)
-		if err == nil || !errors.Is(err, os.ErrExist) {
-			break
+	if name, ok := strings.CutPrefix(path, "/memfd:"); ok && typ == unix.S_IFREG {
+		// A memfd (memfd_create(2)) is one again, with its name; its
+		// seals are not kept.
+		f, err = memfd(name)
+	} else {
+		// Another name where the path is taken or its directory not
+		// writable (by chpox's fs ids).
+		for _, at := range candidates(path) {
+			if f, err = create(at, typ, rdev); err == nil || errors.Is(err, ErrNeedsRoot) {
+				break
+			}
 		}
-	}
-	if err != nil && typ == unix.S_IFREG && errors.Is(err, os.ErrExist) {
-		f, err = tmpfile(filepath.Dir(path))
+		if err != nil && typ == unix.S_IFREG {
+			f, err = tmpfile(filepath.Dir(path))
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stand-in for %s: %w", path, err)
@@ -63,9 +71,17 @@ func candidates(path string) []string {
 		out = append(out, filepath.Join(dir, fmt.Sprintf("%s.chpox-%d-%d", base, os.Getpid(), i)))
 	}
 	if _, err := os.Stat(dir); err != nil {
-		out = []string{filepath.Join(os.TempDir(), fmt.Sprintf("%s.chpox-%d", base, os.Getpid()))}
+		out = nil
 	}
-	return out
+	return append(out, filepath.Join(os.TempDir(), fmt.Sprintf("%s.chpox-%d", base, os.Getpid())))
+}
+
+func memfd(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("memfd_create", err)
+	}
+	return os.NewFile(uintptr(fd), "memfd:"+name), nil
 }
 
 // create makes the node at path, opens it and unlinks it. Nothing is

@@ -67,6 +67,14 @@ func TestMake(t *testing.T) {
 			f.Close()
 		}
 	}
+	m, err := Make("/memfd:name", unix.S_IFREG|0o600, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(m.Fd()))); link != "/memfd:name (deleted)" {
+		t.Errorf("memfd stand-in is %q", link)
+	}
+	m.Close()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("left behind: %v", entries)
 	}
