@@ -19,6 +19,8 @@
 //   viaproc   DIR/viaproc reopened through /proc/self/fd/N, offset 2
 //   mapped    DIR/mapped, 8 KiB mapped private and shared, unlinked
 //   memfd     memfd "special" holding "memfd-data", offset 2
+//   blk       DIR/blk, mknod b 7 0 (loop0; not with nodev), O_RDONLY, unlinked,
+//             and /dev/loop1 O_RDONLY
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -43,7 +45,7 @@ static void on_usr1(int sig) {
 static int held, fifo, dev = -1, sparse, owned, same, opath, link_fd, viaproc, viaproc_orig;
 static ino_t opath_ino, viaproc_ino;
 static char *priv, *shared;
-static int nodev, root, memfd;
+static int nodev, root, memfd, blk = -1, loop1 = -1;
 static off_t layout[16];
 static int nlayout;
 
@@ -184,6 +186,15 @@ static int check(const char *dir) {
 	if (fcntl(memfd, F_GET_SEALS) < 0) // a memfd answers, another file says EINVAL
 		FAIL("memfd is not a memfd: F_GET_SEALS: %m\n");
 
+	if (blk >= 0) {
+		if (fstat(blk, &st) != 0 || !S_ISBLK(st.st_mode) || st.st_rdev != makedev(7, 0) || st.st_nlink != 0)
+			FAIL("blk is not a removed node of loop0\n");
+		if (fstat(loop1, &st) != 0 || !S_ISBLK(st.st_mode) || st.st_rdev != makedev(7, 1) || st.st_nlink == 0)
+			FAIL("loop1 is not /dev/loop1\n");
+		if ((fcntl(blk, F_GETFL) & O_ACCMODE) != O_RDONLY)
+			FAIL("blk flags\n");
+	}
+
 	(void)dir;
 	return 1;
 }
@@ -242,6 +253,9 @@ int main(int argc, char **argv) {
 	if (priv == MAP_FAILED || shared == MAP_FAILED || close(fd) != 0 || unlink(path_buf) != 0)
 		die("mapped mmap");
 
+	if (!nodev && (mknod(at(dir, "blk"), S_IFBLK | 0600, makedev(7, 0)) != 0 || (blk = open(path_buf, O_RDONLY)) < 0 ||
+		       unlink(path_buf) != 0 || (loop1 = open("/dev/loop1", O_RDONLY)) < 0))
+		die("blk");
 	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2)
 		die("memfd");
 
