@@ -66,7 +66,8 @@ func TestSpecialFiles(t *testing.T) {
 		}
 	}
 	out := mustChpox(t, "inspect", img).stdout
-	for _, want := range []string{"cwd " + dir + "/cwd (deleted)", "sparse", "holes"} {
+	for _, want := range []string{"cwd " + dir + "/cwd (deleted)", "sparse (deleted, 4.0 MiB, 8.0 KiB saved, the rest holes", "fifo (deleted FIFO)",
+		"held (deleted, owner 0:0, mode 0750)", "null (deleted, owner 0:0, mode 0600) device 1:3", "link (the symlink)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect does not show %q:\n%s", want, out)
 		}

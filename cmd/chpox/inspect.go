@@ -68,7 +68,7 @@ func printImage(out io.Writer, img *format.Image) {
 	}
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
-		printProcess(out, p, users)
+		printProcess(out, p, users, deletedFIFOs(img.Objects.Pipes))
 	}
 }
 
@@ -118,7 +118,16 @@ func descUsers(ps []*format.Process) map[int][]string {
 	return out
 }
 
-func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
+// deletedFIFOs are the pipes that were FIFOs removed while open.
+func deletedFIFOs(pipes []format.Pipe) map[int]bool {
+	out := map[int]bool{}
+	for _, p := range pipes {
+		out[p.ID] = p.Deleted
+	}
+	return out
+}
+
+func printProcess(out io.Writer, p *format.Process, users map[int][]string, deletedFIFO map[int]bool) {
 	fmt.Fprintf(out, "\nprocess %d (%s) parent %d, group %d, session %d, uid %d\n", p.PID, p.Comm, p.PPID, p.PGID, p.SID, p.Creds.UID[0])
 	if p.Zombie {
 		fmt.Fprintf(out, "  zombie: wait status %#x\n", p.WaitStatus)
@@ -158,7 +167,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 				others = append(others, u)
 			}
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, fileNote(f), strings.Join(others, " "))
+		note := fileNote(f)
+		if f.Kind == format.FilePipe && deletedFIFO[f.Pipe] {
+			note = " (deleted FIFO)"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, f.Path, note, strings.Join(others, " "))
 	}
 	tw.Flush()
 	var sigs []string
