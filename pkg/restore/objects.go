@@ -18,25 +18,30 @@ import (
 // one fd. The processes reach them through /proc/<chpox>/fd or
 // pidfd_getfd(2); chpox closes its copies when the tree runs.
 type objects struct {
-	shm     map[int]*os.File    // by SharedMem.ID
-	pipes   map[int]*pipe.Pipe  // by Pipe.ID
-	deleted map[int]*os.File    // by File.Desc
-	perms   map[*os.File]uint32 // the final mode of each of deleted
-	exes    map[int]*os.File    // by PID: stand-in for a deleted executable
-	descs   map[int]*os.File    // by File.Desc: chpox's copy of a shared description
-	uses    map[int]int         // by File.Desc: fds in the whole tree
-	unix    *unixsock.Set       // UNIX sockets, nil if none
-	inet    *inetObjects        // TCP and UDP sockets (inet.go)
-	netlink []*os.File          // netlink sockets (netlink.go)
-	opt     Options             // the user's choices (external descriptors ...)
+	shm     map[int]*os.File   // by SharedMem.ID
+	pipes   map[int]*pipe.Pipe // by Pipe.ID
+	deleted map[int]*os.File   // by File.Desc
+	descs   map[int]*os.File   // by File.Desc: chpox's copy of a shared description
+	uses    map[int]int        // by File.Desc: fds in the whole tree
+	unix    *unixsock.Set      // UNIX sockets, nil if none
+	inet    *inetObjects       // TCP and UDP sockets (inet.go)
+	netlink []*os.File         // netlink sockets (netlink.go)
+	opt     Options            // the user's choices (external descriptors ...)
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
+
+	// perms: the final mode of each stand-in of deleted (given once every
+	// process reopened it); exes: by PID, the stand-in of a deleted
+	// executable.
+	perms map[*os.File]uint32
+	exes  map[int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
-	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{}, perms: map[*os.File]uint32{}, exes: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
+	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
+		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{},
+		perms: map[*os.File]uint32{}, exes: map[int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
