@@ -17,7 +17,8 @@
 //   opath     DIR/opath, O_PATH: same inode
 //   link      DIR/link -> target-nowhere, O_PATH|O_NOFOLLOW: a symlink
 //   viaproc   DIR/viaproc reopened through /proc/self/fd/N, offset 2
-//   mapped    DIR/mapped, 8 KiB mapped private and shared, unlinked
+//   mapped    DIR/mapped, 8 KiB mapped private (12 KiB: a page beyond its
+//             end) and shared, unlinked
 //   memfd     memfd "special" holding "memfd-data", offset 2
 //   blk       DIR/blk, mknod b 7 0 (loop0; not with nodev), O_RDONLY, unlinked,
 //             and /dev/loop1 O_RDONLY
@@ -248,7 +249,7 @@ int main(int argc, char **argv) {
 	if ((fd = open(at(dir, "mapped"), O_RDWR | O_CREAT | O_EXCL, 0600)) < 0 || ftruncate(fd, 8192) != 0 ||
 	    pwrite(fd, "mapped-content", 14, 0) != 14 || pwrite(fd, "page2", 5, 4096) != 5)
 		die("mapped");
-	priv = mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, fd, 0);
+	priv = mmap(NULL, 3 * 4096, PROT_READ, MAP_PRIVATE, fd, 0); // a page beyond the end
 	shared = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (priv == MAP_FAILED || shared == MAP_FAILED || close(fd) != 0 || unlink(path_buf) != 0)
 		die("mapped mmap");

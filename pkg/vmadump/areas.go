@@ -27,6 +27,9 @@ var ErrUnsupported = procinfo.ErrUnsupported
 type Area struct {
 	format.VMA
 	Deleted bool   // backing file was unlinked
+	// FileSize is a deleted file's size, -1 unknown: pages of a private
+	// mapping beyond its end cannot be read (SIGBUS).
+	FileSize int64
 	Inode   uint64 // of the backing file or shared memory object
 	RssKB   uint64 // resident + swapped KiB, from smaps
 	AnonKB  uint64 // private (anonymous) KiB, from smaps
@@ -61,6 +64,15 @@ func Areas(pid int) ([]*Area, error) {
 		if a.File != nil {
 			if err := statFile(pid, a); err != nil {
 				return nil, err
+			}
+		}
+		a.FileSize = -1
+		if a.Deleted {
+			// map_files needs CAP_CHECKPOINT_RESTORE: without it the
+			// whole area is tried.
+			var st unix.Stat_t
+			if unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), &st) == nil {
+				a.FileSize = st.Size
 			}
 		}
 		out = append(out, a)
