@@ -20,6 +20,8 @@
 //   mapped    DIR/mapped, 8 KiB mapped private (12 KiB: a page beyond its
 //             end) and shared, unlinked
 //   memfd     memfd "special" holding "memfd-data", offset 2
+//   twice     DIR/twice, "0123456789", unlinked, open twice (again through
+//             /proc/self/fd) at offsets 3 and 7: still one file
 //   blk       DIR/blk, mknod b 7 0 (loop0; not with nodev), O_RDONLY, unlinked,
 //             and /dev/loop1 O_RDONLY
 #define _GNU_SOURCE
@@ -46,7 +48,7 @@ static void on_usr1(int sig) {
 static int held, fifo, dev = -1, sparse, owned, same, opath, link_fd, viaproc, viaproc_orig;
 static ino_t opath_ino, viaproc_ino;
 static char *priv, *shared;
-static int nodev, root, memfd, blk = -1, loop1 = -1;
+static int nodev, root, memfd, blk = -1, loop1 = -1, twice1, twice2;
 static off_t layout[16];
 static int nlayout;
 
@@ -187,6 +189,16 @@ static int check(const char *dir) {
 	if (fcntl(memfd, F_GET_SEALS) < 0) // a memfd answers, another file says EINVAL
 		FAIL("memfd is not a memfd: F_GET_SEALS: %m\n");
 
+	struct stat st2;
+	if (fstat(twice1, &st) != 0 || fstat(twice2, &st2) != 0 || st.st_ino != st2.st_ino || st.st_dev != st2.st_dev || st.st_nlink != 0)
+		FAIL("twice: the two opens are two files now\n");
+	if (lseek(twice1, 0, SEEK_CUR) != 3 || lseek(twice2, 0, SEEK_CUR) != 7)
+		FAIL("twice offsets %ld %ld\n", (long)lseek(twice1, 0, SEEK_CUR), (long)lseek(twice2, 0, SEEK_CUR));
+	static char c = 'a';
+	if (pwrite(twice1, &c, 1, 0) != 1 || pread(twice2, buf, 1, 0) != 1 || buf[0] != c)
+		FAIL("twice: a write through one is not seen through the other\n");
+	c++;
+
 	if (blk >= 0) {
 		if (fstat(blk, &st) != 0 || !S_ISBLK(st.st_mode) || st.st_rdev != makedev(7, 0) || st.st_nlink != 0)
 			FAIL("blk is not a removed node of loop0\n");
@@ -257,6 +269,12 @@ int main(int argc, char **argv) {
 	if (!nodev && (mknod(at(dir, "blk"), S_IFBLK | 0600, makedev(7, 0)) != 0 || (blk = open(path_buf, O_RDONLY)) < 0 ||
 		       unlink(path_buf) != 0 || (loop1 = open("/dev/loop1", O_RDONLY)) < 0))
 		die("blk");
+	if ((twice1 = open(at(dir, "twice"), O_RDWR | O_CREAT | O_EXCL, 0600)) < 0 || write(twice1, "0123456789", 10) != 10 ||
+	    unlink(path_buf) != 0 || lseek(twice1, 3, SEEK_SET) != 3)
+		die("twice");
+	snprintf(self, sizeof self, "/proc/self/fd/%d", twice1);
+	if ((twice2 = open(self, O_RDWR)) < 0 || lseek(twice2, 7, SEEK_SET) != 7)
+		die("twice reopen");
 	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2)
 		die("memfd");
 

@@ -185,17 +185,20 @@ func (pl *plan) sharedMemory() error {
 }
 
 func (pl *plan) deletedFiles() error {
-	seen := map[int]bool{}
+	seen := map[[2]uint64]bool{} // by device and inode: one copy of a file however often open
 	for _, p := range pl.procs {
 		files := p.files
 		if p.exe != nil {
-			files = append(files[:len(files):len(files)], p.exe) // Desc 0: its own
+			files = append(files[:len(files):len(files)], p.exe)
 		}
 		for _, f := range files {
-			if f.Source == nil || f.Desc != 0 && seen[f.Desc] {
+			key := [2]uint64{f.Dev, f.Ino}
+			if f.Source == nil || f != p.exe && seen[key] {
 				continue
 			}
-			seen[f.Desc] = true
+			if f != p.exe {
+				seen[key] = true
+			}
 			// Only the data: holes stay holes, restore truncates the
 			// stand-in to the size first. No size limit: the image grows
 			// by the data a deleted file holds.

@@ -171,7 +171,10 @@ func deleted(f *OpenFile, link string, size int64) (*OpenFile, error) {
 	}
 	f.Kind = format.FileDeleted
 	f.Source, f.Size, f.Runs = src, size, runs
-	f.File.Size = size
+	// Dev and Inode tell the descriptions of one deleted file (opened
+	// twice, or again through /proc/self/fd): restore gives them one
+	// stand-in, and the data is saved once.
+	f.File.Size, f.File.Dev, f.Inode = size, f.Dev, f.Ino
 	return f, nil
 }
 

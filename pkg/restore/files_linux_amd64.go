@@ -222,7 +222,7 @@ func (x *target) openFile(f format.File, o *objects) error {
 // the image (checkFD looked before anything started; the path may have
 // changed since, or resolve otherwise in the process's view).
 func (x *target) sameFile(f format.File) error {
-	if f.Inode == 0 || f.Deleted || f.Kind == format.FileChar || f.Kind == format.FileBlock {
+	if f.Inode == 0 || f.Deleted || f.Kind == format.FileDeleted || f.Kind == format.FileChar || f.Kind == format.FileBlock {
 		return nil
 	}
 	var st unix.Stat_t

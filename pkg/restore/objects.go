@@ -70,6 +70,7 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openExternals(img); err != nil {
 		return err
 	}
+	byInode := map[[2]uint64]*os.File{} // one stand-in for the descriptions of one deleted file
 	for _, p := range img.Processes {
 		if f := p.ExeFile; f != nil {
 			// Its final mode at once: the exe link needs it executable.
@@ -85,11 +86,16 @@ func (o *objects) create(img *format.Image) error {
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
 			if (f.Kind == format.FileDeleted || f.Deleted) && o.deleted[f.Desc] == nil {
+				key := [2]uint64{f.Dev, f.Inode}
+				if t := byInode[key]; t != nil && f.Inode != 0 {
+					o.deleted[f.Desc] = t
+					continue
+				}
 				t, err := o.standIn(p, f)
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: recreate deleted %s %s: %w", p.PID, f.FD, f.Kind, f.Path, err)
 				}
-				o.deleted[f.Desc] = t
+				o.deleted[f.Desc], byInode[key] = t, t
 			}
 		}
 	}
