@@ -19,7 +19,8 @@
 //   viaproc   DIR/viaproc reopened through /proc/self/fd/N, offset 2
 //   mapped    DIR/mapped, 8 KiB mapped private (12 KiB: a page beyond its
 //             end) and shared, unlinked
-//   memfd     memfd "special" holding "memfd-data", offset 2
+//   memfd     memfd "special" holding "memfd-data", offset 2, also mapped
+//             shared: a write through the fd shows in the mapping
 //   twice     DIR/twice, "0123456789", unlinked, open twice (again through
 //             /proc/self/fd) at offsets 3 and 7: still one file
 //   blk       DIR/blk, mknod b 7 0 (loop0; not with nodev), O_RDONLY, unlinked,
@@ -47,7 +48,7 @@ static void on_usr1(int sig) {
 #define MiB (1L << 20)
 static int held, fifo, dev = -1, sparse, owned, same, opath, link_fd, viaproc, viaproc_orig;
 static ino_t opath_ino, viaproc_ino;
-static char *priv, *shared;
+static char *priv, *shared, *memmap;
 static int nodev, root, memfd, blk = -1, loop1 = -1, twice1, twice2;
 static off_t layout[16];
 static int nlayout;
@@ -184,10 +185,14 @@ static int check(const char *dir) {
 	buf[n > 0 ? n : 0] = 0;
 	if (strcmp(buf, "/memfd:special (deleted)") != 0)
 		FAIL("memfd is %s\n", buf);
-	if (lseek(memfd, 0, SEEK_CUR) != 2 || pread(memfd, buf, 10, 0) != 10 || memcmp(buf, "memfd-data", 10) != 0)
+	if (lseek(memfd, 0, SEEK_CUR) != 2 || pread(memfd, buf, 10, 0) != 10 || memcmp(buf + 1, "emfd-data", 9) != 0) // [0] is written below
 		FAIL("memfd content or offset\n");
 	if (fcntl(memfd, F_GET_SEALS) < 0) // a memfd answers, another file says EINVAL
 		FAIL("memfd is not a memfd: F_GET_SEALS: %m\n");
+	static char m = 'A';
+	if (memcmp(memmap + 1, "emfd-data", 9) != 0 || pwrite(memfd, &m, 1, 0) != 1 || memmap[0] != m)
+		FAIL("memfd's mapping is not the memfd: %.10s\n", memmap);
+	m++;
 
 	struct stat st2;
 	if (fstat(twice1, &st) != 0 || fstat(twice2, &st2) != 0 || st.st_ino != st2.st_ino || st.st_dev != st2.st_dev || st.st_nlink != 0)
@@ -275,7 +280,8 @@ int main(int argc, char **argv) {
 	snprintf(self, sizeof self, "/proc/self/fd/%d", twice1);
 	if ((twice2 = open(self, O_RDWR)) < 0 || lseek(twice2, 7, SEEK_SET) != 7)
 		die("twice reopen");
-	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2)
+	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2 ||
+	    (memmap = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0)) == MAP_FAILED)
 		die("memfd");
 
 	struct sigaction sa;

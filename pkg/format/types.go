@@ -91,6 +91,9 @@ type SharedMem struct {
 	Inode uint64    `json:"inode"`
 	Size  uint64    `json:"size"`
 	Pages []DataRun `json:"pages,omitempty"`
+	// Dev (version 3): the device of the object; with Inode it ties the
+	// object to a deleted file of the image held open too (a memfd).
+	Dev uint64 `json:"dev,omitempty"`
 }
 
 // Creds are the process credentials: real, effective, saved and fs ids.

@@ -50,13 +50,6 @@ func newObjects(img *format.Image, opt Options) (*objects, error) {
 }
 
 func (o *objects) create(img *format.Image) error {
-	for _, s := range img.Objects.Shm {
-		f, err := memfd(s)
-		if err != nil {
-			return err
-		}
-		o.shm[s.ID] = f
-	}
 	for _, p := range img.Objects.Pipes {
 		po, err := pipe.New(p)
 		if err != nil {
@@ -98,6 +91,20 @@ func (o *objects) create(img *format.Image) error {
 				o.deleted[f.Desc], byInode[key] = t, t
 			}
 		}
+	}
+	for _, s := range img.Objects.Shm {
+		// Memory shared with a deleted file the image also holds open (a
+		// memfd mapped and written through its fd): the file's stand-in,
+		// so that both stay one.
+		if t := byInode[[2]uint64{s.Dev, s.Inode}]; t != nil && s.Dev != 0 {
+			o.shm[s.ID] = t
+			continue
+		}
+		f, err := memfd(s)
+		if err != nil {
+			return err
+		}
+		o.shm[s.ID] = f
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -31,6 +32,9 @@ func OpenShm(pid int, a *Area) (*Shm, error) {
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
 	}
 	s := &Shm{SharedMem: format.SharedMem{Inode: a.Inode, Size: uint64(st.Size())}, f: f}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		s.Dev = sys.Dev
+	}
 	if err := s.findData(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("dump %d: shared memory %#x-%#x: %w", pid, a.Start, a.End, err)
