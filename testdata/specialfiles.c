@@ -4,7 +4,8 @@
 //
 //   specialfiles DIR [nodev]
 //
-//   cwd       DIR/cwd, removed: the working directory is a deleted one
+//   cwd       DIR/cwd, removed: the working directory is a deleted one,
+//             mode 0510, owner 1234:1235 (root)
 //   held      DIR/held, a directory held open and removed
 //   fifo      DIR/fifo, O_RDWR, "fifo-bytes" written and not read, unlinked
 //   dev       DIR/null, mknod c 1 3 (not with nodev), O_WRONLY, unlinked
@@ -97,6 +98,8 @@ static int check(const char *dir) {
 	// The working directory: removed, empty, shown as deleted.
 	if (stat(".", &st) != 0 || !S_ISDIR(st.st_mode) || st.st_nlink != 0)
 		FAIL("cwd is not a removed directory (nlink %ld)\n", (long)st.st_nlink);
+	if ((st.st_mode & 07777) != 0510 || (root && (st.st_uid != 1234 || st.st_gid != 1235)))
+		FAIL("cwd mode %#o owner %d:%d, want 0510 (1234:1235)\n", st.st_mode & 07777, st.st_uid, st.st_gid);
 	ssize_t n = readlink("/proc/self/cwd", buf, sizeof buf - 1);
 	buf[n > 0 ? n : 0] = 0;
 	if (n < 0 || !strstr(buf, "/cwd (deleted)"))
@@ -226,7 +229,9 @@ int main(int argc, char **argv) {
 	nodev = argc > 2 && strcmp(argv[2], "nodev") == 0;
 	root = geteuid() == 0;
 
-	if (mkdir(at(dir, "cwd"), 0755) != 0 || chdir(path_buf) != 0 || rmdir(path_buf) != 0)
+	// Mode 0510 and (as root) another owner: its stand-in must have them.
+	if (mkdir(at(dir, "cwd"), 0755) != 0 || chdir(path_buf) != 0 || (root && chown(".", 1234, 1235) != 0) ||
+	    chmod(".", 0510) != 0 || rmdir(path_buf) != 0)
 		die("cwd");
 	if (mkdir(at(dir, "held"), 0750) != 0 || (held = open(path_buf, O_RDONLY | O_DIRECTORY)) < 0 || rmdir(path_buf) != 0)
 		die("held");

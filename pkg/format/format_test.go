@@ -158,7 +158,7 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 			File{FD: 8, Desc: 100*pid + 8, Kind: FileDir, Path: "/tmp/gone", Flags: 0o2200000, Mode: 0o40750, Deleted: true, Owner: &FileOwner{}},
 			File{FD: 9, Desc: 100*pid + 9, Kind: FileChar, Path: "/tmp/null", Flags: 0o1, Mode: 0o20600, Deleted: true, Rdev: 0x103},
 			File{FD: 10, Desc: 100*pid + 10, Kind: FilePath, Path: "/tmp/link", Flags: 0o12400000, Mode: 0o120777, Dev: 2049, Inode: 13})
-		p.CwdDeleted = true
+		p.CwdDeleted, p.CwdMode, p.CwdOwner = true, 0o755, &FileOwner{UID: 3}
 		p.Exe += " (deleted)"
 		p.ExeFile = &File{Kind: FileDeleted, Path: "/usr/bin/app", Mode: 0o100755, Size: 9000, Content: []DataRun{exeRun}}
 	}
@@ -1258,6 +1258,7 @@ func TestValidate(t *testing.T) {
 			ps[0].Files[1].Content, ps[0].Files[2].Content = ps[0].Files[2].Content, nil
 		}, ErrCorrupt},
 		{"deleted regular file record", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Deleted = true }, ErrCorrupt},
+		{"working directory mode without a removed one", func(_ *Header, ps []*Process, _ uint64) { ps[0].CwdMode = 0o755 }, ErrCorrupt},
 		{"executable record of another kind", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].ExeFile = &File{Kind: FileRegular, Path: "/bin/x"}
 		}, ErrCorrupt},

@@ -29,6 +29,10 @@ type Process struct {
 	// CwdDeleted (version 3): the working directory was removed; restore
 	// gives the process an empty stand-in at Cwd, removed again.
 	CwdDeleted bool `json:"cwd_deleted,omitempty"`
+	// CwdMode and CwdOwner (version 3): of a removed working directory,
+	// for its stand-in (without them: 0700, the process's fs ids).
+	CwdMode  uint32     `json:"cwd_mode,omitempty"`
+	CwdOwner *FileOwner `json:"cwd_owner,omitempty"`
 	// ExeFile (version 3): the executable had been deleted (Exe ends in
 	// " (deleted)"): a record of kind deleted with its content, so that
 	// restore can point the exe link at a stand-in.

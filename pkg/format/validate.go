@@ -324,6 +324,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		prevEnd = p.VMAs[i].End
 	}
+	if p.CwdMode&^0o7777 != 0 || (p.CwdMode != 0 || p.CwdOwner != nil) && !p.CwdDeleted {
+		return corrupt("pid %d: working directory mode %#o or owner without a removed working directory", p.PID, p.CwdMode)
+	}
 	if f := p.ExeFile; f != nil {
 		if f.Kind != FileDeleted || f.Size < 0 {
 			return corrupt("pid %d: the executable's record is of kind %q, size %d", p.PID, f.Kind, f.Size)

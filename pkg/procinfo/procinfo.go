@@ -229,6 +229,7 @@ func readPaths(p procfs.Proc, in *Info) error {
 	var st unix.Stat_t
 	if unix.Stat(procPath(p.PID, "cwd"), &st) == nil && st.Nlink == 0 {
 		in.Cwd, in.CwdDeleted = strings.TrimSuffix(in.Cwd, " (deleted)"), true
+		in.CwdMode, in.CwdOwner = st.Mode&0o7777, &format.FileOwner{UID: st.Uid, GID: st.Gid}
 	}
 	if unix.Stat(procPath(p.PID, "root"), &st) == nil && st.Nlink == 0 {
 		in.RootDeleted = true

@@ -179,8 +179,13 @@ func (x *target) restoreMisc(p *format.Process) error {
 func (x *target) restoreDirs(p *format.Process) error {
 	x.resetScratch()
 	if p.CwdDeleted {
-		// Owned by the process's fs ids: fchdir needs search permission.
-		t, err := ghost.Make(p.Cwd, unix.S_IFDIR|0o700, 0, &format.FileOwner{UID: p.Creds.UID[3], GID: p.Creds.GID[3]})
+		owner, mode := p.CwdOwner, p.CwdMode
+		if owner == nil { // an image without them
+			owner, mode = &format.FileOwner{UID: p.Creds.UID[3], GID: p.Creds.GID[3]}, 0o700
+		}
+		// Open to all until the process is in it: fchdir needs search
+		// permission, which the original's mode may not give it.
+		t, err := ghost.Make(p.Cwd, unix.S_IFDIR|0o777, 0, owner)
 		if err != nil {
 			return fmt.Errorf("working directory %s (deleted): %w", p.Cwd, err)
 		}
@@ -192,6 +197,9 @@ func (x *target) restoreDirs(p *format.Process) error {
 		defer x.call("close", unix.SYS_CLOSE, cp)
 		if _, err := x.call("fchdir "+p.Cwd+" (deleted)", unix.SYS_FCHDIR, cp); err != nil {
 			return err
+		}
+		if err := ghost.Chmod(t, mode); err != nil {
+			return fmt.Errorf("working directory %s (deleted): %w", p.Cwd, err)
 		}
 	} else {
 		cwd, err := x.cstring(p.Cwd)
