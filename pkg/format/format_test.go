@@ -1258,7 +1258,7 @@ func TestValidate(t *testing.T) {
 			ps[0].Files[1].Content, ps[0].Files[2].Content = ps[0].Files[2].Content, nil
 		}, ErrCorrupt},
 		{"deleted regular file record", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Deleted = true }, ErrCorrupt},
-		{"working directory mode without a removed one", func(_ *Header, ps []*Process, _ uint64) { ps[0].CwdMode = 0o755 }, ErrCorrupt},
+		{"working directory mode without a removed one", func(_ *Header, ps []*Process, _ uint64) { ps[0].CwdDeleted = false }, ErrCorrupt},
 		{"executable record of another kind", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].ExeFile = &File{Kind: FileRegular, Path: "/bin/x"}
 		}, ErrCorrupt},

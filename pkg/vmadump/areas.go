@@ -27,12 +27,13 @@ var ErrUnsupported = procinfo.ErrUnsupported
 type Area struct {
 	format.VMA
 	Deleted bool   // backing file was unlinked
-	// FileSize is a deleted file's size, -1 unknown: pages of a private
-	// mapping beyond its end cannot be read (SIGBUS).
-	FileSize int64
 	Inode   uint64 // of the backing file or shared memory object
 	RssKB   uint64 // resident + swapped KiB, from smaps
 	AnonKB  uint64 // private (anonymous) KiB, from smaps
+
+	// FileSize is a deleted file's size, -1 unknown: pages of a private
+	// mapping beyond its end cannot be read (SIGBUS).
+	FileSize int64
 }
 
 // Areas lists the memory areas of pid, classified for the image.
@@ -66,7 +67,6 @@ func Areas(pid int) ([]*Area, error) {
 				return nil, err
 			}
 		}
-		a.FileSize = -1
 		if a.Deleted {
 			// map_files needs CAP_CHECKPOINT_RESTORE: without it the
 			// whole area is tried.
@@ -87,7 +87,7 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		Shared: m.Perms.Shared,
 		Offset: uint64(m.Offset),
 		Name:   m.Pathname,
-	}, Inode: m.Inode}
+	}, Inode: m.Inode, FileSize: -1}
 	if m.Perms.Read {
 		a.Prot |= format.ProtRead
 	}
