@@ -356,3 +356,50 @@ func TestSpecialFilesAsUser(t *testing.T) {
 		}
 	}
 }
+
+// A user restoring its own image that holds a deleted device node is told
+// before anything starts that only root can make the node, naming it.
+func TestDeletedDeviceAsUserRefused(t *testing.T) {
+	setup(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o777)
+	node := filepath.Join(dir, "null")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(node, 0o666)
+	user := []string{"--reuid=1000", "--regid=1000", "--clear-groups"}
+	p := startExe(t, "devholder", setpriv, append(user, "/usr/bin/python3", "-c", `import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+print("ready", flush=True)
+time.sleep(600)`, node)...)
+	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+	os.Chmod(filepath.Dir(p.log), 0o755)
+	os.Chmod(p.log, 0o666)
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	if err := os.Remove(node); err != nil {
+		t.Fatal(err)
+	}
+	img := dumpKill(t, p)
+	os.Chmod(filepath.Dir(img), 0o755)
+	if err := os.Chown(img, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, append(user, chpoxBin, "restore", "--detach", img)...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("restore as uid 1000: %v: %s", err, out)
+	if exitCode(err) == 0 || !strings.Contains(string(out), node) || !strings.Contains(string(out), "only root") {
+		t.Errorf("restore by a user of a deleted device node: %v, %q; want a refusal naming %s", err, out, node)
+	}
+	if _, err := os.Lstat(node); err == nil {
+		t.Errorf("the refused restore made %s", node)
+	}
+}
