@@ -24,6 +24,7 @@
 //             shared: a write through the fd shows in the mapping
 //   twice     DIR/twice, "0123456789", unlinked, open twice (again through
 //             /proc/self/fd) at offsets 3 and 7: still one file
+//   orphan    DIR/sub/orphan, "orphan", unlinked, and DIR/sub removed too
 //   blk       DIR/blk, mknod b 7 0 (loop0; not with nodev), O_RDONLY, unlinked,
 //             and /dev/loop1 O_RDONLY
 #define _GNU_SOURCE
@@ -50,7 +51,7 @@ static void on_usr1(int sig) {
 static int held, fifo, dev = -1, sparse, owned, same, opath, link_fd, viaproc, viaproc_orig;
 static ino_t opath_ino, viaproc_ino;
 static char *priv, *shared, *memmap;
-static int nodev, root, memfd, blk = -1, loop1 = -1, twice1, twice2;
+static int nodev, root, memfd, blk = -1, loop1 = -1, twice1, twice2, orphan;
 static off_t layout[16];
 static int nlayout;
 
@@ -197,6 +198,9 @@ static int check(const char *dir) {
 		FAIL("memfd's mapping is not the memfd: %.10s\n", memmap);
 	m++;
 
+	if (fstat(orphan, &st) != 0 || st.st_nlink != 0 || pread(orphan, buf, 6, 0) != 6 || memcmp(buf, "orphan", 6) != 0)
+		FAIL("orphan\n");
+
 	struct stat st2;
 	if (fstat(twice1, &st) != 0 || fstat(twice2, &st2) != 0 || st.st_ino != st2.st_ino || st.st_dev != st2.st_dev || st.st_nlink != 0)
 		FAIL("twice: the two opens are two files now\n");
@@ -285,6 +289,9 @@ int main(int argc, char **argv) {
 	snprintf(self, sizeof self, "/proc/self/fd/%d", twice1);
 	if ((twice2 = open(self, O_RDWR)) < 0 || lseek(twice2, 7, SEEK_SET) != 7)
 		die("twice reopen");
+	if (mkdir(at(dir, "sub"), 0755) != 0 || (orphan = open(at(dir, "sub/orphan"), O_RDWR | O_CREAT | O_EXCL, 0600)) < 0 ||
+	    write(orphan, "orphan", 6) != 6 || unlink(path_buf) != 0 || rmdir(at(dir, "sub")) != 0)
+		die("orphan");
 	if ((memfd = memfd_create("special", 0)) < 0 || write(memfd, "memfd-data", 10) != 10 || lseek(memfd, 2, SEEK_SET) != 2 ||
 	    (memmap = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0)) == MAP_FAILED)
 		die("memfd");
