@@ -79,7 +79,7 @@ func printImage(out io.Writer, img *format.Image) {
 	}
 	users := descUsers(img.Processes)
 	for _, p := range img.Processes {
-		printProcess(out, p, users)
+		printProcess(out, p, users, deletedFIFOs(img.Objects.Pipes))
 	}
 }
 
@@ -143,13 +143,34 @@ func descUsers(ps []*format.Process) map[int][]string {
 	return out
 }
 
-func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
+// deletedFIFOs are the pipes that were FIFOs removed while open.
+func deletedFIFOs(pipes []format.Pipe) map[int]bool {
+	out := map[int]bool{}
+	for _, p := range pipes {
+		out[p.ID] = p.Deleted
+	}
+	return out
+}
+
+func printProcess(out io.Writer, p *format.Process, users map[int][]string, deletedFIFO map[int]bool) {
 	fmt.Fprintf(out, "\nprocess %d (%s) parent %d, group %d, session %d, uid %d\n", p.PID, p.Comm, p.PPID, p.PGID, p.SID, p.Creds.UID[0])
 	if p.Zombie {
 		fmt.Fprintf(out, "  zombie: wait status %#x\n", p.WaitStatus)
 		return
 	}
-	fmt.Fprintf(out, "  exe %s\n  cwd %s\n  cmdline %s\n", p.Exe, p.Cwd, strings.Join(p.Cmdline, " "))
+	cwd := p.Cwd
+	if p.CwdDeleted {
+		cwd += " (deleted)"
+	}
+	exe := p.Exe
+	if p.ExeFile != nil {
+		exe += fmt.Sprintf(" (%s saved)", bytesString(p.ExeFile.Size))
+	}
+	fmt.Fprintf(out, "  exe %s\n  cwd %s\n", exe, cwd)
+	if p.Root != "" && p.Root != "/" {
+		fmt.Fprintf(out, "  root %s (chroot)\n", p.Root)
+	}
+	fmt.Fprintf(out, "  cmdline %s\n", strings.Join(p.Cmdline, " "))
 	for _, t := range p.Threads {
 		fmt.Fprintf(out, "  thread %d (%s): rip %#x rsp %#x, blocked %#x, %d pending, xsave %d bytes\n",
 			t.TID, t.Comm, t.Regs.Rip, t.Regs.Rsp, t.SigMask, len(t.Pending), len(t.XSave))
@@ -221,7 +242,11 @@ func printProcess(out io.Writer, p *format.Process, users map[int][]string) {
 		if f.Kind == format.FileSignalfd {
 			path = fmt.Sprintf("%s mask %#x", path, f.SigMask)
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, path, strings.Join(others, " "))
+		note := fileNote(f)
+		if f.Kind == format.FilePipe && deletedFIFO[f.Pipe] {
+			note = " (deleted FIFO)"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%#o\t%d\t%s%s\t%s\n", f.FD, f.Kind, f.Flags, f.Pos, path, note, strings.Join(others, " "))
 		if d := fileDetails(f); d != "" {
 			fmt.Fprintf(tw, "  \t\t\t\t%s\t\n", d)
 		}
@@ -345,6 +370,37 @@ func printSysV(out io.Writer, sv *format.SysVObjects) {
 		}
 		fmt.Fprintf(out, "System V message queue %d: msqid %d, %s, limit %d bytes, %d messages (type:size) %s\n", q.ID, q.KID, owner(q.SysVPerm), q.QBytes, len(q.Messages), strings.Join(types, " "))
 	}
+}
+
+// fileNote says what a file record holds beyond its path: a deleted
+// file's size and saved data (the rest are holes), a stand-in's owner and
+// mode, a device's number.
+func fileNote(f format.File) string {
+	var b strings.Builder
+	if f.Kind == format.FileDeleted || f.Deleted {
+		b.WriteString(" (deleted")
+		if f.Kind == format.FileDeleted {
+			var n uint64
+			for _, r := range f.Content {
+				n += r.Len
+			}
+			fmt.Fprintf(&b, ", %s", bytesString(f.Size))
+			if f.Size > int64(n) {
+				fmt.Fprintf(&b, ", %s saved, the rest holes", bytesString(int64(n)))
+			}
+		}
+		if f.OwnerIDs != nil {
+			fmt.Fprintf(&b, ", owner %d:%d", f.OwnerIDs.UID, f.OwnerIDs.GID)
+		}
+		fmt.Fprintf(&b, ", mode %#o)", f.Mode&0o7777)
+	}
+	if f.Rdev != 0 {
+		fmt.Fprintf(&b, " device %d:%d", f.Rdev>>8&0xfff, f.Rdev&0xff|f.Rdev>>12&0xfff00)
+	}
+	if f.Kind == format.FilePath && f.Mode&0o170000 == 0o120000 {
+		b.WriteString(" (the symlink)")
+	}
+	return b.String()
 }
 
 func protString(v format.VMA) string {

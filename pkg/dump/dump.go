@@ -323,8 +323,10 @@ func traced(pid int, err error) error {
 // Supported refuses processes chpox cannot checkpoint yet.
 func Supported(in *procinfo.Info) error {
 	switch {
-	case in.Root != "/":
-		return fmt.Errorf("process %d runs in a chroot (%s): %w", in.PID, in.Root, ErrUnsupported)
+	case in.RootDeleted:
+		// A stand-in root would be an empty directory: nothing the
+		// process reaches through / would be there.
+		return fmt.Errorf("process %d runs in a chroot whose directory %s was removed: its content is gone, so it cannot be restored: %w", in.PID, in.Root, ErrUnsupported)
 	}
 	return nil
 }

@@ -91,11 +91,14 @@ func (pl *plan) pipeObjects() error {
 				}
 				id = len(pl.objects.Pipes) + 1
 				rec.ID = id
+				if f.Unlinked {
+					rec.Deleted, rec.Mode, rec.Owner = true, f.Mode&0o7777, f.OwnerIDs
+				}
 				rec.Data = pl.blob(data)
 				pl.objects.Pipes = append(pl.objects.Pipes, rec)
 				ids[f.Ino] = id
 			}
-			f.Pipe = id
+			f.Pipe, f.OwnerIDs = id, nil
 		}
 	}
 	return nil

@@ -72,6 +72,12 @@ func (pl *plan) unixSockets() error {
 			}
 			return fmt.Errorf("pid %d: fd %d: %w", pid, fd, err)
 		}
+		if root := h.p.Info.Root; root != "/" && (rec.Name != "" && !rec.Abstract || rec.PeerName != "" && !rec.PeerAbstract) {
+			// The name is a path in the chroot, not in chpox's view:
+			// binding or connecting it again from outside would miss.
+			return fmt.Errorf("pid %d: fd %d: UNIX socket named by a path (%q) in the chroot %s: chpox cannot rebind it there yet: %w",
+				pid, fd, rec.Name+rec.PeerName, root, ErrUnsupported)
+		}
 		rec.ID = len(*recs) + 1
 		rec.Queue = pl.blob(queue)
 		ids[d.Ino] = rec.ID

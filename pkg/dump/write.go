@@ -65,6 +65,7 @@ type proc struct {
 	*Member
 	areas []*vmadump.Area
 	files []*procinfo.OpenFile
+	exe   *procinfo.OpenFile // a deleted executable, else nil
 }
 
 // plan is everything that goes into the data section, in order.
@@ -92,6 +93,9 @@ func (pl *plan) close() {
 	}
 	for _, p := range pl.procs {
 		procinfo.CloseFiles(p.files)
+		if p.exe != nil {
+			procinfo.CloseFiles([]*procinfo.OpenFile{p.exe})
+		}
 	}
 }
 
@@ -154,6 +158,9 @@ func (pl *plan) gather(ms []*Member) error {
 		if p.files, err = procinfo.Files(m.Info.PID); err != nil {
 			return err
 		}
+		if p.exe, err = procinfo.DeletedExe(m.Info.PID); err != nil {
+			return fmt.Errorf("pid %d: deleted executable: %w", m.Info.PID, err)
+		}
 	}
 	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds}
 	for _, step := range steps {
@@ -169,6 +176,9 @@ func (pl *plan) gather(ms []*Member) error {
 		}
 		for _, f := range p.files {
 			in.Files = append(in.Files, f.File)
+		}
+		if p.exe != nil {
+			in.ExeFile = &p.exe.File
 		}
 	}
 	return nil
@@ -259,15 +269,28 @@ func (pl *plan) memoryOutside() error {
 }
 
 func (pl *plan) deletedFiles() error {
-	seen := map[int]bool{}
+	seen := map[[2]uint64]bool{} // by device and inode: one copy of a file however often open
 	for _, p := range pl.procs {
-		for _, f := range p.files {
-			if f.Source == nil || seen[f.Desc] {
+		files := p.files
+		if p.exe != nil {
+			files = append(files[:len(files):len(files)], p.exe)
+		}
+		for _, f := range files {
+			key := [2]uint64{f.Dev, f.Ino}
+			if f.Source == nil || f != p.exe && seen[key] {
 				continue
 			}
-			seen[f.Desc] = true
-			f.Content = []format.DataRun{{Off: pl.end, Len: uint64(f.Size)}}
-			pl.end += uint64(f.Size)
+			if f != p.exe {
+				seen[key] = true
+			}
+			// Only the data: holes stay holes, restore truncates the
+			// stand-in to the size first. No size limit: the image grows
+			// by the data a deleted file holds.
+			f.Content = []format.DataRun{}
+			for _, r := range f.Runs {
+				f.Content = append(f.Content, format.DataRun{Addr: r.Addr, Off: pl.end, Len: r.Len})
+				pl.end += r.Len
+			}
 		}
 	}
 	return nil
@@ -304,8 +327,12 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 		}
 	}
 	for _, p := range pl.procs {
-		for _, f := range p.files {
-			if f.Content != nil {
+		files := p.files
+		if p.exe != nil {
+			files = append(files[:len(files):len(files)], p.exe)
+		}
+		for _, f := range files {
+			if f.Source != nil && f.Content != nil {
 				if err := f.CopyContent(w); err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
 				}

@@ -70,6 +70,10 @@ func sampleHeader(nproc int, dataBytes int) *Header {
 // and file contents are appended to d.
 func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	siginfo := d.bytes(siginfoSize)
+	var exeRun DataRun // before the other runs: tests move the last ones
+	if !small {
+		exeRun = d.add(0, 9000)
+	}
 	p := &Process{
 		PID: pid, PPID: 1, PGID: pid, SID: pid,
 		Comm:    "counter",
@@ -152,10 +156,10 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 		{FD: 4, Desc: 100*pid + 4, Kind: FileDeleted, Path: "/tmp/scratch (deleted)", Flags: 0o2000002, Pos: 150, Mode: 0o100600,
 			// runs of file contents need not be page-sized; the second is
 			// after a hole.
-			Content: []DataRun{d.add(0, 100), d.add(8192, 50)}},
+			Content: []DataRun{d.add(0, 100), d.add(8192, 50)}, Size: 16384, OwnerIDs: &Ownership{UID: 1000, GID: 100}},
 	}
 	if !small {
-		p.Files = append(p.Files, File{FD: 3, Desc: 100*pid + 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000})
+		p.Files = append(p.Files, File{FD: 3, Desc: 100*pid + 3, Kind: FileDir, Path: "/tmp", Flags: 0o2200000, Dev: 2049, Inode: 12})
 		p.ITimers = []ITimer{{Which: ITimerReal, ValueNS: 1e8, IntervalNS: 1e8}, {Which: ITimerProf, ValueNS: 4e10}}
 		p.PosixTimers = []PosixTimer{
 			{ID: 3, Clock: ClockRealtime, Notify: SigevSignal, Signal: 34, Sival: 0xabc, ValueNS: 2e9, AbsNS: 1.7e18},
@@ -171,6 +175,14 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 	if !small {
 		p.Files = append(p.Files, File{FD: 9, Desc: 100*pid + 9, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Flags: 0o2004002,
 			Timerfd: &Timerfd{Clock: ClockRealtime, Flags: TFDTimerAbstime | TFDTimerCancelOnSet, ValueNS: 5e8, IntervalNS: 1e9, AbsNS: 1.7e18, Ticks: 3}})
+		p.Files = append(p.Files,
+			// version 3: a removed directory, a removed device node, an O_PATH symlink
+			File{FD: 10, Desc: 100*pid + 10, Kind: FileDir, Path: "/tmp/gone", Flags: 0o2200000, Mode: 0o40750, Deleted: true, OwnerIDs: &Ownership{}},
+			File{FD: 11, Desc: 100*pid + 11, Kind: FileChar, Path: "/tmp/null", Flags: 0o1, Mode: 0o20600, Deleted: true, Rdev: 0x103},
+			File{FD: 12, Desc: 100*pid + 12, Kind: FilePath, Path: "/tmp/link", Flags: 0o12400000, Mode: 0o120777, Dev: 2049, Inode: 13})
+		p.CwdDeleted, p.CwdMode, p.CwdOwner = true, 0o755, &Ownership{UID: 3}
+		p.Exe += " (deleted)"
+		p.ExeFile = &File{Kind: FileDeleted, Path: "/usr/bin/app", Mode: 0o100755, Size: 9000, Content: []DataRun{exeRun}}
 	}
 	return p
 }
@@ -184,7 +196,7 @@ func sampleObjects(d *dataBuilder) *Objects {
 		},
 		Pipes: []Pipe{
 			{ID: 1, Inode: 4242, Capacity: 65536, Data: []DataRun{d.add(0, 300)}},
-			{ID: 2, Inode: 4343, Capacity: 4096, FIFO: "/tmp/fifo"},
+			{ID: 2, Inode: 4343, Capacity: 4096, FIFO: "/tmp/fifo", Deleted: true, Mode: 0o640, Owner: &Ownership{UID: 5, GID: 6}},
 		},
 		InetSockets: []InetSocket{
 			{ID: 1, Inode: 501, Family: 2, Type: 1, Protocol: 6, State: InetEstablished, Outside: true,
@@ -497,6 +509,11 @@ func TestRoundTrip(t *testing.T) {
 				for _, f := range p.Files {
 					for _, r := range f.Content {
 						check(fmt.Sprintf("pid %d fd %d", p.PID, f.FD), r)
+					}
+				}
+				if p.ExeFile != nil {
+					for _, r := range p.ExeFile.Content {
+						check(fmt.Sprintf("pid %d exe", p.PID), r)
 					}
 				}
 			}
@@ -1257,7 +1274,26 @@ func TestValidate(t *testing.T) {
 		}, ErrCorrupt},
 		{"file content up to largest offset", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].Files[2].Content[1].Addr = math.MaxInt64 - 50
+			ps[0].Files[2].Size = 0 // an image before version 3: no size
 		}, nil},
+		{"file content beyond its size", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[2].Size = 8200 }, ErrCorrupt},
+		{"negative file size", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[2].Size = -1 }, ErrCorrupt},
+		{"size of a regular file", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Size = 10 }, ErrCorrupt},
+		{"content of a regular file", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[1].Content, ps[0].Files[2].Content = ps[0].Files[2].Content, nil
+		}, ErrCorrupt},
+		{"deleted regular file record", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[1].Deleted = true }, ErrCorrupt},
+		{"working directory mode without a removed one", func(_ *Header, ps []*Process, _ uint64) { ps[0].CwdDeleted = false }, ErrCorrupt},
+		{"executable record of another kind", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].ExeFile = &File{Kind: FileRegular, Path: "/bin/x"}
+		}, ErrCorrupt},
+		{"executable content beyond its size", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].ExeFile = &File{Kind: FileDeleted, Path: "/bin/x", Size: 10, Content: ps[0].Files[2].Content}
+			ps[0].Files[2].Content = nil
+		}, ErrCorrupt},
+		{"O_PATH kind without O_PATH", func(_ *Header, ps []*Process, _ uint64) {
+			ps[0].Files[1].Kind = FilePath
+		}, ErrCorrupt},
 		{"empty file content run", func(_ *Header, ps []*Process, _ uint64) { ps[0].Files[2].Content[1].Len = 0 }, nil},
 		{"page runs share data", func(_ *Header, ps []*Process, _ uint64) {
 			ps[0].VMAs[2].Pages[1].Off = ps[0].VMAs[2].Pages[0].Off + 0x1000
@@ -1372,6 +1408,8 @@ func TestValidateObjects(t *testing.T) {
 		{"anon vma names shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[2].Shm = 1 }, ErrCorrupt},
 		{"shared-anon vma without shm", func(_ *Objects, ps []*Process, _ uint64) { ps[0].VMAs[3].Shm = 0 }, nil},
 		{"pipe fd without pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[0].Files[4].Pipe = 0 }, ErrCorrupt},
+		{"deleted pipe without FIFO", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[0].Deleted = true }, ErrCorrupt},
+		{"FIFO mode with a type", func(o *Objects, _ []*Process, _ uint64) { o.Pipes[1].Mode = 0o10640 }, ErrCorrupt},
 		{"pipe fd names missing pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[5].Pipe = 3 }, ErrCorrupt},
 		{"regular fd names pipe", func(_ *Objects, ps []*Process, _ uint64) { ps[0].Files[1].Pipe = 1 }, ErrCorrupt},
 		{"file description 0", func(_ *Objects, ps []*Process, _ uint64) { ps[1].Files[1].Desc = 0 }, ErrCorrupt},

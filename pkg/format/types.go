@@ -30,6 +30,17 @@ type Process struct {
 	Cmdline []string `json:"cmdline,omitempty"` // informational; argv lives in memory
 	Cwd     string   `json:"cwd"`
 	Root    string   `json:"root"`
+	// CwdDeleted (version 3): the working directory was removed; restore
+	// gives the process an empty stand-in at Cwd, removed again.
+	CwdDeleted bool `json:"cwd_deleted,omitempty"`
+	// CwdMode and CwdOwner (version 3): of a removed working directory,
+	// for its stand-in (without them: 0700, the process's fs ids).
+	CwdMode  uint32     `json:"cwd_mode,omitempty"`
+	CwdOwner *Ownership `json:"cwd_owner,omitempty"`
+	// ExeFile (version 3): the executable had been deleted (Exe ends in
+	// " (deleted)"): a record of kind deleted with its content, so that
+	// restore can point the exe link at a stand-in.
+	ExeFile *File `json:"exe_file,omitempty"`
 
 	Creds       Creds       `json:"creds"`
 	Umask       uint32      `json:"umask"`
@@ -97,6 +108,11 @@ type Pipe struct {
 	Capacity int       `json:"capacity"`       // F_GETPIPE_SZ
 	FIFO     string    `json:"fifo,omitempty"` // path of a named FIFO
 	Data     []DataRun `json:"data,omitempty"` // unread bytes; Addr is 0
+	// Version 3: the FIFO was unlinked while open; restore makes a
+	// stand-in FIFO at its path with Mode and Owner and unlinks it.
+	Deleted bool       `json:"deleted,omitempty"`
+	Mode    uint32     `json:"mode,omitempty"`
+	Owner   *Ownership `json:"owner,omitempty"`
 }
 
 // SharedMem is shared memory (MAP_SHARED|MAP_ANONYMOUS, /dev/zero, memfd)
@@ -375,4 +391,16 @@ type File struct {
 	// SigMask is a signalfd's set of signals, bit n-1 for signal n
 	// (version 3).
 	SigMask uint64 `json:"sigmask,omitempty"`
+	// Version 3 (files.go). Deleted: the path was unlinked while open
+	// (kinds dir, chardev, blockdev; a deleted regular file is kind
+	// deleted): restore makes a stand-in there and unlinks it. Size: a
+	// deleted file's size (Content has its data; the rest are holes).
+	// Owner: a deleted file's owner. Rdev: a device's number. Dev and
+	// Inode: the file a path named, so restore can refuse another one.
+	Deleted  bool       `json:"deleted,omitempty"`
+	Size     int64      `json:"size,omitempty"`
+	OwnerIDs *Ownership `json:"owner_ids,omitempty"`
+	Rdev     uint64     `json:"rdev,omitempty"`
+	Dev      uint64     `json:"dev,omitempty"`
+	Inode    uint64     `json:"inode,omitempty"`
 }

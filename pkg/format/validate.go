@@ -193,6 +193,9 @@ func (img *Image) validateObjects() (objectIDs, error) {
 		if p.Capacity <= 0 || p.Capacity > maxPipeSize {
 			return ids, corrupt("pipe %d has capacity %d", p.ID, p.Capacity)
 		}
+		if p.Deleted && p.FIFO == "" || p.Mode&^0o7777 != 0 {
+			return ids, corrupt("pipe %d: deleted %v without a FIFO path, or mode %#o", p.ID, p.Deleted, p.Mode)
+		}
 		for _, r := range p.Data {
 			if r.Addr > uint64(p.Capacity) || r.Len > uint64(p.Capacity)-r.Addr {
 				return ids, corrupt("pipe %d: %d bytes at %d exceed its capacity %d", p.ID, r.Len, r.Addr, p.Capacity)
@@ -422,6 +425,22 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		prevEnd = p.VMAs[i].End
 	}
+	if p.CwdMode&^0o7777 != 0 || (p.CwdMode != 0 || p.CwdOwner != nil) && !p.CwdDeleted {
+		return corrupt("pid %d: working directory mode %#o or owner without a removed working directory", p.PID, p.CwdMode)
+	}
+	if f := p.ExeFile; f != nil {
+		if f.Kind != FileDeleted || f.Size < 0 {
+			return corrupt("pid %d: the executable's record is of kind %q, size %d", p.PID, f.Kind, f.Size)
+		}
+		for _, r := range f.Content {
+			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr || f.Size > 0 && r.Addr+r.Len > uint64(f.Size) {
+				return corrupt("pid %d: executable content run %d+%d beyond its size %d", p.PID, r.Addr, r.Len, f.Size)
+			}
+			if err := img.inData(r); err != nil {
+				return fmt.Errorf("pid %d: executable: %w", p.PID, err)
+			}
+		}
+	}
 	fds := make(map[int]bool)
 	for _, f := range p.Files {
 		if f.FD < 0 || fds[f.FD] {
@@ -429,7 +448,8 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd, FileSignalfd:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd, FileSignalfd,
+			FileBlock, FilePath:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -453,10 +473,16 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 				return corrupt("fd %d: lock %+v is not one restore can take", f.FD, l)
 			}
 		}
+		if err := specialFile(f); err != nil {
+			return err
+		}
 		for _, r := range f.Content {
 			// Addr is a file offset: it and the end of the run must fit off_t.
 			if r.Addr > math.MaxInt64 || r.Len > math.MaxInt64-r.Addr {
 				return corrupt("fd %d: content run %d+%d beyond the largest file offset", f.FD, r.Addr, r.Len)
+			}
+			if f.Size > 0 && r.Addr+r.Len > uint64(f.Size) {
+				return corrupt("fd %d: content run %d+%d beyond the file's size %d", f.FD, r.Addr, r.Len, f.Size)
 			}
 			if err := img.inData(r); err != nil {
 				return fmt.Errorf("fd %d: %w", f.FD, err)
@@ -484,6 +510,9 @@ func (img *Image) disjointRuns() error {
 		}
 		for _, f := range p.Files {
 			add(f.Content)
+		}
+		if p.ExeFile != nil {
+			add(p.ExeFile.Content)
 		}
 	}
 	for _, m := range img.Objects.Shm {
@@ -897,3 +926,22 @@ func validateAttrs(p *Process) error {
 	}
 	return nil
 }
+
+// specialFile checks the version 3 members of a file record (files.go).
+func specialFile(f File) error {
+	if f.Deleted && f.Kind != FileDir && f.Kind != FileChar && f.Kind != FileBlock {
+		return corrupt("fd %d (%s) is marked deleted, which only a directory or device can be", f.FD, f.Kind)
+	}
+	if f.Size < 0 || f.Size > 0 && f.Kind != FileDeleted {
+		return corrupt("fd %d (%s) has size %d", f.FD, f.Kind, f.Size)
+	}
+	if len(f.Content) > 0 && f.Kind != FileDeleted {
+		return corrupt("fd %d (%s) has content, which only a deleted file has", f.FD, f.Kind)
+	}
+	if f.Kind == FilePath && f.Flags&oPath == 0 {
+		return corrupt("fd %d (%s) lacks O_PATH in its flags %#o", f.FD, f.Kind, f.Flags)
+	}
+	return nil
+}
+
+const oPath = 0o10000000 // O_PATH, include/uapi/asm-generic/fcntl.h

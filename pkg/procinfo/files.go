@@ -39,6 +39,11 @@ type OpenFile struct {
 	// EpollTargets are the inodes of the files Watches watch, in the same
 	// order, with the toff each needs in kcmp(KCMP_EPOLL_TFD).
 	EpollTargets []EpollTarget
+	// Runs are the parts of a deleted file that hold data (Addr is the
+	// file offset), copied in this order.
+	Runs []format.DataRun
+	// Unlinked: a FIFO whose path was removed.
+	Unlinked bool
 }
 
 // EpollTarget is the file an epoll watch watches, as fdinfo shows it.
@@ -128,32 +133,63 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 		return nil, fmt.Errorf("stat %s: %w", target, err)
 	}
 	f := &OpenFile{File: format.File{FD: fd, Path: target, Flags: int(flags), Pos: pos, Mode: st.Mode}, Dev: st.Dev, Ino: st.Ino, Rdev: st.Rdev}
+	gone := st.Nlink == 0
+	if gone {
+		f.Path = strings.TrimSuffix(target, " (deleted)")
+		f.OwnerIDs = &format.Ownership{UID: st.Uid, GID: st.Gid}
+	}
+	if flags&unix.O_PATH != 0 {
+		// Whatever it names (a symlink held with O_NOFOLLOW, a FIFO, a
+		// socket file): an O_PATH descriptor only names it.
+		if gone {
+			return nil, fmt.Errorf("O_PATH descriptor of %s, which was deleted: a stand-in cannot be the same file: %w", target, ErrUnsupported)
+		}
+		f.Kind = format.FilePath
+		f.File.Dev, f.Inode = st.Dev, st.Ino
+		return f, nil
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.Kind = format.FileRegular
 		if target == "/secretmem (deleted)" && isSecretmem(link) {
 			return nil, fmt.Errorf("%s is memfd_secret memory, which no other process (chpox neither) can read: %w", target, ErrUnsupported)
 		}
-		if strings.HasPrefix(target, "/memfd:") && st.Nlink == 0 {
+		if strings.HasPrefix(target, "/memfd:") && gone {
 			// Its content and seals are saved with the memory object
 			// (pkg/objects/memfd), shared with the areas mapping it.
-			f.Kind = format.FileMemfd
+			f.Kind, f.Path, f.OwnerIDs = format.FileMemfd, target, nil
 			return f, nil
 		}
-		if st.Nlink == 0 {
+		if gone {
 			return deleted(f, link, st.Size)
 		}
 	case unix.S_IFDIR:
 		f.Kind = format.FileDir
 	case unix.S_IFCHR:
 		f.Kind = format.FileChar
+	case unix.S_IFBLK:
+		f.Kind = format.FileBlock
 	case unix.S_IFSOCK:
 		f.Kind = FileSocket // its family decides its kind (pkg/dump)
+		f.Path, f.OwnerIDs = target, nil
 	case unix.S_IFIFO:
 		f.Kind = format.FilePipe
 		f.Pos = 0
+		f.Unlinked = gone // the pipe record keeps what a stand-in needs (pkg/dump)
 	default:
 		return nil, fmt.Errorf("%s (mode %#o): %w", target, st.Mode, ErrUnsupported)
+	}
+	switch f.Kind {
+	case format.FileRegular, format.FileDir, format.FileChar, format.FileBlock:
+		// Reopened by path: restore makes sure the path still names it
+		// (or, deleted, makes a stand-in).
+		f.File.Dev, f.Inode, f.Deleted = st.Dev, st.Ino, gone
+		if f.Kind == format.FileChar || f.Kind == format.FileBlock {
+			f.File.Rdev = st.Rdev
+		}
+		if !gone {
+			f.OwnerIDs = nil
+		}
 	}
 	return f, nil
 }
@@ -173,20 +209,86 @@ func deleted(f *OpenFile, link string, size int64) (*OpenFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open deleted file %s: %w", f.Path, err)
 	}
+	runs, err := dataRuns(int(src.Fd()), size)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("deleted file %s: %w", f.Path, err)
+	}
 	f.Kind = format.FileDeleted
-	f.Path = strings.TrimSuffix(f.Path, " (deleted)")
-	f.Source, f.Size = src, size
+	f.Source, f.Size, f.Runs = src, size, runs
+	// Dev and Inode tell the descriptions of one deleted file (opened
+	// twice, or again through /proc/self/fd): restore gives them one
+	// stand-in, and the data is saved once.
+	f.File.Size, f.File.Dev, f.Inode = size, f.Dev, f.Ino
 	return f, nil
 }
 
-// CopyContent writes the deleted file's content to w.
-func (f *OpenFile) CopyContent(w io.Writer) error {
-	n, err := io.Copy(w, io.NewSectionReader(f.Source, 0, f.Size))
-	if err == nil && n != f.Size {
-		err = fmt.Errorf("file shrank from %d to %d bytes while being copied", f.Size, n)
+// dataRuns lists the parts of a file that hold data (SEEK_DATA, SEEK_HOLE):
+// only they are copied, so a sparse file stays sparse and costs the image
+// what it stores. A filesystem without hole support reports one run.
+func dataRuns(fd int, size int64) ([]format.DataRun, error) {
+	var runs []format.DataRun
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole up to the end
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("lseek(SEEK_DATA)", err)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, os.NewSyscallError("lseek(SEEK_HOLE)", err)
+		}
+		if hole <= data {
+			return nil, fmt.Errorf("data at %d ends at %d: the file changed while being read", data, hole)
+		}
+		hole = min(hole, size)
+		if hole > data {
+			runs = append(runs, format.DataRun{Addr: uint64(data), Len: uint64(hole - data)})
+		}
+		off = hole
 	}
+	if len(runs) > maxRuns {
+		// Too fragmented for the record (sections are capped): one run
+		// over it all, its holes saved as zeros, correct but not sparse.
+		last := runs[len(runs)-1]
+		runs = []format.DataRun{{Addr: runs[0].Addr, Len: last.Addr + last.Len - runs[0].Addr}}
+	}
+	return runs, nil
+}
+
+// maxRuns bounds a deleted file's data runs: 64Ki runs are about 4 MiB of
+// the process record, whose section may hold 64 MiB.
+const maxRuns = 1 << 16
+
+// DeletedExe returns the executable of pid with its content to copy if
+// it was deleted (a program upgraded under a running process), else nil.
+func DeletedExe(pid int) (*OpenFile, error) {
+	link := procPath(pid, "exe")
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil || st.Nlink != 0 {
+		return nil, nil // a kernel thread, or an executable that is there
+	}
+	target, err := os.Readlink(link)
 	if err != nil {
-		return fmt.Errorf("copy deleted file %s: %w", f.Path, err)
+		return nil, err
+	}
+	f := &OpenFile{File: format.File{Path: strings.TrimSuffix(target, " (deleted)"), Mode: st.Mode,
+		OwnerIDs: &format.Ownership{UID: st.Uid, GID: st.Gid}}, Dev: st.Dev, Ino: st.Ino}
+	return deleted(f, link, st.Size)
+}
+
+// CopyContent writes the deleted file's data runs to w, in order.
+func (f *OpenFile) CopyContent(w io.Writer) error {
+	for _, r := range f.Runs {
+		n, err := io.Copy(w, io.NewSectionReader(f.Source, int64(r.Addr), int64(r.Len)))
+		if err == nil && n != int64(r.Len) {
+			err = fmt.Errorf("file shrank below %d bytes while being copied", r.Addr+uint64(n))
+		}
+		if err != nil {
+			return fmt.Errorf("copy deleted file %s: %w", f.Path, err)
+		}
 	}
 	return nil
 }

@@ -32,6 +32,8 @@ type Info struct {
 	Seccomp  string // seccomp mode: "0" none, "1" strict, "2" filter
 	Children []int
 	Zombie   bool
+	// RootDeleted: the root directory (a chroot's) was removed.
+	RootDeleted bool
 }
 
 // Read collects the state of pid that /proc can tell.
@@ -222,6 +224,15 @@ func readPaths(p procfs.Proc, in *Info) error {
 	}
 	if in.Root, err = p.RootDir(); err != nil {
 		return err
+	}
+	// A removed directory has no links left (rmdir clears them).
+	var st unix.Stat_t
+	if unix.Stat(procPath(p.PID, "cwd"), &st) == nil && st.Nlink == 0 {
+		in.Cwd, in.CwdDeleted = strings.TrimSuffix(in.Cwd, " (deleted)"), true
+		in.CwdMode, in.CwdOwner = st.Mode&0o7777, &format.Ownership{UID: st.Uid, GID: st.Gid}
+	}
+	if unix.Stat(procPath(p.PID, "root"), &st) == nil && st.Nlink == 0 {
+		in.RootDeleted = true
 	}
 	if in.Exe, err = p.Executable(); err != nil {
 		return err

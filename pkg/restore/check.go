@@ -50,7 +50,7 @@ func check(path string, img *format.Image, opt Options) error {
 			return err
 		}
 		for _, v := range p.VMAs {
-			if err := checkFile(v); err != nil {
+			if err := checkFile(p.PID, v); err != nil {
 				return err
 			}
 		}
@@ -157,24 +157,59 @@ func untrustedImage(path string) (bool, error) {
 	return unix.Geteuid() == 0 && st.Uid != 0, nil
 }
 
-// checkFD makes sure a file reopened by path is still of its kind: a FIFO
-// or device in the place of a regular file would block or act on open.
+// checkFD makes sure a file reopened by path is still of its kind (a FIFO
+// or device in the place of a regular file would block or act on open)
+// and, where the image knows it, still the same file: the same device
+// and inode (through a bind mount too), or for a device the same device
+// number. A deleted one gets a stand-in instead; a device node only root
+// can make.
 func checkFD(pid int, f format.File) error {
-	want := map[string]uint32{format.FileRegular: unix.S_IFREG, format.FileDir: unix.S_IFDIR, format.FileChar: unix.S_IFCHR}[f.Kind]
+	want := map[string]uint32{format.FileRegular: unix.S_IFREG, format.FileDir: unix.S_IFDIR, format.FileChar: unix.S_IFCHR,
+		format.FileBlock: unix.S_IFBLK, format.FilePath: f.Mode & unix.S_IFMT}[f.Kind]
 	if want == 0 {
 		return nil
 	}
+	if f.Deleted {
+		if (f.Kind == format.FileChar || f.Kind == format.FileBlock) && unix.Geteuid() != 0 {
+			return fmt.Errorf("process %d: fd %d: %s was a device node (%d:%d) deleted while open: only root can make its stand-in: %w",
+				pid, f.FD, f.Path, unix.Major(f.Rdev), unix.Minor(f.Rdev), os.ErrPermission)
+		}
+		return nil
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(f.Path, &st); err != nil {
+	stat := unix.Stat
+	if want == unix.S_IFLNK {
+		stat = unix.Lstat // an O_PATH|O_NOFOLLOW symlink
+	}
+	if err := stat(f.Path, &st); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("process %d: fd %d: reopen %s: %w (the file is gone: recreate it, or restore where it exists)", pid, f.FD, f.Path, err)
 		}
 		return fmt.Errorf("process %d: fd %d: reopen %s: %w", pid, f.FD, f.Path, err)
 	}
 	if st.Mode&unix.S_IFMT != want {
-		return fmt.Errorf("process %d: fd %d: %s is no longer a %s (mode %#o): %w", pid, f.FD, f.Path, f.Kind, st.Mode, ErrIncompatible)
+		return fmt.Errorf("process %d: fd %d: %s is no longer a %s (mode %#o): %w", pid, f.FD, f.Path, kindName(f), st.Mode, ErrIncompatible)
+	}
+	device := want == unix.S_IFCHR || want == unix.S_IFBLK
+	switch {
+	case device && f.Rdev != 0 && st.Rdev != f.Rdev:
+		return fmt.Errorf("process %d: fd %d: %s is now device %d:%d, it was %d:%d: %w",
+			pid, f.FD, f.Path, unix.Major(st.Rdev), unix.Minor(st.Rdev), unix.Major(f.Rdev), unix.Minor(f.Rdev), ErrIncompatible)
+	case !device && f.Inode != 0 && (st.Ino != f.Inode || st.Dev != f.Dev):
+		return fmt.Errorf("process %d: fd %d: %s is another file than the one the process had open (device %d:%d inode %d, it was %d:%d inode %d): "+
+			"put the original back where it was (or mount it there again), or dump again: %w",
+			pid, f.FD, f.Path, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, unix.Major(f.Dev), unix.Minor(f.Dev), f.Inode, ErrIncompatible)
 	}
 	return nil
+}
+
+// kindName says what a file record named, for messages.
+func kindName(f format.File) string {
+	if f.Kind != format.FilePath {
+		return f.Kind
+	}
+	return map[uint32]string{unix.S_IFREG: "regular file", unix.S_IFDIR: "directory", unix.S_IFLNK: "symlink", unix.S_IFCHR: "character device",
+		unix.S_IFBLK: "block device", unix.S_IFIFO: "FIFO", unix.S_IFSOCK: "socket file"}[f.Mode&unix.S_IFMT]
 }
 
 // checkCreds enforces that restore never grants more than the restorer has:
@@ -212,17 +247,30 @@ func waitPIDFree(pid int, wait time.Duration) error {
 
 // checkFile makes sure a mapped file is still the one that was mapped: a
 // different file would silently give the process other code or data.
-func checkFile(v format.VMA) error {
+func checkFile(pid int, v format.VMA) error {
 	if v.Kind != format.VMAFile {
 		return nil
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(v.File.Path, &st); err != nil {
-		return fmt.Errorf("mapped file %s: %w", v.File.Path, err)
+		return fmt.Errorf("process %d: mapped file %s: %w (put the file back where it was, or dump again)", pid, v.File.Path, err)
 	}
-	if st.Size != v.File.Size || st.Mtim.Nano() != v.File.MtimeNS || st.Ino != v.File.Inode {
-		return fmt.Errorf("mapped file %s changed since the checkpoint (size %d→%d, inode %d→%d): %w",
-			v.File.Path, v.File.Size, st.Size, v.File.Inode, st.Ino, ErrIncompatible)
+	var changed []string
+	// The inode only: maps shows an overlayfs file's lower device, stat
+	// the overlay's.
+	if st.Ino != v.File.Inode {
+		changed = append(changed, fmt.Sprintf("inode %d → %d (replaced by another file)", v.File.Inode, st.Ino))
+	}
+	if st.Size != v.File.Size {
+		changed = append(changed, fmt.Sprintf("size %d → %d", v.File.Size, st.Size))
+	}
+	if st.Mtim.Nano() != v.File.MtimeNS {
+		changed = append(changed, fmt.Sprintf("mtime %s → %s", time.Unix(0, v.File.MtimeNS).UTC().Format(time.RFC3339Nano),
+			time.Unix(0, st.Mtim.Nano()).UTC().Format(time.RFC3339Nano)))
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("process %d: mapped file %s (at %#x-%#x) changed since the checkpoint: %s; the process would run other code or data: "+
+			"put the original file back, or dump again: %w", pid, v.File.Path, v.Start, v.End, strings.Join(changed, ", "), ErrIncompatible)
 	}
 	return nil
 }

@@ -117,6 +117,9 @@ func sinksOf(img *format.Image, o *objects) []sink {
 				add(f.Content, 0, t)
 			}
 		}
+		if t := o.exes[p.PID]; t != nil {
+			add(p.ExeFile.Content, 0, t)
+		}
 	}
 	for _, s := range img.Objects.Shm {
 		add(s.Pages, 0, o.shm[s.ID])

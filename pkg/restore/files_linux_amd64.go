@@ -10,20 +10,6 @@ import (
 	"github.com/chpox/chpox/pkg/objects/signalfd"
 )
 
-// tmpIn stands in for a file that was deleted while open: an unlinked
-// file (O_TMPFILE) in the same directory, or in $TMPDIR, that gets the saved
-// content and that the process reopens through /proc/<chpox>/fd.
-func tmpIn(dir string, mode uint32) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
-	if err != nil {
-		fd, err = unix.Open(os.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
-	}
-	if err != nil {
-		return nil, os.NewSyscallError("open(O_TMPFILE)", err)
-	}
-	return os.NewFile(uintptr(fd), "deleted"), nil
-}
-
 // restoreFiles closes what the loader had and gives the process every fd
 // of the image at its number. A description shared with fds seen before
 // (in this process: dup3; in another: chpox's copy, through pidfd_getfd)
@@ -264,6 +250,10 @@ func (x *target) moveFD(tmp uint64, fd int, cloexec uint64) error {
 // with the saved flags at the saved offset.
 func (x *target) openFile(f format.File, o *objects) error {
 	path := f.Path
+	flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC)
+	if f.Kind == format.FilePath && f.Mode&unix.S_IFMT == unix.S_IFLNK {
+		flags |= unix.O_NOFOLLOW // the symlink itself, as it was held
+	}
 	t := o.deleted[f.Desc]
 	if f.Kind == format.FileMemfd {
 		// A new description of chpox's memfd: the same object, which
@@ -273,6 +263,8 @@ func (x *target) openFile(f format.File, o *objects) error {
 		}
 	}
 	if t != nil {
+		// The magic link must be followed to reach the stand-in.
+		flags &^= unix.O_NOFOLLOW
 		// Reopened through a copy of chpox's stand-in in the process
 		// itself: its own fd directory is open to it whatever its ids
 		// (fs/proc/fd.c, proc_fd_permission), chpox's is not to a
@@ -289,7 +281,6 @@ func (x *target) openFile(f format.File, o *objects) error {
 	if err != nil {
 		return err
 	}
-	flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC)
 	if f.Kind == format.FileChar {
 		flags |= unix.O_NOCTTY
 	}
@@ -297,10 +288,31 @@ func (x *target) openFile(f format.File, o *objects) error {
 	if err != nil {
 		return err
 	}
-	if f.Kind != format.FileChar && f.Pos != 0 {
+	if f.Kind != format.FileChar && f.Kind != format.FilePath && f.Pos != 0 {
 		if _, err := x.call("lseek", unix.SYS_LSEEK, fd, uint64(f.Pos), unix.SEEK_SET); err != nil {
 			return err
 		}
 	}
-	return x.moveFD(fd, f.FD, flags&unix.O_CLOEXEC)
+	if err := x.moveFD(fd, f.FD, flags&unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	return x.sameFile(f)
+}
+
+// sameFile checks that what the process opened by path is the file of
+// the image (checkFD looked before anything started; the path may have
+// changed since, or resolve otherwise in the process's view).
+func (x *target) sameFile(f format.File) error {
+	if f.Inode == 0 || f.Deleted || f.Kind == format.FileDeleted || f.Kind == format.FileChar || f.Kind == format.FileBlock {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", x.pid(), f.FD), &st); err != nil {
+		return err
+	}
+	if st.Ino != f.Inode || st.Dev != f.Dev {
+		return fmt.Errorf("%s opened as another file (device %d:%d inode %d, it was %d:%d inode %d): %w",
+			f.Path, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, unix.Major(f.Dev), unix.Minor(f.Dev), f.Inode, ErrIncompatible)
+	}
+	return nil
 }

@@ -3,12 +3,12 @@ package restore
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/ghost"
 	memfdobj "github.com/chpox/chpox/pkg/objects/memfd"
 	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/objects/sysv"
@@ -42,11 +42,18 @@ type objects struct {
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
+
+	// perms: the final mode of each stand-in of deleted (given once every
+	// process reopened it); exes: by PID, the stand-in of a deleted
+	// executable.
+	perms map[*os.File]uint32
+	exes  map[int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, img: img, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{},
+		perms: map[*os.File]uint32{}, exes: map[int]*os.File{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -84,7 +91,19 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openExternals(img); err != nil {
 		return err
 	}
+	byInode := map[[2]uint64]*os.File{} // one stand-in for the descriptions of one deleted file
 	for _, p := range img.Processes {
+		if f := p.ExeFile; f != nil {
+			// Its final mode at once: the exe link needs it executable.
+			t, err := ghost.Make(f.Path, unix.S_IFREG|f.Mode&0o7777, 0, f.OwnerIDs)
+			if err == nil && f.Size > 0 {
+				err = t.Truncate(f.Size)
+			}
+			if err != nil {
+				return fmt.Errorf("pid %d: recreate deleted executable %s: %w", p.PID, f.Path, err)
+			}
+			o.exes[p.PID] = t
+		}
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
 			if _, ok := o.firstFD[f.Desc]; !ok {
@@ -103,18 +122,17 @@ func (o *objects) create(img *format.Image) error {
 				}
 				continue
 			}
-			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
-				// No set-id bits (a stand-in owned by root must not become
-				// a setuid program); owned by the process's fs ids, which
-				// open it after switching to them.
-				t, err := tmpIn(filepath.Dir(f.Path), f.Mode&0o777)
-				if err == nil {
-					err = t.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
+			if (f.Kind == format.FileDeleted || f.Deleted) && o.deleted[f.Desc] == nil {
+				key := [2]uint64{f.Dev, f.Inode}
+				if t := byInode[key]; t != nil && f.Inode != 0 {
+					o.deleted[f.Desc] = t
+					continue
 				}
+				t, err := o.standIn(p, f)
 				if err != nil {
-					return fmt.Errorf("pid %d: fd %d: recreate deleted file %s: %w", p.PID, f.FD, f.Path, err)
+					return fmt.Errorf("pid %d: fd %d: recreate deleted %s %s: %w", p.PID, f.FD, f.Kind, f.Path, err)
 				}
-				o.deleted[f.Desc] = t
+				o.deleted[f.Desc], byInode[key] = t, t
 			}
 		}
 	}
@@ -125,6 +143,41 @@ func (o *objects) create(img *format.Image) error {
 type fileAt struct {
 	pid int
 	f   format.File
+}
+
+// standIn makes the unlinked file that stands in for a deleted one
+// (pkg/objects/ghost): a regular file truncated to its size (its data
+// comes with the data section, holes stay holes), an empty directory, a
+// device node. Owned as the original was; an older image says nothing of
+// the owner: then the process's fs ids, which open it after switching.
+func (o *objects) standIn(p *format.Process, f format.File) (*os.File, error) {
+	owner := f.OwnerIDs
+	if owner == nil {
+		owner = &format.Ownership{UID: p.Creds.UID[3], GID: p.Creds.GID[3]}
+	}
+	mode := f.Mode
+	if f.Kind == format.FileDeleted {
+		mode = unix.S_IFREG | mode&0o7777
+	}
+	// Open to all until every process has reopened it with its own fs
+	// ids and flags (the original may have been chmod'ed after it was
+	// opened); nothing but chpox and its tree reaches it meanwhile.
+	open := uint32(0o666)
+	if mode&unix.S_IFMT == unix.S_IFDIR {
+		open = 0o777
+	}
+	t, err := ghost.Make(f.Path, mode&unix.S_IFMT|open, f.Rdev, owner)
+	if err != nil {
+		return nil, err
+	}
+	o.perms[t] = mode & 0o1777
+	if f.Size > 0 {
+		if err := t.Truncate(f.Size); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 func memfd(s format.SharedMem) (*os.File, error) {
@@ -147,23 +200,24 @@ func memfd(s format.SharedMem) (*os.File, error) {
 }
 
 // deletedShared stands in for an unlinked file that is mapped MAP_SHARED:
-// an unlinked file in its directory (as for a deleted file's fd, tmpIn),
+// an unlinked file at its path (as for a deleted file's fd, standIn),
 // of its size, owned by the fs ids of the first process that maps it or
 // holds it, which reopen it after switching to them.
 func deletedShared(img *format.Image, s format.SharedMem) (*os.File, error) {
-	f, err := tmpIn(filepath.Dir(s.Deleted), s.Mode&0o777)
+	var owner *format.Ownership
+	for _, p := range img.Processes {
+		uses := slices.ContainsFunc(p.VMAs, func(v format.VMA) bool { return v.Shm == s.ID }) ||
+			slices.ContainsFunc(p.Files, func(fl format.File) bool { return fl.Shm == s.ID })
+		if uses {
+			owner = &format.Ownership{UID: p.Creds.UID[3], GID: p.Creds.GID[3]}
+			break
+		}
+	}
+	f, err := ghost.Make(s.Deleted, unix.S_IFREG|s.Mode&0o777, 0, owner)
 	if err != nil {
 		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
 	}
 	err = f.Truncate(int64(s.Size))
-	for _, p := range img.Processes {
-		uses := slices.ContainsFunc(p.VMAs, func(v format.VMA) bool { return v.Shm == s.ID }) ||
-			slices.ContainsFunc(p.Files, func(fl format.File) bool { return fl.Shm == s.ID })
-		if uses && err == nil {
-			err = f.Chown(int(p.Creds.UID[3]), int(p.Creds.GID[3]))
-			break
-		}
-	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recreate deleted file %s: %w", s.Deleted, err)
@@ -248,7 +302,7 @@ func (o *objects) close() {
 		o.sysv.Remove() // a failed restore leaves no object behind
 	}
 	all := map[*os.File]bool{}
-	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs} {
+	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs, o.exes} {
 		for _, f := range m {
 			all[f] = true
 		}
@@ -272,4 +326,15 @@ func (o *objects) close() {
 		o.unix.Close()
 	}
 	o.closeInet()
+}
+
+// finishStandIns gives the deleted files' stand-ins their modes, once the
+// processes opened them.
+func (o *objects) finishStandIns() error {
+	for t, perm := range o.perms {
+		if err := ghost.Chmod(t, perm); err != nil {
+			return fmt.Errorf("deleted file %s: %w", t.Name(), err)
+		}
+	}
+	return nil
 }

@@ -29,6 +29,9 @@ func (o *objects) fillSockets() error {
 // until every process holds its objects. Timerfds are armed last, so the
 // time spent before the run does not count.
 func (o *objects) beforeRun() error {
+	if err := o.finishStandIns(); err != nil {
+		return err
+	}
 	if err := o.resumeInet(); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/ghost"
 )
 
 // sigaltstack flags (include/uapi/linux/signal.h).
@@ -28,10 +29,24 @@ func u64s(vals ...uint64) []byte {
 // setMM restores the mm fields, auxv and the exe link in one
 // prctl(PR_SET_MM, PR_SET_MM_MAP): the single-field calls need
 // CAP_SYS_RESOURCE, which restorers often lack.
-func (x *target) setMM(p *format.Process) error {
+func (x *target) setMM(p *format.Process, o *objects) error {
 	x.resetScratch()
 	exeFD := ^uint64(0)
-	if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
+	if t := o.exes[p.PID]; t != nil {
+		// A deleted executable's stand-in, read-only: the kernel denies
+		// writes to an exe file, and refuses one open for writing
+		// (kernel/fork.c, replace_mm_exe_file). Its content is written.
+		ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", t.Fd()))
+		if err != nil {
+			return fmt.Errorf("reopen the stand-in of %s: %w", p.Exe, err)
+		}
+		t.Close()
+		o.exes[p.PID] = ro
+		if exeFD, err = x.chpoxCopy(ro); err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, exeFD)
+	} else if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
 		path, err := x.cstring(p.Exe)
 		if err != nil {
 			return err
@@ -141,14 +156,10 @@ func (x *target) setThreadCreds(c format.Creds) error {
 
 // restoreMisc restores the per-process state that injected calls set.
 func (x *target) restoreMisc(p *format.Process) error {
+	if err := x.restoreDirs(p); err != nil {
+		return err
+	}
 	x.resetScratch()
-	cwd, err := x.cstring(p.Cwd)
-	if err != nil {
-		return err
-	}
-	if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
-		return err
-	}
 	if _, err := x.call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
 		return err
 	}
@@ -169,5 +180,55 @@ func (x *target) restoreMisc(p *format.Process) error {
 		return err
 	}
 	_, err = x.call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, name)
+	return err
+}
+
+// restoreDirs gives the process its working directory (a removed one: an
+// empty stand-in, removed again) and then its root: files and memory were
+// opened by the paths chpox sees, which for a process in a chroot are
+// host paths; chroot(2) comes after them, and leaves the working
+// directory where it is.
+func (x *target) restoreDirs(p *format.Process) error {
+	x.resetScratch()
+	if p.CwdDeleted {
+		owner, mode := p.CwdOwner, p.CwdMode
+		if owner == nil { // an image without them
+			owner, mode = &format.Ownership{UID: p.Creds.UID[3], GID: p.Creds.GID[3]}, 0o700
+		}
+		// Open to all until the process is in it: fchdir needs search
+		// permission, which the original's mode may not give it.
+		t, err := ghost.Make(p.Cwd, unix.S_IFDIR|0o777, 0, owner)
+		if err != nil {
+			return fmt.Errorf("working directory %s (deleted): %w", p.Cwd, err)
+		}
+		defer t.Close()
+		cp, err := x.chpoxCopy(t)
+		if err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, cp)
+		if _, err := x.call("fchdir "+p.Cwd+" (deleted)", unix.SYS_FCHDIR, cp); err != nil {
+			return err
+		}
+		if err := ghost.Chmod(t, mode); err != nil {
+			return fmt.Errorf("working directory %s (deleted): %w", p.Cwd, err)
+		}
+	} else {
+		cwd, err := x.cstring(p.Cwd)
+		if err != nil {
+			return err
+		}
+		if _, err := x.call("chdir "+p.Cwd, unix.SYS_CHDIR, cwd); err != nil {
+			return err
+		}
+	}
+	if p.Root == "" || p.Root == "/" {
+		return nil
+	}
+	root, err := x.cstring(p.Root)
+	if err != nil {
+		return err
+	}
+	_, err = x.call("chroot "+p.Root, unix.SYS_CHROOT, root)
 	return err
 }

@@ -261,7 +261,7 @@ func (x *target) build(p *format.Process, o *objects, untrusted bool) error {
 	}{
 		{"memory protection", func() error { return x.protect(p) }},
 		{"memory details", func() error { return x.memoryDetails(p) }},
-		{"mm fields", func() error { return x.setMM(p) }},
+		{"mm fields", func() error { return x.setMM(p, o) }},
 		{"files", func() error { return x.restoreFiles(p, o) }},
 		{"process state", func() error { return x.restoreMisc(p) }},
 		{"process attributes", func() error { return x.restoreProcessAttrs(p, untrusted) }},

@@ -33,6 +33,10 @@ type Area struct {
 	// maybeGuard: VmFlags "gu", guard regions may be installed (pagemap
 	// tells which pages).
 	maybeGuard bool
+
+	// FileSize is a deleted file's size, -1 unknown: pages of a private
+	// mapping beyond its end cannot be read (SIGBUS).
+	FileSize int64
 }
 
 // Areas lists the memory areas of pid, classified for the image.
@@ -72,6 +76,14 @@ func Areas(pid int) ([]*Area, error) {
 				return nil, err
 			}
 		}
+		if a.Deleted {
+			// map_files needs CAP_CHECKPOINT_RESTORE: without it the
+			// whole area is tried.
+			var st unix.Stat_t
+			if unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start, a.End), &st) == nil {
+				a.FileSize = st.Size
+			}
+		}
 		out = append(out, a)
 	}
 	return out, nil
@@ -84,7 +96,7 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 		Shared: m.Perms.Shared,
 		Offset: uint64(m.Offset),
 		Name:   m.Pathname,
-	}, Inode: m.Inode}
+	}, Inode: m.Inode, FileSize: -1}
 	if m.Perms.Read {
 		a.Prot |= format.ProtRead
 	}

@@ -68,8 +68,18 @@ func pagesOf(pid int, pm *os.File, a *Area) ([]format.DataRun, error) {
 		return nil, nil
 	case a.Deleted:
 		// A private mapping of an unlinked file: unmodified pages exist
-		// nowhere else, so the whole area is copied.
-		return []format.DataRun{{Addr: a.Start, Len: a.End - a.Start}}, nil
+		// nowhere else, so the whole area is copied, up to the end of the
+		// file (beyond it a page cannot be read; restored, it reads as
+		// zeros instead of raising SIGBUS).
+		end := a.End
+		if a.FileSize >= 0 {
+			fileEnd := (uint64(a.FileSize) + pageSize - 1) &^ (pageSize - 1)
+			if fileEnd <= a.Offset {
+				return nil, nil
+			}
+			end = min(end, a.Start+fileEnd-a.Offset)
+		}
+		return []format.DataRun{{Addr: a.Start, Len: end - a.Start}}, nil
 	case a.Kind == format.VMAFile:
 		if a.AnonKB == 0 {
 			return nil, nil

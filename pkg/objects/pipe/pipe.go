@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/ghost"
 )
 
 // Describe returns the record of the pipe that pid holds at fd (path is
@@ -86,7 +87,14 @@ type Pipe struct {
 // its path, with the saved capacity.
 func New(p format.Pipe) (*Pipe, error) {
 	po := &Pipe{Pipe: p, handed: map[*os.File]bool{}}
-	if p.FIFO != "" {
+	if p.Deleted {
+		// The FIFO was removed while open: a stand-in, removed again.
+		f, err := ghost.Make(p.FIFO, unix.S_IFIFO|p.Mode, 0, p.Owner)
+		if err != nil {
+			return nil, fmt.Errorf("pipe %d: deleted FIFO: %w", p.ID, err)
+		}
+		po.r, po.w = f, f
+	} else if p.FIFO != "" {
 		// O_RDWR never blocks and keeps the FIFO's buffer alive;
 		// O_NOFOLLOW: the path was checked to be a FIFO, not a link.
 		f, err := os.OpenFile(p.FIFO, os.O_RDWR|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
@@ -163,7 +171,7 @@ func (p *Pipe) Close() {
 
 // CheckFIFO makes sure a named FIFO is still a FIFO before chpox opens it.
 func CheckFIFO(p format.Pipe) error {
-	if p.FIFO == "" {
+	if p.FIFO == "" || p.Deleted {
 		return nil
 	}
 	var st unix.Stat_t
