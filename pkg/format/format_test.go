@@ -173,8 +173,6 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 			File{FD: 7, Desc: 100*pid + 7, Kind: FilePipe, Path: "/tmp/fifo", Flags: 0o4000, Pipe: 2})
 	}
 	if !small {
-		p.Files = append(p.Files, File{FD: 9, Desc: 100*pid + 9, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Flags: 0o2004002,
-			Timerfd: &Timerfd{Clock: ClockRealtime, Flags: TFDTimerAbstime | TFDTimerCancelOnSet, ValueNS: 5e8, IntervalNS: 1e9, AbsNS: 1.7e18, Ticks: 3}})
 		p.Files = append(p.Files,
 			// version 3: a removed directory, a removed device node, an O_PATH symlink
 			File{FD: 10, Desc: 100*pid + 10, Kind: FileDir, Path: "/tmp/gone", Flags: 0o2200000, Mode: 0o40750, Deleted: true, OwnerIDs: &Ownership{}},
@@ -183,6 +181,9 @@ func sampleProcess(pid int, d *dataBuilder, small, objects bool) *Process {
 		p.CwdDeleted, p.CwdMode, p.CwdOwner = true, 0o755, &Ownership{UID: 3}
 		p.Exe += " (deleted)"
 		p.ExeFile = &File{Kind: FileDeleted, Path: "/usr/bin/app", Mode: 0o100755, Size: 9000, Content: []DataRun{exeRun}}
+		// the timerfd last: the timer cases take the last file
+		p.Files = append(p.Files, File{FD: 9, Desc: 100*pid + 9, Kind: FileTimerfd, Path: "anon_inode:[timerfd]", Flags: 0o2004002,
+			Timerfd: &Timerfd{Clock: ClockRealtime, Flags: TFDTimerAbstime | TFDTimerCancelOnSet, ValueNS: 5e8, IntervalNS: 1e9, AbsNS: 1.7e18, Ticks: 3}})
 	}
 	return p
 }
