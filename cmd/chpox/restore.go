@@ -42,7 +42,8 @@ func restoreCommand() *cli.Command {
 			takeBack := func() {}
 			defer func() { takeBack() }()
 			if !c.Bool("detach") {
-				opt.BeforeRun = func(pgid int) { takeBack = handTerminal(pgid) }
+				opt.Foreground = true
+				opt.BeforeRun = func(job restore.Job) { takeBack = handTerminal(job) }
 			}
 			r, err := restore.Restore(tracer, c.Args().First(), opt)
 			if err != nil {

@@ -48,6 +48,10 @@ type Process struct {
 	// Stopped processes were in a job-control stop (SIGSTOP, Ctrl-Z) and
 	// come back stopped.
 	Stopped bool `json:"stopped,omitempty"`
+
+	// Terminal (version 3): CTTY is the ID in Objects.TTYs of the
+	// session's controlling terminal, 0 for none.
+	CTTY int `json:"ctty,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -60,6 +64,8 @@ type Objects struct {
 	InetSockets []InetSocket    `json:"inet_sockets,omitempty"`
 	Netlink     []NetlinkSocket `json:"netlink_sockets,omitempty"`
 	Externals   []External      `json:"externals,omitempty"`
+	// Terminals (version 3): pty pairs and outside controlling terminals.
+	TTYs []TTY `json:"ttys,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -245,6 +251,11 @@ const (
 	// checkpoint (a pipe to a process that is not dumped, a connection to
 	// an outside server): External is its ID in Objects.Externals.
 	FileExternal = "external"
+	// FilePTYMaster and FilePTYSlave (version 3) are the ends of a
+	// pseudo-terminal pair whose master is in the tree: TTY is its ID in
+	// Objects.TTYs.
+	FilePTYMaster = "pty-master"
+	FilePTYSlave  = "pty-slave"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -263,6 +274,7 @@ type File struct {
 	Pipe     int       `json:"pipe,omitempty"`     // kind pipe: ID in Objects.Pipes
 	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
 	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
+	TTY      int       `json:"tty,omitempty"`      // kinds pty-master, pty-slave (version 3): ID in Objects.TTYs
 	Kind     string    `json:"kind"`
 	Path     string    `json:"path"`
 	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

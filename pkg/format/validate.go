@@ -72,7 +72,10 @@ func (img *Image) validate() error {
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
-		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool)}
+		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), tty: make(map[int]string)}
+	if err := validateTTYs(o.TTYs, ids.tty); err != nil {
+		return ids, err
+	}
 	for _, m := range o.Shm {
 		if m.ID <= 0 || ids.shm[m.ID] {
 			return ids, corrupt("shared memory ID %d is not positive or appears twice", m.ID)
@@ -241,6 +244,28 @@ func refersTo(f File, ids objectIDs) error {
 	if (f.Kind == FileExternal) != (f.External != 0) || f.External != 0 && !ids.external[f.External] {
 		return corrupt("fd %d (%s) names external object %d, which the image lacks or which does not fit", f.FD, f.Kind, f.External)
 	}
+	pty := f.Kind == FilePTYMaster || f.Kind == FilePTYSlave
+	if pty != (f.TTY != 0) || f.TTY != 0 && ids.tty[f.TTY] != TTYPty {
+		return corrupt("fd %d (%s) names terminal %d, which the image lacks or which is no pty pair", f.FD, f.Kind, f.TTY)
+	}
+	return nil
+}
+
+// validateTTYs checks the terminal records: unique positive IDs, a known
+// kind, a pty index the kernel could give.
+func validateTTYs(ttys []TTY, seen map[int]string) error {
+	for _, t := range ttys {
+		if t.ID <= 0 || seen[t.ID] != "" {
+			return corrupt("terminal ID %d is not positive or appears twice", t.ID)
+		}
+		if t.Kind != TTYPty && t.Kind != TTYOutside {
+			return corrupt("terminal %d has unknown kind %q", t.ID, t.Kind)
+		}
+		if t.Index < 0 || t.Session < 0 || t.Foreground < 0 {
+			return corrupt("terminal %d: index %d, session %d, foreground group %d", t.ID, t.Index, t.Session, t.Foreground)
+		}
+		seen[t.ID] = t.Kind
+	}
 	return nil
 }
 
@@ -288,7 +313,10 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 
 // objectIDs are the IDs of the image's shared objects, for the references
 // from process records.
-type objectIDs struct{ shm, pipe, unix, inet, netlink, external map[int]bool }
+type objectIDs struct {
+	shm, pipe, unix, inet, netlink, external map[int]bool
+	tty                                      map[int]string // by ID: its kind
+}
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 	if p.PID <= 0 {
@@ -321,6 +349,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		prevEnd = p.VMAs[i].End
 	}
+	if p.CTTY != 0 && ids.tty[p.CTTY] == "" {
+		return corrupt("controlling terminal %d is not in the image", p.CTTY)
+	}
 	fds := make(map[int]bool)
 	for _, f := range p.Files {
 		if f.FD < 0 || fds[f.FD] {
@@ -328,7 +359,8 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		}
 		fds[f.FD] = true
 		switch f.Kind {
-		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal:
+		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal,
+			FilePTYMaster, FilePTYSlave:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}

@@ -32,6 +32,9 @@ type Info struct {
 	Seccomp  string // seccomp mode: "0" none, "1" strict, "2" filter
 	Children []int
 	Zombie   bool
+	// TTYNr is the device number of the controlling terminal (0: none),
+	// TPGID its foreground process group (stat fields 7 and 8, proc(5)).
+	TTYNr, TPGID int
 }
 
 // Read collects the state of pid that /proc can tell.
@@ -47,7 +50,7 @@ func Read(pid int) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: read stat: %w", pid, err)
 	}
-	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}}
+	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}, TTYNr: st.TTY, TPGID: st.TPGID}
 	// A "Z" main thread with other threads alive is a running process
 	// whose main thread called pthread_exit, not a zombie.
 	in.Zombie = st.State == "Z" && st.NumThreads <= 1

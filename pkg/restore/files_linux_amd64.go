@@ -49,6 +49,9 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 			here[f.Desc] = f.FD
 		}
 	}
+	if err := x.controllingTerminal(p, o); err != nil {
+		return err
+	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
 	}
@@ -71,6 +74,8 @@ func (x *target) installFile(f format.File, o *objects, here map[int]int) error 
 			if sup = o.externals[[2]int{x.pid(), f.FD}]; sup == nil {
 				err = fmt.Errorf("no stand-in for external object %d", f.External)
 			}
+		case format.FilePTYMaster, format.FilePTYSlave:
+			sup, err = o.ptyEnd(f)
 		case format.FileUnix, format.FileInet, format.FileNetlink:
 			err = fmt.Errorf("socket %d was not created", f.Socket)
 		}
@@ -150,24 +155,33 @@ func (x *target) makeEpoll(f format.File) error {
 // fromChpox installs chpox's file sup at fd: pidfd_getfd(2) on chpox
 // gives the process the very same open file description.
 func (x *target) fromChpox(sup *os.File, fd int, cloexec uint64) error {
-	if x.supPidfd == 0 {
-		pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-		if err != nil {
-			return err
-		}
-		// Above every fd of the image, where installing them cannot hit it.
-		high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
-		x.call("close", unix.SYS_CLOSE, pfd)
-		if err != nil {
-			return err
-		}
-		x.supPidfd = high
+	if err := x.openChpox(); err != nil {
+		return err
 	}
 	tmp, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, x.supPidfd, uint64(sup.Fd()), 0)
 	if err != nil {
 		return err
 	}
 	return x.moveFD(tmp, fd, cloexec)
+}
+
+// openChpox gives the process a pidfd of chpox (x.supPidfd), once.
+func (x *target) openChpox() error {
+	if x.supPidfd != 0 {
+		return nil
+	}
+	pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	// Above every fd of the image, where installing them cannot hit it.
+	high, err := x.call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, pfd, unix.F_DUPFD_CLOEXEC, x.freeFD)
+	x.call("close", unix.SYS_CLOSE, pfd)
+	if err != nil {
+		return err
+	}
+	x.supPidfd = high
+	return nil
 }
 
 // moveFD puts the file at fd tmp at number fd with the given close-on-exec.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/pipe"
+	"github.com/chpox/chpox/pkg/objects/tty"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
@@ -30,11 +31,15 @@ type objects struct {
 	// externals stand in for descriptors shared with outside processes,
 	// by {PID, FD}.
 	externals map[[2]int]*os.File
+	ttys      map[int]*tty.Pair  // pty pairs by TTY.ID
+	ttyRecs   map[int]format.TTY // every terminal record by ID
+	groups    map[int]bool       // process groups of the tree
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
-		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{}}
+		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{},
+		ttys: map[int]*tty.Pair{}, ttyRecs: map[int]format.TTY{}, groups: map[int]bool{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -63,7 +68,13 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openExternals(img); err != nil {
 		return err
 	}
+	if err := o.openPairs(img); err != nil {
+		return err
+	}
 	for _, p := range img.Processes {
+		if !p.Zombie {
+			o.groups[p.PGID] = true
+		}
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
 			if f.Kind == format.FileDeleted && o.deleted[f.Desc] == nil {
@@ -166,4 +177,5 @@ func (o *objects) close() {
 		o.unix.Close()
 	}
 	o.closeInet()
+	o.closePairs()
 }

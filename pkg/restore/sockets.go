@@ -27,4 +27,9 @@ func (o *objects) fillSockets() error {
 
 // beforeRun is the last step before the processes run: what must wait
 // until every process holds its objects.
-func (o *objects) beforeRun() error { return o.resumeInet() }
+func (o *objects) beforeRun() error {
+	if err := o.finishPairs(); err != nil {
+		return err
+	}
+	return o.resumeInet()
+}

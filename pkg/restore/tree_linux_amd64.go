@@ -14,6 +14,9 @@ type node struct {
 	p      *format.Process
 	x      *target
 	parent *node
+	// joinSession: the root led a session whose controlling terminal is
+	// outside the tree; it leads a process group of chpox's session.
+	joinSession bool
 }
 
 // treeOf links every process to its parent. The image lists parents before
@@ -62,6 +65,9 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			}
 		}
 	}()
+	if opt.Foreground && outsideCTTY(img, nodes[0].p) != nil {
+		nodes[0].joinSession = true
+	}
 	if err := createTree(nodes); err != nil {
 		return nil, err
 	}
@@ -97,12 +103,8 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		return nil, err
 	}
 	root := nodes[0].p
-	pgid := unix.Getpgrp()
-	if root.PGID == root.PID {
-		pgid = root.PID
-	}
 	if opt.BeforeRun != nil {
-		opt.BeforeRun(pgid)
+		opt.BeforeRun(jobOf(img, o.groups))
 	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
@@ -159,7 +161,7 @@ func createTree(nodes []*node) error {
 		}
 		// A session or group leader must lead before its children are
 		// forked, so that they inherit the session.
-		if err := n.x.lead(n.p); err != nil {
+		if err := n.x.lead(n.p, n.joinSession); err != nil {
 			return fmt.Errorf("pid %d: %w", n.p.PID, err)
 		}
 	}
@@ -185,9 +187,9 @@ func createTree(nodes []*node) error {
 }
 
 // lead gives a process that led its session or process group that role.
-func (x *target) lead(p *format.Process) error {
+func (x *target) lead(p *format.Process, joinSession bool) error {
 	switch {
-	case p.SID == p.PID:
+	case p.SID == p.PID && !joinSession:
 		_, err := x.call("setsid", unix.SYS_SETSID)
 		return err
 	case p.PGID == p.PID:

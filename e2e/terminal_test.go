@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tmuxServer is a tmux server of one test, on a socket of its own and
+// without the user's configuration; it is killed at the end of the test,
+// with every process of its panes.
+type tmuxServer struct {
+	t    *testing.T
+	sock string
+}
+
+// startTmux starts a server whose first window (t:0) runs sh: dash leaves
+// its terminal's termios alone, so what chpox restore sets and puts back
+// shows there.
+func startTmux(t *testing.T) *tmuxServer {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is needed (make setup):", err)
+	}
+	s := &tmuxServer{t: t, sock: fmt.Sprintf("chpox-e2e-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	s.run("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", "sh")
+	server := s.serverPID()
+	t.Cleanup(func() {
+		pids := descendants(server)
+		exec.Command("tmux", "-L", s.sock, "kill-server").Run()
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		unix.Kill(server, unix.SIGKILL)
+	})
+	return s
+}
+
+// descendants lists pid's descendants, deepest first.
+func descendants(pid int) []int {
+	var out []int
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, c := range strings.Fields(string(data)) {
+		n, _ := strconv.Atoi(c)
+		out = append(append(out, descendants(n)...), n)
+	}
+	return out
+}
+
+func (s *tmuxServer) run(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", s.sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("tmux %v: %v: %s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func (s *tmuxServer) serverPID() int { return atoi(s.run("display-message", "-p", "#{pid}")) }
+
+// window opens a window running cmd and returns its target.
+func (s *tmuxServer) window(cmd string) string {
+	return "t:" + s.run("new-window", "-d", "-P", "-F", "#{window_index}", cmd)
+}
+
+func (s *tmuxServer) keys(target string, keys ...string) {
+	s.run(append([]string{"send-keys", "-t", target}, keys...)...)
+}
+
+// line types a line.
+func (s *tmuxServer) line(target, text string) {
+	s.keys(target, "-l", text)
+	s.keys(target, "Enter")
+}
+
+func (s *tmuxServer) screen(target string) string {
+	return s.run("capture-pane", "-p", "-t", target)
+}
+
+// waitScreen waits until the screen of target shows every one of words.
+func (s *tmuxServer) waitScreen(target string, timeout time.Duration, words ...string) string {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		text := s.screen(target)
+		missing := ""
+		for _, w := range words {
+			if !strings.Contains(text, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return text
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("window %s does not show %q within %v; the screen:\n%s", target, missing, timeout, text)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *tmuxServer) panePID(target string) int {
+	return atoi(s.run("list-panes", "-t", target, "-F", "#{pane_pid}"))
+}
+
+func (s *tmuxServer) paneTTY(target string) string {
+	return s.run("list-panes", "-t", target, "-F", "#{pane_tty}")
+}
+
+// waitFree waits for the pid of a pane process that a dump --kill ended.
+// Here tmux's server is sometimes not woken for a child killed after it
+// was traced and left it a zombie; a SIGCHLD makes it reap.
+func (s *tmuxServer) waitFree(pid int) {
+	s.t.Helper()
+	server := s.serverPID()
+	deadline := time.Now().Add(10 * time.Second)
+	for pidExists(pid) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("pid %d still taken: %s", pid, procState(pid))
+		}
+		unix.Kill(server, unix.SIGCHLD)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// termios reads the settings of a terminal by path, without making it
+// anyone's controlling terminal.
+func termios(t *testing.T, path string) *unix.Termios {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tio
+}
+
+// cooked tells whether a terminal is in canonical mode with echo (a
+// shell's line mode); a readline prompt waiting for a key has neither.
+func cooked(tio *unix.Termios) bool {
+	return tio.Lflag&unix.ICANON != 0 && tio.Lflag&unix.ECHO != 0
+}
+
+// statTTY returns the controlling terminal (tty_nr), the foreground group
+// of it (tpgid), the session and the process group of pid.
+func statTTY(t *testing.T, pid int) (ttyNr, tpgid, sid, pgid int) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	return atoi(f[4]), atoi(f[5]), atoi(f[3]), atoi(f[2])
+}
+
+// waitRestored waits until pid runs as comm, no longer traced by chpox.
+func (s *tmuxServer) waitRestored(target string, pid int, comm string) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := procState(pid)
+		if strings.Contains(st, "Name: "+comm) && strings.Contains(st, "TracerPid: 0") {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("restored %s (pid %d: %s) not running within 20s; the screen:\n%s", comm, pid, st, s.screen(target))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dumpPane dumps the process of a pane with --kill and waits for its PID.
+func dumpPane(t *testing.T, s *tmuxServer, target, img string) int {
+	t.Helper()
+	pid := s.panePID(target)
+	mustChpox(t, "dump", "--kill", strconv.Itoa(pid), "-o", img)
+	s.waitFree(pid)
+	waitImagePIDsFree(t, img) // its children are orphans of ours (subreaper)
+	return pid
+}
+
+// TestTerminalTmuxREPL: an interactive python3 in a tmux window, holding
+// a variable, is dumped with --kill and restored with a plain `chpox
+// restore` typed into another window's shell. It has its state, reads the
+// keyboard of its new terminal as its controlling terminal in the
+// foreground, with its readline termios (no echo, no line mode) there;
+// when it ends, chpox puts the shell's termios back.
+func TestTerminalTmuxREPL(t *testing.T) {
+	setup(t)
+	s := startTmux(t)
+	repl := s.window("python3")
+	s.waitScreen(repl, 20*time.Second, ">>>")
+	s.line(repl, "x = 41")
+	s.line(repl, "print('set', x)")
+	s.waitScreen(repl, 10*time.Second, "set 41")
+	img := filepath.Join(t.TempDir(), "repl.img")
+	pid := dumpPane(t, s, repl, img)
+
+	shell := "t:0"
+	ttyPath := s.paneTTY(shell)
+	if !cooked(termios(t, ttyPath)) {
+		t.Fatalf("%s: sh's terminal is not in line mode before the restore", ttyPath)
+	}
+	s.line(shell, chpoxBin+" restore "+img)
+	s.waitRestored(shell, pid, "python3")
+	adopt(t, "python3(restored)", pid, "")
+	time.Sleep(300 * time.Millisecond)
+	if tio := termios(t, ttyPath); cooked(tio) {
+		t.Errorf("%s is in line mode with echo (lflag %#x): the REPL's readline termios was not restored", ttyPath, tio.Lflag)
+	}
+	var st unix.Stat_t
+	unix.Stat(ttyPath, &st)
+	nr, tpgid, _, pgid := statTTY(t, pid)
+	if uint64(nr) != st.Rdev || tpgid != pgid {
+		t.Errorf("restored python3: controlling terminal %#x foreground group %d, want %s (%#x) with its own group %d in the foreground", nr, tpgid, ttyPath, st.Rdev, pgid)
+	}
+	s.line(shell, "x + 1")
+	s.waitScreen(shell, 10*time.Second, "\n42\n")
+	s.line(shell, "import os; print('pid', os.getpid())")
+	s.waitScreen(shell, 10*time.Second, fmt.Sprintf("pid %d", pid))
+	s.keys(shell, "C-d")
+	waitFor(t, 10*time.Second, "python3 to end on Ctrl-D", func() bool { return !pidExists(pid) })
+	waitFor(t, 5*time.Second, "sh's termios back", func() bool { return cooked(termios(t, ttyPath)) })
+}
+
+// TestTerminalTmuxBash: an interactive bash in a tmux window with a
+// running background job and a job stopped by SIGTTIN is dumped with
+// --kill and restored into another window. jobs lists both as they were,
+// the shell variable is there, and fg brings the stopped job to the
+// foreground, reading the new terminal (bash's tcsetpgrp works: the
+// terminal is its controlling terminal).
+func TestTerminalTmuxBash(t *testing.T) {
+	setup(t)
+	s := startTmux(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "typed")
+	sh := s.window("bash --norc --noprofile -i")
+	s.waitScreen(sh, 20*time.Second, "bash-")
+	s.line(sh, "v=41; sleep 1000 &")
+	s.line(sh, "cat > "+out+" &")
+	s.line(sh, "sleep 0.5; jobs")
+	s.waitScreen(sh, 10*time.Second, "Running", "sleep 1000", "Stopped", "cat >")
+	img := filepath.Join(dir, "bash.img")
+	pid := dumpPane(t, s, sh, img)
+
+	shell := "t:0"
+	s.line(shell, chpoxBin+" restore "+img)
+	s.waitRestored(shell, pid, "bash")
+	adopt(t, "bash(restored)", pid, "")
+	s.line(shell, "clear; jobs; echo v=$((v+1))")
+	s.waitScreen(shell, 10*time.Second, "Running", "sleep 1000", "Stopped", "cat >", "v=42")
+	s.line(shell, "fg %2")
+	s.waitScreen(shell, 10*time.Second, "cat > "+out+"\n")
+	time.Sleep(200 * time.Millisecond)
+	s.line(shell, "hello from the keyboard")
+	s.keys(shell, "C-d")
+	waitFor(t, 10*time.Second, "cat to write what was typed", func() bool {
+		data, _ := os.ReadFile(out)
+		return string(data) == "hello from the keyboard\n"
+	})
+	s.line(shell, "echo back in bash $$")
+	s.waitScreen(shell, 10*time.Second, fmt.Sprintf("back in bash %d", pid))
+}
