@@ -31,6 +31,7 @@ var (
 // cPrograms are compiled from ../testdata/NAME.c with gcc -O1 -g and these extra flags.
 var cPrograms = map[string][]string{
 	"counter":     nil,
+	"ptyrelay":    nil,
 	"memory":      nil,
 	"vector":      nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
 	"sleeper":     nil,

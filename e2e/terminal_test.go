@@ -273,3 +273,67 @@ func TestTerminalTmuxBash(t *testing.T) {
 	s.line(shell, "echo back in bash $$")
 	s.waitScreen(shell, 10*time.Second, fmt.Sprintf("back in bash %d", pid))
 }
+
+// TestTerminalTmuxPTYPair: a relay like `script` (testdata/ptyrelay.c;
+// script itself uses a signalfd, not restored yet) holds a pseudo-terminal pair inside the
+// tree (as a terminal multiplexer or expect does): python3 runs on its
+// slave, as session leader with it as controlling terminal. Dumped with
+// --kill in one tmux window and restored in another: the pair is rebuilt
+// with its termios (the REPL's readline mode on the inner terminal) and
+// window size, python3 has the new slave as controlling terminal with its
+// group in the foreground, still has its state and reads what is typed
+// through the relay.
+func TestTerminalTmuxPTYPair(t *testing.T) {
+	setup(t, "ptyrelay")
+	s := startTmux(t)
+	win := s.window(progs["ptyrelay"] + " python3")
+	s.waitScreen(win, 20*time.Second, ">>>")
+	s.line(win, "x = 41")
+	s.line(win, "import os; print('py', os.getpid())")
+	text := s.waitScreen(win, 10*time.Second, "py ")
+	var py int
+	fmt.Sscanf(text[strings.LastIndex(text, "py ")+3:], "%d", &py)
+	innerBefore := termios(t, fmt.Sprintf("/proc/%d/fd/0", py))
+	wsBefore := winsize(t, fmt.Sprintf("/proc/%d/fd/0", py))
+	img := filepath.Join(t.TempDir(), "script.img")
+	dumpPane(t, s, win, img)
+	if text := quietChpox(t, "inspect", img); !strings.Contains(text, "pty pair") {
+		t.Errorf("inspect does not show the pty pair:\n%s", text)
+	}
+
+	shell := "t:0"
+	s.line(shell, chpoxBin+" restore "+img)
+	s.waitRestored(shell, py, "python3")
+	adopt(t, "python3(restored)", py, "")
+	inner := fmt.Sprintf("/proc/%d/fd/0", py)
+	var st unix.Stat_t
+	if err := unix.Stat(inner, &st); err != nil {
+		t.Fatal(err)
+	}
+	nr, tpgid, sid, pgid := statTTY(t, py)
+	if uint64(nr) != st.Rdev || tpgid != pgid || sid != py {
+		t.Errorf("restored python3: controlling terminal %#x, foreground group %d, session %d; want its stdin %#x, its own group %d, its own session", nr, tpgid, sid, st.Rdev, pgid)
+	}
+	if got := termios(t, inner); *got != *innerBefore {
+		t.Errorf("inner terminal's termios: got %+v, want %+v", got, innerBefore)
+	}
+	if got := winsize(t, inner); *got != *wsBefore {
+		t.Errorf("inner terminal's window size: got %+v, want %+v", got, wsBefore)
+	}
+	s.line(shell, "x + 1")
+	s.waitScreen(shell, 10*time.Second, "\n42\n")
+}
+
+func winsize(t *testing.T, path string) *unix.Winsize {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
