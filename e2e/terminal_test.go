@@ -337,3 +337,56 @@ func winsize(t *testing.T, path string) *unix.Winsize {
 	}
 	return ws
 }
+
+// TestTerminalPTYUnreadRefused: bytes queued in a pty pair of the tree,
+// typed input its program has not read or output its master has not read,
+// are not saved (reading them would take them from the program): the dump
+// is refused naming the terminal, and the process runs on unchanged, its
+// bytes still there.
+func TestTerminalPTYUnreadRefused(t *testing.T) {
+	setup(t)
+	for _, dir := range []string{"input", "output"} {
+		t.Run(dir, func(t *testing.T) {
+			// input: written to the master, for the slave to read; output:
+			// written to the slave, for the master.
+			src := `import os, sys, time, tty
+m, s = os.openpty()
+tty.setraw(s)
+os.write(m if sys.argv[1] == "input" else s, b"queued!")
+print("ready", os.ttyname(s), flush=True)
+time.sleep(1000)
+`
+			p := startExe(t, "ptyqueue", "python3", "-c", src, dir)
+			name := p.waitLog(t, `ready (\S+)`, 1, 20*time.Second)[1]
+			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "q.img"))
+			wantFailure(t, r, 6, "pseudo-terminal "+name, "7 bytes", "dump again")
+			if p.exited() {
+				t.Fatal("the process died")
+			}
+			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+				t.Errorf("after the refused dump: %s", st)
+			}
+			// The bytes are still queued: FIONREAD on a copy of the end
+			// that reads them (pidfd_getfd: opening /proc/PID/fd/N of a
+			// master would open /dev/ptmx, a new pair).
+			end := 3
+			if dir == "input" {
+				end = 4
+			}
+			pidfd, err := unix.PidfdOpen(p.pid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pidfd)
+			fd, err := unix.PidfdGetfd(pidfd, end, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp := os.NewFile(uintptr(fd), "end")
+			defer cp.Close()
+			if n, err := unix.IoctlGetInt(int(cp.Fd()), 0x541B); err != nil || n != 7 {
+				t.Errorf("after the refused dump %d bytes are queued (%v), want 7", n, err)
+			}
+		})
+	}
+}
