@@ -261,8 +261,24 @@ func TestTerminalTmuxBash(t *testing.T) {
 	adopt(t, "bash(restored)", pid, "")
 	s.line(shell, "clear; jobs; echo v=$((v+1))")
 	s.waitScreen(shell, 10*time.Second, "Running", "sleep 1000", "Stopped", "cat >", "v=42")
+	ttyPath := s.paneTTY(shell)
+	var st unix.Stat_t
+	unix.Stat(ttyPath, &st)
+	if nr, _, _, _ := statTTY(t, pid); uint64(nr) != st.Rdev {
+		t.Errorf("restored bash: controlling terminal %#x, want %s (%#x)", nr, ttyPath, st.Rdev)
+	}
 	s.line(shell, "fg %2")
 	s.waitScreen(shell, 10*time.Second, "cat > "+out+"\n")
+	catPID := 0
+	for _, c := range descendants(pid) {
+		if strings.Contains(procState(c), "Name: cat") {
+			catPID = c
+		}
+	}
+	waitFor(t, 5*time.Second, "bash's fg to give the terminal to cat", func() bool {
+		_, tpgid, _, _ := statTTY(t, pid)
+		return catPID != 0 && tpgid == catPID
+	})
 	time.Sleep(200 * time.Millisecond)
 	s.line(shell, "hello from the keyboard")
 	s.keys(shell, "C-d")
