@@ -203,6 +203,7 @@ func TestTerminalTmuxREPL(t *testing.T) {
 	repl := s.window("python3")
 	s.waitScreen(repl, 20*time.Second, ">>>")
 	s.line(repl, "x = 41")
+	s.line(repl, "tty = open('/dev/tty', 'w')")
 	s.line(repl, "print('set', x)")
 	s.waitScreen(repl, 10*time.Second, "set 41")
 	img := filepath.Join(t.TempDir(), "repl.img")
@@ -228,6 +229,8 @@ func TestTerminalTmuxREPL(t *testing.T) {
 	}
 	s.line(shell, "x + 1")
 	s.waitScreen(shell, 10*time.Second, "\n42\n")
+	s.line(shell, "print('via /dev/tty', file=tty, flush=True)")
+	s.waitScreen(shell, 10*time.Second, "\nvia /dev/tty\n")
 	s.line(shell, "import os; print('pid', os.getpid())")
 	s.waitScreen(shell, 10*time.Second, fmt.Sprintf("pid %d", pid))
 	s.keys(shell, "C-d")
@@ -405,4 +408,37 @@ time.sleep(1000)
 			}
 		})
 	}
+}
+
+// TestTerminalPTYState: a program holding pty pairs in every state chpox
+// keeps (packet mode, an exclusive slave, raw termios, a window size, a
+// pair still locked) checks them itself every 100 ms and moves bytes both
+// ways; dumped with --kill and restored detached, it goes on finding them.
+func TestTerminalPTYState(t *testing.T) {
+	setup(t, "ptystate.py")
+	p := start(t, "ptystate.py")
+	p.waitLog(t, `ok (\d+)`, 3, 20*time.Second)
+	img := filepath.Join(t.TempDir(), "ptystate.img")
+	// A dump that meets a ping or pong in flight is refused: try again.
+	for i := 0; ; i++ {
+		r := runChpox(t, "dump", "--kill", strconv.Itoa(p.pid), "-o", img)
+		if r.code == 0 {
+			break
+		}
+		if r.code != 6 || !strings.Contains(r.stderr, "pseudo-terminal") || i == 20 {
+			t.Fatalf("dump: exit %d: %s", r.code, r.stderr)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	p.waitExit(t, 10*time.Second)
+	waitPIDFree(t, p.pid, 10*time.Second)
+	text := quietChpox(t, "inspect", img)
+	for _, want := range []string{"77x33, raw mode, no echo, packet mode, exclusive", "locked"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("inspect does not show %q:\n%s", want, text)
+		}
+	}
+	before := lastInt(p.log, `ok (\d+)`)
+	q := restoreDetached(t, img, p)
+	q.waitLog(t, `ok (\d+)`, before+5, 20*time.Second)
 }

@@ -35,14 +35,19 @@ func (pl *plan) markExternal(f *procinfo.OpenFile, what string, peer, sockType i
 	f.External = e.ID
 }
 
+// devTTY is /dev/tty (5:0), which opens the caller's controlling terminal.
+var devTTY = unix.Mkdev(5, 0)
+
 // terminals gives every pseudo-terminal pair whose master is in the tree
 // a record (pkg/objects/tty) that its master and slave fds name, and
 // records each session's controlling terminal. A terminal at stdin,
 // stdout or stderr that is no such pair, and any fd on a controlling
 // terminal outside the tree (bash keeps one at fd 255), is external: the
 // restored process gets chpox restore's own, as a shell gives a job its
-// terminal, wherever that terminal was (it may not exist any more). Other
-// terminals are reopened by path.
+// terminal, wherever that terminal was (it may not exist any more); so is
+// an fd on /dev/tty (reopening it would fail in a session without a
+// controlling terminal: a --detach restore). Other terminals are reopened
+// by path.
 func (pl *plan) terminals() error {
 	pairs := map[int]int{}  // pty index -> TTY ID
 	byDesc := map[int]int{} // master description -> TTY ID
@@ -73,7 +78,7 @@ func (pl *plan) terminals() error {
 		for _, f := range p.files {
 			if id := pairs[tty.SlaveIndex(f.Rdev)]; f.Kind == format.FileChar && id != 0 {
 				f.Kind, f.TTY = format.FilePTYSlave, id
-			} else if f.IsTerminal() && (f.FD <= 2 || ctty[f.Rdev]) {
+			} else if f.IsTerminal() && (f.FD <= 2 || ctty[f.Rdev] || f.Rdev == devTTY) {
 				pl.markExternal(f, "terminal", 0, 0)
 			}
 		}
