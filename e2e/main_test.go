@@ -98,6 +98,7 @@ func runMain(m *testing.M) int {
 	progs["dict.py"] = filepath.Join(root, "testdata", "dict.py")
 	progs["httpserver.py"] = filepath.Join(root, "testdata", "httpserver.py")
 	progs["ptystate.py"] = filepath.Join(root, "testdata", "ptystate.py")
+	progs["ptyqueue.py"] = filepath.Join(root, "testdata", "ptyqueue.py")
 
 	// Restored processes are children of chpox; a detached one is orphaned
 	// when chpox exits. As a subreaper this process inherits them, so it can

@@ -208,12 +208,23 @@ func printTerminals(out io.Writer, img *format.Image) {
 					flags = append(flags, f.name)
 				}
 			}
+			if qi, qo := runsLen(t.Input), runsLen(t.Output); qi+qo > 0 {
+				flags = append(flags, fmt.Sprintf("queued: %d bytes of input, %d of output", qi, qo))
+			}
 			fmt.Fprintf(out, "terminal %d: pty pair %s (master in the tree), %dx%d, %s%s; %s\n", t.ID, t.Name, t.Winsize.Col, t.Winsize.Row,
 				mode, strings.Join(append([]string{""}, flags...), ", "), strings.Join(who, ", "))
 		default:
 			fmt.Fprintf(out, "terminal %d: %s outside the tree (restore gives its own terminal, with %s); %s\n", t.ID, t.Name, mode, strings.Join(who, ", "))
 		}
 	}
+}
+
+func runsLen(runs []format.DataRun) uint64 {
+	n := uint64(0)
+	for _, r := range runs {
+		n += r.Len
+	}
+	return n
 }
 
 // printExternals lists the descriptors shared with processes outside the

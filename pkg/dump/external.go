@@ -58,12 +58,13 @@ func (pl *plan) terminals() error {
 			}
 			id, ok := byDesc[f.Desc]
 			if !ok {
-				rec, err := tty.Describe(p.Info.PID, f.FD)
+				rec, q, err := tty.Describe(p.Info.PID, f.FD)
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
 				}
 				id = len(pl.objects.TTYs) + 1
 				rec.ID = id
+				rec.Input, rec.Output = pl.blob(q.Input), pl.blob(q.Output)
 				pl.objects.TTYs = append(pl.objects.TTYs, rec)
 				byDesc[f.Desc], pairs[rec.Index] = id, id
 			}

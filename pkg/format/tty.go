@@ -37,7 +37,18 @@ type TTY struct {
 	// Foreground its foreground process group (TIOCGPGRP).
 	Session    int `json:"session,omitempty"`
 	Foreground int `json:"foreground,omitempty"`
+	// Input is what was written to the master and not yet read from the
+	// slave, Output what was written to the slave and not yet read from
+	// the master, each as the reading side would get it (already through
+	// the line discipline). Addr is 0.
+	Input  []DataRun `json:"input,omitempty"`
+	Output []DataRun `json:"output,omitempty"`
 }
+
+// MaxTTYQueue bounds the bytes of each direction of a pair: a tty's
+// buffers hold at most a few pages (N_TTY_BUF_SIZE is 4 KiB, plus the
+// flip buffers, drivers/tty/tty_buffer.c).
+const MaxTTYQueue = 1 << 20
 
 // Termios is the kernel's struct termios (TCGETS), the x86_64 layout.
 type Termios struct {

@@ -73,7 +73,7 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
 		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), tty: make(map[int]string)}
-	if err := validateTTYs(o.TTYs, ids.tty); err != nil {
+	if err := img.validateTTYs(o.TTYs, ids.tty); err != nil {
 		return ids, err
 	}
 	for _, m := range o.Shm {
@@ -253,8 +253,20 @@ func refersTo(f File, ids objectIDs) error {
 
 // validateTTYs checks the terminal records: unique positive IDs, a known
 // kind, a pty index the kernel could give.
-func validateTTYs(ttys []TTY, seen map[int]string) error {
+func (img *Image) validateTTYs(ttys []TTY, seen map[int]string) error {
 	for _, t := range ttys {
+		for _, runs := range [][]DataRun{t.Input, t.Output} {
+			var n uint64
+			for _, r := range runs {
+				if err := img.inData(r); err != nil {
+					return fmt.Errorf("terminal %d: %w", t.ID, err)
+				}
+				n += r.Len
+			}
+			if n > MaxTTYQueue || len(runs) > 0 && t.Kind != TTYPty {
+				return corrupt("terminal %d (%s): %d queued bytes", t.ID, t.Kind, n)
+			}
+		}
 		if t.ID <= 0 || seen[t.ID] != "" {
 			return corrupt("terminal ID %d is not positive or appears twice", t.ID)
 		}

@@ -117,6 +117,9 @@ func (o *objects) fill() error {
 			return err
 		}
 	}
+	if err := o.fillPairs(); err != nil {
+		return err
+	}
 	return o.fillSockets()
 }
 

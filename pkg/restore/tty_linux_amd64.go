@@ -57,6 +57,38 @@ func (o *objects) ptyEnd(f format.File) (*os.File, error) {
 	return end, nil
 }
 
+// fillPairs queues the saved bytes in the pairs again.
+func (o *objects) fillPairs() error {
+	for _, p := range o.ttys {
+		if err := p.Fill(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ttySinks gives the saved bytes of each pair to its stand-in.
+func (o *objects) ttySinks(img *format.Image) []sink {
+	var out []sink
+	for _, t := range img.Objects.TTYs {
+		p := o.ttys[t.ID]
+		if p == nil {
+			continue
+		}
+		for _, d := range []struct {
+			runs []format.DataRun
+			buf  *[]byte
+		}{{t.Input, &p.Queued.Input}, {t.Output, &p.Queued.Output}} {
+			at := uint64(0)
+			for _, r := range d.runs {
+				out = append(out, sink{off: r.Off, len: r.Len, addr: at, file: bufferAt{d.buf}})
+				at += r.Len
+			}
+		}
+	}
+	return out
+}
+
 // finishPairs locks pairs and makes them exclusive as they were, once every
 // process holds its descriptions.
 func (o *objects) finishPairs() error {

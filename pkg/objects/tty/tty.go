@@ -6,9 +6,12 @@
 // with ioctls that change nothing: the slave's termios and window size
 // (termios requests on a master act on its slave, drivers/tty/tty_ioctl.c
 // tty_mode_ioctl), packet mode, lock, exclusive mode, session and
-// foreground group. Bytes queued in the pair are not saved: reading them
-// would take them from the program, so a dump that finds some is refused,
-// naming the terminal (they are usually gone a moment later).
+// foreground group. Bytes queued in the pair are read (a tty cannot be
+// peeked) and written straight back, with the slave raw for that moment
+// so that nothing is processed twice; restore queues them the same way.
+// Where that cannot be exact the dump is refused naming the terminal:
+// typed input not yet read in line mode, output for a master in packet
+// mode (they are usually gone a moment later).
 //
 // Restore opens a new pair (/dev/ptmx), gives it those settings, and
 // makes each open description of the slave with TIOCGPTPEER, without a
@@ -20,6 +23,7 @@ package tty
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,31 +49,32 @@ func SlaveIndex(rdev uint64) int {
 	return int(major-136)<<8 | int(unix.Minor(rdev))
 }
 
-// Describe reads the pair whose master pid holds at fd.
-func Describe(pid, fd int) (format.TTY, error) {
+// Describe reads the pair whose master pid holds at fd, and the bytes
+// queued in it.
+func Describe(pid, fd int) (format.TTY, Queued, error) {
 	t := format.TTY{Kind: format.TTYPty}
 	m, err := objects.Dup(pid, fd)
 	if err != nil {
-		return t, err
+		return t, Queued{}, err
 	}
 	defer m.Close()
 	mfd := int(m.Fd())
 	if t.Index, err = unix.IoctlGetInt(mfd, unix.TIOCGPTN); err != nil {
-		return t, os.NewSyscallError("ioctl(TIOCGPTN)", err)
+		return t, Queued{}, os.NewSyscallError("ioctl(TIOCGPTN)", err)
 	}
 	t.Name = fmt.Sprintf("/dev/pts/%d", t.Index)
 	if err := settings(mfd, &t); err != nil {
-		return t, fmt.Errorf("pty %s: %w", t.Name, err)
+		return t, Queued{}, fmt.Errorf("pty %s: %w", t.Name, err)
 	}
 	flag := func(req uint, what string) (bool, error) {
 		v, err := unix.IoctlGetInt(mfd, req)
 		return v != 0, os.NewSyscallError("ioctl("+what+")", err)
 	}
 	if t.Packet, err = flag(unix.TIOCGPKT, "TIOCGPKT"); err != nil {
-		return t, err
+		return t, Queued{}, err
 	}
 	if t.Locked, err = flag(unix.TIOCGPTLCK, "TIOCGPTLCK"); err != nil {
-		return t, err
+		return t, Queued{}, err
 	}
 	// On a master these name the slave's session and group
 	// (drivers/tty/tty_jobctrl.c, tiocgsid/tiocgpgrp); ENOTTY: none.
@@ -79,36 +84,137 @@ func Describe(pid, fd int) (format.TTY, error) {
 			t.Foreground = fg
 		}
 	}
-	return t, unread(m, &t)
+	q, err := unread(m, &t)
+	return t, q, err
 }
 
-// unread refuses a pair with bytes queued in either direction: output the
-// master has not read, input the slave has not read (in canonical mode the
-// kernel counts only complete lines: a half-typed line is lost).
-func unread(m *os.File, t *format.TTY) error {
+// Queued is what a pair holds that was written and not yet read: Input
+// written to the master for the slave's programs, Output written by them
+// for the master.
+type Queued struct{ Input, Output []byte }
+
+// unread takes the bytes queued in the pair and puts them straight back,
+// so that the process finds them as they were: reading is the only way to
+// see them, and a tty has no MSG_PEEK. While they go back the slave's
+// termios are made raw for a moment (the processes are frozen), so that
+// nothing is processed twice (no \n turned into \r\n again, no echo).
+// Refused by name: input in canonical mode (the kernel hands out and
+// counts only complete lines, and a half-typed line behind them would end
+// up before them), output in packet mode (a read can take a status byte
+// in place of data).
+func unread(m *os.File, t *format.TTY) (q Queued, err error) {
 	mfd := int(m.Fd())
 	out, err := unix.IoctlGetInt(mfd, tiocinq)
 	if err != nil {
-		return os.NewSyscallError("ioctl(FIONREAD)", err)
+		return q, os.NewSyscallError("ioctl(FIONREAD)", err)
 	}
-	in := 0
-	if !t.Locked {
-		// A new description of the slave, opened without a path and
-		// without becoming anyone's controlling terminal.
-		if sfd, err := peer(mfd, unix.O_RDONLY|unix.O_NONBLOCK); err == nil {
-			in, _ = unix.IoctlGetInt(sfd, tiocinq)
-			// TIOCEXCL is a flag of each side's tty: the slave's is the
-			// one that keeps others from opening it.
-			excl, _ := unix.IoctlGetInt(sfd, unix.TIOCGEXCL)
-			t.Exclusive = excl != 0
-			unix.Close(sfd)
+	if t.Locked {
+		if out > 0 { // no slave was ever opened: nothing written to it
+			return q, fmt.Errorf("pseudo-terminal %s is locked and holds %d bytes for its master: %w", t.Name, out, procinfo.ErrUnsupported)
 		}
+		return q, nil
 	}
-	if out > 0 || in > 0 {
-		return fmt.Errorf("pseudo-terminal %s holds %d bytes of output its master has not read and %d bytes of input its programs have not read; chpox does not save them (reading them would take them from the program): dump again once it is idle: %w",
-			t.Name, out, in, procinfo.ErrUnsupported)
+	// A new description of the slave, opened without a path and without
+	// becoming anyone's controlling terminal.
+	sfd, err := peer(mfd, unix.O_RDWR|unix.O_NONBLOCK)
+	if err != nil {
+		return q, err
 	}
-	return nil
+	defer unix.Close(sfd)
+	in, err := unix.IoctlGetInt(sfd, tiocinq)
+	if err != nil {
+		return q, os.NewSyscallError("ioctl(FIONREAD)", err)
+	}
+	// TIOCEXCL is a flag of each side's tty: the slave's is the one that
+	// keeps others from opening it.
+	excl, _ := unix.IoctlGetInt(sfd, unix.TIOCGEXCL)
+	t.Exclusive = excl != 0
+	canonical := t.Termios != nil && t.Termios.Lflag&unix.ICANON != 0
+	switch {
+	case in > 0 && canonical:
+		return q, fmt.Errorf("pseudo-terminal %s holds %d bytes of typed input its programs have not read, in line mode (a half-typed line would be lost or reordered): dump again once it has read them: %w", t.Name, in, procinfo.ErrUnsupported)
+	case out > 0 && t.Packet:
+		return q, fmt.Errorf("pseudo-terminal %s holds %d bytes of output its master, in packet mode, has not read: dump again once it has read them: %w", t.Name, out, procinfo.ErrUnsupported)
+	case in == 0 && out == 0:
+		return q, nil
+	}
+	saved, err := unix.IoctlGetTermios(sfd, unix.TCGETS)
+	if err != nil {
+		return q, os.NewSyscallError("ioctl(TCGETS)", err)
+	}
+	if q.Output, err = take(mfd, out); err == nil {
+		q.Input, err = take(sfd, in)
+	}
+	if err != nil {
+		return q, fmt.Errorf("pseudo-terminal %s: read queued bytes: %w", t.Name, err)
+	}
+	if err := putBack(mfd, sfd, saved, q); err != nil {
+		return q, fmt.Errorf("pseudo-terminal %s: put back %d bytes of input and %d of output (the process may have lost them): %w", t.Name, len(q.Input), len(q.Output), err)
+	}
+	return q, nil
+}
+
+// take reads n bytes known to be queued at fd, never blocking (fd may be
+// the process's own blocking description).
+func take(fd, n int) ([]byte, error) {
+	buf := make([]byte, n)
+	got := 0
+	for got < n {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if k, err := unix.Poll(p, 1000); err != nil || k == 0 {
+			return nil, fmt.Errorf("%d of %d bytes: %w", got, n, os.ErrDeadlineExceeded)
+		}
+		k, err := unix.Read(fd, buf[got:])
+		if err != nil || k == 0 {
+			return nil, fmt.Errorf("%d of %d bytes: %w", got, n, os.NewSyscallError("read", err))
+		}
+		got += k
+	}
+	return buf, nil
+}
+
+// putBack writes q into the pair of master mfd and slave sfd (any
+// descriptions of them) with the slave raw, waits until the kernel has
+// queued it on the reading sides (pty writes reach the other side through
+// a work queue), then gives the slave the termios tio.
+func putBack(mfd, sfd int, tio *unix.Termios, q Queued) error {
+	raw := *tio
+	raw.Iflag &^= unix.ICRNL | unix.INLCR | unix.IGNCR | unix.ISTRIP | unix.IUCLC | unix.IXON
+	raw.Oflag &^= unix.OPOST
+	raw.Lflag &^= unix.ICANON | unix.ECHO | unix.ECHONL | unix.ISIG | unix.IEXTEN
+	if err := unix.IoctlSetTermios(sfd, unix.TCSETS, &raw); err != nil {
+		return os.NewSyscallError("ioctl(TCSETS)", err)
+	}
+	err := queue(sfd, mfd, q.Output)
+	if err == nil {
+		err = queue(mfd, sfd, q.Input)
+	}
+	if serr := unix.IoctlSetTermios(sfd, unix.TCSETS, tio); err == nil && serr != nil {
+		err = os.NewSyscallError("ioctl(TCSETS)", serr)
+	}
+	return err
+}
+
+// queue writes data at fd and waits until reader counts it queued.
+func queue(fd, reader int, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	before, _ := unix.IoctlGetInt(reader, tiocinq)
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(fd, rest)
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		rest = rest[n:]
+	}
+	for i := 0; i < 1000; i++ {
+		if n, _ := unix.IoctlGetInt(reader, tiocinq); n >= before+len(data) {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("%d bytes written, not queued within 1s: %w", len(data), os.ErrDeadlineExceeded)
 }
 
 // peer opens a new description of the slave of master mfd (TIOCGPTPEER).
@@ -162,8 +268,34 @@ func FromFormat(t *format.Termios) *unix.Termios {
 // Pair is a new pseudo-terminal pair standing in for a saved one.
 type Pair struct {
 	Master *os.File
+	// Queued receives the saved bytes from the image's data section,
+	// for Fill.
+	Queued Queued
 	rec    format.TTY
 	slaves []*os.File
+}
+
+// Fill queues the saved bytes in the pair again, as the reading sides
+// would have got them, before any process runs.
+func (p *Pair) Fill() error {
+	if len(p.Queued.Input) == 0 && len(p.Queued.Output) == 0 {
+		return nil
+	}
+	mfd := int(p.Master.Fd())
+	sfd, err := peer(mfd, unix.O_RDWR|unix.O_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("pty %s: %w", p.rec.Name, err)
+	}
+	defer unix.Close(sfd)
+	tio, err := unix.IoctlGetTermios(sfd, unix.TCGETS)
+	if err == nil {
+		err = putBack(mfd, sfd, tio, p.Queued)
+	}
+	if err != nil {
+		return fmt.Errorf("pty %s: queue %d bytes of input and %d of output: %w", p.rec.Name, len(p.Queued.Input), len(p.Queued.Output), err)
+	}
+	p.Queued = Queued{}
+	return nil
 }
 
 // New opens a pair for t, its master with the open flags of the saved
