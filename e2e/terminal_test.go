@@ -398,7 +398,9 @@ func TestTerminalPTYQueued(t *testing.T) {
 			gofile := filepath.Join(dir, "go")
 			p := start(t, "ptyqueue.py", tc.mode, gofile)
 			p.waitLog(t, `ready`, 1, 20*time.Second)
-			n := queuedAt(t, p.pid, tc.reader)
+			// pty writes reach the other side through a work queue.
+			n := 0
+			waitFor(t, 5*time.Second, "the bytes to be queued", func() bool { n = queuedAt(t, p.pid, tc.reader); return n > 0 })
 			mustChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(dir, "live.img"))
 			if after := queuedAt(t, p.pid, tc.reader); after != n {
 				t.Fatalf("a dump left %d bytes queued, there were %d", after, n)
@@ -438,7 +440,9 @@ func TestTerminalPTYQueuedRefused(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			p := start(t, "ptyqueue.py", tc.mode, filepath.Join(t.TempDir(), "go"))
 			name := p.waitLog(t, `ready (\S+)`, 1, 20*time.Second)[1]
-			n := queuedAt(t, p.pid, tc.reader)
+			// pty writes reach the other side through a work queue.
+			n := 0
+			waitFor(t, 5*time.Second, "the bytes to be queued", func() bool { n = queuedAt(t, p.pid, tc.reader); return n > 0 })
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "q.img"))
 			wantFailure(t, r, 6, "pseudo-terminal "+name, tc.why, "dump again")
 			if p.exited() {
