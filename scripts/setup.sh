@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages the tests need, only those missing: gcc builds
 # the test programs; python3, redis-server, nginx and node are real programs
-# the e2e tests checkpoint (tmux and script drive and hold terminals); nftables is the packet filter chpox uses to hold
-# TCP connections still while it dumps them. Quick when all is there.
+# the e2e tests checkpoint; tmux drives interactive programs in the terminal
+# tests; nftables is the packet filter chpox uses to hold TCP connections
+# still while it dumps them. Quick when all is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -16,7 +17,6 @@ need nginx nginx-light
 need node nodejs
 need nft nftables
 need tmux tmux
-need script bsdutils
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"

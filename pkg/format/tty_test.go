@@ -21,6 +21,12 @@ func TestValidateTTYs(t *testing.T) {
 		{"fd names outside terminal", func(_ *Objects, ps []*Process) { ps[0].Files[len(ps[0].Files)-1].TTY = 2 }, ErrCorrupt},
 		{"file names a pair", func(_ *Objects, ps []*Process) { ps[0].Files[len(ps[0].Files)-1].Kind = FileChar }, ErrCorrupt},
 		{"missing controlling terminal", func(_ *Objects, ps []*Process) { ps[0].CTTY = 7 }, ErrCorrupt},
+		{"queue beyond the data", func(o *Objects, _ []*Process) { o.TTYs[0].Output = []DataRun{{Off: 1 << 40, Len: 4}} }, ErrCorrupt},
+		{"queue of an outside terminal", func(o *Objects, _ []*Process) { o.TTYs[1].Input = []DataRun{{Off: 0, Len: 1}} }, ErrCorrupt},
+		{"queue over another run", func(o *Objects, _ []*Process) {
+			o.TTYs[0].Input = []DataRun{{Off: 0, Len: 2}}
+			o.TTYs[0].Output = []DataRun{{Off: 1, Len: 2}}
+		}, ErrCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := makeSample(1, false)

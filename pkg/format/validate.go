@@ -424,6 +424,10 @@ func (img *Image) disjointRuns() error {
 	for _, p := range img.Objects.Pipes {
 		add(p.Data)
 	}
+	for _, t := range img.Objects.TTYs {
+		add(t.Input)
+		add(t.Output)
+	}
 	for _, u := range img.Objects.UnixSockets {
 		add(u.Queue)
 	}
