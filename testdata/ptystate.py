@@ -3,7 +3,7 @@
 # master, an exclusive slave, raw termios, a window size, a second pair
 # still locked (opened, never unlockpt'd); and that bytes go both ways
 # (in packet mode the master reads a TIOCPKT_DATA byte first).
-import fcntl, os, select, struct, sys, termios, time, tty
+import errno, fcntl, os, select, struct, sys, termios, time, tty
 
 TIOCPKT, TIOCGPKT, TIOCGPTLCK, TIOCEXCL, TIOCGEXCL = 0x5420, 0x80045438, 0x80045439, 0x540C, 0x80045440
 
@@ -26,6 +26,20 @@ fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
 fcntl.ioctl(m, TIOCPKT, struct.pack("i", 1))
 fcntl.ioctl(s, TIOCEXCL)
 locked = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+# A pair whose slave was never opened (reads: EAGAIN), and one whose slave
+# was opened and closed (reads: EIO, the slave side hung up).
+fresh = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+fcntl.ioctl(fresh, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock
+hung, hs = os.openpty()
+os.close(hs)
+os.set_blocking(hung, False)
+
+def read_error(fd):
+    try:
+        os.read(fd, 10)
+        return "data"
+    except OSError as e:
+        return e.errno
 print("pid", os.getpid(), "slave", os.ttyname(s), flush=True)
 n = 0
 while True:
@@ -37,6 +51,10 @@ while True:
         fail("the locked pair is unlocked")
     if geti(m, TIOCGPTLCK) != 0:
         fail("the pair is locked")
+    if read_error(fresh) != errno.EAGAIN:
+        fail("the pair whose slave was never opened reads %s" % read_error(fresh))
+    if read_error(hung) != errno.EIO:
+        fail("the pair whose slave was closed reads %s" % read_error(hung))
     rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(s, termios.TIOCGWINSZ, b"\0" * 8))
     if (rows, cols) != (33, 77):
         fail("window size %dx%d" % (cols, rows))

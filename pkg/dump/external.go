@@ -49,8 +49,16 @@ var devTTY = unix.Mkdev(5, 0)
 // controlling terminal: a --detach restore). Other terminals are reopened
 // by path.
 func (pl *plan) terminals() error {
-	pairs := map[int]int{}  // pty index -> TTY ID
-	byDesc := map[int]int{} // master description -> TTY ID
+	pairs := map[int]int{}   // pty index -> TTY ID
+	byDesc := map[int]int{}  // master description -> TTY ID
+	slaves := map[int]bool{} // pty indexes whose slave the tree holds
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Kind == format.FileChar && tty.SlaveIndex(f.Rdev) >= 0 {
+				slaves[tty.SlaveIndex(f.Rdev)] = true
+			}
+		}
+	}
 	for _, p := range pl.procs {
 		for _, f := range p.files {
 			if f.Kind != format.FileChar || !tty.IsMaster(f.Rdev) {
@@ -58,7 +66,7 @@ func (pl *plan) terminals() error {
 			}
 			id, ok := byDesc[f.Desc]
 			if !ok {
-				rec, q, err := tty.Describe(p.Info.PID, f.FD)
+				rec, q, err := tty.Describe(p.Info.PID, f.FD, func(n int) bool { return slaves[n] })
 				if err != nil {
 					return fmt.Errorf("pid %d: fd %d: %w", p.Info.PID, f.FD, err)
 				}

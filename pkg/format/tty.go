@@ -33,6 +33,10 @@ type TTY struct {
 	Packet    bool `json:"packet,omitempty"`
 	Locked    bool `json:"locked,omitempty"`
 	Exclusive bool `json:"exclusive,omitempty"`
+	// HungUp: every description of the slave was closed (the master's
+	// reads fail with EIO, poll says POLLHUP). A pair whose slave was
+	// never opened is not hung up.
+	HungUp bool `json:"hung_up,omitempty"`
 	// Session is the session whose controlling terminal it is (0: none),
 	// Foreground its foreground process group (TIOCGPGRP).
 	Session    int `json:"session,omitempty"`

@@ -50,8 +50,9 @@ func SlaveIndex(rdev uint64) int {
 }
 
 // Describe reads the pair whose master pid holds at fd, and the bytes
-// queued in it.
-func Describe(pid, fd int) (format.TTY, Queued, error) {
+// queued in it. slaveOpen tells whether the tree holds the slave of pty
+// number N open.
+func Describe(pid, fd int, slaveOpen func(n int) bool) (format.TTY, Queued, error) {
 	t := format.TTY{Kind: format.TTYPty}
 	m, err := objects.Dup(pid, fd)
 	if err != nil {
@@ -84,7 +85,7 @@ func Describe(pid, fd int) (format.TTY, Queued, error) {
 			t.Foreground = fg
 		}
 	}
-	q, err := unread(m, &t)
+	q, err := unread(m, &t, slaveOpen(t.Index))
 	return t, q, err
 }
 
@@ -102,7 +103,7 @@ type Queued struct{ Input, Output []byte }
 // counts only complete lines, and a half-typed line behind them would end
 // up before them), output in packet mode (a read can take a status byte
 // in place of data).
-func unread(m *os.File, t *format.TTY) (q Queued, err error) {
+func unread(m *os.File, t *format.TTY, slaveOpen bool) (q Queued, err error) {
 	mfd := int(m.Fd())
 	out, err := unix.IoctlGetInt(mfd, tiocinq)
 	if err != nil {
@@ -112,6 +113,17 @@ func unread(m *os.File, t *format.TTY) (q Queued, err error) {
 		if out > 0 { // no slave was ever opened: nothing written to it
 			return q, fmt.Errorf("pseudo-terminal %s is locked and holds %d bytes for its master: %w", t.Name, out, procinfo.ErrUnsupported)
 		}
+		return q, nil
+	}
+	// Closing the last description of a slave that was never opened
+	// would turn the master's reads from EAGAIN into EIO for good
+	// (drivers/tty/pty.c, pty_close sets TTY_OTHER_CLOSED): open one only
+	// where a slave is open now (in the tree, or it wrote the output) or
+	// the master already saw them all closed (POLLHUP).
+	hup := []unix.PollFd{{Fd: int32(mfd), Events: unix.POLLIN}}
+	unix.Poll(hup, 0)
+	t.HungUp = hup[0].Revents&unix.POLLHUP != 0
+	if out == 0 && !slaveOpen && !t.HungUp {
 		return q, nil
 	}
 	// A new description of the slave, opened without a path and without
@@ -327,6 +339,15 @@ func New(t format.TTY, masterFlags int) (*Pair, error) {
 		if err := unix.IoctlSetPointerInt(fd, unix.TIOCPKT, 1); err != nil {
 			return fail(os.NewSyscallError("ioctl(TIOCPKT)", err))
 		}
+	}
+	if t.HungUp {
+		// Opening and closing the slave leaves the master as a closed
+		// slave does: reads fail with EIO.
+		sfd, err := peer(fd, unix.O_RDWR)
+		if err != nil {
+			return fail(err)
+		}
+		unix.Close(sfd)
 	}
 	return p, nil
 }
