@@ -203,7 +203,7 @@ func printTerminals(out io.Writer, img *format.Image) {
 			for _, f := range []struct {
 				on   bool
 				name string
-			}{{t.Packet, "packet mode"}, {t.Locked, "locked"}, {t.Exclusive, "exclusive"}} {
+			}{{t.Packet, "packet mode"}, {t.Locked, "locked"}, {t.Exclusive, "exclusive"}, {t.HungUp, "slave side hung up"}} {
 				if f.on {
 					flags = append(flags, f.name)
 				}
