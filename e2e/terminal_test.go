@@ -241,7 +241,8 @@ func TestTerminalTmuxREPL(t *testing.T) {
 // --kill and restored into another window. jobs lists both as they were,
 // the shell variable is there, and fg brings the stopped job to the
 // foreground, reading the new terminal (bash's tcsetpgrp works: the
-// terminal is its controlling terminal).
+// terminal is its controlling terminal). The new terminal is smaller:
+// bash learns its size.
 func TestTerminalTmuxBash(t *testing.T) {
 	setup(t)
 	s := startTmux(t)
@@ -257,9 +258,15 @@ func TestTerminalTmuxBash(t *testing.T) {
 	pid := dumpPane(t, s, sh, img)
 
 	shell := "t:0"
+	// A terminal of another size: bash is told (SIGWINCH) and its
+	// $COLUMNS follows before it ran any command.
+	s.run("set-option", "-g", "window-size", "manual")
+	s.run("resize-window", "-t", shell, "-x", "100", "-y", "30")
 	s.line(shell, chpoxBin+" restore "+img)
 	s.waitRestored(shell, pid, "bash")
 	adopt(t, "bash(restored)", pid, "")
+	s.line(shell, "echo cols=$COLUMNS")
+	s.waitScreen(shell, 10*time.Second, "cols=100")
 	s.line(shell, "clear; jobs; echo v=$((v+1))")
 	s.waitScreen(shell, 10*time.Second, "Running", "sleep 1000", "Stopped", "cat >", "v=42")
 	ttyPath := s.paneTTY(shell)

@@ -41,13 +41,18 @@ func restoreCommand() *cli.Command {
 			}
 			takeBack := func() {}
 			defer func() { takeBack() }()
+			var job restore.Job
+			handed := false
 			if !c.Bool("detach") {
 				opt.Foreground = true
-				opt.BeforeRun = func(job restore.Job) { takeBack = handTerminal(job) }
+				opt.BeforeRun = func(j restore.Job) { job = j; takeBack, handed = handTerminal(j) }
 			}
 			r, err := restore.Restore(tracer, c.Args().First(), opt)
 			if err != nil {
 				return err
+			}
+			if handed {
+				tellSize(job)
 			}
 			if c.Bool("detach") {
 				fmt.Println(r.PID)

@@ -172,6 +172,10 @@ func outsideCTTY(img *format.Image, p *format.Process) *format.TTY {
 type Job struct {
 	PGID    int
 	Termios *unix.Termios
+	// Winsize is the window size of the job's old terminal, nil if
+	// unknown: a job whose new terminal has another size is told with a
+	// SIGWINCH, as a terminal emulator tells a resize.
+	Winsize *unix.Winsize
 }
 
 // jobOf chooses the job a foreground restore hands the terminal to: the
@@ -189,6 +193,7 @@ func jobOf(img *format.Image, groups map[int]bool) Job {
 		}
 		if t.Termios != nil {
 			j.Termios = tty.FromFormat(t.Termios)
+			j.Winsize = &unix.Winsize{Row: t.Winsize.Row, Col: t.Winsize.Col, Xpixel: t.Winsize.Xpixel, Ypixel: t.Winsize.Ypixel}
 		}
 	}
 	return j
