@@ -33,7 +33,7 @@ type objects struct {
 	externals map[[2]int]*os.File
 	ttys      map[int]*tty.Pair  // pty pairs by TTY.ID
 	ttyRecs   map[int]format.TTY // every terminal record by ID
-	groups    map[int]bool       // process groups of the tree
+	groups    map[int]bool       // process groups led in the tree
 }
 
 func newObjects(img *format.Image, opt Options) (*objects, error) {
@@ -71,8 +71,14 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openPairs(img); err != nil {
 		return err
 	}
+	live := map[int]bool{}
 	for _, p := range img.Processes {
-		if !p.Zombie {
+		live[p.PID] = !p.Zombie
+	}
+	for _, p := range img.Processes {
+		// Only groups led inside the tree exist again (createTree): a
+		// group led outside is chpox's at restore.
+		if live[p.PGID] {
 			o.groups[p.PGID] = true
 		}
 		for _, f := range p.Files {
