@@ -501,3 +501,42 @@ func TestTerminalPTYState(t *testing.T) {
 	q := restoreDetached(t, img, p)
 	q.waitLog(t, `ok (\d+)`, before+5, 20*time.Second)
 }
+
+// TestTerminalTmuxPTYJob: inside the relay's pair runs an interactive bash
+// with python3 as its foreground job (a group of its own, not the session
+// leader's): restored, the inner terminal's foreground is python3's group
+// again (an injected TIOCSPGRP), so it reads what is typed, and bash gets
+// the terminal back when it ends.
+func TestTerminalTmuxPTYJob(t *testing.T) {
+	setup(t, "ptyrelay")
+	s := startTmux(t)
+	win := s.window(progs["ptyrelay"] + " bash --norc --noprofile -i")
+	s.waitScreen(win, 20*time.Second, "bash-")
+	s.line(win, "python3")
+	s.waitScreen(win, 20*time.Second, ">>>")
+	s.line(win, "x = 41")
+	s.line(win, "import os; print('py', os.getpid())")
+	text := s.waitScreen(win, 10*time.Second, "py ")
+	var py int
+	fmt.Sscanf(text[strings.LastIndex(text, "py ")+3:], "%d", &py)
+	_, fgBefore, sidBefore, pgidBefore := statTTY(t, py)
+	if fgBefore != py || pgidBefore != py || sidBefore == py {
+		t.Fatalf("python3 %d: foreground group %d, group %d, session %d: want a foreground job of its own in bash's session", py, fgBefore, pgidBefore, sidBefore)
+	}
+	img := filepath.Join(t.TempDir(), "ptyjob.img")
+	dumpPane(t, s, win, img)
+
+	shell := "t:0"
+	s.line(shell, chpoxBin+" restore "+img)
+	s.waitRestored(shell, py, "python3")
+	adopt(t, "python3(restored)", py, "")
+	if _, fg, sid, pgid := statTTY(t, py); fg != py || pgid != py || sid != sidBefore {
+		t.Errorf("restored python3: foreground group %d, group %d, session %d; want %d, %d, %d", fg, pgid, sid, py, py, sidBefore)
+	}
+	s.line(shell, "x + 1")
+	s.waitScreen(shell, 10*time.Second, "\n42\n")
+	s.keys(shell, "C-d")
+	waitFor(t, 10*time.Second, "python3 to end", func() bool { return !pidExists(py) })
+	s.line(shell, "echo bash=$$")
+	s.waitScreen(shell, 10*time.Second, fmt.Sprintf("bash=%d", sidBefore))
+}

@@ -36,10 +36,10 @@ type objects struct {
 	groups    map[int]bool       // process groups led in the tree
 }
 
-func newObjects(img *format.Image, opt Options) (*objects, error) {
+func newObjects(img *format.Image, opt Options, pairs map[int]*tty.Pair) (*objects, error) {
 	o := &objects{opt: opt, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, externals: map[[2]int]*os.File{},
-		ttys: map[int]*tty.Pair{}, ttyRecs: map[int]format.TTY{}, groups: map[int]bool{}}
+		ttys: pairs, ttyRecs: map[int]format.TTY{}, groups: map[int]bool{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -68,8 +68,8 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openExternals(img); err != nil {
 		return err
 	}
-	if err := o.openPairs(img); err != nil {
-		return err
+	for _, t := range img.Objects.TTYs {
+		o.ttyRecs[t.ID] = t
 	}
 	live := map[int]bool{}
 	for _, p := range img.Processes {

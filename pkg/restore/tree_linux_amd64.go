@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/tty"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -68,10 +69,19 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if opt.Foreground && outsideCTTY(img, nodes[0].p) != nil {
 		nodes[0].joinSession = true
 	}
-	if err := createTree(nodes); err != nil {
+	// Pty pairs first: a session leader takes its pair as controlling
+	// terminal before it forks the rest of its session, which inherit it
+	// (a process gets its controlling terminal at fork or by TIOCSCTTY,
+	// which only a session leader may call: drivers/tty/tty_jobctrl.c).
+	pairs, err := openPairs(img)
+	if err != nil {
 		return nil, err
 	}
-	o, err := newObjects(img, opt)
+	if err := createTree(nodes, pairs); err != nil {
+		closePairs(pairs)
+		return nil, err
+	}
+	o, err := newObjects(img, opt, pairs)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +146,7 @@ func liveNodes(nodes []*node) []*node {
 // createTree makes every process with its PID, top-down, each forked by its
 // restored parent (the root by the loader, as chpox's child), gives them
 // their process groups and sessions, and ends the zombies.
-func createTree(nodes []*node) error {
+func createTree(nodes []*node, pairs map[int]*tty.Pair) error {
 	var avoid []span
 	for _, n := range nodes {
 		avoid = append(avoid, spansOf(n.p.VMAs)...)
@@ -163,6 +173,11 @@ func createTree(nodes []*node) error {
 		// forked, so that they inherit the session.
 		if err := n.x.lead(n.p, n.joinSession); err != nil {
 			return fmt.Errorf("pid %d: %w", n.p.PID, err)
+		}
+		if pair := pairs[n.p.CTTY]; pair != nil && n.p.SID == n.p.PID {
+			if err := n.x.acquireCTTY(pair); err != nil {
+				return fmt.Errorf("pid %d: %w", n.p.PID, err)
+			}
 		}
 	}
 	inTree := map[int]bool{}

@@ -14,9 +14,9 @@ import (
 // openPairs makes a new pseudo-terminal pair for each pair of the image
 // (pkg/objects/tty), its master with the flags of the saved master's
 // description.
-func (o *objects) openPairs(img *format.Image) error {
+func openPairs(img *format.Image) (map[int]*tty.Pair, error) {
+	pairs := map[int]*tty.Pair{}
 	for _, t := range img.Objects.TTYs {
-		o.ttyRecs[t.ID] = t
 		if t.Kind != format.TTYPty {
 			continue
 		}
@@ -32,9 +32,39 @@ func (o *objects) openPairs(img *format.Image) error {
 		}
 		pair, err := tty.New(t, flags)
 		if err != nil {
-			return err
+			closePairs(pairs)
+			return nil, err
 		}
-		o.ttys[t.ID] = pair
+		pairs[t.ID] = pair
+	}
+	return pairs, nil
+}
+
+func closePairs(pairs map[int]*tty.Pair) {
+	for _, p := range pairs {
+		p.Close()
+	}
+}
+
+// acquireCTTY makes the pair the controlling terminal of the session the
+// process just started (setsid): TIOCSCTTY on a slave lent for the call.
+func (x *target) acquireCTTY(pair *tty.Pair) error {
+	s, err := pair.Slave(unix.O_RDWR)
+	if err != nil {
+		return err
+	}
+	pfd, err := x.call("pidfd_open(chpox)", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	fd, err := x.call("pidfd_getfd", unix.SYS_PIDFD_GETFD, pfd, uint64(s.Fd()), 0)
+	x.call("close", unix.SYS_CLOSE, pfd)
+	if err != nil {
+		return err
+	}
+	defer x.call("close", unix.SYS_CLOSE, fd)
+	if _, err := x.call("ioctl(TIOCSCTTY)", unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("controlling terminal (pty %s): %w", pair.Name(), err)
 	}
 	return nil
 }
@@ -106,15 +136,19 @@ func (o *objects) closePairs() {
 	}
 }
 
-// controllingTerminal makes the pair a session leader had as controlling
-// terminal its controlling terminal again (TIOCSCTTY from the leader, with
-// a slave fd: its own, or one lent for the call), and gives the foreground
-// to the group that had it. The groups exist already (createTree); SIGTTOU
-// is blocked while the tree is built, so TIOCSPGRP cannot stop it.
+// controllingTerminal gives the foreground of a session leader's pair,
+// its controlling terminal again since createTree, to the group that had
+// it (TIOCSPGRP from the leader, with a slave fd: its own, or one lent for
+// the call). The groups exist already; SIGTTOU is blocked while the tree
+// is built, so TIOCSPGRP cannot stop it.
 func (x *target) controllingTerminal(p *format.Process, o *objects) error {
 	pair := o.ttys[p.CTTY]
 	if p.SID != p.PID || pair == nil {
 		return nil // none, or outside: cmd/chpox gives the restore's own
+	}
+	fg := o.ttyRecs[p.CTTY].Foreground
+	if fg == 0 || fg == p.PGID || !o.groups[fg] {
+		return nil // TIOCSCTTY (createTree) gave the foreground to the leader's group
 	}
 	fd := -1
 	for _, f := range p.Files {
@@ -136,13 +170,6 @@ func (x *target) controllingTerminal(p *format.Process, o *objects) error {
 			return err
 		}
 		defer x.call("close", unix.SYS_CLOSE, uint64(fd))
-	}
-	if _, err := x.call("ioctl(TIOCSCTTY)", unix.SYS_IOCTL, uint64(fd), unix.TIOCSCTTY, 0); err != nil {
-		return fmt.Errorf("controlling terminal (pty %s): %w", o.ttyRecs[p.CTTY].Name, err)
-	}
-	fg := o.ttyRecs[p.CTTY].Foreground
-	if fg == 0 || fg == p.PGID || !o.groups[fg] {
-		return nil // TIOCSCTTY gave the foreground to the leader's group
 	}
 	x.resetScratch()
 	at, err := x.put(binary.LittleEndian.AppendUint32(nil, uint32(fg)))

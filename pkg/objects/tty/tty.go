@@ -287,6 +287,9 @@ type Pair struct {
 	slaves []*os.File
 }
 
+// Name is the saved pair's slave path at dump.
+func (p *Pair) Name() string { return p.rec.Name }
+
 // Fill queues the saved bytes in the pair again, as the reading sides
 // would have got them, before any process runs.
 func (p *Pair) Fill() error {
