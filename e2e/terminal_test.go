@@ -191,7 +191,8 @@ func dumpPane(t *testing.T, s *tmuxServer, target, img string) int {
 
 // TestTerminalTmuxREPL: an interactive python3 in a tmux window, holding
 // a variable, is dumped with --kill and restored with a plain `chpox
-// restore` typed into another window's shell. It has its state, reads the
+// restore` typed into another window's shell; its old terminal is gone by
+// then (its window closed). It has its state, reads the
 // keyboard of its new terminal as its controlling terminal in the
 // foreground, with its readline termios (no echo, no line mode) there;
 // when it ends, chpox puts the shell's termios back.
@@ -205,7 +206,13 @@ func TestTerminalTmuxREPL(t *testing.T) {
 	s.line(repl, "print('set', x)")
 	s.waitScreen(repl, 10*time.Second, "set 41")
 	img := filepath.Join(t.TempDir(), "repl.img")
+	oldTTY := s.paneTTY(repl)
 	pid := dumpPane(t, s, repl, img)
+	// Its window closed with it: the terminal it had is gone.
+	waitFor(t, 5*time.Second, "the old terminal "+oldTTY+" to go away", func() bool {
+		_, err := os.Stat(oldTTY)
+		return err != nil
+	})
 
 	shell := "t:0"
 	ttyPath := s.paneTTY(shell)
