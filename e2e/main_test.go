@@ -31,6 +31,7 @@ var (
 // cPrograms are compiled from ../testdata/NAME.c with gcc -O1 -g and these extra flags.
 var cPrograms = map[string][]string{
 	"counter":     nil,
+	"ptyrelay":    nil,
 	"memory":      nil,
 	"vector":      nil, // AVX-512 code sits in a target("avx512f") function: no -m flags needed
 	"sleeper":     nil,
@@ -112,6 +113,8 @@ func runMain(m *testing.M) int {
 	}
 	progs["dict.py"] = filepath.Join(root, "testdata", "dict.py")
 	progs["httpserver.py"] = filepath.Join(root, "testdata", "httpserver.py")
+	progs["ptystate.py"] = filepath.Join(root, "testdata", "ptystate.py")
+	progs["ptyqueue.py"] = filepath.Join(root, "testdata", "ptyqueue.py")
 
 	// Restored processes are children of chpox; a detached one is orphaned
 	// when chpox exits. As a subreaper this process inherits them, so it can

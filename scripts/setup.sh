@@ -5,6 +5,9 @@
 # TCP connections still while it dumps them; postgresql (15, whose programs
 # are not on PATH: /usr/lib/postgresql/15/bin) is a real program too; munge
 # and Slurm run the batch system test. Quick when all is there.
+# the e2e tests checkpoint; tmux drives interactive programs in the terminal
+# tests; nftables is the packet filter chpox uses to hold TCP connections
+# still while it dumps them. Quick when all is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -24,6 +27,7 @@ need slurmctld slurmctld
 need slurmd slurmd
 need sbatch slurm-client
 need /usr/lib/postgresql/15/bin/postgres postgresql
+need tmux tmux
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"

@@ -73,6 +73,7 @@ func printImage(out io.Writer, img *format.Image) {
 	printSysV(out, img.Objects.SysV)
 	printTree(out, img.Processes)
 	printExternals(out, img)
+	printTerminals(out, img)
 	printUnix(out, img.Objects.UnixSockets)
 	for _, n := range img.Objects.Netlink {
 		fmt.Fprintf(out, "netlink socket %d: protocol %d, port id %d, groups %v\n", n.ID, n.Protocol, n.PortID, n.Groups)
@@ -418,6 +419,59 @@ func protString(v format.VMA) string {
 		b[3] = 's'
 	}
 	return string(b)
+}
+
+// printTerminals lists the terminals: pty pairs rebuilt at restore, and
+// controlling terminals outside the tree, for which restore uses its own.
+func printTerminals(out io.Writer, img *format.Image) {
+	for _, t := range img.Objects.TTYs {
+		var who []string
+		for _, p := range img.Processes {
+			if p.CTTY == t.ID && p.SID == p.PID {
+				who = append(who, fmt.Sprintf("controlling terminal of session %d", p.PID))
+			}
+		}
+		if t.Foreground != 0 {
+			who = append(who, fmt.Sprintf("foreground group %d", t.Foreground))
+		}
+		mode := "no termios"
+		if t.Termios != nil {
+			mode = "line mode"
+			if t.Termios.Lflag&0o2 == 0 { // ICANON
+				mode = "raw mode"
+			}
+			if t.Termios.Lflag&0o10 == 0 { // ECHO
+				mode += ", no echo"
+			}
+		}
+		switch t.Kind {
+		case format.TTYPty:
+			var flags []string
+			for _, f := range []struct {
+				on   bool
+				name string
+			}{{t.Packet, "packet mode"}, {t.Locked, "locked"}, {t.Exclusive, "exclusive"}, {t.HungUp, "slave side hung up"}} {
+				if f.on {
+					flags = append(flags, f.name)
+				}
+			}
+			if qi, qo := runsLen(t.Input), runsLen(t.Output); qi+qo > 0 {
+				flags = append(flags, fmt.Sprintf("queued: %d bytes of input, %d of output", qi, qo))
+			}
+			fmt.Fprintf(out, "terminal %d: pty pair %s (master in the tree), %dx%d, %s%s; %s\n", t.ID, t.Name, t.Winsize.Col, t.Winsize.Row,
+				mode, strings.Join(append([]string{""}, flags...), ", "), strings.Join(who, ", "))
+		default:
+			fmt.Fprintf(out, "terminal %d: %s outside the tree (restore gives its own terminal, with %s); %s\n", t.ID, t.Name, mode, strings.Join(who, ", "))
+		}
+	}
+}
+
+func runsLen(runs []format.DataRun) uint64 {
+	n := uint64(0)
+	for _, r := range runs {
+		n += r.Len
+	}
+	return n
 }
 
 // printExternals lists the descriptors shared with processes outside the

@@ -278,14 +278,20 @@ func nsInit(c *cli.Context, path string, opt restore.Options) error {
 		return err
 	}
 	takeBack := func() {}
+	var job restore.Job
+	handed := false
 	if c.Bool("ns-foreground") {
-		opt.BeforeRun = func(pgid int) { takeBack = handTerminal(pgid) }
+		opt.Foreground = true
+		opt.BeforeRun = func(j restore.Job) { job = j; takeBack, handed = handTerminal(j) }
 	}
 	sigs := make(chan os.Signal, 4)
 	notifyTermination(sigs)
 	r, err := restore.Restore(tracer, path, opt)
 	if err != nil {
 		return err
+	}
+	if handed {
+		tellSize(job)
 	}
 	report := os.NewFile(nsReportFD, "report")
 	fmt.Fprintf(report, "ok %d\n", r.PID)

@@ -51,8 +51,11 @@ func restoreCommand() *cli.Command {
 			}
 			takeBack := func() {}
 			defer func() { takeBack() }()
+			var job restore.Job
+			handed := false
 			if !c.Bool("detach") {
-				opt.BeforeRun = func(pgid int) { takeBack = handTerminal(pgid) }
+				opt.Foreground = true
+				opt.BeforeRun = func(j restore.Job) { job = j; takeBack, handed = handTerminal(j) }
 			}
 			opt.Progress = &format.Progress{}
 			stop := showProgress(c, "restore "+c.Args().First(), opt.Progress)
@@ -60,6 +63,9 @@ func restoreCommand() *cli.Command {
 			stop()
 			if err != nil {
 				return err
+			}
+			if handed {
+				tellSize(job)
 			}
 			if c.Bool("detach") {
 				fmt.Println(r.PID)

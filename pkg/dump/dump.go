@@ -235,6 +235,27 @@ func reapKilled(ms []*Member) {
 			}
 		}
 	}
+	nudgeParent(ms[0])
+}
+
+// nudgeParent sends SIGCHLD to the root's parent outside the tree when
+// the killed root is still its unreaped zombie a moment later. Seen here
+// with tmux (its pane's process, killed after a dump, stayed a zombie
+// until the server got another SIGCHLD, and a restore in the next window
+// found its PID taken); a shell's `kill -9` of the same process is reaped
+// at once. A SIGCHLD with nothing more to reap is harmless to a parent.
+func nudgeParent(root *Member) {
+	pid, ppid := root.Info.PID, root.Info.PPID
+	if ppid <= 1 || ppid == os.Getpid() {
+		return
+	}
+	for i := 0; i < 20; i++ {
+		if st, _, err := procinfo.State(pid); err != nil || st != "Z" {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	unix.Kill(ppid, unix.SIGCHLD)
 }
 
 // freezeTree seizes root and then, top-down, its descendants: a process is

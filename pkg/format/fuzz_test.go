@@ -121,6 +121,20 @@ func seedImages(t testing.TB) map[string][]byte {
 			Messages: []SysVMessage{{Type: 1, Text: DataRun{Off: 8, Len: 3}}, {Type: 9, Text: DataRun{Off: 11}}}}},
 	}}
 	write("seed-sysv", sv, []*Process{v}, []byte("segmentmsg!"))
+	// Terminals: a pty pair of the tree, the session's controlling
+	// terminal, and an outside terminal.
+	tt := tiny(50)
+	tt.SID, tt.PGID, tt.CTTY = 50, 50, 1
+	tt.Files = []File{
+		{FD: 0, Desc: 1, Kind: FilePTYSlave, Path: "/dev/pts/3", Flags: 2, TTY: 1},
+		{FD: 3, Desc: 2, Kind: FilePTYMaster, Path: "/dev/ptmx", Flags: 2, TTY: 1},
+	}
+	tobjs := &Objects{TTYs: []TTY{
+		{ID: 1, Kind: TTYPty, Index: 3, Name: "/dev/pts/3", Termios: &Termios{Iflag: 0x500, Oflag: 5, Cflag: 0xbf, Lflag: 0x8a3b},
+			Winsize: Winsize{Row: 40, Col: 120}, Packet: true, Exclusive: true, Session: 50, Foreground: 50},
+		{ID: 2, Kind: TTYOutside, Name: "/dev/pts/0", Locked: true},
+	}}
+	write("seed-terminals", tobjs, []*Process{tt}, nil)
 	return out
 }
 

@@ -85,6 +85,9 @@ type Process struct {
 	Seccomp []SeccompFilter `json:"seccomp_filters,omitempty"`
 	// SemUndo are the process's System V semaphore adjustments (version 3).
 	SemUndo []SemUndo `json:"sem_undo,omitempty"`
+	// Terminal (version 3): CTTY is the ID in Objects.TTYs of the
+	// session's controlling terminal, 0 for none.
+	CTTY int `json:"ctty,omitempty"`
 }
 
 // Objects holds what several processes (or fds) may share: pipes, shared
@@ -99,6 +102,8 @@ type Objects struct {
 	Externals   []External      `json:"externals,omitempty"`
 	// System V IPC objects that belong to the checkpoint (version 3).
 	SysV *SysVObjects `json:"sysv,omitempty"`
+	// Terminals (version 3): pty pairs and outside controlling terminals.
+	TTYs []TTY `json:"ttys,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -345,6 +350,11 @@ const (
 	// FileTimerfd is a timerfd_create(2) descriptor: Timerfd holds its
 	// state (version 3).
 	FileTimerfd = "timerfd"
+	// FilePTYMaster and FilePTYSlave (version 3) are the ends of a
+	// pseudo-terminal pair whose master is in the tree: TTY is its ID in
+	// Objects.TTYs.
+	FilePTYMaster = "pty-master"
+	FilePTYSlave  = "pty-slave"
 )
 
 // EpollWatch is one fd an epoll instance watches, as epoll_ctl added it.
@@ -369,6 +379,7 @@ type File struct {
 	Socket   int       `json:"socket,omitempty"`   // kind unix or inet: ID in Objects.UnixSockets or InetSockets
 	External int       `json:"external,omitempty"` // kind external: ID in Objects.Externals
 	Shm      int       `json:"shm,omitempty"`      // kind memfd, or deleted and mapped: ID in Objects.Shm (version 3)
+	TTY      int       `json:"tty,omitempty"`      // kinds pty-master, pty-slave (version 3): ID in Objects.TTYs
 	Kind     string    `json:"kind"`
 	Path     string    `json:"path"`
 	Flags    int       `json:"flags"` // open(2) flags from fdinfo, O_CLOEXEC included

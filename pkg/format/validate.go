@@ -129,7 +129,11 @@ func (img *Image) validateEvents(pids, tids map[int]bool) error {
 func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), deleted: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
-		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool), semSize: make(map[int]int)}
+		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool), semSize: make(map[int]int),
+		tty: make(map[int]string)}
+	if err := img.validateTTYs(o.TTYs, ids.tty); err != nil {
+		return ids, err
+	}
 	if err := img.validateSysV(ids.sysvShm, ids.semSize); err != nil {
 		return ids, err
 	}
@@ -317,6 +321,40 @@ func refersTo(f File, ids objectIDs) error {
 	case f.Shm != 0 && len(f.Content) > 0:
 		return corrupt("fd %d (%s) has content of its own and that of shared memory %d", f.FD, f.Kind, f.Shm)
 	}
+	pty := f.Kind == FilePTYMaster || f.Kind == FilePTYSlave
+	if pty != (f.TTY != 0) || f.TTY != 0 && ids.tty[f.TTY] != TTYPty {
+		return corrupt("fd %d (%s) names terminal %d, which the image lacks or which is no pty pair", f.FD, f.Kind, f.TTY)
+	}
+	return nil
+}
+
+// validateTTYs checks the terminal records: unique positive IDs, a known
+// kind, a pty index the kernel could give.
+func (img *Image) validateTTYs(ttys []TTY, seen map[int]string) error {
+	for _, t := range ttys {
+		for _, runs := range [][]DataRun{t.Input, t.Output} {
+			var n uint64
+			for _, r := range runs {
+				if err := img.inData(r); err != nil {
+					return fmt.Errorf("terminal %d: %w", t.ID, err)
+				}
+				n += r.Len
+			}
+			if n > MaxTTYQueue || len(runs) > 0 && t.Kind != TTYPty {
+				return corrupt("terminal %d (%s): %d queued bytes", t.ID, t.Kind, n)
+			}
+		}
+		if t.ID <= 0 || seen[t.ID] != "" {
+			return corrupt("terminal ID %d is not positive or appears twice", t.ID)
+		}
+		if t.Kind != TTYPty && t.Kind != TTYOutside {
+			return corrupt("terminal %d has unknown kind %q", t.ID, t.Kind)
+		}
+		if t.Index < 0 || t.Session < 0 || t.Foreground < 0 {
+			return corrupt("terminal %d: index %d, session %d, foreground group %d", t.ID, t.Index, t.Session, t.Foreground)
+		}
+		seen[t.ID] = t.Kind
+	}
 	return nil
 }
 
@@ -366,7 +404,8 @@ func validateNetlink(socks []NetlinkSocket, seen map[int]bool) error {
 // from process records.
 type objectIDs struct {
 	shm, memfd, deleted, pipe, unix, inet, netlink, external, sysvShm map[int]bool
-	semSize                                                           map[int]int // by kernel id: semaphores in the set
+	semSize                                                           map[int]int    // by kernel id: semaphores in the set
+	tty                                                               map[int]string // by ID: its kind
 }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
@@ -441,6 +480,9 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 			}
 		}
 	}
+	if p.CTTY != 0 && ids.tty[p.CTTY] == "" {
+		return corrupt("controlling terminal %d is not in the image", p.CTTY)
+	}
 	fds := make(map[int]bool)
 	for _, f := range p.Files {
 		if f.FD < 0 || fds[f.FD] {
@@ -449,7 +491,7 @@ func (img *Image) validateProcess(p *Process, ids objectIDs) error {
 		fds[f.FD] = true
 		switch f.Kind {
 		case FileRegular, FileDir, FileChar, FileDeleted, FilePipe, FileEventfd, FileEpoll, FileUnix, FileInet, FileNetlink, FileExternal, FileInotify, FilePidfd, FileFanotify, FileMemfd, FileTimerfd, FileSignalfd,
-			FileBlock, FilePath:
+			FileBlock, FilePath, FilePTYMaster, FilePTYSlave:
 		default:
 			return corrupt("fd %d has unknown kind %q", f.FD, f.Kind)
 		}
@@ -530,6 +572,10 @@ func (img *Image) disjointRuns() error {
 	}
 	for _, p := range img.Objects.Pipes {
 		add(p.Data)
+	}
+	for _, t := range img.Objects.TTYs {
+		add(t.Input)
+		add(t.Output)
 	}
 	for _, u := range img.Objects.UnixSockets {
 		add(u.Queue)

@@ -34,6 +34,9 @@ type Info struct {
 	Zombie   bool
 	// RootDeleted: the root directory (a chroot's) was removed.
 	RootDeleted bool
+	// TTYNr is the device number of the controlling terminal (0: none),
+	// TPGID its foreground process group (stat fields 7 and 8, proc(5)).
+	TTYNr, TPGID int
 }
 
 // Read collects the state of pid that /proc can tell.
@@ -49,7 +52,7 @@ func Read(pid int) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: read stat: %w", pid, err)
 	}
-	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}}
+	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}, TTYNr: st.TTY, TPGID: st.TPGID}
 	// A "Z" main thread with other threads alive is a running process
 	// whose main thread called pthread_exit, not a zombie.
 	in.Zombie = st.State == "Z" && st.NumThreads <= 1

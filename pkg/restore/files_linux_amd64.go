@@ -38,6 +38,9 @@ func (x *target) restoreFiles(p *format.Process, o *objects) error {
 		here[f.Desc] = f.FD
 		open[f.FD] = true
 	}
+	if err := x.controllingTerminal(p, o); err != nil {
+		return err
+	}
 	if x.supPidfd != 0 {
 		x.call("close", unix.SYS_CLOSE, x.supPidfd)
 		x.supPidfd = 0
@@ -141,6 +144,8 @@ func (x *target) chpoxSide(f format.File, pid int, o *objects) (*os.File, error)
 			return nil, err
 		}
 		return t.File, nil
+	case format.FilePTYMaster, format.FilePTYSlave:
+		return o.ptyEnd(f)
 	case format.FileSignalfd:
 		// Made once in chpox: a signalfd reads the signals of the
 		// process that reads it, not of its creator.

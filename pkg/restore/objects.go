@@ -13,6 +13,7 @@ import (
 	"github.com/chpox/chpox/pkg/objects/pipe"
 	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/objects/timerfd"
+	"github.com/chpox/chpox/pkg/objects/tty"
 	"github.com/chpox/chpox/pkg/objects/unixsock"
 )
 
@@ -46,14 +47,18 @@ type objects struct {
 	// perms: the final mode of each stand-in of deleted (given once every
 	// process reopened it); exes: by PID, the stand-in of a deleted
 	// executable.
-	perms map[*os.File]uint32
-	exes  map[int]*os.File
+	perms   map[*os.File]uint32
+	exes    map[int]*os.File
+	ttys    map[int]*tty.Pair  // pty pairs by TTY.ID
+	ttyRecs map[int]format.TTY // every terminal record by ID
+	groups  map[int]bool       // process groups led in the tree
 }
 
-func newObjects(img *format.Image, opt Options) (*objects, error) {
+func newObjects(img *format.Image, opt Options, pairs map[int]*tty.Pair) (*objects, error) {
 	o := &objects{opt: opt, img: img, shm: map[int]*os.File{}, pipes: map[int]*pipe.Pipe{}, deleted: map[int]*os.File{},
 		descs: map[int]*os.File{}, uses: map[int]int{}, async: map[int]bool{}, firstFD: map[int]fileAt{}, externals: map[[2]int]*os.File{},
-		perms: map[*os.File]uint32{}, exes: map[int]*os.File{}}
+		perms: map[*os.File]uint32{}, exes: map[int]*os.File{},
+		ttys: pairs, ttyRecs: map[int]format.TTY{}, groups: map[int]bool{}}
 	if err := o.create(img); err != nil {
 		o.close()
 		return nil, err
@@ -91,6 +96,13 @@ func (o *objects) create(img *format.Image) error {
 	if err := o.openExternals(img); err != nil {
 		return err
 	}
+	for _, t := range img.Objects.TTYs {
+		o.ttyRecs[t.ID] = t
+	}
+	live := map[int]bool{}
+	for _, p := range img.Processes {
+		live[p.PID] = !p.Zombie
+	}
 	byInode := map[[2]uint64]*os.File{} // one stand-in for the descriptions of one deleted file
 	for _, p := range img.Processes {
 		if f := p.ExeFile; f != nil {
@@ -103,6 +115,11 @@ func (o *objects) create(img *format.Image) error {
 				return fmt.Errorf("pid %d: recreate deleted executable %s: %w", p.PID, f.Path, err)
 			}
 			o.exes[p.PID] = t
+		}
+		// Only groups led inside the tree exist again (createTree): a
+		// group led outside is chpox's at restore.
+		if live[p.PGID] {
+			o.groups[p.PGID] = true
 		}
 		for _, f := range p.Files {
 			o.uses[f.Desc]++
@@ -260,6 +277,9 @@ func (o *objects) fill() error {
 			return err
 		}
 	}
+	if err := o.fillPairs(); err != nil {
+		return err
+	}
 	return o.fillSockets()
 }
 
@@ -326,6 +346,7 @@ func (o *objects) close() {
 		o.unix.Close()
 	}
 	o.closeInet()
+	o.closePairs()
 }
 
 // finishStandIns gives the deleted files' stand-ins their modes, once the

@@ -32,10 +32,17 @@ var (
 type Options struct {
 	// PIDWait is how long to wait for an old zombie to release the PID.
 	PIDWaitMS int
-	// BeforeRun, if set, is called with the root's process group once the
-	// tree is built and just before it runs (a foreground restore hands
-	// it the terminal there, before it could read and stop on SIGTTIN).
-	BeforeRun func(pgid int)
+	// Foreground says the restore runs as a job of the terminal chpox
+	// runs in: a root that led its session with a controlling terminal
+	// outside the tree (the user's shell's, a tmux pane's) then joins
+	// chpox's session as a process group, to have chpox's terminal as
+	// its controlling terminal. Otherwise it leads a session of its own,
+	// without one.
+	Foreground bool
+	// BeforeRun, if set, is called with the job once the tree is built
+	// and just before it runs (a foreground restore hands it the terminal
+	// there, before it could read and stop on SIGTTIN).
+	BeforeRun func(Job)
 	// Externals says what to give descriptors that were shared with
 	// processes outside the checkpoint, by key (pkg/objects/external);
 	// stdin, stdout and stderr get chpox's own when not named here.

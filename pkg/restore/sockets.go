@@ -32,6 +32,9 @@ func (o *objects) beforeRun() error {
 	if err := o.finishStandIns(); err != nil {
 		return err
 	}
+	if err := o.finishPairs(); err != nil {
+		return err
+	}
 	if err := o.resumeInet(); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects/tty"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -14,6 +15,9 @@ type node struct {
 	p      *format.Process
 	x      *target
 	parent *node
+	// joinSession: the root led a session whose controlling terminal is
+	// outside the tree; it leads a process group of chpox's session.
+	joinSession bool
 }
 
 // treeOf links every process to its parent. The image lists parents before
@@ -62,10 +66,22 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 			}
 		}
 	}()
-	if err := createTree(nodes); err != nil {
+	if opt.Foreground && outsideCTTY(img, nodes[0].p) != nil {
+		nodes[0].joinSession = true
+	}
+	// Pty pairs first: a session leader takes its pair as controlling
+	// terminal before it forks the rest of its session, which inherit it
+	// (a process gets its controlling terminal at fork or by TIOCSCTTY,
+	// which only a session leader may call: drivers/tty/tty_jobctrl.c).
+	pairs, err := openPairs(img)
+	if err != nil {
 		return nil, err
 	}
-	o, err := newObjects(img, opt)
+	if err := createTree(nodes, pairs); err != nil {
+		closePairs(pairs)
+		return nil, err
+	}
+	o, err := newObjects(img, opt, pairs)
 	if err != nil {
 		return nil, err
 	}
@@ -143,12 +159,8 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		return nil, err
 	}
 	root := nodes[0].p
-	pgid := unix.Getpgrp()
-	if root.PGID == root.PID {
-		pgid = root.PID
-	}
 	if opt.BeforeRun != nil {
-		opt.BeforeRun(pgid)
+		opt.BeforeRun(jobOf(img, o.groups))
 	}
 	// Children first: a parent that runs must find its children there.
 	for i := len(live) - 1; i >= 0; i-- {
@@ -177,7 +189,7 @@ func liveNodes(nodes []*node) []*node {
 // createTree makes every process with its PID, top-down, each forked by its
 // restored parent (the root by the loader, as chpox's child), gives them
 // their process groups and sessions, and ends the zombies.
-func createTree(nodes []*node) error {
+func createTree(nodes []*node, pairs map[int]*tty.Pair) error {
 	var avoid []span
 	for _, n := range nodes {
 		avoid = append(avoid, spansOf(n.p.VMAs)...)
@@ -202,8 +214,13 @@ func createTree(nodes []*node) error {
 		}
 		// A session or group leader must lead before its children are
 		// forked, so that they inherit the session.
-		if err := n.x.lead(n.p); err != nil {
+		if err := n.x.lead(n.p, n.joinSession); err != nil {
 			return fmt.Errorf("pid %d: %w", n.p.PID, err)
+		}
+		if pair := pairs[n.p.CTTY]; pair != nil && n.p.SID == n.p.PID {
+			if err := n.x.acquireCTTY(pair); err != nil {
+				return fmt.Errorf("pid %d: %w", n.p.PID, err)
+			}
 		}
 	}
 	inTree := map[int]bool{}
@@ -228,9 +245,9 @@ func createTree(nodes []*node) error {
 }
 
 // lead gives a process that led its session or process group that role.
-func (x *target) lead(p *format.Process) error {
+func (x *target) lead(p *format.Process, joinSession bool) error {
 	switch {
-	case p.SID == p.PID:
+	case p.SID == p.PID && !joinSession:
 		_, err := x.call("setsid", unix.SYS_SETSID)
 		return err
 	case p.PGID == p.PID:

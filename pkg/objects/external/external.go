@@ -117,6 +117,16 @@ func choose(e format.External, f format.File, choices map[string]Choice) (Choice
 	if f.FD <= 2 {
 		return Choice{FD: f.FD}, nil
 	}
+	if e.What == "terminal" {
+		// Another fd on the job's terminal (bash's 255): the terminal
+		// chpox restore runs in, as for stdin.
+		for fd := 0; fd <= 2; fd++ {
+			if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+				return Choice{FD: fd}, nil
+			}
+		}
+		return Choice{Null: true}, nil
+	}
 	return Choice{}, fmt.Errorf("fd %d was %s %s, shared with %s outside the checkpoint: %w; restore with --external '%s=FD' (a descriptor of chpox restore), '%s=closed' or '%s=null'",
 		f.FD, e.What, e.Key, holder(e), ErrNoChoice, e.Key, e.Key, e.Key)
 }
