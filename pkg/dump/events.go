@@ -112,8 +112,10 @@ var procPID = regexp.MustCompile(`^/proc/(\d+)(?:/task/(\d+))?(?:/|$)`)
 func (pl *plan) owner(pidfd int, f *procinfo.OpenFile, owners map[int]*format.FileOwner, pids, tids map[int]bool) error {
 	o, seen := owners[f.Desc]
 	if !seen {
-		if f.Kind == format.FileExternal {
-			owners[f.Desc] = nil // the outside object keeps its own
+		if f.Kind == format.FileExternal || f.Kind == format.FilePath {
+			// The outside object keeps its own; an O_PATH descriptor has
+			// none (fcntl(F_GETOWN_EX) on it is EBADF: fs/fcntl.c).
+			owners[f.Desc] = nil
 			return nil
 		}
 		fd, err := unix.PidfdGetfd(pidfd, f.FD, 0)

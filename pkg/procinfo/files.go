@@ -82,6 +82,11 @@ func Files(pid int) ([]*OpenFile, error) {
 	return out, nil
 }
 
+// onProc tells whether path is a /proc entry: a process's entries get new
+// inodes with every new process (a restored one too), so they are not
+// checked by inode at restore.
+func onProc(path string) bool { return strings.HasPrefix(path, "/proc/") }
+
 func fdOpen(pid, fd int) bool {
 	_, err := os.Lstat(procPath(pid, "fd/"+strconv.Itoa(fd)))
 	return err == nil
@@ -145,7 +150,9 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 			return nil, fmt.Errorf("O_PATH descriptor of %s, which was deleted: a stand-in cannot be the same file: %w", target, ErrUnsupported)
 		}
 		f.Kind = format.FilePath
-		f.File.Dev, f.Inode = st.Dev, st.Ino
+		if !onProc(f.Path) {
+			f.File.Dev, f.Inode = st.Dev, st.Ino
+		}
 		return f, nil
 	}
 	switch st.Mode & unix.S_IFMT {
@@ -183,7 +190,10 @@ func file(p procfs.Proc, fd int) (*OpenFile, error) {
 	case format.FileRegular, format.FileDir, format.FileChar, format.FileBlock:
 		// Reopened by path: restore makes sure the path still names it
 		// (or, deleted, makes a stand-in).
-		f.File.Dev, f.Inode, f.Deleted = st.Dev, st.Ino, gone
+		f.Deleted = gone
+		if !onProc(f.Path) {
+			f.File.Dev, f.Inode = st.Dev, st.Ino
+		}
 		if f.Kind == format.FileChar || f.Kind == format.FileBlock {
 			f.File.Rdev = st.Rdev
 		}
