@@ -68,16 +68,7 @@ func TestRestoreAsUser(t *testing.T) {
 	user := func(args ...string) *exec.Cmd {
 		return exec.Command(setpriv, append([]string{"--reuid=1000", "--regid=1000", "--clear-groups"}, args...)...)
 	}
-	if err := os.Chmod(workDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.Chmod(filepath.Dir(dir), 0o755)
-	os.Chmod(dir, 0o777)
-	p := startExe(t, "counter", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["counter"])
-	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
-	os.Chmod(filepath.Dir(p.log), 0o755)
-	os.Chmod(p.log, 0o666)
+	p, dir := startAsUser(t, "counter")
 	p.waitInt(t, `count (\d+)`, 20, 10*time.Second)
 
 	img := filepath.Join(dir, "counter.chp")

@@ -328,20 +328,7 @@ func TestDeletedExecutable(t *testing.T) {
 // longer lets it is reopened all the same, then given its mode.
 func TestSpecialFilesAsUser(t *testing.T) {
 	setup(t, "specialfiles")
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatal("setpriv (util-linux) is needed:", err)
-	}
-	if err := os.Chmod(workDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.Chmod(filepath.Dir(dir), 0o755)
-	os.Chmod(dir, 0o777)
-	p := startExe(t, "specialfiles", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["specialfiles"], dir, "nodev")
-	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
-	os.Chmod(filepath.Dir(p.log), 0o755)
-	os.Chmod(p.log, 0o666)
+	p, _ := startAsUser(t, "specialfiles", "DIR", "nodev")
 	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
 	p.signal(t, unix.SIGUSR1)
 	p.waitLog(t, `(?m)^special ok$`, 1, 10*time.Second)

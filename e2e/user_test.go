@@ -19,22 +19,9 @@ import (
 // nobody, for shared memory, which takes the same way).
 func TestFilesAsUser(t *testing.T) {
 	setup(t, "files")
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatal("setpriv (util-linux) is needed:", err)
-	}
-	if err := os.Chmod(workDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	// The user creates its files in dir and reopens its log by path at
-	// restore (t.TempDir makes 0700 directories, two levels of them).
-	os.Chmod(filepath.Dir(dir), 0o755)
-	os.Chmod(dir, 0o777)
-	p := startExe(t, "files", setpriv, "--reuid=1000", "--regid=1000", "--clear-groups", progs["files"], dir)
-	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
-	os.Chmod(filepath.Dir(p.log), 0o755)
-	os.Chmod(p.log, 0o666)
+	// The user creates its files in DIR and reopens its log by path at
+	// restore.
+	p, _ := startAsUser(t, "files", "DIR")
 	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
 	checkProcOwner(t, p.pid, 1000)
 	img := dumpKill(t, p)
@@ -59,4 +46,32 @@ func checkProcOwner(t *testing.T, pid int, uid uint32) {
 	if st.Uid != uid {
 		t.Errorf("/proc/%d/environ is owned by uid %d, want %d (is the process dumpable?)", pid, st.Uid, uid)
 	}
+}
+
+// startAsUser starts a testdata program as uid 1000 (setpriv) with a
+// directory of its own it may write in (returned) and a log it may
+// reopen by path at restore (t.TempDir makes 0700 directories, two levels
+// of them, and the programs live in workDir).
+func startAsUser(t *testing.T, name string, args ...string) (*proc, string) {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed:", err)
+	}
+	if err := os.Chmod(workDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o777)
+	for i, a := range args {
+		if a == "DIR" {
+			args[i] = dir
+		}
+	}
+	p := startExe(t, name, setpriv, append([]string{"--reuid=1000", "--regid=1000", "--clear-groups", progs[name]}, args...)...)
+	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
+	os.Chmod(filepath.Dir(p.log), 0o755)
+	os.Chmod(p.log, 0o666)
+	return p, dir
 }

@@ -192,18 +192,9 @@ func (pl *plan) sharedMemory() error {
 			if a.Kind != format.VMASharedAnon {
 				continue
 			}
-			id, ok := ids[a.Inode]
-			if !ok {
-				s, err := vmadump.OpenShm(p.Info.PID, a)
-				if err != nil {
-					return err
-				}
-				id = len(pl.shm) + 1
-				s.ID = id
-				pl.end = s.Plan(pl.end)
-				pl.shm = append(pl.shm, s)
-				pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
-				ids[a.Inode] = id
+			id, err := pl.shmObject(ids, a.Inode, func() (*vmadump.Shm, error) { return vmadump.OpenShm(p.Info.PID, a) })
+			if err != nil {
+				return err
 			}
 			a.Shm = id
 		}
@@ -222,23 +213,32 @@ func (pl *plan) sharedMemory() error {
 			if f.Kind != format.FileMemfd {
 				continue
 			}
-			id, ok := ids[f.Ino]
-			if !ok {
-				s, err := vmadump.OpenMemfd(p.Info.PID, f.FD, f.Path)
-				if err != nil {
-					return err
-				}
-				id = len(pl.shm) + 1
-				s.ID = id
-				pl.end = s.Plan(pl.end)
-				pl.shm = append(pl.shm, s)
-				pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
-				ids[f.Ino] = id
+			id, err := pl.shmObject(ids, f.Ino, func() (*vmadump.Shm, error) { return vmadump.OpenMemfd(p.Info.PID, f.FD, f.Path) })
+			if err != nil {
+				return err
 			}
 			f.Shm = id
 		}
 	}
 	return pl.memoryOutside()
+}
+
+// shmObject returns the ID of the shared memory object with inode ino,
+// opening it and laying out its data the first time it is met.
+func (pl *plan) shmObject(ids map[uint64]int, ino uint64, open func() (*vmadump.Shm, error)) (int, error) {
+	if id, ok := ids[ino]; ok {
+		return id, nil
+	}
+	s, err := open()
+	if err != nil {
+		return 0, err
+	}
+	s.ID = len(pl.shm) + 1
+	pl.end = s.Plan(pl.end)
+	pl.shm = append(pl.shm, s)
+	pl.objects.Shm = append(pl.objects.Shm, s.SharedMem)
+	ids[ino] = s.ID
+	return s.ID, nil
 }
 
 // memoryOutside refuses shared memory that a process outside the tree
