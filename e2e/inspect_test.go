@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +93,30 @@ func TestVersion(t *testing.T) {
 	}
 	if top.Header.Tool != v {
 		t.Errorf("the image says it was written by %q, --version says %q", top.Header.Tool, v)
+	}
+}
+
+// TestInspectTwo: inspect of two checkpoints of one process says what
+// changed between them (pages that differ, a file's offset), and that
+// nothing did between an image and itself.
+func TestInspectTwo(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	a := dump(t, p)
+	n := lastInt(p.log, countRE)
+	p.waitInt(t, countRE, n+10, 10*time.Second)
+	b := dump(t, p)
+	out := mustChpox(t, "inspect", a, b).stdout
+	pages := regexp.MustCompile(`(\d+) of (\d+) saved pages differ`).FindStringSubmatch(out)
+	if pages == nil || pages[1] == "0" {
+		t.Errorf("inspect of two checkpoints printed no changed pages:\n%s", out)
+	}
+	if !regexp.MustCompile(`fd 1 \S+: offset \d+ -> \d+`).MatchString(out) {
+		t.Errorf("inspect of two checkpoints does not show stdout's offset moving:\n%s", out)
+	}
+	same := mustChpox(t, "inspect", a, a).stdout
+	if !strings.Contains(same, fmt.Sprintf("process %d counter: unchanged", p.pid)) || strings.Contains(same, "differ") {
+		t.Errorf("inspect of an image and itself:\n%s", same)
 	}
 }

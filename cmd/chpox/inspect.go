@@ -18,15 +18,18 @@ import (
 func inspectCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inspect",
-		Usage:     "show what an image holds",
-		ArgsUsage: "IMAGE",
+		Usage:     "show what an image holds, or what changed between two",
+		ArgsUsage: "IMAGE [LATER-IMAGE]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
 			&cli.BoolFlag{Name: "verify", Usage: "also read and check all page data"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.NArg() == 2 && !c.Bool("json") {
+				return inspectTwo(c.Args().Get(0), c.Args().Get(1))
+			}
 			if c.NArg() != 1 {
-				return fmt.Errorf("%w: inspect takes one image file", errUsage)
+				return fmt.Errorf("%w: inspect takes one image file, or two to compare (without --json)", errUsage)
 			}
 			img, err := format.Open(c.Args().First())
 			if err != nil {
@@ -51,6 +54,20 @@ func inspectCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// inspectTwo shows what changed from image a to image b.
+func inspectTwo(a, b string) error {
+	var imgs []*format.Image
+	for _, path := range []string{a, b} {
+		img, err := format.Open(path)
+		if err != nil {
+			return fmt.Errorf("inspect %s: %w", path, err)
+		}
+		defer img.Close()
+		imgs = append(imgs, img)
+	}
+	return diffImages(os.Stdout, imgs[0], imgs[1])
 }
 
 func printImage(out io.Writer, img *format.Image) {
