@@ -50,9 +50,9 @@ func rewriteImage(t *testing.T, path, out string, edit func(*format.Image)) {
 }
 
 // TestRestoreOtherCPU: an image from a CPU with an instruction-set
-// extension this one lacks, or with XSAVE state it does not save, is
-// refused before anything is created (exit 5, naming what is missing);
-// the untouched image restores.
+// extension this one lacks, with XSAVE state it does not save, or from a
+// kernel with another vDSO is refused before anything is created (exit 5,
+// naming what is missing); the untouched image restores.
 func TestRestoreOtherCPU(t *testing.T) {
 	setup(t, "counter")
 	p := start(t, "counter")
@@ -91,6 +91,15 @@ func TestRestoreOtherCPU(t *testing.T) {
 	})
 	if r := runChpox(t, "restore", "--detach", other); r.code != 5 || !strings.Contains(r.stderr, "XSAVE features") {
 		t.Errorf("restore of a thread saved with AMX state: exit %d, %q; want 5 naming the XSAVE features", r.code, r.stderr)
+	}
+	// Another kernel's vDSO: the program's pointers into it would be wrong.
+	if top, err := format.Open(img); err != nil || len(top.Header.VDSO) != 64 {
+		t.Fatalf("the image records vDSO %q (%v), want a SHA-256", top.Header.VDSO, err)
+	}
+	other = t.TempDir() + "/vdso.chp"
+	rewriteImage(t, img, other, func(i *format.Image) { i.Header.VDSO, i.Header.Kernel = strings.Repeat("0", 64), "6.1.0-other" })
+	if r := runChpox(t, "restore", "--detach", other); r.code != 5 || !strings.Contains(r.stderr, "vDSO") || !strings.Contains(r.stderr, "6.1.0-other") {
+		t.Errorf("restore of an image from another kernel's vDSO: exit %d, %q; want 5 naming it", r.code, r.stderr)
 	}
 	if pidExists(p.pid) {
 		t.Fatal("a refused restore left a process behind")

@@ -15,6 +15,7 @@ import (
 	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
 
@@ -346,9 +347,11 @@ func newHeader(nproc int, data uint64) *format.Header {
 	var u unix.Utsname
 	unix.Uname(&u)
 	host, _ := os.Hostname()
-	flags, _ := cpu.Flags() // none recorded: restore checks nothing
+	flags, _ := cpu.Flags()                     // none recorded: restore checks nothing
+	vdso, _ := ptrace.VdsoIdentity(os.Getpid()) // the same kernel's as the tree's
 	return &format.Header{
 		CPUFlags:  flags,
+		VDSO:      vdso,
 		Arch:      runtime.GOARCH,
 		Kernel:    strings.TrimRight(string(u.Release[:]), "\x00"),
 		Created:   time.Now().UTC(),

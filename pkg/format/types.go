@@ -16,6 +16,10 @@ type Header struct {
 	// (/proc/cpuinfo; version 3, optional): the processes may have chosen
 	// code by them, so restore needs a CPU with all of them.
 	CPUFlags []string `json:"cpu_flags,omitempty"`
+	// VDSO names the kernel's vDSO code (version 3, optional): a SHA-256
+	// of its ELF content. Restore needs the same (programs keep pointers
+	// into it).
+	VDSO string `json:"vdso,omitempty"`
 }
 
 // Process is everything chpox knows about one process, except page contents,

@@ -3,8 +3,10 @@ package ptrace
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"debug/elf"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -153,6 +155,28 @@ func elfContentEnd(img []byte) (uint64, error) {
 		end = max(end, p.Off+p.Filesz)
 	}
 	return end, nil
+}
+
+// VdsoIdentity names the code of pid's [vdso]: a SHA-256 of its ELF
+// content (the padding past it may hold a dump's trampoline). Programs
+// keep pointers into the vDSO (glibc caches its functions' addresses), so
+// a restored process needs the very same vDSO, and a kernel that gives
+// another one cannot run it.
+func VdsoIdentity(pid int) (string, error) {
+	start, end, err := vdsoRange(pid)
+	if err != nil {
+		return "", err
+	}
+	img := make([]byte, end-start)
+	if err := ReadMem(pid, start, img); err != nil {
+		return "", fmt.Errorf("read [vdso]: %w", err)
+	}
+	content, err := elfContentEnd(img)
+	if err != nil {
+		return "", fmt.Errorf("parse [vdso]: %w", err)
+	}
+	sum := sha256.Sum256(img[:min(content, uint64(len(img)))])
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // VdsoPadding tells how many bytes at the end of pid's [vdso] lie past its

@@ -32,6 +32,9 @@ func check(path string, img *format.Image, opt Options) error {
 	if err := checkCPU(img); err != nil {
 		return err
 	}
+	if err := checkVDSO(img); err != nil {
+		return err
+	}
 	if err := checkMemLock(img); err != nil {
 		return err
 	}
