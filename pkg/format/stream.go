@@ -245,6 +245,9 @@ func (d *dataReader) finish() error {
 		d.dec = nil
 	}
 	if img.stream != nil && img.stream == d.src {
+		if img.storedLen >= 0 && d.stored != img.storedLen {
+			return corrupt("data chunks fill %d of the data section's %d bytes", d.stored, img.storedLen)
+		}
 		img.storedLen = d.stored
 		img.off = img.dataOff + d.stored
 		if err := img.readSections(); err != nil {
@@ -288,6 +291,7 @@ func (img *Image) Spool(f *os.File) error {
 // compressor encodes the data section in chunks on all CPUs and hands
 // them out in order.
 type compressor struct {
+	size    int // raw bytes per chunk
 	enc     *zstd.Encoder
 	chunk   []byte
 	pending []chan []byte
@@ -306,16 +310,19 @@ const (
 // a good ratio, small enough to keep every CPU busy on a small image.
 const CompressChunk = 1 << 20
 
-func newCompressor(level, workers int) (*compressor, error) {
+func newCompressor(opt WriteOptions, workers int) (*compressor, error) {
+	level, size := opt.Level, opt.ChunkSize
 	if level == 0 {
 		level = LevelFastest
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevel(level)),
-		zstd.WithEncoderConcurrency(workers), zstd.WithWindowSize(CompressChunk), zstd.WithZeroFrames(true))
+	if size <= 0 || size > MaxChunk {
+		size = CompressChunk
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevel(level)), zstd.WithEncoderConcurrency(workers))
 	if err != nil {
 		return nil, err
 	}
-	return &compressor{enc: enc, max: 2 * workers}, nil
+	return &compressor{size: size, enc: enc, max: 2 * workers}, nil
 }
 
 // add takes raw data; emit receives finished chunks (header and frame) in
@@ -323,12 +330,12 @@ func newCompressor(level, workers int) (*compressor, error) {
 func (c *compressor) add(p []byte, emit func([]byte)) {
 	for len(p) > 0 {
 		if c.chunk == nil {
-			c.chunk = make([]byte, 0, CompressChunk)
+			c.chunk = make([]byte, 0, c.size)
 		}
-		n := min(len(p), CompressChunk-len(c.chunk))
+		n := min(len(p), c.size-len(c.chunk))
 		c.chunk = append(c.chunk, p[:n]...)
 		p = p[n:]
-		if len(c.chunk) == CompressChunk {
+		if len(c.chunk) == c.size {
 			c.submit(emit)
 		}
 	}

@@ -88,6 +88,9 @@ type WriteOptions struct {
 	Compress bool
 	Level    int
 	Workers  int
+	// ChunkSize is the raw bytes per chunk (0: CompressChunk; at most
+	// MaxChunk).
+	ChunkSize int
 }
 
 func (w *Writer) setOptions(opt WriteOptions) error {
@@ -99,7 +102,7 @@ func (w *Writer) setOptions(opt WriteOptions) error {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	var err error
-	w.comp, err = newCompressor(opt.Level, workers)
+	w.comp, err = newCompressor(opt, workers)
 	return err
 }
 
