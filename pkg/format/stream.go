@@ -145,6 +145,16 @@ type dataReader struct {
 }
 
 func (d *dataReader) Read(p []byte) (int, error) {
+	if left := d.img.dataLen - d.raw; d.img.dataFlags&FlagZstd == 0 && left > 0 && len(d.buf) == 0 && d.err == nil && len(p) > 0 {
+		// Uncompressed: straight into the caller's buffer, no copy.
+		b := p[:min(int64(len(p)), left)]
+		if err := d.readStored(b); err != nil {
+			d.err = err
+			return 0, err
+		}
+		d.raw += int64(len(b))
+		return len(b), nil
+	}
 	for len(d.buf) == 0 {
 		if d.err != nil {
 			return 0, d.err
