@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -136,10 +137,10 @@ type dataReader struct {
 	raw    int64 // logical bytes produced
 	buf    []byte
 	cbuf   []byte
-	out    []byte
 	dec    *zstd.Decoder
-	tee    io.Writer // Spool: the stored bytes go here
-	nodec  bool      // Spool: chunks are copied, not decompressed
+	queue  []chan decoded // chunks being decompressed, in order
+	tee    io.Writer      // Spool: the stored bytes go here
+	nodec  bool           // Spool: chunks are copied, not decompressed
 	err    error
 	stored int64
 }
@@ -188,11 +189,11 @@ func (d *dataReader) readStored(p []byte) error {
 // of the end.
 func (d *dataReader) next() error {
 	img := d.img
-	left := img.dataLen - d.raw
-	if left == 0 {
-		return d.finish()
-	}
 	if img.dataFlags&FlagZstd == 0 {
+		left := img.dataLen - d.raw
+		if left == 0 {
+			return d.finish()
+		}
 		if d.cbuf == nil {
 			d.cbuf = make([]byte, 1<<20)
 		}
@@ -206,6 +207,36 @@ func (d *dataReader) next() error {
 		}
 		return nil
 	}
+	// Compressed: read chunks ahead and decompress them on all CPUs,
+	// handing them out in order.
+	for d.raw < img.dataLen && (d.nodec || len(d.queue) < d.workers()) {
+		if err := d.readChunk(); err != nil {
+			return err
+		}
+	}
+	if len(d.queue) == 0 {
+		return d.finish()
+	}
+	r := <-d.queue[0]
+	d.queue = d.queue[1:]
+	if r.err != nil {
+		return r.err
+	}
+	d.buf = r.out
+	return nil
+}
+
+type decoded struct {
+	out []byte
+	err error
+}
+
+func (d *dataReader) workers() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// readChunk reads the next chunk and, unless spooling, starts its
+// decompression.
+func (d *dataReader) readChunk() error {
+	img := d.img
 	hb := make([]byte, chunkHdrLen)
 	at := img.dataOff + d.stored
 	if err := d.readStored(hb); err != nil {
@@ -218,33 +249,35 @@ func (d *dataReader) next() error {
 	if img.storedLen >= 0 && d.stored+stored > img.storedLen {
 		return corrupt("data chunk at byte %d runs past the data section", at)
 	}
-	if int64(cap(d.cbuf)) < stored {
-		d.cbuf = make([]byte, stored)
+	if d.nodec {
+		if int64(cap(d.cbuf)) < stored {
+			d.cbuf = make([]byte, stored)
+		}
+		d.raw += n
+		return d.readStored(d.cbuf[:stored])
 	}
-	c := d.cbuf[:stored]
+	c := make([]byte, stored)
 	if err := d.readStored(c); err != nil {
 		return err
 	}
 	d.raw += n
-	if d.nodec {
-		return nil
-	}
 	if d.dec == nil {
-		d.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxChunk))
+		d.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(MaxChunk))
 		if err != nil {
 			return err
 		}
 	}
-	if int64(cap(d.out)) < n {
-		d.out = make([]byte, 0, n)
-	}
-	out, err := d.dec.DecodeAll(c, d.out[:0])
-	if err != nil || int64(len(out)) != n {
-		// A CRC mismatch explains a bad frame best; it is known only at
-		// the end, so the damage is reported as damage either way.
-		return fmt.Errorf("data chunk at byte %d does not decompress to its %d bytes (%v): %w", at, n, err, ErrChecksum)
-	}
-	d.buf = out
+	done := make(chan decoded, 1)
+	d.queue = append(d.queue, done)
+	go func() {
+		out, err := d.dec.DecodeAll(c, make([]byte, 0, n))
+		if err != nil || int64(len(out)) != n {
+			// A CRC mismatch explains a bad frame best; it is known only
+			// at the end, so the damage is reported as damage either way.
+			err = fmt.Errorf("data chunk at byte %d does not decompress to its %d bytes (%v): %w", at, n, err, ErrChecksum)
+		}
+		done <- decoded{out, err}
+	}()
 	return nil
 }
 
