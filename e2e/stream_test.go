@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -265,6 +266,32 @@ func TestStreamRestoreRefusals(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "save the stream to a file") {
 		t.Errorf("restore --namespace -: exit %d, %q; want a usage error saying what to do", r.code, r.stderr)
 	}
+}
+
+// dump -o - refuses a terminal as standard output (an image would land
+// on the screen) before touching the process, which runs on.
+func TestStreamDumpToTerminal(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 3, 10*time.Second)
+	_, ptsPath := openPTY(t)
+	pts, err := os.OpenFile(ptsPath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	// Were it written, nobody reads the terminal: the dump would block.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chpoxBin, "dump", strconv.Itoa(p.pid), "-o", "-")
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = pts, &stderr
+	code := exitCode(cmd.Run())
+	if code != 2 || !strings.Contains(stderr.String(), "terminal") {
+		t.Errorf("dump -o - to a terminal: exit %d, %q; want a usage error naming the terminal", code, stderr.String())
+	}
+	n := checkCounterLog(t, p.log)
+	p.waitInt(t, countRE, n+3, 10*time.Second)
 }
 
 // --compress to a file: the image is smaller, inspect shows the ratio
