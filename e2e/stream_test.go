@@ -53,6 +53,10 @@ type streamOpts struct {
 	buffered bool
 	flipAt   int64 // > 0: flip a bit of the byte at this stream offset
 	cutAt    int64 // > 0: the stream stops after this many bytes
+	// others are the descendants of the dumped process: killed, they are
+	// orphans of this test (a subreaper), which must reap them to free
+	// their PIDs while the restore waits, as init would.
+	others []int
 }
 
 // pipeDumpRestore runs `chpox dump --kill PID -o - | chpox restore --detach -`
@@ -120,6 +124,22 @@ func pipeDumpRestore(t *testing.T, p *proc, o streamOpts) (dumpRes, restRes chpo
 	if !o.buffered {
 		startRestore()
 	}
+	reaped, restored := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reaped)
+		for {
+			for _, pid := range o.others {
+				var ws unix.WaitStatus
+				unix.Wait4(pid, &ws, unix.WNOHANG, nil) // only ever reaps a dead one
+			}
+			select {
+			case <-restored:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(restored); <-reaped }()
 	dumpRes.code = wait(dump, &dumpErr, "dump")
 	dumpRes.stderr = dumpErr.String()
 	t.Logf("chpox %s: exit %d; stderr %q", strings.Join(args, " "), dumpRes.code, dumpRes.stderr)
@@ -322,4 +342,27 @@ func TestCompressFile(t *testing.T) {
 	}
 	r := restoreDetached(t, img, p)
 	checkDict(t, r, before)
+}
+
+// A process tree (parent, children, a grandchild and a zombie) moves
+// through a compressed stream on one machine: restore waits for all of
+// the originals' PIDs, and every process checks its own state.
+func TestStreamTree(t *testing.T) {
+	setup(t, "tree")
+	p, tp := startTree(t)
+	wantTree(t, tp, "original")
+	d, r, _ := pipeDumpRestore(t, p, streamOpts{compress: true, others: []int{tp.c1, tp.c2, tp.c3, tp.gc}})
+	if d.code != 0 {
+		t.Fatalf("dump -o - failed (exit %d): %s", d.code, d.stderr)
+	}
+	rp := adoptRestored(t, r, p)
+	wantTree(t, tp, "restored")
+	for _, pid := range []int{tp.parent, tp.c1, tp.c2, tp.gc} {
+		if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
+			t.Fatalf("kill %d: %v", pid, err)
+		}
+	}
+	for _, role := range []string{"parent", "c1", "c2", "gc"} {
+		rp.waitLog(t, `(?m)^tree ok `+role+`$`, 1, 10*time.Second)
+	}
 }
