@@ -25,7 +25,8 @@ func dumpCommand() *cli.Command {
 		Usage:     "checkpoint a running process into an image; it keeps running",
 		ArgsUsage: "PID",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically); - writes it to standard output (a pipe: dump --kill PID -o - | ssh host chpox restore -)"},
+			&cli.BoolFlag{Name: "compress", Usage: "store the data zstd-compressed, on all CPUs (pays when the disk or network is slower than the compression; see docs/usage.md)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 			&cli.StringSliceFlag{Name: "ipc", Usage: "`KIND:ID` (shm, sem or msg and its id): a System V object that belongs to the checkpoint although no process of it is recorded as its last user (repeat for more)"},
@@ -39,6 +40,11 @@ func dumpCommand() *cli.Command {
 			if c.String("output") == "" {
 				return fmt.Errorf("%w: dump needs -o FILE, the image to write", errUsage)
 			}
+			if c.String("output") == "-" {
+				if _, err := unix.IoctlGetTermios(1, unix.TCGETS); err == nil {
+					return fmt.Errorf("%w: -o - writes the image to standard output, which is a terminal: pipe it into a command or a file", errUsage)
+				}
+			}
 			ptrace.StopTimeout = c.Duration("stop-timeout")
 			pid, err := strconv.Atoi(c.Args().First())
 			if err != nil || pid <= 0 {
@@ -50,7 +56,7 @@ func dumpCommand() *cli.Command {
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 			interrupted := func() bool { return len(sigs) > 0 }
 			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
-				Progress: &format.Progress{}}
+				Progress: &format.Progress{}, Compress: c.Bool("compress")}
 			for _, s := range c.StringSlice("ipc") {
 				ref, err := sysv.ParseRef(s)
 				if err != nil {
@@ -65,8 +71,16 @@ func dumpCommand() *cli.Command {
 				return err
 			}
 			out := say(c)
-			fmt.Fprintf(out, "chpox: checkpoint of pid %d written to %s: %d processes, %s, frozen %s\n",
-				pid, opt.Output, res.Processes, bytesString(res.Bytes), res.Frozen.Round(100_000))
+			where := opt.Output
+			if where == "-" {
+				where = "standard output"
+			}
+			ratio := ""
+			if opt.Compress && res.Bytes > 0 {
+				ratio = fmt.Sprintf(" (%s of data, compressed %.2fx)", bytesString(res.DataBytes), float64(res.DataBytes)/float64(res.Bytes))
+			}
+			fmt.Fprintf(out, "chpox: checkpoint of pid %d written to %s: %d processes, %s%s, frozen %s\n",
+				pid, where, res.Processes, bytesString(res.Bytes), ratio, res.Frozen.Round(100_000))
 			if len(res.LeftOut) > 0 {
 				fmt.Fprintf(out, "chpox: its children %v are left out (--no-children); the image restores pid %d alone\n", res.LeftOut, pid)
 			}
@@ -102,6 +116,11 @@ func bytesString(n int64) string {
 // a second tracer cannot attach.
 func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
 	if tp := procinfo.TracerPID(pid); tp > 0 {
+		if opt.Output == "-" || opt.Compress {
+			if procinfo.ThreadComm(tp) == "chpox" {
+				return nil, fmt.Errorf("%w: pid %d is supervised by chpox run (pid %d), which writes its images to files itself: -o - and --compress are for a direct dump", errUsage, pid, tp)
+			}
+		}
 		out, err := filepath.Abs(opt.Output)
 		if err != nil {
 			return nil, err

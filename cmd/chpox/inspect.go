@@ -19,7 +19,7 @@ func inspectCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inspect",
 		Usage:     "show what an image holds, or what changed between two",
-		ArgsUsage: "IMAGE [LATER-IMAGE]",
+		ArgsUsage: "IMAGE [LATER-IMAGE] (IMAGE - reads it from standard input, and checks its data)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
 			&cli.BoolFlag{Name: "verify", Usage: "also read and check all page data"},
@@ -31,12 +31,20 @@ func inspectCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("%w: inspect takes one image file, or two to compare (without --json)", errUsage)
 			}
-			img, err := format.Open(c.Args().First())
+			var img *format.Image
+			var err error
+			if c.Args().First() == "-" {
+				img, err = format.ReadStream(os.Stdin)
+			} else {
+				img, err = format.Open(c.Args().First())
+			}
 			if err != nil {
 				return fmt.Errorf("inspect %s: %w", c.Args().First(), err)
 			}
 			defer img.Close()
-			if c.Bool("verify") {
+			// A stream's data size is known once it is read, and a stream
+			// must be read to its end to be known complete.
+			if c.Bool("verify") || c.Args().First() == "-" {
 				if err := img.VerifyData(); err != nil {
 					return fmt.Errorf("inspect %s: %w", c.Args().First(), err)
 				}
@@ -76,6 +84,16 @@ func printImage(out io.Writer, img *format.Image) {
 		img.Version, h.Arch, h.Kernel, h.Created.Local().Format("2006-01-02 15:04:05"), h.Hostname, h.Tool)
 	fmt.Fprintf(out, "processes: %d, data: %s, %d pipes, %d shared memory objects\n",
 		h.Processes, bytesString(h.DataBytes), len(img.Objects.Pipes), len(img.Objects.Shm))
+	if img.Compressed() && img.StoredBytes() >= 0 {
+		ratio := 0.0
+		if img.StoredBytes() > 0 {
+			ratio = float64(h.DataBytes) / float64(img.StoredBytes())
+		}
+		fmt.Fprintf(out, "data stored zstd-compressed: %s for %s, ratio %.2f\n", bytesString(img.StoredBytes()), bytesString(h.DataBytes), ratio)
+	}
+	if img.Streamed() {
+		fmt.Fprintln(out, "written as a stream (data CRC in a trailer)")
+	}
 	for _, m := range img.Objects.Shm {
 		switch {
 		case m.Memfd:

@@ -19,7 +19,7 @@ func restoreCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "restore",
 		Usage:     "bring a checkpointed process back with its PID; waits for it unless --detach",
-		ArgsUsage: "IMAGE",
+		ArgsUsage: "IMAGE (- reads it from standard input)",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "return once the process runs and print its PID"},
 			&cli.DurationFlag{Name: "pid-wait", Value: 2 * time.Second, Usage: "how long to wait for an exited original to release its PID"},
@@ -31,6 +31,9 @@ func restoreCommand() *cli.Command {
 				return fmt.Errorf("%w: restore takes one image file, got %d arguments", errUsage, c.NArg())
 			}
 			if !c.Bool(nsInitFlag) && (c.Bool("namespace") || c.Int("copies") != 1 || !probe.CanChoosePIDs()) {
+				if c.Args().First() == "-" {
+					return fmt.Errorf("%w: restore - (from standard input) restores in this PID namespace only, which needs root or CAP_SYS_ADMIN and no --namespace or --copies; save the stream to a file and restore that", errUsage)
+				}
 				return restoreInNamespaces(c, c.Args().First())
 			}
 			// Signals that arrive while the process is being built must not

@@ -42,6 +42,8 @@ type Options struct {
 	Interrupted func() bool
 	// Progress, if set, counts the data bytes as they are written.
 	Progress *format.Progress
+	// Compress stores the data section as zstd chunks (format.WriteOptions).
+	Compress bool
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -123,8 +125,10 @@ var AcceptTries = 8
 // Dump checkpoints pid and, unless opt.NoChildren, its descendants.
 func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	res := &Result{PID: pid}
-	if err := CheckOutput(opt.Output, pid, opt.NoChildren); err != nil {
-		return nil, fmt.Errorf("dump %d: %w", pid, err)
+	if opt.Output != "-" {
+		if err := CheckOutput(opt.Output, pid, opt.NoChildren); err != nil {
+			return nil, fmt.Errorf("dump %d: %w", pid, err)
+		}
 	}
 	var err error
 	// A busy server's listener often holds connections it has not accepted
@@ -142,6 +146,9 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if opt.Output == "-" {
+		return res, nil // res.Bytes was counted as written
 	}
 	st, err := os.Stat(opt.Output)
 	if err != nil {
@@ -174,7 +181,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress, opt.IPC...)
+	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress, format.WriteOptions{Compress: opt.Compress}, opt.IPC...)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -186,6 +193,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if sv := w.sysv; sv != nil {
 		res.SysV = len(sv.Shm) + len(sv.Sem) + len(sv.Msg)
 	}
+	defer func() { res.Bytes = w.Size() }()
 	if opt.Kill {
 		// Still frozen: nothing can change after the checkpoint.
 		if err := w.Commit(); err != nil {

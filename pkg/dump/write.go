@@ -104,9 +104,10 @@ func (pl *plan) close() {
 // the whole image to a temporary file. kill says the processes will be
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
-// progress, if not nil, counts the data bytes as they are written; ipc
-// names System V objects to save besides those the tree uses.
-func Write(ms []*Member, out string, kill bool, progress *format.Progress, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
+// progress, if not nil, counts the data bytes as they are written. out "-"
+// is standard output (a stream, closed on Commit). ipc names System V
+// objects to save besides those the tree uses.
+func Write(ms []*Member, out string, kill bool, progress *format.Progress, wo format.WriteOptions, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
 	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc}
 	defer pl.close()
 	defer func() {
@@ -117,7 +118,12 @@ func Write(ms []*Member, out string, kill bool, progress *format.Progress, ipc .
 	if err := pl.gather(ms); err != nil {
 		return nil, err
 	}
-	w, err := format.Create(out)
+	var w *format.Writer
+	if out == "-" {
+		w, err = format.NewStream(os.Stdout, wo)
+	} else {
+		w, err = format.CreateWith(out, wo)
+	}
 	if err != nil {
 		return nil, err
 	}

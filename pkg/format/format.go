@@ -51,11 +51,35 @@ const (
 	SecData    = 3
 	SecPad     = 4
 	SecObjects = 5
+	// SecTrailer (version 3) follows a data section flagged FlagTrailer and
+	// carries its length and CRC, which a stream knows only at the end.
+	SecTrailer = 6
 	SecEnd     = 0x7fff
 )
 
 // FlagCritical marks a section a reader must understand to use the image.
 const FlagCritical = 1
+
+// Data section flags (version 3).
+const (
+	// FlagTrailer: the data section's CRC field is 0 and its length may be
+	// unknownLength; the trailer section after it holds both (streams).
+	FlagTrailer = 1 << 1
+	// FlagZstd: the data payload is a sequence of zstd-compressed chunks.
+	FlagZstd = 1 << 2
+)
+
+const (
+	// unknownLength in a FlagTrailer data section's length: the payload
+	// ends where its chunks add up to the header's data_bytes.
+	unknownLength = ^uint64(0)
+	trailerLen    = 16
+	chunkHdrLen   = 8
+	// MaxChunk bounds the raw bytes of one compressed chunk (and so what a
+	// reader allocates for it); maxStoredChunk allows zstd's worst case.
+	MaxChunk       = 8 << 20
+	maxStoredChunk = MaxChunk + MaxChunk/128 + 1024
+)
 
 const (
 	preambleSize  = 16

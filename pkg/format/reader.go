@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
 // Image is a decoded image: its metadata is in memory and verified; the data
-// section is read on demand through Data and verified by VerifyData or by the
-// caller while streaming (DataCRC).
+// section is read on demand through DataStream (or Data) and verified on the
+// way.
 type Image struct {
 	Version   uint32 // the preamble's format version
 	Header    Header
@@ -20,11 +21,21 @@ type Image struct {
 
 	haveObjects bool
 
-	r       io.ReaderAt
-	closer  io.Closer
-	dataOff int64
-	dataLen int64
-	dataCRC uint32
+	r         io.ReaderAt
+	closer    io.Closer
+	stream    *seqReader // set while the image is read from a stream
+	dataOff   int64
+	dataLen   int64 // logical (uncompressed) bytes: the header's data_bytes
+	storedLen int64 // payload bytes as stored; -1 until a stream has read them
+	dataFlags uint32
+	dataCRC   uint32
+	dataRead  bool // a stream's data has been handed out
+
+	// where readSections stands, so a stream can resume after the data
+	off   int64
+	size  int64
+	nsec  int
+	order order
 }
 
 // Open reads and checks the metadata of the image at path.
@@ -47,6 +58,16 @@ func Open(path string) (*Image, error) {
 	return img, nil
 }
 
+// ReadStream reads and checks the metadata of an image arriving on r (a
+// pipe: read once, in order, never seeked). It returns when the data
+// section begins; DataStream then reads the data, the trailer and the end
+// marker and verifies them, so nothing of the image may be trusted to be
+// complete before DataStream has returned io.EOF.
+func ReadStream(r io.Reader) (*Image, error) {
+	s := &seqReader{r: r}
+	return decode(s, math.MaxInt64, s)
+}
+
 // Close releases the file behind the image.
 func (img *Image) Close() error {
 	if img.closer != nil {
@@ -55,47 +76,45 @@ func (img *Image) Close() error {
 	return nil
 }
 
-// Data returns a reader over the data section.
+// Data returns a reader over the stored data payload of a file image (for
+// an uncompressed image these are the logical data bytes). DataStream is
+// what a restore reads.
 func (img *Image) Data() *io.SectionReader {
-	return io.NewSectionReader(img.r, img.dataOff, img.dataLen)
+	return io.NewSectionReader(img.r, img.dataOff, img.storedLen)
 }
 
 // DataFileOffset is where the data payload starts in the file.
 func (img *Image) DataFileOffset() int64 { return img.dataOff }
 
-// DataCRC is the CRC-32C the data section must have.
+// DataCRC is the CRC-32C the stored data payload must have (0 for a stream
+// until its data has been read: the trailer carries it).
 func (img *Image) DataCRC() uint32 { return img.dataCRC }
+
+// Compressed reports a data section of zstd chunks.
+func (img *Image) Compressed() bool { return img.dataFlags&FlagZstd != 0 }
+
+// Streamed reports a data section whose length and CRC follow it (an image
+// written to a pipe).
+func (img *Image) Streamed() bool { return img.dataFlags&FlagTrailer != 0 }
+
+// StoredBytes is the size of the data payload as stored: compressed, it
+// is less than Header.DataBytes. -1 for a stream whose data is unread.
+func (img *Image) StoredBytes() int64 { return img.storedLen }
 
 // VerifyData reads the whole data section and checks its checksum.
 func (img *Image) VerifyData() error {
-	crc := uint32(0)
-	buf := make([]byte, 1<<20)
-	sr := img.Data()
-	total := int64(0)
-	for {
-		n, err := sr.Read(buf)
-		crc = Checksum(crc, buf[:n])
-		total += int64(n)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read data section: %w", err)
-		}
-	}
-	if total != img.dataLen {
-		return fmt.Errorf("%w: data section ends after %d of %d bytes", ErrTruncated, total, img.dataLen)
-	}
-	if crc != img.dataCRC {
-		return fmt.Errorf("data section: %w", ErrChecksum)
-	}
-	return nil
+	_, err := io.Copy(io.Discard, img.DataStream())
+	return err
 }
 
 // Decode reads an image of the given size from r. It checks the preamble,
 // every metadata checksum, the section order, the end marker and that every
 // reference into the data section is in bounds; it does not read the data.
 func Decode(r io.ReaderAt, size int64) (*Image, error) {
+	return decode(r, size, nil)
+}
+
+func decode(r io.ReaderAt, size int64, stream *seqReader) (*Image, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("%w: negative size %d", ErrTruncated, size)
 	}
@@ -126,8 +145,8 @@ func Decode(r io.ReaderAt, size int64) (*Image, error) {
 	if res := binary.LittleEndian.Uint32(pre[12:]); res != 0 {
 		return nil, corrupt("reserved preamble field is %#x, want 0", res)
 	}
-	img := &Image{Version: v, r: r, dataOff: -1}
-	if err := img.readSections(size); err != nil {
+	img := &Image{Version: v, r: r, stream: stream, dataOff: -1, off: preambleSize, size: size}
+	if err := img.readSections(); err != nil {
 		return nil, err
 	}
 	if err := img.validate(); err != nil {
@@ -136,12 +155,14 @@ func Decode(r io.ReaderAt, size int64) (*Image, error) {
 	return img, nil
 }
 
-func (img *Image) readSections(size int64) error {
-	off := int64(preambleSize)
+// readSections walks the sections from img.off to the end marker; reading
+// a stream it stops at the data payload, and is called again after it.
+func (img *Image) readSections() error {
 	hb := make([]byte, sectionHdrLen)
-	var o order
-	for i := 0; ; i++ {
-		if i >= maxSections {
+	size := img.size
+	for ; ; img.nsec++ {
+		off := img.off
+		if img.nsec >= maxSections {
 			return corrupt("more than %d sections", maxSections)
 		}
 		if off+sectionHdrLen > size {
@@ -154,11 +175,11 @@ func (img *Image) readSections(size int64) error {
 		if err := h.check(off); err != nil {
 			return err
 		}
-		if err := o.next(h.Type, off); err != nil {
+		if err := img.order.next(h.Type, off); err != nil {
 			return err
 		}
 		off += sectionHdrLen
-		if h.Length > uint64(size-off) {
+		if h.Length > uint64(size-off) && !(h.Type == SecData && h.Length == unknownLength) {
 			return fmt.Errorf("%w: section %d at byte %d claims %d bytes, file has %d left", ErrTruncated, h.Type, off-sectionHdrLen, h.Length, size-off)
 		}
 		done, err := img.section(h, off)
@@ -166,12 +187,27 @@ func (img *Image) readSections(size int64) error {
 			return err
 		}
 		if done {
+			if img.stream != nil {
+				if k, _ := img.stream.r.Read(make([]byte, 1)); k != 0 {
+					return corrupt("bytes after the end marker")
+				}
+				return nil
+			}
 			if off+int64(h.Length) != size {
 				return corrupt("%d bytes after the end marker", size-off-int64(h.Length))
 			}
 			return nil
 		}
-		off += int64(h.Length)
+		if h.Type == SecData {
+			if img.stream != nil {
+				img.off = off
+				img.nsec++
+				return nil
+			}
+			img.off = off + img.storedLen
+			continue
+		}
+		img.off = off + int64(h.Length)
 	}
 }
 
@@ -183,7 +219,12 @@ func (h sectionHeader) check(off int64) error {
 	if h.Reserved != 0 {
 		return corrupt("section at byte %d: reserved field is %#x, want 0", off, h.Reserved)
 	}
-	if h.Flags&^FlagCritical != 0 {
+	flags := h.Flags
+	if h.Type == SecData {
+		// version 3: the data section alone may carry these
+		flags &^= FlagTrailer | FlagZstd
+	}
+	if flags&^FlagCritical != 0 {
 		return corrupt("section at byte %d: undefined flags %#x", off, h.Flags)
 	}
 	want := uint32(FlagCritical)
@@ -192,22 +233,23 @@ func (h sectionHeader) check(off int64) error {
 		return corrupt("section at byte %d has type 0", off)
 	case SecPad:
 		want = 0
-	case SecHeader, SecProcess, SecObjects, SecData, SecEnd:
+	case SecHeader, SecProcess, SecObjects, SecData, SecEnd, SecTrailer:
 	default:
 		return nil
 	}
-	if h.Flags != want {
+	if flags != want {
 		return corrupt("section %d at byte %d has flags %#x, want %#x", h.Type, off, h.Flags, want)
 	}
 	return nil
 }
 
 // order enforces the section order: header, then process sections and
-// unknown sections, then exactly one pad, the data section and the end
-// marker.
+// unknown sections, then exactly one pad, the data section, its trailer if
+// it is flagged to have one, and the end marker.
 type order struct {
-	n    int
-	prev uint32
+	n       int
+	prev    uint32
+	trailer bool // the data section has FlagTrailer
 }
 
 func (o *order) next(typ uint32, off int64) error {
@@ -217,9 +259,11 @@ func (o *order) next(typ uint32, off int64) error {
 		ok = typ == SecHeader
 	case o.prev == SecPad:
 		ok = typ == SecData
-	case o.prev == SecData:
+	case o.prev == SecData && o.trailer:
+		ok = typ == SecTrailer
+	case o.prev == SecData, o.prev == SecTrailer:
 		ok = typ == SecEnd
-	case typ == SecHeader, typ == SecData, typ == SecEnd:
+	case typ == SecHeader, typ == SecData, typ == SecEnd, typ == SecTrailer:
 		// a second header, data without a pad, an end without data
 		ok = false
 	}
@@ -257,7 +301,19 @@ func (img *Image) section(h sectionHeader, off int64) (bool, error) {
 		if off%dataAlign != 0 {
 			return false, corrupt("data payload at byte %d is not %d-aligned", off, dataAlign)
 		}
-		img.dataOff, img.dataLen, img.dataCRC = off, int64(h.Length), h.CRC
+		return false, img.dataSection(h, off)
+	case SecTrailer:
+		payload, err := img.readMeta(h, off)
+		if err != nil {
+			return false, err
+		}
+		if len(payload) != trailerLen || binary.LittleEndian.Uint32(payload[12:]) != 0 {
+			return false, corrupt("data trailer at byte %d is malformed", off-sectionHdrLen)
+		}
+		if n := getUint64(payload); n != uint64(img.storedLen) {
+			return false, corrupt("data trailer says %d payload bytes, the data section has %d", n, img.storedLen)
+		}
+		img.dataCRC = binary.LittleEndian.Uint32(payload[8:])
 	default:
 		if h.Flags&FlagCritical != 0 {
 			return false, fmt.Errorf("%w: section type %d is required but unknown to this chpox; upgrade chpox", ErrVersion, h.Type)

@@ -1,13 +1,17 @@
 package format
 
 import (
+	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -26,6 +30,12 @@ type Writer struct {
 	dataLen uint64
 	dataCRC uint32
 	dataPos uint64
+	stored  uint64 // data payload bytes written (compressed: less)
+
+	// a stream (NewStream) appends to out instead of writing f
+	out    *bufio.Writer
+	closer io.Closer
+	comp   *compressor // WriteOptions.Compress
 
 	stage    int // stage* below: which call may come next
 	procs    int // process sections written
@@ -67,6 +77,54 @@ func (w *Writer) misuse(call string) error {
 // holds this file before and after the rename. Temporary files of writers
 // that died (their PID is gone: a killed dump cannot clean up) are removed.
 func Create(path string) (*Writer, error) {
+	return CreateWith(path, WriteOptions{})
+}
+
+// WriteOptions choose how the data section is stored.
+type WriteOptions struct {
+	// Compress stores the data as zstd chunks (docs/format.md §6.2),
+	// encoded on Workers goroutines (0: GOMAXPROCS) at Level (0:
+	// LevelFastest).
+	Compress bool
+	Level    int
+	Workers  int
+	// ChunkSize is the raw bytes per chunk (0: CompressChunk; at most
+	// MaxChunk).
+	ChunkSize int
+}
+
+func (w *Writer) setOptions(opt WriteOptions) error {
+	if !opt.Compress {
+		return nil
+	}
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var err error
+	w.comp, err = newCompressor(opt, workers)
+	return err
+}
+
+// NewStream starts an image written in one pass to out (a pipe, stdout):
+// nothing is patched later, so the data section's CRC (and, compressed,
+// its length) go into a trailer section after it (docs/format.md §6.3).
+// Commit closes out if it is an io.Closer. An aborted stream just stops:
+// the reader sees it truncated and refuses it.
+func NewStream(out io.Writer, opt WriteOptions) (*Writer, error) {
+	w := &Writer{path: "stream", out: bufio.NewWriterSize(out, 1<<20)}
+	if c, ok := out.(io.Closer); ok {
+		w.closer = c
+	}
+	if err := w.setOptions(opt); err != nil {
+		return nil, err
+	}
+	w.write(preamble())
+	return w, w.err
+}
+
+// CreateWith is Create with options.
+func CreateWith(path string, opt WriteOptions) (*Writer, error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -95,6 +153,10 @@ func Create(path string) (*Writer, error) {
 		return nil, fmt.Errorf("create image %s: %w", path, err)
 	}
 	w := &Writer{f: f, path: path, st: st}
+	if err := w.setOptions(opt); err != nil {
+		w.Abort()
+		return nil, err
+	}
 	w.write(preamble())
 	if w.err != nil {
 		w.Abort()
@@ -105,6 +167,14 @@ func Create(path string) (*Writer, error) {
 
 func (w *Writer) write(p []byte) {
 	if w.err != nil {
+		return
+	}
+	if w.out != nil {
+		n, err := w.out.Write(p)
+		w.off += int64(n)
+		if err != nil {
+			w.err = fmt.Errorf("write image %s: %w", w.path, err)
+		}
 		return
 	}
 	n, err := w.f.WriteAt(p, w.off)
@@ -181,9 +251,42 @@ func (w *Writer) BeginData(n uint64) error {
 	w.dataHdr = w.off
 	w.dataLen = n
 	w.Progress.Start(int64(n))
-	w.write(make([]byte, sectionHdrLen)) // patched by Commit
+	if w.out != nil {
+		hdr := sectionHeader{Type: SecData, Flags: w.dataFlags(), Length: n}
+		if w.comp != nil {
+			hdr.Length = unknownLength
+		}
+		w.write(hdr.marshal())
+	} else {
+		w.write(make([]byte, sectionHdrLen)) // patched by Commit
+	}
 	return w.err
 }
+
+func (w *Writer) dataFlags() uint32 {
+	f := uint32(FlagCritical)
+	if w.out != nil {
+		f |= FlagTrailer
+	}
+	if w.comp != nil {
+		f |= FlagZstd
+	}
+	return f
+}
+
+// emit appends stored payload bytes.
+func (w *Writer) emit(p []byte) {
+	w.dataCRC = Checksum(w.dataCRC, p)
+	w.stored += uint64(len(p))
+	w.write(p)
+}
+
+// Size is the number of image bytes written so far (after Commit: the
+// image's size).
+func (w *Writer) Size() int64 { return w.off }
+
+// StoredBytes is the data payload as stored (after Commit).
+func (w *Writer) StoredBytes() uint64 { return w.stored }
 
 // DataOffset is the file offset where the data payload starts (valid after
 // BeginData). Restore relies on it being page-aligned.
@@ -200,9 +303,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	w.dataCRC = Checksum(w.dataCRC, p)
 	w.dataPos += uint64(len(p))
-	w.write(p)
+	if w.comp != nil {
+		w.comp.add(p, w.emit)
+	} else {
+		w.emit(p)
+	}
 	w.Progress.Add(len(p))
 	return len(p), w.err
 }
@@ -217,11 +323,17 @@ func (w *Writer) Commit() error {
 	if w.err == nil && w.dataPos != w.dataLen {
 		w.err = fmt.Errorf("write image %s: data section has %d of %d bytes", w.path, w.dataPos, w.dataLen)
 	}
+	if w.comp != nil {
+		w.comp.flush(w.emit)
+	}
 	if w.err != nil {
 		w.Abort()
 		return w.err
 	}
-	hdr := sectionHeader{Type: SecData, Flags: FlagCritical, Length: w.dataLen, CRC: w.dataCRC}.marshal()
+	if w.out != nil {
+		return w.commitStream()
+	}
+	hdr := sectionHeader{Type: SecData, Flags: w.dataFlags(), Length: w.stored, CRC: w.dataCRC}.marshal()
 	if _, err := w.f.WriteAt(hdr, w.dataHdr); err != nil {
 		w.err = fmt.Errorf("write image %s: %w", w.path, err)
 	}
@@ -259,6 +371,29 @@ func (w *Writer) Commit() error {
 	return syncDir(filepath.Dir(w.path))
 }
 
+func (w *Writer) commitStream() error {
+	tr := make([]byte, trailerLen)
+	putUint64(tr, w.stored)
+	binary.LittleEndian.PutUint32(tr[8:], w.dataCRC)
+	w.section(SecTrailer, FlagCritical, tr)
+	end := make([]byte, 8)
+	putUint64(end, uint64(w.off))
+	w.section(SecEnd, FlagCritical, end)
+	if w.err == nil {
+		if err := w.out.Flush(); err != nil {
+			w.err = fmt.Errorf("write image %s: %w", w.path, err)
+		}
+	}
+	w.stage = stageDone
+	if w.closer != nil {
+		if err := w.closer.Close(); err != nil && w.err == nil {
+			w.err = fmt.Errorf("close image %s: %w", w.path, err)
+		}
+		w.closer = nil
+	}
+	return w.err
+}
+
 // removeStale removes temporary files of base left by writers that died.
 func removeStale(dir, base string) {
 	names, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
@@ -281,6 +416,10 @@ func removeStale(dir, base string) {
 // It does nothing after Commit, so it may be deferred.
 func (w *Writer) Abort() {
 	w.stage = stageDone
+	if w.closer != nil {
+		w.closer.Close()
+		w.closer = nil
+	}
 	if w.f != nil {
 		w.f.Close()
 		os.Remove(w.f.Name())

@@ -95,6 +95,10 @@ var ErrUntrusted = errors.New("image not trusted")
 // unprivileged processes, so a forged one gains its owner nothing.
 func checkOwner(path string, img *format.Image) error {
 	var st unix.Stat_t
+	if path == "-" {
+		// A stream is held to the owner of the pipe or file it comes from.
+		path = "/dev/stdin"
+	}
 	if err := unix.Stat(path, &st); err != nil {
 		return fmt.Errorf("stat image: %w", err)
 	}

@@ -53,8 +53,9 @@ func writeData(img *format.Image, o *objects, progress *format.Progress) error {
 	stop := make(chan struct{})
 	go func() {
 		defer close(full)
-		data := img.Data()
-		crc := uint32(0)
+		// DataStream verifies the CRC (and a stream's trailer) and
+		// returns io.EOF only if everything checks out.
+		data := img.DataStream()
 		for off := uint64(0); ; {
 			var b []byte
 			select {
@@ -64,22 +65,16 @@ func writeData(img *format.Image, o *objects, progress *format.Progress) error {
 				return
 			}
 			n, err := io.ReadFull(data, b)
-			crc = format.Checksum(crc, b[:n])
 			if n > 0 {
 				full <- chunk{off, b[:n]}
 				off += uint64(n)
 			}
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				if crc != img.DataCRC() {
-					err = fmt.Errorf("data section: %w", format.ErrChecksum)
-				} else {
-					err = nil
-				}
-				rerr <- err
+				rerr <- nil
 				return
 			}
 			if err != nil {
-				rerr <- fmt.Errorf("read data section: %w", err)
+				rerr <- err
 				return
 			}
 		}

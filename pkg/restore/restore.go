@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
+	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
 
@@ -63,8 +65,15 @@ type Restored struct {
 }
 
 // Restore restores the image at path and returns once the process runs.
+//
+// path "-" reads the image from standard input in one pass (a pipe, ssh):
+// the tree is built from the metadata, the data is streamed into it and
+// verified, and only then does it run. If a PID of the image is still in
+// use here (a dump --kill of this machine piped into this restore: the
+// originals hold their PIDs until the whole image is out), the data is
+// first spooled, verified, to an unlinked file in $TMPDIR.
 func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
-	img, err := format.Open(path)
+	img, err := openImage(path, opt)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
@@ -85,6 +94,47 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	return out, nil
+}
+
+func openImage(path string, opt Options) (*format.Image, error) {
+	if path != "-" {
+		return format.Open(path)
+	}
+	img, err := format.ReadStream(os.Stdin)
+	if err != nil {
+		return nil, err
+	}
+	busy := false
+	for _, p := range img.Processes {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil {
+			busy = true
+		}
+	}
+	if !busy {
+		return img, nil
+	}
+	f, err := os.CreateTemp("", "chpox-spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool the data section: %w", err)
+	}
+	os.Remove(f.Name())
+	if err := img.Spool(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	// The dump kills its processes only after it sent the last byte: give
+	// them the time a --kill takes (check then waits for their zombies).
+	deadline := time.Now().Add(time.Duration(opt.PIDWaitMS) * time.Millisecond)
+	for _, p := range img.Processes {
+		for time.Now().Before(deadline) {
+			state, _, err := procinfo.State(p.PID)
+			if err != nil || state == "Z" {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return img, nil
 }
 
 // self is the loader binary: any program stopped at its first instruction
