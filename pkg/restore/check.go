@@ -157,6 +157,9 @@ func ownProcEntry(path string, inImage map[int]bool) bool {
 // untrustedImage tells whether root restores an image a user owns: its
 // processes may then have only what that user could give them.
 func untrustedImage(path string) (bool, error) {
+	if path == "-" {
+		path = "/dev/stdin" // a stream: trusted as its pipe's owner (checkOwner)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return false, fmt.Errorf("stat image: %w", err)
