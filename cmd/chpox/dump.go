@@ -26,6 +26,7 @@ func dumpCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
+			&cli.BoolFlag{Name: "live", Usage: "copy memory while the processes run (userfaultfd write tracking): they are frozen for milliseconds, not for the whole copy; falls back to the frozen copy where it cannot"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
 			quietFlag(),
@@ -48,7 +49,7 @@ func dumpCommand() *cli.Command {
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 			interrupted := func() bool { return len(sigs) > 0 }
 			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
-				Progress: &format.Progress{}}
+				Progress: &format.Progress{}, Live: c.Bool("live")}
 			stop := showProgress(c, fmt.Sprintf("dump %d", pid), opt.Progress)
 			res, err := dumpAny(pid, opt)
 			stop()
@@ -58,6 +59,12 @@ func dumpCommand() *cli.Command {
 			out := say(c)
 			fmt.Fprintf(out, "chpox: checkpoint of pid %d written to %s: %d processes, %s, frozen %s\n",
 				pid, opt.Output, res.Processes, bytesString(res.Bytes), res.Frozen.Round(100_000))
+			switch {
+			case res.NotLive != "":
+				fmt.Fprintf(out, "chpox: --live not used (%s): memory was copied with the processes frozen\n", res.NotLive)
+			case c.Bool("live"):
+				fmt.Fprintf(out, "chpox: live copy: %d rounds while running\n", res.Rounds)
+			}
 			if len(res.LeftOut) > 0 {
 				fmt.Fprintf(out, "chpox: its children %v are left out (--no-children); the image restores pid %d alone\n", res.LeftOut, pid)
 			}

@@ -38,6 +38,9 @@ type Options struct {
 	Interrupted func() bool
 	// Progress, if set, counts the data bytes as they are written.
 	Progress *format.Progress
+	// Live copies memory while the tree runs (pkg/dump/live.go); it is
+	// frozen only to start write tracking and for the final state.
+	Live bool
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -56,6 +59,10 @@ type Result struct {
 	// OutsideTCP counts the established TCP connections to peers outside
 	// the checkpoint (cmd/chpox says what the image will do with them).
 	OutsideTCP int
+	// Live: Rounds of copying while the tree ran, or NotLive, why --live
+	// fell back to copying memory frozen.
+	Rounds  int
+	NotLive string
 }
 
 // Member is one process of a frozen tree.
@@ -145,6 +152,21 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 }
 
 func dumpTree(pid int, opt Options, res *Result) (err error) {
+	if opt.Live {
+		err := dumpLive(pid, opt, res)
+		if !errors.Is(err, errNoLive) {
+			return err
+		}
+		res.NotLive = err.Error()
+		slog.Info("live copy not possible, copying memory frozen", "pid", pid, "why", err)
+	}
+	return frozenDump(pid, opt, res, nil)
+}
+
+// frozenDump freezes the tree and writes its image. With live, memory
+// comes from its staged copy and the tree is released as soon as the
+// pages written since the last round are staged.
+func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	ms, err := freezeTree(pid, opt.NoChildren)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
@@ -167,7 +189,13 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress)
+	release := func() error {
+		released = true
+		err := Release(ms)
+		res.Frozen = time.Since(frozenAt)
+		return err
+	}
+	w, err := writeImage(ms, opt.Output, opt.Kill, opt.Progress, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -190,12 +218,12 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		reapKilled(ms)
 		return w.Finish()
 	}
-	released = true
-	if err := Release(ms); err != nil {
-		w.Abort()
-		return fmt.Errorf("dump %d: resume: %w", pid, err)
+	if !released {
+		if err := release(); err != nil {
+			w.Abort()
+			return fmt.Errorf("dump %d: resume: %w", pid, err)
+		}
 	}
-	res.Frozen = time.Since(frozenAt)
 	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
 	return w.Commit() // fsync and rename while the processes run
 }

@@ -72,6 +72,23 @@ type plan struct {
 	kill    bool           // the processes die after the dump (--kill)
 	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
+	live    *liveDump // memory comes from its staged copy
+}
+
+// frozenOnlyNeeds says the data section needs nothing more from the
+// processes but their (staged) memory.
+func (pl *plan) frozenOnlyNeeds() bool {
+	if len(pl.shm) > 0 {
+		return false
+	}
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Content != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (pl *plan) close() {
@@ -89,7 +106,16 @@ func (pl *plan) close() {
 // kept in repair mode, pkg/dump/inet.go).
 // progress, if not nil, counts the data bytes as they are written.
 func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *ImageWriter, err error) {
-	pl := &plan{kill: kill, inet: &inetState{}}
+	return writeImage(ms, out, kill, progress, nil, nil)
+}
+
+// writeImage is Write; with live, memory comes from the live copy, and
+// release is called (the tree runs on) once everything the image needs
+// from the processes is taken, before the data is written. The processes
+// stay frozen through the write when they die after it, and when shared
+// memory or the content of deleted files is read from them while writing.
+func writeImage(ms []*Member, out string, kill bool, progress *format.Progress, live *liveDump, release func() error) (iw *ImageWriter, err error) {
+	pl := &plan{kill: kill, inet: &inetState{}, live: live}
 	defer pl.close()
 	defer func() {
 		if err != nil {
@@ -98,6 +124,16 @@ func Write(ms []*Member, out string, kill bool, progress *format.Progress) (iw *
 	}()
 	if err := pl.gather(ms); err != nil {
 		return nil, err
+	}
+	if live != nil {
+		if err := live.final(pl.procs); err != nil {
+			return nil, err
+		}
+		if !kill && pl.frozenOnlyNeeds() {
+			if err := release(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	w, err := format.Create(out)
 	if err != nil {
@@ -276,7 +312,11 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 		return err
 	}
 	for _, p := range pl.procs {
-		if err := vmadump.Copy(p.Info.PID, p.areas, w); err != nil {
+		copy := func() error { return vmadump.Copy(p.Info.PID, p.areas, w) }
+		if pl.live != nil {
+			copy = func() error { return pl.live.tracker(p.Info.PID).CopyTo(p.areas, w) }
+		}
+		if err := copy(); err != nil {
 			return err
 		}
 	}

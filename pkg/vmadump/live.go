@@ -1,0 +1,340 @@
+package vmadump
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/format"
+)
+
+// A live copy takes the pages of a running process into a Stage, learns
+// from PAGEMAP_SCAN which ones it wrote since (userfaultfd asynchronous
+// write-protect: the kernel only notes the write, nothing waits), copies
+// those again, and at the final freeze copies what was written since the
+// last round; the image is then written from the Stage alone.
+
+const chunkSlots = 16 << 10 // pages per staging chunk: 64 MiB
+
+// Stage holds page copies in a file (unlinked at once, next to the image:
+// the kernel may write it back rather than keep it all in memory).
+type Stage struct {
+	f      *os.File
+	chunks [][]byte
+	used   uint32
+}
+
+// NewStage opens an empty staging file in dir.
+func NewStage(dir string) (*Stage, error) {
+	f, err := os.CreateTemp(dir, ".chpox-stage-")
+	if err != nil {
+		return nil, fmt.Errorf("staging file: %w", err)
+	}
+	os.Remove(f.Name())
+	return &Stage{f: f}, nil
+}
+
+// Close frees the staging file.
+func (s *Stage) Close() {
+	for _, c := range s.chunks {
+		unix.Munmap(c)
+	}
+	s.chunks = nil
+	s.f.Close()
+}
+
+func (s *Stage) alloc() (uint32, error) {
+	if s.used == uint32(len(s.chunks))*chunkSlots {
+		size := int64(len(s.chunks)+1) * chunkSlots * pageSize
+		if err := s.f.Truncate(size); err != nil {
+			return 0, fmt.Errorf("staging file: %w", err)
+		}
+		c, err := unix.Mmap(int(s.f.Fd()), size-chunkSlots*pageSize, chunkSlots*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return 0, fmt.Errorf("staging file: mmap: %w", err)
+		}
+		s.chunks = append(s.chunks, c)
+	}
+	s.used++
+	return s.used - 1, nil
+}
+
+func (s *Stage) page(slot uint32) []byte {
+	c, o := slot/chunkSlots, slot%chunkSlots*pageSize
+	return s.chunks[c][o : o+pageSize]
+}
+
+// Tracker is the live copy of one process.
+type Tracker struct {
+	PID   int
+	uffd  *os.File // chpox's copy of the process's userfaultfd; nil: none
+	pm    *os.File
+	stage *Stage
+	pages map[uint64]uint32 // staged page address → slot
+	// tracked: the areas registered for write-protect; a nil entry is no
+	// longer scanned (the area changed under it).
+	tracked []*format.Span
+	todo    []format.DataRun // pages to copy in the next round
+}
+
+// NewTracker starts the live copy of frozen process pid, whose
+// userfaultfd chpox holds as uffd (nil: nothing is tracked and the final
+// freeze copies everything). The private areas are registered and their
+// present pages write-protected; an area the kernel refuses is not
+// tracked (its pages are copied at the final freeze).
+func NewTracker(pid int, uffd *os.File, stage *Stage) (*Tracker, error) {
+	t := &Tracker{PID: pid, uffd: uffd, stage: stage, pages: map[uint64]uint32{}}
+	if uffd == nil {
+		return t, nil
+	}
+	var err error
+	if t.pm, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", pid)); err != nil {
+		return nil, err
+	}
+	if err := uffdHandshake(uffd); err != nil {
+		t.Close()
+		return nil, err
+	}
+	areas, err := Areas(pid)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	if _, err := Plan(pid, areas, 0); err != nil {
+		t.Close()
+		return nil, err
+	}
+	for _, a := range areas {
+		if a.Shared || a.Kind == format.VMAVDSO || len(a.Pages) == 0 {
+			continue
+		}
+		if err := uffdRegisterWP(uffd, a.Start, a.End); err != nil {
+			continue // e.g. a mapping the kernel cannot write-protect
+		}
+		ok := true
+		// Only the pages that exist: protecting a whole sparse area would
+		// build page tables for all of it. A page created later is not
+		// protected, which PAGEMAP_SCAN reports as written.
+		for _, r := range a.Pages {
+			if err := uffdProtect(uffd, r.Addr, r.Addr+r.Len); err != nil {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		t.tracked = append(t.tracked, &format.Span{Start: a.Start, End: a.End})
+		t.todo = append(t.todo, a.Pages...)
+	}
+	return t, nil
+}
+
+// Close lets go of the userfaultfd (the last reference: the kernel
+// unregisters every area) and of the pagemap.
+func (t *Tracker) Close() {
+	if t.uffd != nil {
+		t.uffd.Close()
+		t.uffd = nil
+	}
+	if t.pm != nil {
+		t.pm.Close()
+		t.pm = nil
+	}
+}
+
+// Round copies the pages found written by the previous round (all present
+// pages the first time) while the process runs, then finds those written
+// since and protects them again. It returns the bytes copied and the
+// bytes now waiting for the next round.
+func (t *Tracker) Round() (copied, waiting uint64, err error) {
+	for _, r := range t.todo {
+		copied += r.Len
+	}
+	if err := t.copy(t.todo, nil); err != nil {
+		return copied, 0, err
+	}
+	t.todo = t.todo[:0]
+	for i, s := range t.tracked {
+		if s == nil {
+			continue
+		}
+		err := scanWritten(t.pm, s.Start, s.End, true, false, func(start, end uint64) {
+			t.todo = append(t.todo, format.DataRun{Addr: start, Len: end - start})
+			waiting += end - start
+		})
+		if err != nil {
+			t.tracked[i] = nil // its pages are checked again at the final freeze
+		}
+	}
+	return copied, waiting, nil
+}
+
+// CopyPending copies, while the process runs, the pages the last Round
+// found written (they are write-protected again: a write after this copy
+// shows at the final freeze).
+func (t *Tracker) CopyPending() error {
+	err := t.copy(t.todo, nil)
+	if err == nil {
+		t.todo = t.todo[:0]
+	}
+	return err
+}
+
+// Finish, at the final freeze, copies every planned page of areas (the
+// process's areas now) whose staged copy is missing or stale: written
+// since it was copied, in an area no longer tracked, or now the zero page
+// (MADV_DONTNEED then read: no write, new content). Staged pages of areas
+// that are gone are simply not used.
+func (t *Tracker) Finish(areas []*Area) error {
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", t.PID))
+	if err != nil {
+		return fmt.Errorf("dump %d: open pagemap: %w", t.PID, err)
+	}
+	defer pm.Close()
+	var need []format.DataRun
+	for _, a := range areas {
+		if len(a.Pages) == 0 {
+			continue
+		}
+		stale := map[uint64]bool{}
+		// Pages a scan found written and protected again, not copied
+		// since: the protection hides that write.
+		for _, r := range t.todo {
+			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
+				stale[p] = true
+			}
+		}
+		all := t.uffd == nil
+		if !all {
+			err := scanWritten(pm, a.Start, a.End, false, true, func(start, end uint64) {
+				for p := start; p < end; p += pageSize {
+					stale[p] = true
+				}
+			})
+			all = err != nil // not tracked (EPERM), or it cannot tell
+		}
+		for _, r := range a.Pages {
+			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
+				if _, ok := t.pages[p]; ok && !all && !stale[p] {
+					continue
+				}
+				if l := len(need); l > 0 && need[l-1].Addr+need[l-1].Len == p {
+					need[l-1].Len += pageSize
+				} else {
+					need = append(need, format.DataRun{Addr: p, Len: pageSize})
+				}
+			}
+		}
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", t.PID))
+	if err != nil {
+		return fmt.Errorf("dump %d: open mem: %w", t.PID, err)
+	}
+	defer mem.Close()
+	return t.copy(need, mem)
+}
+
+// copy reads runs into their slots. Running (mem nil), a page that cannot
+// be read is left unstaged; frozen, it is read through /proc/PID/mem
+// (areas the process cannot read) and a failure is an error.
+func (t *Tracker) copy(runs []format.DataRun, mem *os.File) error {
+	var (
+		remote []unix.RemoteIovec
+		local  []unix.Iovec
+		addrs  []uint64
+		slots  []uint32
+	)
+	flush := func() error {
+		if len(addrs) == 0 {
+			return nil
+		}
+		n, err := unix.ProcessVMReadv(t.PID, local, remote, 0)
+		if err != nil && err != unix.EFAULT && err != unix.ENOMEM && err != unix.ESRCH {
+			return fmt.Errorf("dump %d: process_vm_readv: %w", t.PID, err)
+		}
+		done := max(n, 0) / pageSize
+		for i, p := range addrs {
+			if i >= done {
+				if mem == nil {
+					delete(t.pages, p)
+					continue
+				}
+				if _, err := mem.ReadAt(t.stage.page(slots[i]), int64(p)); err != nil {
+					return fmt.Errorf("dump %d: read memory at %#x: %w", t.PID, p, err)
+				}
+			}
+			t.pages[p] = slots[i]
+		}
+		remote, local, addrs, slots = remote[:0], local[:0], addrs[:0], slots[:0]
+		return nil
+	}
+	for _, r := range runs {
+		for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
+			if len(remote) == iovMax || len(local) == iovMax {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			slot, ok := t.pages[p]
+			if !ok {
+				var err error
+				if slot, err = t.stage.alloc(); err != nil {
+					return err
+				}
+			}
+			if l := len(remote); l > 0 && uint64(remote[l-1].Base)+uint64(remote[l-1].Len) == p {
+				remote[l-1].Len += pageSize
+			} else {
+				remote = append(remote, unix.RemoteIovec{Base: uintptr(p), Len: pageSize})
+			}
+			if l := len(slots); l > 0 && slots[l-1]+1 == slot && slot%chunkSlots != 0 {
+				local[len(local)-1].Len += pageSize
+			} else {
+				buf := t.stage.page(slot)
+				local = append(local, unix.Iovec{Base: &buf[0]})
+				local[len(local)-1].SetLen(pageSize)
+			}
+			addrs, slots = append(addrs, p), append(slots, slot)
+		}
+	}
+	return flush()
+}
+
+// CopyTo writes every planned run of areas from the Stage into w, in
+// data-section order (Finish has staged them all).
+func (t *Tracker) CopyTo(areas []*Area, w io.Writer) error {
+	var from, to uint32 // pending slots [from, to)
+	flush := func() error {
+		if from == to {
+			return nil
+		}
+		c := t.stage.chunks[from/chunkSlots]
+		_, err := w.Write(c[from%chunkSlots*pageSize : (to-1)%chunkSlots*pageSize+pageSize])
+		from = to
+		return err
+	}
+	for _, a := range areas {
+		for _, r := range a.Pages {
+			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
+				slot, ok := t.pages[p]
+				if !ok {
+					return fmt.Errorf("dump %d: page %#x was not staged", t.PID, p)
+				}
+				if slot != to || slot%chunkSlots == 0 {
+					if err := flush(); err != nil {
+						return fmt.Errorf("dump %d: write pages: %w", t.PID, err)
+					}
+					from = slot
+				}
+				to = slot + 1
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("dump %d: write pages: %w", t.PID, err)
+	}
+	return nil
+}

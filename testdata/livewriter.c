@@ -1,0 +1,102 @@
+// livewriter: writes random pages of an N MiB buffer (argv[1]) without
+// end, argv[2] pages per loop iteration, then sleeps argv[3] microseconds.
+// Page p holds {gen, p, ..., gen ^ p*K}; last[p] (other pages) the gen it
+// got last; G counts iterations. One page per iteration is written by the
+// kernel (read(2) from a pipe), the rest by the CPU. It measures the
+// longest gap between two iterations (a freeze shows as one).
+// SIGUSR1: check every page, print "live ok G MAXGAP_US" or "live FAIL ...".
+// SIGUSR2: forget the longest gap so far, print "reset".
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testprog.h"
+
+#define PAGE 4096
+#define K 0x9e3779b97f4a7c15ull
+
+static volatile sig_atomic_t check, reset;
+static void on_usr1(int s) { (void)s; check = 1; }
+static void on_usr2(int s) { (void)s; reset = 1; }
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void) {
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static int64_t now_us(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
+}
+
+int main(int argc, char **argv) {
+	size_t n = (size_t)atol(argc > 1 ? argv[1] : "256") << 20;
+	int per = argc > 2 ? atoi(argv[2]) : 64;
+	int sleep_us = argc > 3 ? atoi(argv[3]) : 1000;
+	size_t pages = n / PAGE;
+	uint64_t *mem = mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *last = mmap(0, pages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int pfd[2];
+	if (mem == MAP_FAILED || last == MAP_FAILED || pipe(pfd) < 0)
+		return 1;
+	for (size_t p = 0; p < pages; p++) {
+		uint64_t *w = mem + p * (PAGE / 8);
+		w[0] = 0, w[1] = p, w[PAGE / 8 - 1] = p * K;
+		last[p] = 0;
+	}
+	signal(SIGUSR1, on_usr1);
+	signal(SIGUSR2, on_usr2);
+	uint64_t G = 0;
+	int64_t maxgap = 0, prev = now_us();
+	say("ready\n");
+	for (;;) {
+		G++;
+		for (int i = 0; i < per; i++) {
+			size_t p = next() % pages;
+			uint64_t *w = mem + p * (PAGE / 8);
+			if (i == 0) {
+				uint64_t rec[2] = {G, p};
+				if (write(pfd[1], rec, sizeof rec) != sizeof rec || read(pfd[0], w, sizeof rec) != sizeof rec)
+					return 2;
+			} else {
+				w[0] = G, w[1] = p;
+			}
+			w[PAGE / 8 - 1] = G ^ (p * K);
+			last[p] = G;
+		}
+		if (sleep_us > 0) {
+			struct timespec ts = {0, sleep_us * 1000L};
+			nanosleep(&ts, NULL);
+		}
+		int64_t t = now_us();
+		if (t - prev > maxgap)
+			maxgap = t - prev;
+		prev = t;
+		if (reset) {
+			reset = 0, maxgap = 0, prev = now_us();
+			say("reset\n");
+		}
+		if (check) {
+			check = 0;
+			size_t bad = pages;
+			for (size_t p = 0; p < pages && bad == pages; p++) {
+				uint64_t *w = mem + p * (PAGE / 8);
+				if (w[0] != last[p] || w[1] != p || w[PAGE / 8 - 1] != (w[0] ^ (p * K)) || w[0] > G)
+					bad = p;
+			}
+			if (bad == pages)
+				say("live ok %lu %ld\n", (unsigned long)G, (long)maxgap);
+			else
+				say("live FAIL page %zu gen %lu last %lu G %lu\n", bad, (unsigned long)mem[bad * (PAGE / 8)],
+				    (unsigned long)last[bad], (unsigned long)G);
+			prev = now_us();
+		}
+	}
+}
