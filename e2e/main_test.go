@@ -37,6 +37,7 @@ var cPrograms = map[string][]string{
 	"files":       nil,
 	"holder":      {"-pthread"},
 	"bigmem":      nil,
+	"livewriter":  nil,
 	"reserve":     nil,
 	"slowaccept":  nil,
 	"pending":     {"-pthread"},

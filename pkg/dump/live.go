@@ -217,5 +217,3 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	res.Frozen = max(res.Frozen, l.first)
 	return nil
 }
-
-
