@@ -172,6 +172,9 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	frozenAt := time.Now()
+	if live != nil {
+		live.frozen = frozenAt
+	}
 	released := false
 	defer func() {
 		if !released {
@@ -186,6 +189,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	if err := Collect(ms, 0); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
+	slog.Debug("frozen: state collected", "since", time.Since(frozenAt))
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}

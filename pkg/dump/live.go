@@ -35,6 +35,7 @@ type liveDump struct {
 	tracks map[int]*vmadump.Tracker
 	rounds int
 	first  time.Duration // the first freeze
+	frozen time.Time     // the final freeze began
 }
 
 func (l *liveDump) close() {
@@ -154,6 +155,11 @@ func (l *liveDump) precopy(opt Options) {
 			}
 		}
 	}()
+	for pid, t := range l.tracks {
+		if err := t.Start(); err != nil {
+			slog.Debug("live tracking failed: memory copied at the final freeze", "pid", pid, "err", err)
+		}
+	}
 	var last uint64
 	for l.rounds < LiveRounds && !opt.interrupted() {
 		l.rounds++

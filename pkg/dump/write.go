@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -126,9 +127,11 @@ func writeImage(ms []*Member, out string, kill bool, progress *format.Progress, 
 		return nil, err
 	}
 	if live != nil {
+		slog.Debug("final freeze: gathered", "since", time.Since(live.frozen))
 		if err := live.final(pl.procs); err != nil {
 			return nil, err
 		}
+		slog.Debug("final freeze: pages staged", "since", time.Since(live.frozen))
 		if !kill && pl.frozenOnlyNeeds() {
 			if err := release(); err != nil {
 				return nil, err

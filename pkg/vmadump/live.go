@@ -72,20 +72,46 @@ type Tracker struct {
 	uffd  *os.File // chpox's copy of the process's userfaultfd; nil: none
 	pm    *os.File
 	stage *Stage
-	pages map[uint64]uint32 // staged page address → slot
+	pages pageTable // staged page address → slot
 	// tracked: the areas registered for write-protect; a nil entry is no
 	// longer scanned (the area changed under it).
 	tracked []*format.Span
 	todo    []format.DataRun // pages to copy in the next round
 }
 
-// NewTracker starts the live copy of frozen process pid, whose
+// pageTable maps page addresses to staging slots, by 2 MiB block: the
+// final freeze looks up every page of the image, and a hash lookup per
+// page would cost ~100 ms for 4 GiB.
+type pageTable map[uint64]*[512]uint32 // slot+1; 0: not staged
+
+func (pt pageTable) get(p uint64) (uint32, bool) {
+	b := pt[p>>21]
+	if b == nil || b[p>>12&511] == 0 {
+		return 0, false
+	}
+	return b[p>>12&511] - 1, true
+}
+
+func (pt pageTable) set(p uint64, slot uint32) {
+	b := pt[p>>21]
+	if b == nil {
+		b = new([512]uint32)
+		pt[p>>21] = b
+	}
+	b[p>>12&511] = slot + 1
+}
+
+func (pt pageTable) del(p uint64) {
+	if b := pt[p>>21]; b != nil {
+		b[p>>12&511] = 0
+	}
+}
+
+// NewTracker prepares the live copy of frozen process pid, whose
 // userfaultfd chpox holds as uffd (nil: nothing is tracked and the final
-// freeze copies everything). The private areas are registered and their
-// present pages write-protected; an area the kernel refuses is not
-// tracked (its pages are copied at the final freeze).
+// freeze copies everything). Start does the rest with the process running.
 func NewTracker(pid int, uffd *os.File, stage *Stage) (*Tracker, error) {
-	t := &Tracker{PID: pid, uffd: uffd, stage: stage, pages: map[uint64]uint32{}}
+	t := &Tracker{PID: pid, uffd: uffd, stage: stage, pages: pageTable{}}
 	if uffd == nil {
 		return t, nil
 	}
@@ -97,14 +123,26 @@ func NewTracker(pid int, uffd *os.File, stage *Stage) (*Tracker, error) {
 		t.Close()
 		return nil, err
 	}
-	areas, err := Areas(pid)
-	if err != nil {
-		t.Close()
-		return nil, err
+	return t, nil
+}
+
+// Start, with the process running, registers its private areas and
+// write-protects their present pages, which the first Round copies. A
+// page written before its protection is copied with that write; a page
+// created after the listing is not protected, which PAGEMAP_SCAN reports
+// as written. An area the kernel refuses (or that changed meanwhile) is
+// not tracked: its pages are copied at the final freeze.
+func (t *Tracker) Start() error {
+	if t.uffd == nil {
+		return nil
 	}
-	if _, err := Plan(pid, areas, 0); err != nil {
-		t.Close()
-		return nil, err
+	uffd := t.uffd
+	areas, err := Areas(t.PID)
+	if err != nil {
+		return err
+	}
+	if _, err := Plan(t.PID, areas, 0); err != nil {
+		return err
 	}
 	for _, a := range areas {
 		if a.Shared || a.Kind == format.VMAVDSO || len(a.Pages) == 0 {
@@ -129,7 +167,7 @@ func NewTracker(pid int, uffd *os.File, stage *Stage) (*Tracker, error) {
 		t.tracked = append(t.tracked, &format.Span{Start: a.Start, End: a.End})
 		t.todo = append(t.todo, a.Pages...)
 	}
-	return t, nil
+	return nil
 }
 
 // Close lets go of the userfaultfd (the last reference: the kernel
@@ -218,7 +256,7 @@ func (t *Tracker) Finish(areas []*Area) error {
 		}
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				if _, ok := t.pages[p]; ok && !all && !stale[p] {
+				if _, ok := t.pages.get(p); ok && !all && !stale[p] {
 					continue
 				}
 				if l := len(need); l > 0 && need[l-1].Addr+need[l-1].Len == p {
@@ -259,14 +297,14 @@ func (t *Tracker) copy(runs []format.DataRun, mem *os.File) error {
 		for i, p := range addrs {
 			if i >= done {
 				if mem == nil {
-					delete(t.pages, p)
+					t.pages.del(p)
 					continue
 				}
 				if _, err := mem.ReadAt(t.stage.page(slots[i]), int64(p)); err != nil {
 					return fmt.Errorf("dump %d: read memory at %#x: %w", t.PID, p, err)
 				}
 			}
-			t.pages[p] = slots[i]
+			t.pages.set(p, slots[i])
 		}
 		remote, local, addrs, slots = remote[:0], local[:0], addrs[:0], slots[:0]
 		return nil
@@ -278,7 +316,7 @@ func (t *Tracker) copy(runs []format.DataRun, mem *os.File) error {
 					return err
 				}
 			}
-			slot, ok := t.pages[p]
+			slot, ok := t.pages.get(p)
 			if !ok {
 				var err error
 				if slot, err = t.stage.alloc(); err != nil {
@@ -319,7 +357,7 @@ func (t *Tracker) CopyTo(areas []*Area, w io.Writer) error {
 	for _, a := range areas {
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				slot, ok := t.pages[p]
+				slot, ok := t.pages.get(p)
 				if !ok {
 					return fmt.Errorf("dump %d: page %#x was not staged", t.PID, p)
 				}
