@@ -4,6 +4,9 @@
 // got last; G counts iterations. One page per iteration is written by the
 // kernel (read(2) from a pipe), the rest by the CPU. It measures the
 // longest gap between two iterations (a freeze shows as one).
+// With argv[4] = Z > 0, every Z-th iteration a random page is dropped
+// (MADV_DONTNEED: it must read as zeros, last[p] = ZAP) and, every other
+// time, read at once (the zero page is mapped, nothing written).
 // SIGUSR1: check every page, print "live ok G MAXGAP_US" or "live FAIL ...".
 // SIGUSR2: forget the longest gap so far, print "reset".
 #include <signal.h>
@@ -17,6 +20,7 @@
 
 #define PAGE 4096
 #define K 0x9e3779b97f4a7c15ull
+#define ZAP (~0ull)
 
 static volatile sig_atomic_t check, reset;
 static void on_usr1(int s) { (void)s; check = 1; }
@@ -40,6 +44,8 @@ int main(int argc, char **argv) {
 	size_t n = (size_t)atol(argc > 1 ? argv[1] : "256") << 20;
 	int per = argc > 2 ? atoi(argv[2]) : 64;
 	int sleep_us = argc > 3 ? atoi(argv[3]) : 1000;
+	int zap = argc > 4 ? atoi(argv[4]) : 0;
+	volatile uint64_t sink;
 	size_t pages = n / PAGE;
 	uint64_t *mem = mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t *last = mmap(0, pages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -51,6 +57,7 @@ int main(int argc, char **argv) {
 		w[0] = 0, w[1] = p, w[PAGE / 8 - 1] = p * K;
 		last[p] = 0;
 	}
+	(void)sink;
 	signal(SIGUSR1, on_usr1);
 	signal(SIGUSR2, on_usr2);
 	uint64_t G = 0;
@@ -71,6 +78,15 @@ int main(int argc, char **argv) {
 			w[PAGE / 8 - 1] = G ^ (p * K);
 			last[p] = G;
 		}
+		if (zap > 0 && G % zap == 0) {
+			size_t p = next() % pages;
+			uint64_t *w = mem + p * (PAGE / 8);
+			if (madvise(w, PAGE, MADV_DONTNEED) < 0)
+				return 3;
+			last[p] = ZAP;
+			if (G % (2 * zap) == 0)
+				sink = w[0];
+		}
 		if (sleep_us > 0) {
 			struct timespec ts = {0, sleep_us * 1000L};
 			nanosleep(&ts, NULL);
@@ -88,7 +104,10 @@ int main(int argc, char **argv) {
 			size_t bad = pages;
 			for (size_t p = 0; p < pages && bad == pages; p++) {
 				uint64_t *w = mem + p * (PAGE / 8);
-				if (w[0] != last[p] || w[1] != p || w[PAGE / 8 - 1] != (w[0] ^ (p * K)) || w[0] > G)
+				if (last[p] == ZAP) {
+					if (w[0] != 0 || w[1] != 0 || w[PAGE / 8 - 1] != 0)
+						bad = p;
+				} else if (w[0] != last[p] || w[1] != p || w[PAGE / 8 - 1] != (w[0] ^ (p * K)) || w[0] > G)
 					bad = p;
 			}
 			if (bad == pages)

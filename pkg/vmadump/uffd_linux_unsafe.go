@@ -29,6 +29,7 @@ const (
 	pmScanCheckWPAsync = 1 << 1     // PM_SCAN_CHECK_WPASYNC
 
 	pageIsWritten = 1 << 1 // PAGE_IS_WRITTEN
+	pageIsSwapped = 1 << 4 // PAGE_IS_SWAPPED
 	pageIsPFNZero = 1 << 5 // PAGE_IS_PFNZERO
 )
 
@@ -82,15 +83,18 @@ func uffdProtect(f *os.File, start, end uint64) error {
 }
 
 // scanWritten calls fn for each run of pages of [start, end) written since
-// they were last protected (or mapped to the zero page, with zero). With
+// they were last protected; with final, also those now mapped to the zero
+// page or not present (swapped out, or a page of a private file mapping
+// dropped with MADV_DONTNEED, which leaves a protected marker and reads
+// as the file again): their staged copy may be stale without a write. With
 // reprotect, they are write-protected again in the same step. An area not
 // (or no longer) registered for asynchronous write-protect fails with
 // EPERM.
-func scanWritten(pm *os.File, start, end uint64, reprotect, zero bool, fn func(start, end uint64)) error {
+func scanWritten(pm *os.File, start, end uint64, reprotect, final bool, fn func(start, end uint64)) error {
 	vec := make([]pageRegion, 512)
 	mask := uint64(pageIsWritten)
-	if zero {
-		mask |= pageIsPFNZero
+	if final {
+		mask |= pageIsPFNZero | pageIsSwapped
 	}
 	flags := uint64(pmScanCheckWPAsync)
 	if reprotect {
