@@ -58,11 +58,8 @@ func (l *liveDump) tracker(pid int) *vmadump.Tracker {
 
 // startLive, with the tree frozen, gives chpox a userfaultfd of each
 // process and write-protects its private memory.
-func startLive(ms []*Member, out string) (*liveDump, error) {
-	stage, err := vmadump.NewStage(filepath.Dir(out))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errNoLive, err)
-	}
+func startLive(ms []*Member) (*liveDump, error) {
+	stage := vmadump.NewStage()
 	l := &liveDump{stage: stage, tracks: map[int]*vmadump.Tracker{}}
 	for _, m := range ms {
 		if m.T == nil {
@@ -199,7 +196,7 @@ func dumpLive(pid int, opt Options, res *Result) error {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	frozenAt := time.Now()
-	l, err := startLive(ms, opt.Output)
+	l, err := startLive(ms)
 	l0 := time.Since(frozenAt)
 	if rerr := Release(ms); rerr != nil {
 		if l != nil {
