@@ -29,6 +29,7 @@ const (
 	pmScanCheckWPAsync = 1 << 1     // PM_SCAN_CHECK_WPASYNC
 
 	pageIsWritten = 1 << 1 // PAGE_IS_WRITTEN
+	pageIsPresent = 1 << 3 // PAGE_IS_PRESENT
 	pageIsSwapped = 1 << 4 // PAGE_IS_SWAPPED
 	pageIsPFNZero = 1 << 5 // PAGE_IS_PFNZERO
 )
@@ -82,27 +83,38 @@ func uffdProtect(f *os.File, start, end uint64) error {
 	return err
 }
 
-// scanWritten calls fn for each run of pages of [start, end) written since
-// they were last protected; with final, also those now mapped to the zero
-// page or not present (swapped out, or a page of a private file mapping
-// dropped with MADV_DONTNEED, which leaves a protected marker and reads
-// as the file again): their staged copy may be stale without a write. With
-// reprotect, they are write-protected again in the same step. An area not
-// (or no longer) registered for asynchronous write-protect fails with
-// EPERM.
+// scanWritten calls fn for each run of present pages of [start, end)
+// written since they were last protected; with final, also those now
+// mapped to the zero page, and every page not present (swapped out, or a
+// page of a private file mapping dropped with MADV_DONTNEED, whose
+// protection marker hides that it reads as the file again): their staged
+// copy may be stale without a write. With reprotect, the written pages
+// are write-protected again in the same step. Only present pages count:
+// the kernel reports an unpopulated page of a tracked area as written
+// (it carries no protection), and a sparse area would be read in full. A
+// page created later is present when it matters. An area not (or no
+// longer) registered for asynchronous write-protect fails with EPERM.
 func scanWritten(pm *os.File, start, end uint64, reprotect, final bool, fn func(start, end uint64)) error {
-	vec := make([]pageRegion, 512)
-	mask := uint64(pageIsWritten)
-	if final {
-		mask |= pageIsPFNZero | pageIsSwapped
-	}
 	flags := uint64(pmScanCheckWPAsync)
 	if reprotect {
 		flags |= pmScanWPMatching
 	}
+	if !final {
+		return scan(pm, start, end, flags, pageIsPresent|pageIsWritten, 0, fn)
+	}
+	if err := scan(pm, start, end, flags, pageIsPresent, pageIsWritten|pageIsPFNZero, fn); err != nil {
+		return err
+	}
+	return scan(pm, start, end, flags, 0, pageIsSwapped, fn)
+}
+
+// scan is PAGEMAP_SCAN over [start, end): the pages in all of the mask
+// categories and, if anyof is not 0, in one of anyof.
+func scan(pm *os.File, start, end, flags, mask, anyof uint64, fn func(start, end uint64)) error {
+	vec := make([]pageRegion, 512)
 	for start < end {
 		arg := pmScanArg{Size: uint64(unsafe.Sizeof(pmScanArg{})), Flags: flags, Start: start, End: end,
-			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryAnyofMask: mask, ReturnMask: mask}
+			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof}
 		n, err := ioctl(pm.Fd(), pagemapScan, unsafe.Pointer(&arg))
 		if err != nil {
 			return err
