@@ -74,11 +74,29 @@ type Tracker struct {
 type pageTable map[uint64]*[512]uint32 // slot+1; 0: not staged
 
 func (pt pageTable) get(p uint64) (uint32, bool) {
-	b := pt[p>>21]
+	return pt.lookup(p, nil)
+}
+
+// lookup is get with a one-block cache for walks in address order.
+func (pt pageTable) lookup(p uint64, c *blockCache) (uint32, bool) {
+	var b *[512]uint32
+	if c != nil && c.b != nil && c.key == p>>21 {
+		b = c.b
+	} else {
+		b = pt[p>>21]
+		if c != nil {
+			c.key, c.b = p>>21, b
+		}
+	}
 	if b == nil || b[p>>12&511] == 0 {
 		return 0, false
 	}
 	return b[p>>12&511] - 1, true
+}
+
+type blockCache struct {
+	key uint64
+	b   *[512]uint32
 }
 
 func (pt pageTable) set(p uint64, slot uint32) {
@@ -222,6 +240,7 @@ func (t *Tracker) Finish(areas []*Area) error {
 	}
 	defer pm.Close()
 	var need []format.DataRun
+	var bc blockCache
 	for _, a := range areas {
 		if len(a.Pages) == 0 {
 			continue
@@ -246,7 +265,7 @@ func (t *Tracker) Finish(areas []*Area) error {
 		}
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				if _, ok := t.pages.get(p); ok && !all && !stale[p] {
+				if _, ok := t.pages.lookup(p, &bc); ok && !all && (len(stale) == 0 || !stale[p]) {
 					continue
 				}
 				if l := len(need); l > 0 && need[l-1].Addr+need[l-1].Len == p {
@@ -337,6 +356,7 @@ func (t *Tracker) copy(runs []format.DataRun, mem *os.File) error {
 // data-section order (Finish has staged them all).
 func (t *Tracker) CopyTo(areas []*Area, w io.Writer) error {
 	var from, to uint32 // pending slots [from, to)
+	var bc blockCache
 	flush := func() error {
 		if from == to {
 			return nil
@@ -349,7 +369,7 @@ func (t *Tracker) CopyTo(areas []*Area, w io.Writer) error {
 	for _, a := range areas {
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				slot, ok := t.pages.get(p)
+				slot, ok := t.pages.lookup(p, &bc)
 				if !ok {
 					return fmt.Errorf("dump %d: page %#x was not staged", t.PID, p)
 				}
