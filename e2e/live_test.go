@@ -76,13 +76,14 @@ func untouched(t *testing.T, p *proc) {
 // TestDumpLive: a process writing random pages of 256 MiB (one per loop
 // iteration through the kernel, read(2), the rest by the CPU; every 5th
 // iteration a page dropped with MADV_DONTNEED, and every other time read
-// again: new content without a write) is dumped
+// again: new content without a write; and a private file mapping whose
+// pages are written or dropped, reading as the file again) is dumped
 // with --live while it runs. It goes on unharmed (every page consistent,
 // nothing left behind), and the image, restored, holds a consistent state:
 // every page exactly the generation its index records.
 func TestDumpLive(t *testing.T) {
 	setup(t, "livewriter")
-	p := start(t, "livewriter", "256", "64", "1000", "5")
+	p := start(t, "livewriter", "256", "64", "1000", "5", filepath.Join(t.TempDir(), "private"))
 	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
 	liveReset(t, p, 1)
 	img := filepath.Join(t.TempDir(), "live.img")
@@ -105,7 +106,7 @@ func TestDumpLive(t *testing.T) {
 // TestDumpLiveKill: dump --live --kill, restore, every page consistent.
 func TestDumpLiveKill(t *testing.T) {
 	setup(t, "livewriter")
-	p := start(t, "livewriter", "256", "64", "1000", "5")
+	p := start(t, "livewriter", "256", "64", "1000", "5", filepath.Join(t.TempDir(), "private"))
 	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	img := dump(t, p, "--live", "--kill")

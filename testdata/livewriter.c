@@ -7,11 +7,15 @@
 // With argv[4] = Z > 0, every Z-th iteration a random page is dropped
 // (MADV_DONTNEED: it must read as zeros, last[p] = ZAP) and, every other
 // time, read at once (the zero page is mapped, nothing written).
+// With argv[5] = FILE, it also maps FILE (created, 64 pages) privately and,
+// each time it drops a page, writes one of its pages or drops one (which
+// then reads as the file again).
 // SIGUSR1: check every page, print "live ok G MAXGAP_US" or "live FAIL ...".
 // SIGUSR2: forget the longest gap so far, print "reset".
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +50,24 @@ int main(int argc, char **argv) {
 	int sleep_us = argc > 3 ? atoi(argv[3]) : 1000;
 	int zap = argc > 4 ? atoi(argv[4]) : 0;
 	volatile uint64_t sink;
+	const char *fpath = argc > 5 ? argv[5] : NULL;
+	enum { FPAGES = 64 };
+	uint64_t *fmem = NULL, flast[FPAGES];
+	if (fpath) {
+		int fd = open(fpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			return 4;
+		for (uint64_t p = 0; p < FPAGES; p++) {
+			uint64_t pg[PAGE / 8] = {0xf11e0000 + p};
+			if (write(fd, pg, PAGE) != PAGE)
+				return 4;
+			flast[p] = ZAP;
+		}
+		fmem = mmap(0, FPAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		close(fd);
+		if (fmem == MAP_FAILED)
+			return 4;
+	}
 	size_t pages = n / PAGE;
 	uint64_t *mem = mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t *last = mmap(0, pages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -86,6 +108,18 @@ int main(int argc, char **argv) {
 			last[p] = ZAP;
 			if (G % (2 * zap) == 0)
 				sink = w[0];
+			if (fmem) {
+				size_t f = next() % FPAGES;
+				uint64_t *fw = fmem + f * (PAGE / 8);
+				if (G % (3 * zap) == 0) {
+					if (madvise(fw, PAGE, MADV_DONTNEED) < 0)
+						return 3;
+					flast[f] = ZAP;
+				} else {
+					fw[0] = G;
+					flast[f] = G;
+				}
+			}
 		}
 		if (sleep_us > 0) {
 			struct timespec ts = {0, sleep_us * 1000L};
@@ -110,6 +144,9 @@ int main(int argc, char **argv) {
 				} else if (w[0] != last[p] || w[1] != p || w[PAGE / 8 - 1] != (w[0] ^ (p * K)) || w[0] > G)
 					bad = p;
 			}
+			for (size_t f = 0; fmem && f < FPAGES && bad == pages; f++)
+				if (fmem[f * (PAGE / 8)] != (flast[f] == ZAP ? 0xf11e0000 + f : flast[f]))
+					bad = pages + 1 + f;
 			if (bad == pages)
 				say("live ok %lu %ld\n", (unsigned long)G, (long)maxgap);
 			else
