@@ -38,6 +38,7 @@ var cPrograms = map[string][]string{
 	"files":       nil,
 	"holder":      {"-pthread"},
 	"bigmem":      nil,
+	"livewriter":  nil,
 	"reserve":     nil,
 	"slowaccept":  nil,
 	"pending":     {"-pthread"},
@@ -570,6 +571,10 @@ func mustChpox(t *testing.T, args ...string) chpoxResult {
 func dump(t *testing.T, p *proc, extra ...string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), p.name+".img")
+	if os.Getenv("CHPOX_E2E_LIVE") != "" {
+		// Run the suite's dumps as live dumps (docs/architecture.md).
+		extra = append(extra, "--live")
+	}
 	args := append([]string{"dump", strconv.Itoa(p.pid), "-o", img}, extra...)
 	mustChpox(t, args...)
 	return img

@@ -44,6 +44,9 @@ type Options struct {
 	Progress *format.Progress
 	// Compress stores the data section as zstd chunks (format.WriteOptions).
 	Compress bool
+	// Live copies memory while the tree runs (pkg/dump/live.go); it is
+	// frozen only to start write tracking and for the final state.
+	Live bool
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -65,6 +68,10 @@ type Result struct {
 	// SysV counts the System V IPC objects in the image (segments,
 	// semaphore sets, message queues).
 	SysV int
+	// Live: Rounds of copying while the tree ran, or NotLive, why --live
+	// fell back to copying memory frozen.
+	Rounds  int
+	NotLive string
 }
 
 // Member is one process of a frozen tree.
@@ -159,11 +166,29 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 }
 
 func dumpTree(pid int, opt Options, res *Result) (err error) {
+	if opt.Live {
+		err := dumpLive(pid, opt, res)
+		if !errors.Is(err, errNoLive) {
+			return err
+		}
+		res.NotLive = err.Error()
+		slog.Info("live copy not possible, copying memory frozen", "pid", pid, "why", err)
+	}
+	return frozenDump(pid, opt, res, nil)
+}
+
+// frozenDump freezes the tree and writes its image. With live, memory
+// comes from its staged copy and the tree is released as soon as the
+// pages written since the last round are staged.
+func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	ms, err := freezeTree(pid, opt.NoChildren)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	frozenAt := time.Now()
+	if live != nil {
+		live.frozen = frozenAt
+	}
 	released := false
 	defer func() {
 		if !released {
@@ -178,10 +203,18 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if err := Collect(ms, 0, opt.IPC...); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
+	slog.Debug("frozen: state collected", "since", time.Since(frozenAt))
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress, format.WriteOptions{Compress: opt.Compress}, opt.IPC...)
+	release := func() error {
+		released = true
+		err := Release(ms)
+		res.Frozen = time.Since(frozenAt)
+		return err
+	}
+	w, err := writeImage(ms, opt.Output, WriteOptions{Kill: opt.Kill, Progress: opt.Progress,
+		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC}, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -208,12 +241,12 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 		reapKilled(ms)
 		return w.Finish()
 	}
-	released = true
-	if err := Release(ms); err != nil {
-		w.Abort()
-		return fmt.Errorf("dump %d: resume: %w", pid, err)
+	if !released {
+		if err := release(); err != nil {
+			w.Abort()
+			return fmt.Errorf("dump %d: resume: %w", pid, err)
+		}
 	}
-	res.Frozen = time.Since(frozenAt)
 	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
 	return w.Commit() // fsync and rename while the processes run
 }

@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -83,6 +84,23 @@ type plan struct {
 	kill    bool           // the processes die after the dump (--kill)
 	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
+	live    *liveDump // memory comes from its staged copy
+}
+
+// frozenOnlyNeeds says the data section needs nothing more from the
+// processes but their (staged) memory.
+func (pl *plan) frozenOnlyNeeds() bool {
+	if len(pl.shm) > 0 {
+		return false
+	}
+	for _, p := range pl.procs {
+		for _, f := range p.files {
+			if f.Content != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (pl *plan) close() {
@@ -104,11 +122,27 @@ func (pl *plan) close() {
 // the whole image to a temporary file. kill says the processes will be
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
-// progress, if not nil, counts the data bytes as they are written. out "-"
-// is standard output (a stream, closed on Commit). ipc names System V
-// objects to save besides those the tree uses.
-func Write(ms []*Member, out string, kill bool, progress *format.Progress, wo format.WriteOptions, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
-	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc}
+// WriteOptions say how Write lays out and writes an image.
+type WriteOptions struct {
+	Kill     bool             // the processes die once it is committed
+	Progress *format.Progress // counts the data bytes as they are written, if set
+	Format   format.WriteOptions
+	IPC      []sysv.Ref // System V objects to save besides those the tree uses
+}
+
+// Write gathers and writes the image of the frozen tree ms to out ("-"
+// is standard output: a stream, closed on Commit).
+func Write(ms []*Member, out string, opt WriteOptions) (*ImageWriter, error) {
+	return writeImage(ms, out, opt, nil, nil)
+}
+
+// writeImage is Write; with live, memory comes from the live copy, and
+// release is called (the tree runs on) once everything the image needs
+// from the processes is taken, before the data is written. The processes
+// stay frozen through the write when they die after it, and when shared
+// memory or the content of deleted files is read from them while writing.
+func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, release func() error) (iw *ImageWriter, err error) {
+	pl := &plan{kill: opt.Kill, inet: &inetState{}, ipc: opt.IPC, live: live}
 	defer pl.close()
 	defer func() {
 		if err != nil {
@@ -118,17 +152,29 @@ func Write(ms []*Member, out string, kill bool, progress *format.Progress, wo fo
 	if err := pl.gather(ms); err != nil {
 		return nil, err
 	}
+	if live != nil {
+		slog.Debug("final freeze: gathered", "since", time.Since(live.frozen))
+		if err := live.final(pl.procs); err != nil {
+			return nil, err
+		}
+		slog.Debug("final freeze: pages staged", "since", time.Since(live.frozen))
+		if !opt.Kill && pl.frozenOnlyNeeds() {
+			if err := release(); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var w *format.Writer
 	if out == "-" {
-		w, err = format.NewStream(os.Stdout, wo)
+		w, err = format.NewStream(os.Stdout, opt.Format)
 	} else {
-		w, err = format.CreateWith(out, wo)
+		w, err = format.CreateWith(out, opt.Format)
 	}
 	if err != nil {
 		return nil, err
 	}
-	w.Progress = progress
-	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: kill, sysv: pl.objects.SysV}
+	w.Progress = opt.Progress
+	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: opt.Kill, sysv: pl.objects.SysV}
 	if err := pl.write(iw, ms); err != nil {
 		w.Abort()
 		return nil, err
@@ -319,7 +365,11 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 		return err
 	}
 	for _, p := range pl.procs {
-		if err := vmadump.Copy(p.Info.PID, p.areas, w); err != nil {
+		copy := func() error { return vmadump.Copy(p.Info.PID, p.areas, w) }
+		if pl.live != nil {
+			copy = func() error { return pl.live.tracker(p.Info.PID).CopyTo(p.areas, w) }
+		}
+		if err := copy(); err != nil {
 			return err
 		}
 	}

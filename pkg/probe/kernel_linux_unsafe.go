@@ -50,21 +50,21 @@ func uffdItem() Item {
 	}
 	if errno != 0 {
 		it.Detail = fmt.Sprintf("userfaultfd: %v", errno)
-		it.Cost = "not used by this chpox yet; dumps stay frozen for the whole memory copy"
+		it.Cost = "dump --live falls back to the frozen copy: the processes stay frozen for the whole memory copy"
 		return it
 	}
 	defer unix.Close(int(fd))
 	api := uffdioAPIArg{API: uffdAPI}
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, uffdioAPI, uintptr(unsafe.Pointer(&api))); errno != 0 {
 		it.Detail = fmt.Sprintf("UFFDIO_API: %v", errno)
-		it.Cost = "not used by this chpox yet; dumps stay frozen for the whole memory copy"
+		it.Cost = "dump --live falls back to the frozen copy: the processes stay frozen for the whole memory copy"
 		return it
 	}
 	want := uint64(uffdFeatureWPAsync | uffdFeatureWPUnpopulated)
 	it.OK = api.Features&want == want
 	it.Detail = fmt.Sprintf("%s; features %#x", mode, api.Features)
 	if !it.OK {
-		it.Cost = "no asynchronous write-protect: not used by this chpox yet"
+		it.Cost = "no asynchronous write-protect: dump --live falls back to the frozen copy"
 	}
 	return it
 }
@@ -83,7 +83,7 @@ func pagemapScanItem() Item {
 	mem[page] = 1
 	f, err := os.Open("/proc/self/pagemap")
 	if err != nil {
-		it.Detail, it.Cost = err.Error(), "not used by this chpox yet"
+		it.Detail, it.Cost = err.Error(), "dump --live falls back to the frozen copy"
 		return it
 	}
 	defer f.Close()
@@ -96,10 +96,10 @@ func pagemapScanItem() Item {
 	switch {
 	case errno != 0:
 		it.Detail = fmt.Sprintf("ioctl(PAGEMAP_SCAN): %v", errno)
-		it.Cost = "not used by this chpox yet (incremental checkpoints without soft-dirty need it)"
+		it.Cost = "dump --live falls back to the frozen copy (incremental checkpoints without soft-dirty need it too)"
 	case n != 1 || regs[0].Start != start+uint64(page) || regs[0].End != start+uint64(2*page):
 		it.Detail = fmt.Sprintf("PAGEMAP_SCAN answered %d regions, not the one touched page", n)
-		it.Cost = "not used by this chpox yet"
+		it.Cost = "dump --live falls back to the frozen copy"
 	default:
 		it.OK, it.Detail = true, "PAGEMAP_SCAN finds written pages"
 	}

@@ -23,7 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
-	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/inet"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -391,7 +390,7 @@ func (s *Supervisor) write(ms []*dump.Member, out string, kill bool) (*dump.Imag
 	if err := dump.Collect(ms, int(s.opt.Signal)); err != nil {
 		return nil, err
 	}
-	return dump.Write(ms, out, kill, nil, format.WriteOptions{})
+	return dump.Write(ms, out, dump.WriteOptions{Kill: kill})
 }
 
 var errRootGone = errors.New("the job's root process is gone")

@@ -1,0 +1,222 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/objects"
+	"github.com/chpox/chpox/pkg/vmadump"
+)
+
+// Live pre-copy (Options.Live, docs/architecture.md "Live dump"): the tree
+// is frozen only to start write tracking and, at the end, for the state and
+// the pages written since the last round.
+var (
+	// LiveRounds bounds the copy rounds made while the tree runs.
+	LiveRounds = 12
+	// LiveEnough: once a round leaves at most this much to copy, the tree
+	// is frozen for the last one (about 10 ms of copying).
+	LiveEnough uint64 = 16 << 20
+)
+
+// errNoLive says why a live dump could not start; the dump then copies
+// memory frozen, as without --live.
+var errNoLive = errors.New("live copy not possible")
+
+type liveDump struct {
+	stage  *vmadump.Stage
+	tracks map[int]*vmadump.Tracker
+	rounds int
+	first  time.Duration // the first freeze
+	frozen time.Time     // the final freeze began
+}
+
+func (l *liveDump) close() {
+	for _, t := range l.tracks {
+		t.Close()
+	}
+	l.stage.Close()
+}
+
+// tracker returns the tracker of pid, a new one without tracking (all its
+// pages copied at the final freeze) for a process that appeared meanwhile.
+func (l *liveDump) tracker(pid int) *vmadump.Tracker {
+	t := l.tracks[pid]
+	if t == nil {
+		t, _ = vmadump.NewTracker(pid, nil, l.stage)
+		l.tracks[pid] = t
+	}
+	return t
+}
+
+// startLive, with the tree frozen, gives chpox a userfaultfd of each
+// process and write-protects its private memory.
+func startLive(ms []*Member) (*liveDump, error) {
+	stage := vmadump.NewStage()
+	l := &liveDump{stage: stage, tracks: map[int]*vmadump.Tracker{}}
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		if err := ownUffd(m.Info.PID); err != nil {
+			l.close()
+			return nil, err
+		}
+		f, err := injectUffd(m)
+		if err == nil {
+			var t *vmadump.Tracker
+			if t, err = vmadump.NewTracker(m.Info.PID, f, stage); err == nil {
+				l.tracks[m.Info.PID] = t
+			} else {
+				f.Close()
+			}
+		}
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("%w: pid %d: %w", errNoLive, m.Info.PID, err)
+		}
+	}
+	return l, nil
+}
+
+// ownUffd refuses the live copy of a process that uses userfaultfd
+// itself: the kernel lets an area belong to one userfaultfd, and a scan
+// would reset the process's own write-protection.
+func ownUffd(pid int) error {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoLive, err)
+	}
+	for _, e := range ents {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") {
+			return fmt.Errorf("%w: pid %d uses a userfaultfd itself (fd %s)", errNoLive, pid, e.Name())
+		}
+	}
+	return nil
+}
+
+// injectUffd makes the process open a userfaultfd, takes a copy with
+// pidfd_getfd and closes it in the process again: its descriptor table is
+// as before and the userfaultfd lives only in chpox, so chpox's death
+// closes it (the kernel then unregisters everything). The copy cannot be
+// made by chpox itself: a userfaultfd serves the memory of its creator.
+// UFFD_USER_MODE_ONLY always: the call runs with the process's
+// privileges (vm.unprivileged_userfaultfd = 0 refuses a normal user
+// without it), and in asynchronous write-protect mode the kernel resolves
+// kernel-mode write faults itself anyway.
+func injectUffd(m *Member) (f *os.File, err error) {
+	tr, err := trampoline(m.Threads())
+	if err != nil {
+		return nil, err
+	}
+	main := m.T
+	defer func() {
+		for _, t := range append(m.Others, m.T) {
+			err = errors.Join(err, t.Undo())
+		}
+		if err != nil && f != nil {
+			f.Close()
+			f = nil
+		}
+	}()
+	if err := main.Enter(tr); err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, main.Leave()) }()
+	fd, err := main.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|vmadump.UffdUserModeOnly)
+	if err != nil {
+		return nil, fmt.Errorf("injected userfaultfd: %w", err)
+	}
+	f, derr := objects.Dup(main.PID, int(fd))
+	if _, err := main.Syscall(unix.SYS_CLOSE, fd); err != nil {
+		return f, fmt.Errorf("injected close(%d): %w", fd, err)
+	}
+	return f, derr
+}
+
+// precopy copies memory while the tree runs, round after round, until
+// what is left is small, the rounds run out or stop shrinking.
+func (l *liveDump) precopy(opt Options) {
+	defer func() {
+		for pid, t := range l.tracks {
+			if err := t.CopyPending(); err != nil {
+				slog.Debug("live copy failed", "pid", pid, "err", err)
+			}
+		}
+	}()
+	for pid, t := range l.tracks {
+		if err := t.Start(); err != nil {
+			slog.Debug("live tracking failed: memory copied at the final freeze", "pid", pid, "err", err)
+		}
+	}
+	var last uint64
+	for l.rounds < LiveRounds && !opt.interrupted() {
+		l.rounds++
+		var copied, waiting uint64
+		start := time.Now()
+		for pid, t := range l.tracks {
+			c, w, err := t.Round()
+			copied, waiting = copied+c, waiting+w
+			if err != nil {
+				slog.Debug("live round failed", "pid", pid, "err", err)
+			}
+		}
+		slog.Debug("live round", "round", l.rounds, "copied", copied, "waiting", waiting, "took", time.Since(start))
+		if waiting <= LiveEnough || (l.rounds > 2 && waiting > last*9/10) {
+			return
+		}
+		last = waiting
+	}
+}
+
+// final, with the tree frozen again and its areas planned, stages every
+// page the image needs that the rounds did not leave intact.
+func (l *liveDump) final(procs []*proc) error {
+	for _, p := range procs {
+		if err := l.tracker(p.Info.PID).Finish(p.areas); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dumpLive is Dump's --live path. It returns an error wrapping errNoLive
+// (the tree running unchanged) when the live copy cannot start.
+func dumpLive(pid int, opt Options, res *Result) error {
+	ms, err := freezeTree(pid, opt.NoChildren)
+	if err != nil {
+		return fmt.Errorf("dump %d: %w", pid, err)
+	}
+	frozenAt := time.Now()
+	l, err := startLive(ms)
+	l0 := time.Since(frozenAt)
+	if rerr := Release(ms); rerr != nil {
+		if l != nil {
+			l.close()
+		}
+		return errors.Join(err, fmt.Errorf("dump %d: resume: %w", pid, rerr))
+	}
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	l.first = l0
+	l.precopy(opt)
+	if opt.interrupted() {
+		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
+	}
+	res.Rounds = l.rounds
+	if err := frozenDump(pid, opt, res, l); err != nil {
+		return err
+	}
+	res.Frozen = max(res.Frozen, l.first)
+	return nil
+}

@@ -1,0 +1,131 @@
+package vmadump
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// userfaultfd and PAGEMAP_SCAN, which golang.org/x/sys v0.50 lacks:
+// include/uapi/linux/userfaultfd.h and include/uapi/linux/fs.h (as in
+// pkg/probe).
+const (
+	UffdUserModeOnly = 1 // UFFD_USER_MODE_ONLY, a flag of userfaultfd(2)
+
+	uffdAPI             = 0xAA
+	uffdioAPI           = 0xc018aa3f // _IOWR(0xAA, 0x3F, struct uffdio_api)
+	uffdioRegister      = 0xc020aa00 // _IOWR(0xAA, 0x00, struct uffdio_register)
+	uffdioWriteprotect  = 0xc018aa06 // _IOWR(0xAA, 0x06, struct uffdio_writeprotect)
+	uffdioRegisterModeW = 1 << 1     // UFFDIO_REGISTER_MODE_WP
+	uffdioWPModeWP      = 1 << 0     // UFFDIO_WRITEPROTECT_MODE_WP
+
+	uffdFeatureWPUnpopulated = 1 << 13
+	uffdFeatureWPAsync       = 1 << 15
+
+	pagemapScan        = 0xc0606610 // _IOWR('f', 16, struct pm_scan_arg)
+	pmScanWPMatching   = 1 << 0     // PM_SCAN_WP_MATCHING
+	pmScanCheckWPAsync = 1 << 1     // PM_SCAN_CHECK_WPASYNC
+
+	pageIsWritten = 1 << 1 // PAGE_IS_WRITTEN
+	pageIsPresent = 1 << 3 // PAGE_IS_PRESENT
+	pageIsSwapped = 1 << 4 // PAGE_IS_SWAPPED
+	pageIsPFNZero = 1 << 5 // PAGE_IS_PFNZERO
+)
+
+type uffdioAPIArg struct{ API, Features, Ioctls uint64 }
+
+type uffdioRegisterArg struct{ Start, Len, Mode, Ioctls uint64 }
+
+type uffdioWriteprotectArg struct{ Start, Len, Mode uint64 }
+
+// pmScanArg is struct pm_scan_arg.
+type pmScanArg struct {
+	Size, Flags, Start, End, WalkEnd uint64
+	Vec                              *pageRegion
+	VecLen, MaxPages                 uint64
+	CategoryInverted, CategoryMask   uint64
+	CategoryAnyofMask, ReturnMask    uint64
+}
+
+type pageRegion struct{ Start, End, Categories uint64 }
+
+func ioctl(fd uintptr, req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg))
+	if errno != 0 {
+		return 0, errno
+	}
+	return r, nil
+}
+
+// uffdHandshake enables asynchronous write-protect on a fresh userfaultfd:
+// the kernel then resolves write faults itself (it only clears the
+// page's protection, which PAGEMAP_SCAN reports as written), so no thread
+// of the process ever waits for a handler.
+func uffdHandshake(f *os.File) error {
+	api := uffdioAPIArg{API: uffdAPI, Features: uffdFeatureWPAsync | uffdFeatureWPUnpopulated}
+	if _, err := ioctl(f.Fd(), uffdioAPI, unsafe.Pointer(&api)); err != nil {
+		return fmt.Errorf("UFFDIO_API (async write-protect): %w", err)
+	}
+	return nil
+}
+
+func uffdRegisterWP(f *os.File, start, end uint64) error {
+	r := uffdioRegisterArg{Start: start, Len: end - start, Mode: uffdioRegisterModeW}
+	_, err := ioctl(f.Fd(), uffdioRegister, unsafe.Pointer(&r))
+	return err
+}
+
+func uffdProtect(f *os.File, start, end uint64) error {
+	r := uffdioWriteprotectArg{Start: start, Len: end - start, Mode: uffdioWPModeWP}
+	_, err := ioctl(f.Fd(), uffdioWriteprotect, unsafe.Pointer(&r))
+	return err
+}
+
+// scanWritten calls fn for each run of present pages of [start, end)
+// written since they were last protected; with final, also those now
+// mapped to the zero page, and every page not present (swapped out, or a
+// page of a private file mapping dropped with MADV_DONTNEED, whose
+// protection marker hides that it reads as the file again): their staged
+// copy may be stale without a write. With reprotect, the written pages
+// are write-protected again in the same step. Only present pages count:
+// the kernel reports an unpopulated page of a tracked area as written
+// (it carries no protection), and a sparse area would be read in full. A
+// page created later is present when it matters. An area not (or no
+// longer) registered for asynchronous write-protect fails with EPERM.
+func scanWritten(pm *os.File, start, end uint64, reprotect, final bool, fn func(start, end uint64)) error {
+	flags := uint64(pmScanCheckWPAsync)
+	if reprotect {
+		flags |= pmScanWPMatching
+	}
+	if !final {
+		return scan(pm, start, end, flags, pageIsPresent|pageIsWritten, 0, fn)
+	}
+	if err := scan(pm, start, end, flags, pageIsPresent, pageIsWritten|pageIsPFNZero, fn); err != nil {
+		return err
+	}
+	return scan(pm, start, end, flags, 0, pageIsSwapped, fn)
+}
+
+// scan is PAGEMAP_SCAN over [start, end): the pages in all of the mask
+// categories and, if anyof is not 0, in one of anyof.
+func scan(pm *os.File, start, end, flags, mask, anyof uint64, fn func(start, end uint64)) error {
+	vec := make([]pageRegion, 512)
+	for start < end {
+		arg := pmScanArg{Size: uint64(unsafe.Sizeof(pmScanArg{})), Flags: flags, Start: start, End: end,
+			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof}
+		n, err := ioctl(pm.Fd(), pagemapScan, unsafe.Pointer(&arg))
+		if err != nil {
+			return err
+		}
+		for _, r := range vec[:n] {
+			fn(r.Start, r.End)
+		}
+		if arg.WalkEnd <= start {
+			return fmt.Errorf("PAGEMAP_SCAN made no progress at %#x", start)
+		}
+		start = arg.WalkEnd
+	}
+	return nil
+}
