@@ -42,6 +42,8 @@ type Options struct {
 	Interrupted func() bool
 	// Progress, if set, counts the data bytes as they are written.
 	Progress *format.Progress
+	// EmbedFiles stores the mapped files in the image (--embed-files).
+	EmbedFiles bool
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -174,7 +176,7 @@ func dumpTree(pid int, opt Options, res *Result) (err error) {
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
-	w, err := Write(ms, opt.Output, opt.Kill, opt.Progress, opt.IPC...)
+	w, err := Write(ms, opt.Output, opt.Kill, opt.EmbedFiles, opt.Progress, opt.IPC...)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}

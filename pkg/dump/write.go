@@ -83,9 +83,11 @@ type plan struct {
 	kill    bool           // the processes die after the dump (--kill)
 	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
+	embed   embedding // --embed-files (embed.go)
 }
 
 func (pl *plan) close() {
+	pl.embed.close()
 	for _, s := range append(pl.shm, pl.sysvShm...) {
 		s.Close()
 	}
@@ -105,9 +107,10 @@ func (pl *plan) close() {
 // killed once it is committed (their TCP connections are then locked and
 // kept in repair mode, pkg/dump/inet.go).
 // progress, if not nil, counts the data bytes as they are written; ipc
-// names System V objects to save besides those the tree uses.
-func Write(ms []*Member, out string, kill bool, progress *format.Progress, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
-	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc}
+// names System V objects to save besides those the tree uses; embed stores
+// the mapped files in the image (--embed-files).
+func Write(ms []*Member, out string, kill, embed bool, progress *format.Progress, ipc ...sysv.Ref) (iw *ImageWriter, err error) {
+	pl := &plan{kill: kill, inet: &inetState{}, ipc: ipc, embed: embedding{on: embed}}
 	defer pl.close()
 	defer func() {
 		if err != nil {
@@ -163,7 +166,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return fmt.Errorf("pid %d: deleted executable: %w", m.Info.PID, err)
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds}
+	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds, pl.embedFiles}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -340,7 +343,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 			}
 		}
 	}
-	return nil
+	return pl.copyEmbedded(w)
 }
 
 func newHeader(nproc int, data uint64) *format.Header {
