@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // copyFile copies src to dst with mode.
@@ -131,5 +133,41 @@ func TestEmbedSharedChangedRefused(t *testing.T) {
 	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", r.pid))
 	if !strings.Contains(string(maps), data) {
 		t.Errorf("restored maps lack %s (the unchanged file itself):\n%s", data, maps)
+	}
+}
+
+// chpox run --embed-files: every checkpoint of the job carries its
+// executable; the tree (a root and its child, one copy of the program for
+// both) restores after the program was removed and counts on.
+func TestRunEmbedFiles(t *testing.T) {
+	setup(t, "runjob")
+	exe := filepath.Join(t.TempDir(), "runjob")
+	copyFile(t, progs["runjob"], exe, 0o755)
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--embed-files", "--signal", "10", "-o", img, "--", exe, "tree")
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	j.waitCount(t, "root", 20)
+	j.waitCount(t, "child", 20)
+	unix.Kill(j.root, unix.SIGUSR1)
+	j.waitCheckpoint(t, 1, 2, img)
+	in := mustChpox(t, "inspect", img)
+	if !strings.Contains(in.stdout, "embedded files:") || !strings.Contains(in.stdout, exe) {
+		t.Errorf("inspect of a chpox run --embed-files checkpoint lacks the embedded %s:\n%s", exe, in.stdout)
+	}
+	j.cmd.Process.Kill()
+	<-j.done
+	killPIDs(t, j.root, child)
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	appendMark(t, j.stdout)
+	r := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
+	waitRestoredCounts(t, j.stdout, r)
+	checkRunLog(t, j.stdout, "root", "child")
+	for _, pid := range []int{j.root, child} {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || !strings.Contains(link, "memfd:runjob") {
+			t.Errorf("restored pid %d: exe %q (%v), want the memfd copy of runjob", pid, link, err)
+		}
 	}
 }
