@@ -1,9 +1,10 @@
 // holdfiles: holds each PATH open O_RDWR at offset 1 and reports on
 // SIGUSR1 "hold ok C..." (the first byte of each file, read at offset 0)
 // or "hold FAIL <what>" if a descriptor moved to another file or offset.
-// A first argument map:PATH maps PATH's first page private instead.
+// A first argument map:PATH maps PATH's first page private instead,
+// smap:PATH shared (read-only).
 //
-//   holdfiles [map:PATH] PATH...
+//   holdfiles [map:PATH|smap:PATH] PATH...
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +23,12 @@ static void on_usr1(int sig) {
 }
 
 int main(int argc, char **argv) {
-	if (argc > 1 && strncmp(argv[1], "map:", 4) == 0) {
-		int fd = open(argv[1] + 4, O_RDONLY);
-		if (fd < 0 || mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED || close(fd) != 0) {
-			say("setup FAIL map %s: %s\n", argv[1] + 4, strerror(errno));
+	if (argc > 1 && (strncmp(argv[1], "map:", 4) == 0 || strncmp(argv[1], "smap:", 5) == 0)) {
+		int shared = argv[1][0] == 's';
+		const char *path = argv[1] + 4 + shared;
+		int fd = open(path, O_RDONLY);
+		if (fd < 0 || mmap(NULL, 4096, PROT_READ, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0) == MAP_FAILED || close(fd) != 0) {
+			say("setup FAIL map %s: %s\n", path, strerror(errno));
 			return 1;
 		}
 		argv++, argc--;

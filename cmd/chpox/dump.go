@@ -32,6 +32,7 @@ func dumpCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 			&cli.StringSliceFlag{Name: "ipc", Usage: "`KIND:ID` (shm, sem or msg and its id): a System V object that belongs to the checkpoint although no process of it is recorded as its last user (repeat for more)"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
+			&cli.BoolFlag{Name: "embed-files", Usage: "store the executable, libraries and other mapped files in the image, so it restores where they differ or are missing"},
 			quietFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -57,7 +58,7 @@ func dumpCommand() *cli.Command {
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 			interrupted := func() bool { return len(sigs) > 0 }
 			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
-				Progress: &format.Progress{}, Compress: c.Bool("compress"), Live: c.Bool("live")}
+				Progress: &format.Progress{}, Compress: c.Bool("compress"), Live: c.Bool("live"), EmbedFiles: c.Bool("embed-files")}
 			for _, s := range c.StringSlice("ipc") {
 				ref, err := sysv.ParseRef(s)
 				if err != nil {
@@ -134,6 +135,9 @@ func dumpAny(pid int, opt dump.Options) (*dump.Result, error) {
 		}
 		if len(opt.IPC) > 0 && procinfo.ThreadComm(tp) == "chpox" {
 			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree is checkpointed without --ipc", errUsage, pid, tp)
+		}
+		if opt.EmbedFiles && procinfo.ThreadComm(tp) == "chpox" {
+			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree embeds files as its chpox run was told (chpox run --embed-files)", errUsage, pid, tp)
 		}
 		if opt.NoChildren && procinfo.ThreadComm(tp) == "chpox" {
 			return nil, fmt.Errorf("%w: pid %d is traced by pid %d; a supervised tree is checkpointed whole (no --no-children)", errUsage, pid, tp)

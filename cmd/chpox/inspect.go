@@ -105,6 +105,7 @@ func printImage(out io.Writer, img *format.Image) {
 	for _, s := range img.Objects.InetSockets {
 		fmt.Fprintf(out, "  inet socket %d: %s\n", s.ID, inetLine(s))
 	}
+	printEmbedded(out, img.Objects.Embedded)
 	printSysV(out, img.Objects.SysV)
 	printTree(out, img.Processes)
 	printExternals(out, img)
@@ -724,4 +725,19 @@ func threadAttrsLine(p *format.Process, t *format.Thread) string {
 		parts = append(parts, fmt.Sprintf("seccomp %d filters (%s)", len(chain), strings.Join(ids, " ")))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// printEmbedded lists the mapped files stored in the image (--embed-files).
+func printEmbedded(out io.Writer, files []format.EmbeddedFile) {
+	if len(files) == 0 {
+		return
+	}
+	var total int64
+	for _, e := range files {
+		total += e.Size
+	}
+	fmt.Fprintf(out, "embedded files: %d, %s\n", len(files), bytesString(total))
+	for _, e := range files {
+		fmt.Fprintf(out, "  embedded %d: %s, %s (inode %d, mode %#o)\n", e.ID, e.Path, bytesString(e.Size), e.Inode, e.Mode)
+	}
 }

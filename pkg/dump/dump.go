@@ -47,6 +47,8 @@ type Options struct {
 	// Live copies memory while the tree runs (pkg/dump/live.go); it is
 	// frozen only to start write tracking and for the final state.
 	Live bool
+	// EmbedFiles stores the mapped files in the image (--embed-files).
+	EmbedFiles bool
 }
 
 // ErrInterrupted reports a dump abandoned on request.
@@ -214,7 +216,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		return err
 	}
 	w, err := writeImage(ms, opt.Output, WriteOptions{Kill: opt.Kill, Progress: opt.Progress,
-		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC}, live, release)
+		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles}, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}

@@ -85,6 +85,7 @@ type plan struct {
 	members []*Member      // every process of the tree, zombies too
 	inet    *inetState
 	live    *liveDump // memory comes from its staged copy
+	embed   embedding // --embed-files (embed.go)
 }
 
 // frozenOnlyNeeds says the data section needs nothing more from the
@@ -104,6 +105,7 @@ func (pl *plan) frozenOnlyNeeds() bool {
 }
 
 func (pl *plan) close() {
+	pl.embed.close()
 	for _, s := range append(pl.shm, pl.sysvShm...) {
 		s.Close()
 	}
@@ -128,6 +130,8 @@ type WriteOptions struct {
 	Progress *format.Progress // counts the data bytes as they are written, if set
 	Format   format.WriteOptions
 	IPC      []sysv.Ref // System V objects to save besides those the tree uses
+	// EmbedFiles stores the mapped files in the image (--embed-files).
+	EmbedFiles bool
 }
 
 // Write gathers and writes the image of the frozen tree ms to out ("-"
@@ -142,7 +146,7 @@ func Write(ms []*Member, out string, opt WriteOptions) (*ImageWriter, error) {
 // stay frozen through the write when they die after it, and when shared
 // memory or the content of deleted files is read from them while writing.
 func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, release func() error) (iw *ImageWriter, err error) {
-	pl := &plan{kill: opt.Kill, inet: &inetState{}, ipc: opt.IPC, live: live}
+	pl := &plan{kill: opt.Kill, inet: &inetState{}, ipc: opt.IPC, live: live, embed: embedding{on: opt.EmbedFiles}}
 	defer pl.close()
 	defer func() {
 		if err != nil {
@@ -215,7 +219,7 @@ func (pl *plan) gather(ms []*Member) error {
 			return fmt.Errorf("pid %d: deleted executable: %w", m.Info.PID, err)
 		}
 	}
-	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds}
+	steps := []func() error{pl.sharedMemory, pl.sysvObjects, pl.descriptions, pl.locks, pl.terminals, pl.pipeObjects, pl.sockets, pl.deletedFiles, pl.events, pl.timerfds, pl.embedFiles}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -396,7 +400,7 @@ func (pl *plan) write(w *ImageWriter, ms []*Member) error {
 			}
 		}
 	}
-	return nil
+	return pl.copyEmbedded(w)
 }
 
 func newHeader(nproc int, data uint64) *format.Header {

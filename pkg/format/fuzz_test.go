@@ -143,6 +143,15 @@ func seedImages(t testing.TB) map[string][]byte {
 	for _, m := range writeModes[1:] {
 		out["seed-"+m.name] = writeWith(t, m, sampleHeader(1, len(data)), nil, []*Process{p}, data, 3000)
 	}
+	// A portable image (--embed-files): the executable's mapping names
+	// its copy, whose 6 bytes follow the page of written data.
+	em := tiny(60)
+	em.VMAs = append([]VMA{{Start: 0x400000, End: 0x402000, Prot: ProtRead | ProtWrite, Kind: VMAFile, Name: "/bin/tiny",
+		File:  &FileRef{Path: "/bin/tiny", Dev: 8, Inode: 77, Size: 6, MtimeNS: 1, Embedded: 1},
+		Pages: []DataRun{{Addr: 0x401000, Off: 0, Len: 4096}}}}, em.VMAs...)
+	eobjs := &Objects{Embedded: []EmbeddedFile{{ID: 1, Path: "/bin/tiny", Dev: 8, Inode: 77, Size: 6, MtimeNS: 1, Mode: 0o755,
+		Content: []DataRun{{Addr: 0, Off: 4096, Len: 6}}}}}
+	write("seed-embedded", eobjs, []*Process{em}, append(make([]byte, 4096), "\x7fELF\x02\x01"...))
 	return out
 }
 

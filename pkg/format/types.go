@@ -108,6 +108,8 @@ type Objects struct {
 	SysV *SysVObjects `json:"sysv,omitempty"`
 	// Terminals (version 3): pty pairs and outside controlling terminals.
 	TTYs []TTY `json:"ttys,omitempty"`
+	// Mapped files stored in the image, --embed-files (version 3, embed.go).
+	Embedded []EmbeddedFile `json:"embedded,omitempty"`
 }
 
 // Pipe is one pipe or FIFO with the bytes written to it and not yet read.
@@ -321,6 +323,9 @@ type FileRef struct {
 	Inode   uint64 `json:"inode"`
 	Size    int64  `json:"size"`
 	MtimeNS int64  `json:"mtime_ns"`
+	// Version 3: the EmbeddedFile.ID of the file's copy in the image, 0 if
+	// none (embed.go).
+	Embedded int `json:"embedded,omitempty"`
 }
 
 // File kinds.

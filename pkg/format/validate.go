@@ -130,7 +130,10 @@ func (img *Image) validateObjects() (objectIDs, error) {
 	o := &img.Objects
 	ids := objectIDs{shm: make(map[int]bool), memfd: make(map[int]bool), deleted: make(map[int]bool), pipe: make(map[int]bool), unix: make(map[int]bool),
 		inet: make(map[int]bool), netlink: make(map[int]bool), external: make(map[int]bool), sysvShm: make(map[int]bool), semSize: make(map[int]int),
-		tty: make(map[int]string)}
+		tty: make(map[int]string), embedded: make(map[int]bool)}
+	if err := img.validateEmbedded(ids.embedded); err != nil {
+		return ids, err
+	}
 	if err := img.validateTTYs(o.TTYs, ids.tty); err != nil {
 		return ids, err
 	}
@@ -406,6 +409,7 @@ type objectIDs struct {
 	shm, memfd, deleted, pipe, unix, inet, netlink, external, sysvShm map[int]bool
 	semSize                                                           map[int]int    // by kernel id: semaphores in the set
 	tty                                                               map[int]string // by ID: its kind
+	embedded                                                          map[int]bool   // EmbeddedFile IDs
 }
 
 func (img *Image) validateProcess(p *Process, ids objectIDs) error {
@@ -560,6 +564,7 @@ func (img *Image) disjointRuns() error {
 	for _, m := range img.Objects.Shm {
 		add(m.Pages)
 	}
+	add(img.embeddedRuns())
 	if sv := img.Objects.SysV; sv != nil {
 		for _, m := range sv.Shm {
 			add(m.Pages)
@@ -628,6 +633,9 @@ func (img *Image) validateVMA(v *VMA, prevEnd uint64, ids objectIDs) error {
 	case VMAFile:
 		if v.File == nil {
 			return corrupt("file mapping %#x-%#x names no file", v.Start, v.End)
+		}
+		if v.File.Embedded != 0 && !ids.embedded[v.File.Embedded] {
+			return corrupt("file mapping %#x-%#x names embedded file %d, which the image lacks", v.Start, v.End, v.File.Embedded)
 		}
 	default:
 		return corrupt("memory area %#x-%#x has unknown kind %q", v.Start, v.End, v.Kind)

@@ -261,26 +261,20 @@ func checkFile(pid int, v format.VMA) error {
 	if v.Kind != format.VMAFile {
 		return nil
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(v.File.Path, &st); err != nil {
-		return fmt.Errorf("process %d: mapped file %s: %w (put the file back where it was, or dump again)", pid, v.File.Path, err)
+	changed, err := fileChanges(v.File.Path, v.File.Inode, v.File.Size, v.File.MtimeNS)
+	if v.File.Embedded != 0 && (err != nil || len(changed) > 0) {
+		why := "is missing"
+		if err == nil {
+			why = "changed since the checkpoint: " + strings.Join(changed, ", ")
+		}
+		return checkEmbedded(pid, v, why)
 	}
-	var changed []string
-	// The inode only: maps shows an overlayfs file's lower device, stat
-	// the overlay's.
-	if st.Ino != v.File.Inode {
-		changed = append(changed, fmt.Sprintf("inode %d → %d (replaced by another file)", v.File.Inode, st.Ino))
-	}
-	if st.Size != v.File.Size {
-		changed = append(changed, fmt.Sprintf("size %d → %d", v.File.Size, st.Size))
-	}
-	if st.Mtim.Nano() != v.File.MtimeNS {
-		changed = append(changed, fmt.Sprintf("mtime %s → %s", time.Unix(0, v.File.MtimeNS).UTC().Format(time.RFC3339Nano),
-			time.Unix(0, st.Mtim.Nano()).UTC().Format(time.RFC3339Nano)))
+	if err != nil {
+		return fmt.Errorf("process %d: mapped file %s: %w (put the file back where it was, or dump again, with --embed-files to carry it in the image): %w", pid, v.File.Path, err, ErrIncompatible)
 	}
 	if len(changed) > 0 {
 		return fmt.Errorf("process %d: mapped file %s (at %#x-%#x) changed since the checkpoint: %s; the process would run other code or data: "+
-			"put the original file back, or dump again: %w", pid, v.File.Path, v.Start, v.End, strings.Join(changed, ", "), ErrIncompatible)
+			"put the original file back, or dump again (with --embed-files the image carries the file): %w", pid, v.File.Path, v.Start, v.End, strings.Join(changed, ", "), ErrIncompatible)
 	}
 	return nil
 }

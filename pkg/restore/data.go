@@ -126,6 +126,7 @@ func sinksOf(img *format.Image, o *objects) []sink {
 	out = append(out, o.unixSinks(img)...)
 	out = append(out, o.inetSinks(img)...)
 	out = append(out, o.ttySinks(img)...)
+	out = append(out, o.embeddedSinks(img)...)
 	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
 	return out
 }

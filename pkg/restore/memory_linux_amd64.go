@@ -152,8 +152,15 @@ func (x *target) mapArea(v format.VMA, fds map[string]uint64, o *objects) error 
 		// A shared mapping that may be made writable later needs a file
 		// open for writing, as it had (VM_MAYWRITE): mprotect checks.
 		write := v.Shared && (v.Prot&format.ProtWrite != 0 || v.MayWrite != nil && *v.MayWrite)
-		if fd, err = x.openForMap(v.File.Path, write, fds); err != nil {
+		// The image's copy where the file here differs (embed.go).
+		var copied bool
+		if fd, copied, err = x.embeddedFD(v, o, fds); err != nil {
 			return err
+		}
+		if !copied {
+			if fd, err = x.openForMap(v.File.Path, write, fds); err != nil {
+				return err
+			}
 		}
 		off = v.Offset
 	case v.Kind == format.VMASharedAnon && v.Shm != 0:

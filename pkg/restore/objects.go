@@ -52,6 +52,9 @@ type objects struct {
 	ttys    map[int]*tty.Pair  // pty pairs by TTY.ID
 	ttyRecs map[int]format.TTY // every terminal record by ID
 	groups  map[int]bool       // process groups led in the tree
+	// embedded: by EmbeddedFile.ID, the copies of mapped files that
+	// differ or are missing here (embed.go).
+	embedded map[int]*os.File
 }
 
 func newObjects(img *format.Image, opt Options, pairs map[int]*tty.Pair) (*objects, error) {
@@ -94,6 +97,9 @@ func (o *objects) create(img *format.Image) error {
 		return err
 	}
 	if err := o.openExternals(img); err != nil {
+		return err
+	}
+	if err := o.createEmbedded(img); err != nil {
 		return err
 	}
 	for _, t := range img.Objects.TTYs {
@@ -322,7 +328,7 @@ func (o *objects) close() {
 		o.sysv.Remove() // a failed restore leaves no object behind
 	}
 	all := map[*os.File]bool{}
-	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs, o.exes} {
+	for _, m := range []map[int]*os.File{o.shm, o.deleted, o.descs, o.exes, o.embedded} {
 		for _, f := range m {
 			all[f] = true
 		}

@@ -46,6 +46,14 @@ func (x *target) setMM(p *format.Process, o *objects) error {
 			return err
 		}
 		defer x.call("close", unix.SYS_CLOSE, exeFD)
+	} else if cp, err := o.embeddedExe(p.Exe); err != nil {
+		return err
+	} else if cp != nil {
+		// The image's copy of an executable that differs here (embed.go).
+		if exeFD, err = x.chpoxCopy(cp); err != nil {
+			return err
+		}
+		defer x.call("close", unix.SYS_CLOSE, exeFD)
 	} else if p.Exe != "" && !strings.HasSuffix(p.Exe, " (deleted)") {
 		path, err := x.cstring(p.Exe)
 		if err != nil {

@@ -35,6 +35,8 @@ type Options struct {
 	Output   string    // image path for signal and interval checkpoints
 	Log      io.Writer // one line per checkpoint
 	Errors   io.Writer // one line per failed checkpoint (Log if nil)
+	// EmbedFiles stores the mapped files in every image (--embed-files).
+	EmbedFiles bool
 }
 
 // traceOptions: follow the whole tree; no EXITKILL (see package doc).
@@ -390,7 +392,7 @@ func (s *Supervisor) write(ms []*dump.Member, out string, kill bool) (*dump.Imag
 	if err := dump.Collect(ms, int(s.opt.Signal)); err != nil {
 		return nil, err
 	}
-	return dump.Write(ms, out, dump.WriteOptions{Kill: kill})
+	return dump.Write(ms, out, dump.WriteOptions{Kill: kill, EmbedFiles: s.opt.EmbedFiles})
 }
 
 var errRootGone = errors.New("the job's root process is gone")
