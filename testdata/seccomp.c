@@ -13,7 +13,11 @@
 // SIGUSR2: thread 2 calls getpgid and the process dies of SIGSYS.
 //
 //   seccomp             as above; "tids MAIN T1 T2" first
-//   seccomp strict      a child in strict mode waits in read(2); the parent ticks
+//   seccomp strict      a child in strict mode waits in read(2); the parent ticks;
+//                       SIGUSR1: the parent writes 'w' to the child, which says
+//                       "strict child alive N" (write(2) only); SIGUSR2: 'k', the
+//                       child calls getpid and strict mode kills it: the parent
+//                       says "strict child killed by 9"
 //   seccomp denymmap    a filter kills the process on mmap; ticks
 //   seccomp nosigmask   a filter fails rt_sigprocmask with EPERM; ticks
 //   seccomp notif       a filter hands getpgid to a user-space listener; ticks
@@ -31,6 +35,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "testprog.h"
 
@@ -117,16 +122,39 @@ int main(int argc, char **argv) {
 		int p[2];
 		if (pipe(p))
 			fail("pipe");
-		if (fork() == 0) {
+		pid_t child = fork();
+		if (child == 0) {
 			char c;
 			if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT))
 				fail("strict");
 			say("strict child ready\n");
-			for (;;)
+			for (long n = 0;; n++) {
 				if (read(p[0], &c, 1) <= 0)
 					syscall(SYS_exit, 3);
+				if (c == 'k')
+					syscall(SYS_getpid); // strict mode kills the thread
+				say("strict child alive %ld\n", n);
+			}
 		}
-		tick();
+		signal(SIGUSR1, on_usr);
+		signal(SIGUSR2, on_usr);
+		for (long n = 0;; n++) {
+			if (usr1 || usr2) {
+				char c = usr2 ? 'k' : 'w';
+				usr1 = usr2 = 0;
+				if (write(p[1], &c, 1) != 1)
+					fail("write pipe");
+			}
+			int st;
+			if (waitpid(child, &st, WNOHANG) == child) {
+				if (WIFSIGNALED(st))
+					say("strict child killed by %d\n", WTERMSIG(st));
+				else
+					say("strict child exited %d\n", WEXITSTATUS(st));
+			}
+			say("tick %ld\n", n);
+			nap(20);
+		}
 	}
 	if (!strcmp(mode, "denymmap")) {
 		install(PROG(nommap));

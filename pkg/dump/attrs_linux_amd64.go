@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -85,7 +86,14 @@ func collectSeccomp(m *Member, p *format.Process) error {
 		case format.SeccompModeNone:
 			continue
 		case format.SeccompModeStrict:
-			t.Guard = strictGuard(m.Info.PID, t.PID)
+			// Strict mode lets no call chpox injects through: the thread's
+			// sandbox is suspended for this tracer while it injects
+			// (PTRACE_O_SUSPEND_SECCOMP, root only). The kernel drops it with
+			// the tracer link, at detach or chpox's death, so the sandbox
+			// is never lost. Without it the calls are checked and refused.
+			if err := t.SuspendSeccomp(true); err != nil {
+				t.Guard = strictGuard(m.Info.PID, t.PID)
+			}
 			continue
 		case format.SeccompModeFilter:
 		default:
@@ -198,11 +206,15 @@ func strictGuard(pid, tid int) func(nr uint64, args []uint64, ip uint64) error {
 }
 
 // clearGuards forgets the filters of every thread once the injected
-// queries are done.
-func clearGuards(ts []*ptrace.Tracee) {
+// queries are done, and gives back the sandbox of any thread whose
+// seccomp was suspended for them.
+func clearGuards(ts []*ptrace.Tracee) error {
+	var errs []error
 	for _, t := range ts {
 		t.Guard = nil
+		errs = append(errs, t.SuspendSeccomp(false))
 	}
+	return errors.Join(errs...)
 }
 
 func fair(policy uint32) bool {
