@@ -235,3 +235,32 @@ func TestSeccompStrict(t *testing.T) {
 		t.Errorf("getpid in the strict child after chpox died mid-dump: %q, want strict child killed by 9 (its sandbox stayed suspended?)", got)
 	}
 }
+
+// TestSeccompStrictAsUserRefused: without CAP_SYS_ADMIN chpox cannot
+// suspend a sandbox, so a user's dump of its own process with a thread in
+// strict mode is refused, naming it, and the child runs on, still strict.
+func TestSeccompStrictAsUserRefused(t *testing.T) {
+	setup(t, "seccomp")
+	p, dir := startAsUser(t, "seccomp", "strict")
+	p.waitLog(t, "strict child ready", 1, 10*time.Second)
+	kids := childrenOf(p.pid)
+	if len(kids) != 1 {
+		t.Fatalf("children %v, want the strict child", kids)
+	}
+	child := kids[0]
+	killAtEnd(t, child)
+	img := filepath.Join(dir, "x.img")
+	out, err := exec.Command("setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", chpoxBin, "dump", strconv.Itoa(p.pid), "-o", img).CombinedOutput()
+	if code := exitCode(err); code != 6 {
+		t.Fatalf("dump as uid 1000: exit %d, want 6; output %s", code, out)
+	}
+	for _, w := range []string{"seccomp strict mode", "CAP_SYS_ADMIN"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("the refusal %q does not say %q", out, w)
+		}
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Error("a refused dump wrote an image")
+	}
+	strictAlive(t, p, child, "after the refused dump")
+}

@@ -200,7 +200,7 @@ func strictGuard(pid, tid int) func(nr uint64, args []uint64, ip uint64) error {
 		if seccomp.StrictAllows(nr) {
 			return nil
 		}
-		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it: %w",
+		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it, and suspending its sandbox for chpox (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN: dump as root: %w",
 			pid, tid, nr, ErrUnsupported)
 	}
 }
