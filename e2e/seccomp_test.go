@@ -264,3 +264,33 @@ func TestSeccompStrictAsUserRefused(t *testing.T) {
 	}
 	strictAlive(t, p, child, "after the refused dump")
 }
+
+// TestSeccompStrictThread: the second thread of a process is in strict
+// mode, the main thread not: after restore that thread alone is in strict
+// mode and answers, and its forbidden call kills it alone.
+func TestSeccompStrictThread(t *testing.T) {
+	setup(t, "seccomp")
+	p := start(t, "seccomp", "strictthread")
+	p.waitLog(t, "strict child ready", 1, 10*time.Second)
+	tids := tidsOf(t, p.pid)
+	if len(tids) != 2 || tids[0] != p.pid {
+		t.Fatalf("threads %v, want the main thread and the strict one", tids)
+	}
+	strict := tids[1]
+	strictAlive(t, p, strict, "the original")
+	img := dumpKill(t, p)
+	r := restoreDetached(t, img, p)
+	if got := tidsOf(t, r.pid); len(got) != 2 || got[1] != strict {
+		t.Fatalf("restored threads %v, want %v", got, tids)
+	}
+	strictAlive(t, r, strict, "after restore")
+	if m := seccompMode(r.pid); m != "0" {
+		t.Errorf("the restored main thread has Seccomp: %s, want 0", m)
+	}
+	r.signal(t, unix.SIGUSR2)
+	waitFor(t, 10*time.Second, "the strict thread to die of its forbidden call", func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", r.pid, strict))
+		return err != nil
+	})
+	r.waitInt(t, `tick (\d+)`, lastInt(r.log, `tick (\d+)`)+3, 10*time.Second)
+}
