@@ -143,6 +143,8 @@ int main(int argc, char **argv) {
 	if (!strcmp(mode, "strict") || !strcmp(mode, "strictthread")) {
 		if (pipe(strict_pipe))
 			fail("pipe");
+		signal(SIGUSR1, on_usr); // before "ready": the test signals then
+		signal(SIGUSR2, on_usr);
 		pid_t child = -1;
 		if (mode[6]) {
 			pthread_t t;
@@ -150,8 +152,6 @@ int main(int argc, char **argv) {
 		} else if ((child = fork()) == 0)
 			strict_thread(NULL);
 		int *p = strict_pipe;
-		signal(SIGUSR1, on_usr);
-		signal(SIGUSR2, on_usr);
 		for (long n = 0;; n++) {
 			if (usr1 || usr2) {
 				char c = usr2 ? 'k' : 'w';
