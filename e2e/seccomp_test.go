@@ -254,6 +254,7 @@ func TestSeccompStrictAsUserRefused(t *testing.T) {
 	if code := exitCode(err); code != 6 {
 		t.Fatalf("dump as uid 1000: exit %d, want 6; output %s", code, out)
 	}
+	t.Logf("refusal: %s", out)
 	for _, w := range []string{"seccomp strict mode", "CAP_SYS_ADMIN"} {
 		if !strings.Contains(string(out), w) {
 			t.Errorf("the refusal %q does not say %q", out, w)

@@ -92,7 +92,7 @@ func collectSeccomp(m *Member, p *format.Process) error {
 			// the tracer link, at detach or chpox's death, so the sandbox
 			// is never lost. Without it the calls are checked and refused.
 			if err := t.SuspendSeccomp(true); err != nil {
-				t.Guard = strictGuard(m.Info.PID, t.PID)
+				t.Guard = strictGuard(m.Info.PID, t.PID, err)
 			}
 			continue
 		case format.SeccompModeFilter:
@@ -195,13 +195,19 @@ func filterGuard(pid, tid int, progs [][]byte) func(nr uint64, args []uint64, ip
 	}
 }
 
-func strictGuard(pid, tid int) func(nr uint64, args []uint64, ip uint64) error {
+// strictGuard refuses what strict mode would kill the thread for, once
+// suspending its sandbox failed (why).
+func strictGuard(pid, tid int, why error) func(nr uint64, args []uint64, ip uint64) error {
+	hint := ""
+	if errors.Is(why, unix.EPERM) {
+		hint = " (it needs CAP_SYS_ADMIN: dump as root)"
+	}
 	return func(nr uint64, _ []uint64, _ uint64) error {
 		if seccomp.StrictAllows(nr) {
 			return nil
 		}
-		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it, and suspending its sandbox for chpox (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN: dump as root: %w",
-			pid, tid, nr, ErrUnsupported)
+		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it, and could not suspend the sandbox for itself: %v%s: %w",
+			pid, tid, nr, why, hint, ErrUnsupported)
 	}
 }
 
