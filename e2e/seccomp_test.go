@@ -155,13 +155,19 @@ func seccompMode(pid int) string {
 // and checks it is in strict mode.
 func strictAlive(t *testing.T, p *proc, child int, when string) {
 	t.Helper()
+	strictAliveTraced(t, p, child, 0, when)
+}
+
+// strictAliveTraced: strictAlive for a child traced by tracer.
+func strictAliveTraced(t *testing.T, p *proc, child, tracer int, when string) {
+	t.Helper()
 	before := strings.Count(readFile(t, p.log), "strict child alive")
 	p.signal(t, unix.SIGUSR1)
 	p.waitLog(t, `strict child alive \d+`, before+1, 10*time.Second)
 	if m := seccompMode(child); m != "1" {
 		t.Fatalf("%s: the strict child (pid %d) has Seccomp: %s, want 1", when, child, m)
 	}
-	if st := procState(child); !strings.Contains(st, "TracerPid: 0") {
+	if st := procState(child); !strings.Contains(st, fmt.Sprintf("TracerPid: %d,", tracer)) {
 		t.Fatalf("%s: the strict child: %s", when, st)
 	}
 }
@@ -294,4 +300,35 @@ func TestSeccompStrictThread(t *testing.T) {
 		return err != nil
 	})
 	r.waitInt(t, `tick (\d+)`, lastInt(r.log, `tick (\d+)`)+3, 10*time.Second)
+}
+
+// TestSeccompStrictRun: a checkpoint of a `chpox run` job with a child in
+// strict mode: the tracer stays, so the checkpoint itself must give the
+// sandbox back (the kernel drops the suspension only with the tracer):
+// after it the child still answers, and a forbidden call still kills it.
+func TestSeccompStrictRun(t *testing.T) {
+	setup(t, "seccomp")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "31", "-o", img, "--", progs["seccomp"], "strict")
+	p := adopt(t, "seccomp", j.root, j.stdout)
+	p.waitLog(t, "strict child ready", 1, 10*time.Second)
+	kids := childrenOf(p.pid)
+	if len(kids) != 1 {
+		t.Fatalf("children %v, want the strict child", kids)
+	}
+	child := kids[0]
+	killAtEnd(t, child)
+	run := j.cmd.Process.Pid
+	strictAliveTraced(t, p, child, run, "under chpox run")
+	unix.Kill(j.root, 31)
+	j.waitCheckpoint(t, 1, 2, img)
+	if insp := mustChpox(t, "inspect", img).stdout; !strings.Contains(insp, "seccomp strict") {
+		t.Errorf("inspect does not show seccomp strict:\n%s", insp)
+	}
+	strictAliveTraced(t, p, child, run, "after the checkpoint")
+	off := logSize(p.log)
+	p.signal(t, unix.SIGUSR2)
+	if got := lastLines(t, p, off, 1, "strict child")["strict child"]; got != "strict child killed by 9" {
+		t.Errorf("getpid in the strict child after the checkpoint: %q, want strict child killed by 9 (its sandbox stayed suspended?)", got)
+	}
 }
