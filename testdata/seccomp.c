@@ -13,7 +13,13 @@
 // SIGUSR2: thread 2 calls getpgid and the process dies of SIGSYS.
 //
 //   seccomp             as above; "tids MAIN T1 T2" first
-//   seccomp strict      a child in strict mode waits in read(2); the parent ticks
+//   seccomp strict      a child in strict mode waits in read(2); the parent ticks;
+//                       SIGUSR1: the parent writes 'w' to the child, which says
+//                       "strict child alive N" (write(2) only); SIGUSR2: 'k', the
+//                       child calls getpid and strict mode kills it: the parent
+//                       says "strict child killed by 9"
+//   seccomp strictthread  the same with a second thread in strict mode instead
+//                       of a child (its death leaves the process running)
 //   seccomp denymmap    a filter kills the process on mmap; ticks
 //   seccomp nosigmask   a filter fails rt_sigprocmask with EPERM; ticks
 //   seccomp notif       a filter hands getpgid to a user-space listener; ticks
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "testprog.h"
 
@@ -92,6 +99,26 @@ static void *thread(void *arg) {
 	return NULL;
 }
 
+static int strict_pipe[2];
+
+// strict_thread enters strict mode and answers each byte on strict_pipe:
+// 'k' makes a forbidden call, which kills the thread.
+static void *strict_thread(void *arg) {
+	char c;
+	(void)arg;
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT))
+		fail("strict");
+	say("strict child ready\n");
+	for (long n = 0;; n++) {
+		if (read(strict_pipe[0], &c, 1) <= 0)
+			syscall(SYS_exit, 3);
+		if (c == 'k')
+			syscall(SYS_getpid); // strict mode kills the thread
+		say("strict child alive %ld\n", n);
+	}
+	return NULL;
+}
+
 static void on_usr(int sig) {
 	if (sig == SIGUSR1)
 		usr1 = 1;
@@ -113,20 +140,35 @@ static void install(struct sock_fprog *p) {
 
 int main(int argc, char **argv) {
 	const char *mode = argc > 1 ? argv[1] : "";
-	if (!strcmp(mode, "strict")) {
-		int p[2];
-		if (pipe(p))
+	if (!strcmp(mode, "strict") || !strcmp(mode, "strictthread")) {
+		if (pipe(strict_pipe))
 			fail("pipe");
-		if (fork() == 0) {
-			char c;
-			if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT))
-				fail("strict");
-			say("strict child ready\n");
-			for (;;)
-				if (read(p[0], &c, 1) <= 0)
-					syscall(SYS_exit, 3);
+		signal(SIGUSR1, on_usr); // before "ready": the test signals then
+		signal(SIGUSR2, on_usr);
+		pid_t child = -1;
+		if (mode[6]) {
+			pthread_t t;
+			pthread_create(&t, NULL, strict_thread, NULL);
+		} else if ((child = fork()) == 0)
+			strict_thread(NULL);
+		int *p = strict_pipe;
+		for (long n = 0;; n++) {
+			if (usr1 || usr2) {
+				char c = usr2 ? 'k' : 'w';
+				usr1 = usr2 = 0;
+				if (write(p[1], &c, 1) != 1)
+					fail("write pipe");
+			}
+			int st;
+			if (child > 0 && waitpid(child, &st, WNOHANG) == child) {
+				if (WIFSIGNALED(st))
+					say("strict child killed by %d\n", WTERMSIG(st));
+				else
+					say("strict child exited %d\n", WEXITSTATUS(st));
+			}
+			say("tick %ld\n", n);
+			nap(20);
 		}
-		tick();
 	}
 	if (!strcmp(mode, "denymmap")) {
 		install(PROG(nommap));

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -85,7 +86,14 @@ func collectSeccomp(m *Member, p *format.Process) error {
 		case format.SeccompModeNone:
 			continue
 		case format.SeccompModeStrict:
-			t.Guard = strictGuard(m.Info.PID, t.PID)
+			// Strict mode lets no call chpox injects through: the thread's
+			// sandbox is suspended for this tracer while it injects
+			// (PTRACE_O_SUSPEND_SECCOMP, root only). The kernel drops it with
+			// the tracer link, at detach or chpox's death, so the sandbox
+			// is never lost. Without it the calls are checked and refused.
+			if err := t.SuspendSeccomp(true); err != nil {
+				t.Guard = strictGuard(m.Info.PID, t.PID, err)
+			}
 			continue
 		case format.SeccompModeFilter:
 		default:
@@ -187,22 +195,32 @@ func filterGuard(pid, tid int, progs [][]byte) func(nr uint64, args []uint64, ip
 	}
 }
 
-func strictGuard(pid, tid int) func(nr uint64, args []uint64, ip uint64) error {
+// strictGuard refuses what strict mode would kill the thread for, once
+// suspending its sandbox failed (why).
+func strictGuard(pid, tid int, why error) func(nr uint64, args []uint64, ip uint64) error {
+	hint := ""
+	if errors.Is(why, unix.EPERM) {
+		hint = " (it needs CAP_SYS_ADMIN: dump as root)"
+	}
 	return func(nr uint64, _ []uint64, _ uint64) error {
 		if seccomp.StrictAllows(nr) {
 			return nil
 		}
-		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it: %w",
-			pid, tid, nr, ErrUnsupported)
+		return fmt.Errorf("process %d: thread %d runs in seccomp strict mode, which kills it on any system call but read, write, exit and sigreturn; chpox must inject others (system call %d) to checkpoint it, and could not suspend the sandbox for itself: %v%s: %w",
+			pid, tid, nr, why, hint, ErrUnsupported)
 	}
 }
 
 // clearGuards forgets the filters of every thread once the injected
-// queries are done.
-func clearGuards(ts []*ptrace.Tracee) {
+// queries are done, and gives back the sandbox of any thread whose
+// seccomp was suspended for them.
+func clearGuards(ts []*ptrace.Tracee) error {
+	var errs []error
 	for _, t := range ts {
 		t.Guard = nil
+		errs = append(errs, t.SuspendSeccomp(false))
 	}
+	return errors.Join(errs...)
 }
 
 func fair(policy uint32) bool {

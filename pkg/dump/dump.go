@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/objects"
 	"github.com/chpox/chpox/pkg/objects/inet"
 	"github.com/chpox/chpox/pkg/objects/sysv"
 	"github.com/chpox/chpox/pkg/procinfo"
@@ -479,8 +480,9 @@ func Collect(ms []*Member, ignoreSig int, ipc ...sysv.Ref) error {
 			clearGuards(m.Threads())
 			return err
 		}
+		objects.CrashPoint("seccomp-suspended")
 		err = inject(tr, m.Threads(), p, repend, stopped, waited, sems)
-		clearGuards(m.Threads())
+		err = errors.Join(err, clearGuards(m.Threads()))
 		if err != nil {
 			return err
 		}

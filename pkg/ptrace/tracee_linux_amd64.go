@@ -61,6 +61,7 @@ type Tracee struct {
 	groupStop bool        // was in a job-control stop; Release stops it again
 	stopSig   unix.Signal // the signal of that stop (SIGSTOP, SIGTSTP ...)
 	swallowed bool        // Interrupt met the signal it was told to keep back
+	suspended bool        // PTRACE_O_SUSPEND_SECCOMP is set (SuspendSeccomp)
 }
 
 func (t *Tracee) fail(op string, err error) error {
@@ -230,6 +231,41 @@ func (t *Tracee) wait() (unix.WaitStatus, error) {
 		}
 		return ws, nil
 	}
+}
+
+// KeptOptions are the PTRACE_O_* options of the tracees that stay traced
+// after Release (`chpox run`'s job, pkg/supervisor sets them), which
+// SETOPTIONS replaces as a whole.
+var KeptOptions int
+
+// SuspendSeccomp sets (on) or clears PTRACE_O_SUSPEND_SECCOMP on a tracee
+// chpox seized itself (its options are PTRACE_O_TRACESYSGOOD only): while
+// set, the kernel runs none of the thread's seccomp checks, strict mode
+// included (kernel/seccomp.c, __secure_computing). Setting it needs
+// CAP_SYS_ADMIN and a tracer not under seccomp itself (kernel/ptrace.c,
+// check_ptrace_options); the kernel clears it with the tracer link, at
+// detach or at the tracer's death (__ptrace_unlink sets ptrace to 0), so
+// an orphan is always sandboxed again. A `chpox run` tracee keeps its
+// options, KeptOptions, besides.
+func (t *Tracee) SuspendSeccomp(on bool) error {
+	if !on && !t.suspended {
+		return nil
+	}
+	opts := unix.PTRACE_O_TRACESYSGOOD
+	if t.keep {
+		if KeptOptions == 0 {
+			return t.fail("ptrace(PTRACE_SETOPTIONS, PTRACE_O_SUSPEND_SECCOMP)", errors.New("the options of this kept tracee are unknown"))
+		}
+		opts = KeptOptions
+	}
+	if on {
+		opts |= unix.PTRACE_O_SUSPEND_SECCOMP
+	}
+	if err := unix.PtraceSetOptions(t.PID, opts); err != nil {
+		return t.fail("ptrace(PTRACE_SETOPTIONS, PTRACE_O_SUSPEND_SECCOMP)", err)
+	}
+	t.suspended = on
+	return nil
 }
 
 // SetOptions sets PTRACE_O_* options.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/seccomp"
 )
 
@@ -345,7 +346,9 @@ func (x *target) restoreSeccomp(p *format.Process) error {
 	for i := range threads {
 		th := &p.Threads[i]
 		if th.SeccompMode == format.SeccompModeStrict {
-			return fmt.Errorf("thread %d was in seccomp strict mode, which chpox cannot install again: %w", th.TID, ErrIncompatible)
+			if err := threads[i].strictMode(); err != nil {
+				return fmt.Errorf("thread %d (was %d): seccomp strict mode: %w", threads[i].pid(), th.TID, err)
+			}
 		}
 		chains = append(chains, p.SeccompChain(th))
 	}
@@ -400,7 +403,37 @@ func (x *target) restoreSeccomp(p *format.Process) error {
 		}
 	}
 	for i, t := range threads {
-		t.t.Guard = guard(t.pid(), slices.Clone(under[i]))
+		if g := guard(t.pid(), slices.Clone(under[i])); g != nil {
+			t.t.Guard = g
+		}
+	}
+	return nil
+}
+
+// strictMode puts the thread in seccomp strict mode, its last injected
+// call but those restore still makes after it (the scratch area unmapped,
+// a late SIGTRAP): the thread's seccomp is suspended for chpox first
+// (PTRACE_O_SUSPEND_SECCOMP, root only), and the kernel drops that with
+// the tracer link, at detach or chpox's death, so the thread runs on
+// sandboxed. Without it every later call is checked and refused by name.
+func (x *target) strictMode() error {
+	suspended := x.t.SetOptions(traceOptions|unix.PTRACE_O_SUSPEND_SECCOMP) == nil
+	if _, err := x.call("seccomp(SECCOMP_SET_MODE_STRICT)", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_STRICT, 0, 0); err != nil {
+		return err
+	}
+	if mode, _, err := procinfo.ThreadSeccomp(x.pid(), x.pid()); err != nil {
+		return err
+	} else if mode != format.SeccompModeStrict {
+		return fmt.Errorf("the kernel reports seccomp mode %d after installing it", mode)
+	}
+	if !suspended {
+		tid := x.pid()
+		x.t.Guard = func(nr uint64, _ []uint64, _ uint64) error {
+			if seccomp.StrictAllows(nr) {
+				return nil
+			}
+			return fmt.Errorf("thread %d: its restored seccomp strict mode forbids system call %d, which restore still needs (suspending it needs CAP_SYS_ADMIN)", tid, nr)
+		}
 	}
 	return nil
 }

@@ -69,6 +69,7 @@ type Supervisor struct {
 // Start starts the job traced and returns once it runs.
 func Start(tr *ptrace.Tracer, opt Options) (*Supervisor, error) {
 	s := &Supervisor{opt: opt, tr: tr}
+	ptrace.KeptOptions = traceOptions // a checkpoint suspending seccomp keeps them
 	if err := tr.Do(s.startWaker); err != nil {
 		return nil, err
 	}
