@@ -126,6 +126,11 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 
+	if err := ensureUser(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
 	code := m.Run()
 
 	killAll()
@@ -138,6 +143,26 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// testUID is the ordinary user the tests that run without privilege use
+// (setpriv --reuid): a real account, which ensureUser makes where the
+// machine has none with that id.
+const testUID = 1000
+
+func ensureUser() error {
+	if os.Geteuid() != 0 {
+		return nil // the tests that need it need root anyway
+	}
+	if err := exec.Command("getent", "passwd", strconv.Itoa(testUID)).Run(); err == nil {
+		return nil
+	}
+	out, err := exec.Command("useradd", "--uid", strconv.Itoa(testUID), "--user-group", "--no-create-home",
+		"--shell", "/usr/sbin/nologin", "chpox-test").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("useradd chpox-test (uid %d): %v\n%s", testUID, err, out)
+	}
+	return nil
 }
 
 func repoRoot() (string, error) {

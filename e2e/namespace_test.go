@@ -66,7 +66,7 @@ func TestRestoreAsUser(t *testing.T) {
 		t.Fatal("setpriv (util-linux) is needed:", err)
 	}
 	user := func(args ...string) *exec.Cmd {
-		return exec.Command(setpriv, append([]string{"--reuid=1000", "--regid=1000", "--clear-groups"}, args...)...)
+		return exec.Command(setpriv, append([]string{"--reuid=" + strconv.Itoa(testUID), "--regid=" + strconv.Itoa(testUID), "--clear-groups"}, args...)...)
 	}
 	p, dir := startAsUser(t, "counter")
 	p.waitInt(t, `count (\d+)`, 20, 10*time.Second)

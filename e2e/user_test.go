@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func startAsUser(t *testing.T, name string, args ...string) (*proc, string) {
 			args[i] = dir
 		}
 	}
-	p := startExe(t, name, setpriv, append([]string{"--reuid=1000", "--regid=1000", "--clear-groups", progs[name]}, args...)...)
+	p := startExe(t, name, setpriv, append([]string{"--reuid=" + strconv.Itoa(testUID), "--regid=" + strconv.Itoa(testUID), "--clear-groups", progs[name]}, args...)...)
 	os.Chmod(filepath.Dir(filepath.Dir(p.log)), 0o755)
 	os.Chmod(filepath.Dir(p.log), 0o755)
 	os.Chmod(p.log, 0o666)
