@@ -129,3 +129,56 @@ func scan(pm *os.File, start, end, flags, mask, anyof uint64, fn func(start, end
 	}
 	return nil
 }
+
+// ProbeUffd opens a userfaultfd of this process, as chpox check does, and
+// returns the features its UFFDIO_API offers; userOnly tells it could only
+// be had for user-mode faults (vm.unprivileged_userfaultfd = 0).
+func ProbeUffd() (features uint64, userOnly bool, err error) {
+	flags := uintptr(unix.O_CLOEXEC | unix.O_NONBLOCK)
+	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, flags, 0, 0)
+	if errno == unix.EPERM {
+		userOnly = true
+		fd, _, errno = unix.Syscall(unix.SYS_USERFAULTFD, flags|UffdUserModeOnly, 0, 0)
+	}
+	if errno != 0 {
+		return 0, userOnly, os.NewSyscallError("userfaultfd", errno)
+	}
+	defer unix.Close(int(fd))
+	api := uffdioAPIArg{API: uffdAPI}
+	if _, err := ioctl(fd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
+		return 0, userOnly, fmt.Errorf("UFFDIO_API: %w", err)
+	}
+	return api.Features, userOnly, nil
+}
+
+// AsyncWP tells whether features hold what a live copy needs.
+func AsyncWP(features uint64) bool {
+	want := uint64(uffdFeatureWPAsync | uffdFeatureWPUnpopulated)
+	return features&want == want
+}
+
+// ProbePagemapScan maps four pages of this process, writes the second and
+// asks PAGEMAP_SCAN for the present ones: it must find exactly that one.
+func ProbePagemapScan() error {
+	page := os.Getpagesize()
+	mem, err := unix.Mmap(-1, 0, 4*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return os.NewSyscallError("mmap", err)
+	}
+	defer unix.Munmap(mem)
+	mem[page] = 1
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	start := uint64(uintptr(unsafe.Pointer(&mem[0])))
+	var found [][2]uint64
+	if err := scan(pm, start, start+uint64(4*page), 0, pageIsPresent, 0, func(s, e uint64) { found = append(found, [2]uint64{s, e}) }); err != nil {
+		return fmt.Errorf("ioctl(PAGEMAP_SCAN): %w", err)
+	}
+	if len(found) != 1 || found[0] != [2]uint64{start + uint64(page), start + uint64(2*page)} {
+		return fmt.Errorf("PAGEMAP_SCAN answered %d regions, not the one written page", len(found))
+	}
+	return nil
+}
