@@ -202,6 +202,12 @@ func TestSeccompStrict(t *testing.T) {
 
 	dump(t, p)
 	strictAlive(t, p, child, "after a plain dump")
+	// --live would inject its userfaultfd calls past the sandbox: the
+	// sandboxed process is copied frozen instead, and says so.
+	if r := mustChpox(t, "dump", "--live", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "live.img")); !strings.Contains(r.stderr, "runs under seccomp") {
+		t.Errorf("dump --live of a sandboxed tree said %q, want the frozen copy named", r.stderr)
+	}
+	strictAlive(t, p, child, "after a dump --live")
 
 	img := dumpKill(t, p)
 	waitPIDFree(t, child, 10*time.Second)

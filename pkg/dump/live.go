@@ -69,6 +69,10 @@ func startLive(ms []*Member) (*liveDump, error) {
 			l.close()
 			return nil, err
 		}
+		if err := sandboxed(m); err != nil {
+			l.close()
+			return nil, err
+		}
 		f, err := injectUffd(m)
 		if err == nil {
 			var t *vmadump.Tracker
@@ -98,6 +102,25 @@ func ownUffd(pid int) error {
 	for _, e := range ents {
 		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") {
 			return fmt.Errorf("%w: pid %d uses a userfaultfd itself (fd %s)", errNoLive, pid, e.Name())
+		}
+	}
+	return nil
+}
+
+// sandboxed refuses the live copy of a process with a thread under
+// seccomp: the calls injected to open its userfaultfd are not run past
+// its filters (Collect does that), and strict mode would kill it for them.
+// The dump then copies it frozen, as the rest of the checkpoint does.
+func sandboxed(m *Member) error {
+	for _, t := range m.Threads() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", m.Info.PID, t.PID))
+		if err != nil {
+			return fmt.Errorf("%w: %w", errNoLive, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Seccomp:"); ok && strings.TrimSpace(v) != "0" {
+				return fmt.Errorf("%w: pid %d: thread %d runs under seccomp", errNoLive, m.Info.PID, t.PID)
+			}
 		}
 	}
 	return nil
