@@ -47,6 +47,7 @@ func (pl *plan) timerfds() error {
 type timerSnap struct {
 	itimers [3][2]int64
 	posix   [][2]int64
+	posixAt []time.Time // just after each timer_gettime: its time left is as of then
 	overrun []int
 	at      time.Time // just after the last call
 }
@@ -105,7 +106,7 @@ func queryTimers(t *ptrace.Tracee, p *format.Process, scratch uint64, repend fun
 	if err := timersSupported(p, posix, true); err != nil {
 		return err
 	}
-	if err := absoluteTimers(p, posix, snap.at); err != nil {
+	if err := absoluteTimers(p, posix, snap.posixAt); err != nil {
 		return err
 	}
 	p.PosixTimers = posix
@@ -154,6 +155,7 @@ func readTimers(t *ptrace.Tracee, posix []format.PosixTimer, scratch uint64) (ti
 		// struct itimerspec: it_interval, it_value (timespecs)
 		ts := func(o int) int64 { return int64(le.Uint64(b[o:]))*1e9 + int64(le.Uint64(b[o+8:])) }
 		s.posix = append(s.posix, [2]int64{ts(16), ts(0)})
+		s.posixAt = append(s.posixAt, time.Now())
 		ov, err := t.Syscall(unix.SYS_TIMER_GETOVERRUN, uint64(pt.ID))
 		if err != nil {
 			return s, fmt.Errorf("pid %d: injected timer_getoverrun(%d): %w", t.PID, pt.ID, err)
@@ -204,7 +206,11 @@ func timersSupported(p *format.Process, posix []format.PosixTimer, armed bool) e
 // SIGEV_NONE one (never queued) and a periodic one whose signal is pending
 // (queued again only when the signal is taken). Any other timer must be
 // found on exactly one base, or the dump is refused.
-func absoluteTimers(p *format.Process, posix []format.PosixTimer, at time.Time) error {
+//
+// ats are the moments each timer's time left was read: under load the
+// calls of a dump of many timers spread over tens of milliseconds, and a
+// timer's place in the list is told by its time left then.
+func absoluteTimers(p *format.Process, posix []format.PosixTimer, ats []time.Time) error {
 	pid := p.PID
 	need := false
 	for _, t := range posix {
@@ -231,6 +237,7 @@ func absoluteTimers(p *format.Process, posix []format.PosixTimer, at time.Time) 
 		if t.Clock != format.ClockRealtime || t.ValueNS == 0 || t.Notify&^format.SigevThreadID == format.SigevNone {
 			continue
 		}
+		at := ats[i]
 		for try := 0; ; try++ {
 			tol := 2*time.Millisecond + time.Since(at)
 			left := time.Duration(t.ValueNS) - start.Sub(at)
