@@ -184,14 +184,7 @@ func TestUnsupported(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "holder.img")
 			r := runChpox(t, "dump", strconv.Itoa(p.pid), "-o", img)
 			wantFailure(t, r, 6, what)
-			if _, err := os.Stat(img); err == nil {
-				t.Errorf("the refused dump left %s", img)
-			}
-			n := lastInt(p.log, `(?m)^alive (\d+)$`)
-			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
-			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
-				t.Errorf("holder after the refused dump: %s", st)
-			}
+			refusedAndRunning(t, p, img)
 		})
 	}
 }
@@ -332,5 +325,19 @@ func TestDumpUninterruptible(t *testing.T) {
 	p.waitInt(t, `(?m)^alive (\d+)$`, 20, 10*time.Second) // the vfork child ended after 3 s
 	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
 		t.Errorf("holder after the failed dump: %s", st)
+	}
+}
+
+// refusedAndRunning checks what a refused dump leaves: no image, and the
+// holder (a testdata/holder.c that logs "alive N") running on, untraced.
+func refusedAndRunning(t *testing.T, p *proc, img string) {
+	t.Helper()
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the refused dump left %s", img)
+	}
+	n := lastInt(p.log, `(?m)^alive (\d+)$`)
+	p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
+	if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
+		t.Errorf("holder after the refused dump: %s", st)
 	}
 }

@@ -106,14 +106,7 @@ func TestUnsupportedMemory(t *testing.T) {
 			default:
 				wantFailure(t, r, 6, "hugetlb", "memfd:huge")
 			}
-			if _, err := os.Stat(img); err == nil {
-				t.Errorf("the refused dump left %s", img)
-			}
-			n := lastInt(p.log, `(?m)^alive (\d+)$`)
-			p.waitInt(t, `(?m)^alive (\d+)$`, n+20, 10*time.Second)
-			if st := procState(p.pid); !strings.Contains(st, "TracerPid: 0") {
-				t.Errorf("holder after the refused dump: %s", st)
-			}
+			refusedAndRunning(t, p, img)
 		})
 	}
 }
