@@ -345,6 +345,11 @@ func (p *proc) kill() {
 	if p.exited() {
 		return
 	}
+	// Its descendants too (a restored shell's jobs): orphaned, they would
+	// outlive the test.
+	for _, d := range descendants(p.pid) {
+		unix.Kill(d, unix.SIGKILL)
+	}
 	unix.Kill(p.pid, unix.SIGKILL)
 	select {
 	case <-p.done:
