@@ -133,16 +133,23 @@ func (s *tmuxServer) waitFree(pid int) {
 // anyone's controlling terminal.
 func termios(t *testing.T, path string) *unix.Termios {
 	t.Helper()
+	var tio *unix.Termios
+	onTTY(t, path, func(fd int) (err error) { tio, err = unix.IoctlGetTermios(fd, unix.TCGETS); return err })
+	return tio
+}
+
+// onTTY runs f on the terminal at path, opened without becoming anyone's
+// controlling terminal, and fails the test if that fails.
+func onTTY(t *testing.T, path string, f func(fd int) error) {
+	t.Helper()
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
+	if err := f(fd); err != nil {
 		t.Fatal(err)
 	}
-	return tio
 }
 
 // cooked tells whether a terminal is in canonical mode with echo (a
@@ -357,15 +364,8 @@ func TestTerminalTmuxPTYPair(t *testing.T) {
 
 func winsize(t *testing.T, path string) *unix.Winsize {
 	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var ws *unix.Winsize
+	onTTY(t, path, func(fd int) (err error) { ws, err = unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); return err })
 	return ws
 }
 

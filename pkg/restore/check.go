@@ -94,13 +94,9 @@ var ErrUntrusted = errors.New("image not trusted")
 // write; an image owned by a user may only bring back that user's own
 // unprivileged processes, so a forged one gains its owner nothing.
 func checkOwner(path string, img *format.Image) error {
-	var st unix.Stat_t
-	if path == "-" {
-		// A stream is held to the owner of the pipe or file it comes from.
-		path = "/dev/stdin"
-	}
-	if err := unix.Stat(path, &st); err != nil {
-		return fmt.Errorf("stat image: %w", err)
+	st, err := statImage(path)
+	if err != nil {
+		return err
 	}
 	if st.Mode&0o022 != 0 {
 		return fmt.Errorf("%s is writable by group or others (mode %#o): anyone could have changed it; chmod 600 it if you trust it: %w",
@@ -157,14 +153,24 @@ func ownProcEntry(path string, inImage map[int]bool) bool {
 // untrustedImage tells whether root restores an image a user owns: its
 // processes may then have only what that user could give them.
 func untrustedImage(path string) (bool, error) {
+	st, err := statImage(path)
+	if err != nil {
+		return false, err
+	}
+	return unix.Geteuid() == 0 && st.Uid != 0, nil
+}
+
+// statImage stats the image at path; a stream ("-") is held to the owner
+// of the pipe or file it comes from.
+func statImage(path string) (unix.Stat_t, error) {
 	if path == "-" {
-		path = "/dev/stdin" // a stream: trusted as its pipe's owner (checkOwner)
+		path = "/dev/stdin"
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return false, fmt.Errorf("stat image: %w", err)
+		return st, fmt.Errorf("stat image: %w", err)
 	}
-	return unix.Geteuid() == 0 && st.Uid != 0, nil
+	return st, nil
 }
 
 // checkFD makes sure a file reopened by path is still of its kind (a FIFO
