@@ -16,6 +16,7 @@ import (
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/objects/external"
+	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/restore"
 )
 
@@ -214,7 +215,7 @@ func (k *nsCopy) waitRunning() error {
 // outerPID finds, among the children of the copy's chpox, the one that
 // is inner in its namespace (the last NSpid field).
 func outerPID(nsInit, inner int) (int, error) {
-	for _, child := range childPIDs(nsInit) {
+	for _, child := range procinfo.Children(nsInit) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
 		if err != nil {
 			continue
@@ -226,20 +227,6 @@ func outerPID(nsInit, inner int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("cannot find the restored pid %d among the children of pid %d", inner, nsInit)
-}
-
-func childPIDs(pid int) []int {
-	var out []int
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	for _, t := range tasks {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 // waitCopies waits for every copy's chpox (each exits with its root's
