@@ -46,10 +46,8 @@ func startTmux(t *testing.T) *tmuxServer {
 // descendants lists pid's descendants, deepest first.
 func descendants(pid int) []int {
 	var out []int
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, c := range strings.Fields(string(data)) {
-		n, _ := strconv.Atoi(c)
-		out = append(append(out, descendants(n)...), n)
+	for _, c := range childrenOf(pid) {
+		out = append(append(out, descendants(c)...), c)
 	}
 	return out
 }
