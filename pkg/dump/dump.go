@@ -75,6 +75,9 @@ type Result struct {
 	// fell back to copying memory frozen.
 	Rounds  int
 	NotLive string
+	// Reused: data bytes taken from the last image (an incremental
+	// checkpoint), Shared of them without writing (shared blocks).
+	Reused, Shared int64
 }
 
 // Member is one process of a frozen tree.

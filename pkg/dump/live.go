@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,12 +31,20 @@ var (
 // memory frozen, as without --live.
 var errNoLive = errors.New("live copy not possible")
 
+// ErrNoLive wraps the reason a live copy could not start (StartLive).
+var ErrNoLive = errNoLive
+
 type liveDump struct {
 	stage  *vmadump.Stage
 	tracks map[int]*vmadump.Tracker
 	rounds int
 	first  time.Duration // the first freeze
 	frozen time.Time     // the final freeze began
+	// keep: the tracking goes on after the image (a Series); base is the
+	// last image of the series, if any.
+	keep    bool
+	base    *vmadump.Base
+	members map[int]bool // the processes of the image (Live.Write)
 }
 
 func (l *liveDump) close() {
@@ -43,7 +52,115 @@ func (l *liveDump) close() {
 		t.Close()
 	}
 	l.stage.Close()
+	if l.base != nil {
+		l.base.Close()
+	}
 }
+
+// Series carries, from one checkpoint of a tree to the next (chpox run),
+// each process's write tracking and the last image: the next checkpoint
+// copies only the pages written since and takes the others from that
+// image (docs/architecture.md "Incremental checkpoints").
+type Series struct {
+	tracks map[int]*vmadump.Tracker
+	base   *vmadump.Base
+}
+
+// Close ends the series: the tracking stops, the next checkpoint is full.
+func (s *Series) Close() {
+	if s == nil {
+		return
+	}
+	for _, t := range s.tracks {
+		t.Close()
+	}
+	if s.base != nil {
+		s.base.Close()
+	}
+	s.tracks, s.base = nil, nil
+}
+
+// Forget ends the tracking of pid, which exec'd or exited: its tracking
+// was of the memory it had.
+func (s *Series) Forget(pid int) {
+	if s == nil {
+		return
+	}
+	if t := s.tracks[pid]; t != nil {
+		t.Close()
+		delete(s.tracks, pid)
+	}
+}
+
+// Live is a live copy driven by a caller that freezes and releases the
+// tree itself (pkg/supervisor).
+type Live struct{ l *liveDump }
+
+// StartLive, with the tree ms frozen, starts the live copy of its memory,
+// going on from series (nil: a full copy), which it takes over. An error
+// wrapping ErrNoLive means no live copy is possible (the tree unchanged:
+// copy it frozen); series is closed then.
+func StartLive(ms []*Member, series *Series) (*Live, error) {
+	l, err := startLive(ms, series)
+	if err != nil {
+		return nil, err
+	}
+	l.keep = true
+	for _, t := range l.tracks {
+		t.Continue(l.stage, true)
+	}
+	return &Live{l}, nil
+}
+
+// Precopy copies memory while the tree runs; between is called after each
+// round (the supervisor serves the tree's events there) and true stops.
+func (lv *Live) Precopy(between func() bool) { lv.l.precopy(between) }
+
+// Write writes the image of the tree ms, frozen again and its state
+// collected, as Write does, with memory from the live copy; release is
+// called once the processes are no longer needed (see writeImage).
+func (lv *Live) Write(ms []*Member, out string, opt WriteOptions, release func() error) (*ImageWriter, error) {
+	lv.l.frozen = time.Now()
+	lv.l.members = map[int]bool{}
+	for _, m := range ms {
+		lv.l.members[m.Info.PID] = m.T != nil
+	}
+	return writeImage(ms, out, opt, lv.l, release)
+}
+
+// Rounds is the number of copy rounds made while the tree ran.
+func (lv *Live) Rounds() int { return lv.l.rounds }
+
+// Keep, after w was committed, returns the series for the next checkpoint.
+func (lv *Live) Keep(w *ImageWriter) (*Series, error) {
+	l := lv.l
+	l.stage.Close()
+	f, err := w.Reopen()
+	var base *vmadump.Base
+	if err == nil {
+		base, err = vmadump.NewBase(f, w.DataOffset())
+	}
+	if err != nil {
+		l.close()
+		return nil, fmt.Errorf("keep the image for the next checkpoint: %w", err)
+	}
+	if l.base != nil {
+		l.base.Close()
+	}
+	s := &Series{tracks: map[int]*vmadump.Tracker{}, base: base}
+	for pid, t := range l.tracks {
+		if !t.Tracking() || !l.members[pid] {
+			t.Close()
+			continue
+		}
+		t.Keep(base)
+		s.tracks[pid] = t
+	}
+	return s, nil
+}
+
+// Close abandons the live copy and its series.
+func (lv *Live) Close() { lv.l.close() }
 
 // tracker returns the tracker of pid, a new one without tracking (all its
 // pages copied at the final freeze) for a process that appeared meanwhile.
@@ -51,16 +168,36 @@ func (l *liveDump) tracker(pid int) *vmadump.Tracker {
 	t := l.tracks[pid]
 	if t == nil {
 		t, _ = vmadump.NewTracker(pid, nil, l.stage)
+		t.Continue(l.stage, false)
 		l.tracks[pid] = t
 	}
 	return t
 }
 
 // startLive, with the tree frozen, gives chpox a userfaultfd of each
-// process and write-protects its private memory.
-func startLive(ms []*Member) (*liveDump, error) {
+// process and write-protects its private memory; a process series
+// tracks already goes on with its tracker.
+func startLive(ms []*Member, series *Series) (*liveDump, error) {
 	stage := vmadump.NewStage()
 	l := &liveDump{stage: stage, tracks: map[int]*vmadump.Tracker{}}
+	if series != nil {
+		if series.base != nil && series.base.Intact() == nil {
+			l.base, series.base = series.base, nil
+		}
+		for pid, t := range series.tracks {
+			if l.base != nil {
+				l.tracks[pid] = t
+			} else {
+				t.Close() // without the last image, its index is of no use
+			}
+		}
+		series.tracks = nil
+		series.Close()
+	}
+	if err := enoughMemory(ms); err != nil {
+		l.close()
+		return nil, err
+	}
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -72,6 +209,9 @@ func startLive(ms []*Member) (*liveDump, error) {
 		if err := sandboxed(m); err != nil {
 			l.close()
 			return nil, err
+		}
+		if l.tracks[m.Info.PID] != nil {
+			continue
 		}
 		f, err := injectUffd(m)
 		if err == nil {
@@ -88,6 +228,56 @@ func startLive(ms []*Member) (*liveDump, error) {
 		}
 	}
 	return l, nil
+}
+
+// enoughMemory refuses the live copy when the staged copy of the tree's
+// private memory would not fit in the memory available: the copy would
+// push the job itself into swap or the OOM killer. The frozen copy needs
+// no staging.
+func enoughMemory(ms []*Member) error {
+	var need uint64
+	for _, m := range ms {
+		if m.T != nil {
+			need += rssAnon(m.Info.PID)
+		}
+	}
+	have, err := memAvailable()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoLive, err)
+	}
+	if need+LiveReserve > have {
+		return fmt.Errorf("%w: staging %d MiB of memory needs more than the %d MiB available (less %d MiB kept free)",
+			errNoLive, need>>20, have>>20, LiveReserve>>20)
+	}
+	return nil
+}
+
+// LiveReserve is the memory a live copy leaves free for everything else.
+var LiveReserve uint64 = 256 << 20
+
+// rssAnon is a process's resident anonymous memory, in bytes.
+func rssAnon(pid int) uint64 {
+	return kbField(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
+}
+
+func memAvailable() (uint64, error) {
+	n := kbField("/proc/meminfo", "MemAvailable:")
+	if n == 0 {
+		return 0, errors.New("no MemAvailable in /proc/meminfo")
+	}
+	return n, nil
+}
+
+// kbField reads a "Name:   123 kB" line of a /proc file, in bytes.
+func kbField(path, name string) uint64 {
+	b, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 // ownUffd refuses the live copy of a process that uses userfaultfd
@@ -167,12 +357,13 @@ func injectUffd(m *Member) (f *os.File, err error) {
 
 // precopy copies memory while the tree runs, round after round, until
 // what is left is small, the rounds run out or stop shrinking.
-func (l *liveDump) precopy(opt Options) {
+func (l *liveDump) precopy(stop func() bool) {
 	defer func() {
 		for pid, t := range l.tracks {
 			if err := t.CopyPending(); err != nil {
 				slog.Debug("live copy failed", "pid", pid, "err", err)
 			}
+			t.Relist()
 		}
 	}()
 	for pid, t := range l.tracks {
@@ -181,7 +372,7 @@ func (l *liveDump) precopy(opt Options) {
 		}
 	}
 	var last uint64
-	for l.rounds < LiveRounds && !opt.interrupted() {
+	for l.rounds < LiveRounds && !stop() {
 		l.rounds++
 		var copied, waiting uint64
 		start := time.Now()
@@ -219,7 +410,7 @@ func dumpLive(pid int, opt Options, res *Result) error {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
 	frozenAt := time.Now()
-	l, err := startLive(ms)
+	l, err := startLive(ms, nil)
 	l0 := time.Since(frozenAt)
 	if rerr := Release(ms); rerr != nil {
 		if l != nil {
@@ -232,7 +423,7 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	}
 	defer l.close()
 	l.first = l0
-	l.precopy(opt)
+	l.precopy(opt.interrupted)
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
