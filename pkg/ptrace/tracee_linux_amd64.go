@@ -63,8 +63,8 @@ type Tracee struct {
 	swallowed bool        // Interrupt met the signal it was told to keep back
 	// other, while set, gets the stops and exits of other tracees that
 	// come while this one is waited for (InterruptServing).
-	other func(pid int, ws unix.WaitStatus)
-	suspended bool        // PTRACE_O_SUSPEND_SECCOMP is set (SuspendSeccomp)
+	other     func(pid int, ws unix.WaitStatus)
+	suspended bool // PTRACE_O_SUSPEND_SECCOMP is set (SuspendSeccomp)
 }
 
 func (t *Tracee) fail(op string, err error) error {
