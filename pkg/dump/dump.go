@@ -172,6 +172,11 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 }
 
 func dumpTree(pid int, opt Options, res *Result) (err error) {
+	unlock, err := lockPIDs([]int{pid})
+	if err != nil {
+		return fmt.Errorf("dump %d: %w", pid, err)
+	}
+	defer unlock()
 	if opt.Live {
 		err := dumpLive(pid, opt, res)
 		if !errors.Is(err, errNoLive) {
@@ -205,6 +210,11 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	}()
 	if opt.NoChildren {
 		res.LeftOut = ms[0].Info.Children
+	}
+	if live == nil {
+		if err := HealUffds(ms); err != nil {
+			return fmt.Errorf("dump %d: %w", pid, err)
+		}
 	}
 	if err := Collect(ms, 0, opt.IPC...); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)

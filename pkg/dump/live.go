@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,10 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 		l.close()
 		return nil, err
 	}
+	if err := HealUffds(ms); err != nil {
+		l.close()
+		return nil, err
+	}
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -282,16 +287,107 @@ func kbField(path, name string) uint64 {
 
 // ownUffd refuses the live copy of a process that uses userfaultfd
 // itself: the kernel lets an area belong to one userfaultfd, and a scan
-// would reset the process's own write-protection.
+// would reset the process's own write-protection. A leftover of a
+// killed chpox (leftoverUffds) does not count: it is closed first.
 func ownUffd(pid int) error {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNoLive, err)
 	}
+	left := leftoverUffds(pid)
 	for _, e := range ents {
-		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") && !slices.Contains(left, atoiOr(e.Name())) {
 			return fmt.Errorf("%w: pid %d uses a userfaultfd itself (fd %s)", errNoLive, pid, e.Name())
+		}
+	}
+	return nil
+}
+
+func atoiOr(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// leftoverUffds finds the userfaultfds a chpox killed during injectUffd
+// left in the process (between the injected userfaultfd and close): made
+// with exactly its flags, O_NONBLOCK|O_CLOEXEC, and never set up (no
+// UFFDIO_API: features 0 in fdinfo), which the process could not have
+// used for anything. (A program caught between its own userfaultfd and
+// UFFDIO_API with these flags would lose its descriptor; that window is
+// two system calls wide.)
+func leftoverUffds(pid int) []int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	var out []int
+	for _, e := range ents {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); link != "anon_inode:[userfaultfd]" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		var flags, api bool
+		for _, line := range strings.Split(string(info), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "flags":
+				f, _ := strconv.ParseUint(v, 8, 64)
+				flags = f&^unix.O_ACCMODE == unix.O_NONBLOCK|unix.O_CLOEXEC
+			case "API":
+				parts := strings.Split(v, ":")
+				api = len(parts) == 3 && parts[1] != "0"
+			}
+		}
+		if flags && !api {
+			out = append(out, atoiOr(e.Name()))
+		}
+	}
+	return out
+}
+
+// HealUffds closes, in every frozen process of ms, the userfaultfds a
+// killed chpox left there (leftoverUffds): the program never knew of
+// them. Without any, it injects nothing.
+func HealUffds(ms []*Member) error {
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		fds := leftoverUffds(m.Info.PID)
+		if len(fds) == 0 {
+			continue
+		}
+		if err := closeInjected(m, fds); err != nil {
+			return fmt.Errorf("pid %d: close the userfaultfds %v a killed chpox left: %w", m.Info.PID, fds, err)
+		}
+		slog.Info("closed userfaultfds a killed chpox left", "pid", m.Info.PID, "fds", fds)
+	}
+	return nil
+}
+
+func closeInjected(m *Member, fds []int) (err error) {
+	tr, err := trampoline(m.Threads())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range append(m.Others, m.T) {
+			err = errors.Join(err, t.Undo())
+		}
+	}()
+	if err := m.T.Enter(tr); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, m.T.Leave()) }()
+	for _, fd := range fds {
+		if _, err := m.T.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
+			return fmt.Errorf("injected close(%d): %w", fd, err)
 		}
 	}
 	return nil
@@ -409,6 +505,17 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
+	var pids []int
+	for _, m := range ms {
+		if m.Info.PID != pid {
+			pids = append(pids, m.Info.PID)
+		}
+	}
+	unlockTree, err := lockPIDs(pids)
+	if err != nil {
+		return errors.Join(fmt.Errorf("dump %d: %w", pid, err), Release(ms))
+	}
+	defer unlockTree()
 	frozenAt := time.Now()
 	l, err := startLive(ms, nil)
 	l0 := time.Since(frozenAt)
@@ -433,4 +540,34 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	}
 	res.Frozen = max(res.Frozen, l.first)
 	return nil
+}
+
+// lockPIDs claims the processes for this live dump: between its two
+// freezes they are not traced, and a second dump could seize them and
+// fail the first one's final freeze (a frozen dump keeps them traced,
+// which refuses the second). The claim is an abstract UNIX socket per
+// PID, which the kernel lets go when chpox dies.
+func lockPIDs(pids []int) (unlock func(), err error) {
+	var held []int
+	unlock = func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}
+	for _, pid := range pids {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			unlock()
+			return nil, os.NewSyscallError("socket", err)
+		}
+		held = append(held, fd)
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: fmt.Sprintf("@chpox-dump-%d", pid)}); err != nil {
+			unlock()
+			if errors.Is(err, unix.EADDRINUSE) {
+				return nil, fmt.Errorf("pid %d is being checkpointed by another chpox dump; try again once it is done: %w", pid, ErrUnsupported)
+			}
+			return nil, os.NewSyscallError("bind", err)
+		}
+	}
+	return unlock, nil
 }
