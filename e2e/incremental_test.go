@@ -2,13 +2,15 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"regexp"
 	"testing"
 	"time"
 )
 
-var reusedRE = regexp.MustCompile(`(?m)^chpox: checkpoint (\d+) at .* (\d+) bytes, (\d+) unchanged taken from the last image, frozen (\S+) -> `)
+var reusedRE = regexp.MustCompile(`(?m)^chpox: checkpoint (\d+) at .* (\d+) bytes, (\d+) unchanged taken from the last image(?:, (\d+) of them sharing its blocks)?, frozen (\S+) -> `)
 
 // TestRunIncremental: chpox run checkpoints a process writing random
 // pages of 256 MiB (some through the kernel, some dropped with
@@ -20,8 +22,15 @@ var reusedRE = regexp.MustCompile(`(?m)^chpox: checkpoint (\d+) at .* (\d+) byte
 // exactly the generation its index records (livewriter checks), so the
 // pages taken from images one and two are the right ones.
 func TestRunIncremental(t *testing.T) {
+	t.Run("ext4", func(t *testing.T) { runIncremental(t, t.TempDir(), false) })
+	// XFS shares the unchanged runs' blocks with the last image: the same
+	// checks, on it, and some data must have been shared.
+	t.Run("xfs", func(t *testing.T) { runIncremental(t, xfsDir(t), true) })
+}
+
+func runIncremental(t *testing.T, dir string, share bool) {
 	setup(t, "livewriter")
-	img := filepath.Join(t.TempDir(), "inc.chp")
+	img := filepath.Join(dir, "inc.chp")
 	j := startRun(t, "--signal", "31", "-o", img, "--", progs["livewriter"], "256", "64", "1000", "5", filepath.Join(t.TempDir(), "private"))
 	p := &proc{name: "livewriter", pid: j.root, log: j.stdout, done: j.done}
 	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
@@ -40,10 +49,16 @@ func TestRunIncremental(t *testing.T) {
 		t.Fatalf("checkpoints 2 and 3 should take unchanged pages from the last image; log:\n%s", data)
 	}
 	for _, c := range m {
-		total, reused := atoi(c[2]), atoi(c[3])
-		t.Logf("checkpoint %s: %d of %d bytes from the last image, frozen %s", c[1], reused, total, c[4])
+		total, reused, shared := atoi(c[2]), atoi(c[3]), 0
+		if c[4] != "" {
+			shared = atoi(c[4])
+		}
+		t.Logf("checkpoint %s: %d of %d bytes from the last image (%d shared), frozen %s", c[1], reused, total, shared, c[5])
 		if reused <= 0 || reused >= total {
 			t.Errorf("checkpoint %s reused %d of %d bytes", c[1], reused, total)
+		}
+		if share != (shared > 0) || shared > reused {
+			t.Errorf("checkpoint %s shared %d of the %d bytes it reused; sharing expected: %v", c[1], shared, reused, share)
 		}
 	}
 	killPIDs(t, j.root)
@@ -99,4 +114,37 @@ os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])`
 	if b, _ := os.ReadFile(j.stdout); regexp.MustCompile(`(?m)^py \d+ FAIL$`).Match(b) {
 		t.Errorf("the restored python found its memory changed:\n%s", tailOf(b))
 	}
+}
+
+// xfsDir mounts an XFS file system of the test's own (a file on a loop
+// device) and returns its directory; it is unmounted at the end.
+func xfsDir(t *testing.T) string {
+	requireRoot(t)
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+		t.Fatal("mkfs.xfs is needed (make setup installs xfsprogs)")
+	}
+	base := t.TempDir()
+	file, mnt := filepath.Join(base, "xfs.img"), filepath.Join(base, "mnt")
+	for _, s := range [][]string{{"truncate", "-s", "2G", file}, {"mkfs.xfs", "-q", "-m", "reflink=1", file}, {"mkdir", mnt}} {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", s, err, out)
+		}
+	}
+	out, err := exec.Command("losetup", "--direct-io=on", "--show", "-f", file).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", dev, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	// Other users' test processes write their images here too.
+	os.Chmod(mnt, 0o1777)
+	return mnt
 }

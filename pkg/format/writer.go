@@ -49,7 +49,8 @@ type Writer struct {
 	// Shared those of them that share its blocks (nothing was written).
 	Reused  int64
 	Shared  int64
-	noClone bool // the file system cannot share blocks
+	Clones  int  // the runs shared
+	noClone bool // the file system cannot share blocks, or NoShare
 	buf     []byte
 }
 
@@ -98,9 +99,12 @@ type WriteOptions struct {
 	// ChunkSize is the raw bytes per chunk (0: CompressChunk; at most
 	// MaxChunk).
 	ChunkSize int
+	// NoShare: CopyFrom copies, never shares the source's blocks.
+	NoShare bool
 }
 
 func (w *Writer) setOptions(opt WriteOptions) error {
+	w.noClone = opt.NoShare
 	if !opt.Compress {
 		return nil
 	}

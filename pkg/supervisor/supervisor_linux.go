@@ -371,6 +371,9 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 	if res.Reused > 0 {
 		reused = fmt.Sprintf(", %d unchanged taken from the last image", res.Reused)
 	}
+	if res.Shared > 0 {
+		reused += fmt.Sprintf(", %d of them sharing its blocks", res.Shared)
+	}
 	fmt.Fprintf(s.opt.Log, "chpox: checkpoint %d at %s: %d processes, %d bytes%s, frozen %s -> %s\n",
 		s.count, now, res.Processes, res.Bytes, reused, res.Frozen.Round(time.Microsecond*100), out)
 }
