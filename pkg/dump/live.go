@@ -208,6 +208,8 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 		series.tracks = nil
 		series.Close()
 	}
+	t0 := time.Now()
+	defer func() { slog.Debug("live copy started", "took", time.Since(t0)) }()
 	if err := enoughMemory(ms); err != nil {
 		l.close()
 		return nil, err

@@ -222,7 +222,13 @@ func (pl *plan) gather(ms []*Member) error {
 				}
 			}
 		}
-		if pl.end, err = vmadump.Plan(m.Info.PID, p.areas, pl.end); err != nil {
+		plan := vmadump.Plan
+		if pl.live != nil {
+			plan = func(pid int, areas []*vmadump.Area, off uint64) (uint64, error) {
+				return pl.live.tracker(pid).Plan(areas, off)
+			}
+		}
+		if pl.end, err = plan(m.Info.PID, p.areas, pl.end); err != nil {
 			return err
 		}
 		if p.files, err = procinfo.Files(m.Info.PID); err != nil {

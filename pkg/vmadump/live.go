@@ -75,6 +75,9 @@ type Tracker struct {
 	keep bool
 
 	listing *Listing // read just before the final freeze (Relist)
+	// stale: for each area Plan scanned, by start, the pages whose staged
+	// copy may be stale.
+	stale map[uint64][]format.DataRun
 }
 
 // pageTable maps page addresses to staging slots, by 2 MiB block: the
@@ -294,6 +297,51 @@ func (t *Tracker) CopyPending() error {
 	return err
 }
 
+// Plan is vmadump.Plan at the final freeze: for an area still tracked,
+// one PAGEMAP_SCAN finds its pages and, in the same walk, those whose
+// staged copy may be stale (written, now the zero page, or not present),
+// protecting them again if the tracking goes on; Finish then needs no
+// walk of its own. At 4 GiB that saved one of the two walks, 8 ms of the
+// freeze.
+func (t *Tracker) Plan(areas []*Area, off uint64) (uint64, error) {
+	t.stale = map[uint64][]format.DataRun{}
+	return planWith(t.PID, areas, off, t.finalPages)
+}
+
+func (t *Tracker) finalPages(pm *os.File, a *Area) ([]format.DataRun, bool) {
+	if t.uffd == nil || a.Shared || a.Deleted || a.maybeGuard || a.Kind == format.VMAVDSO || a.Kind == format.VMASysVShm {
+		return nil, false
+	}
+	var inverted, mask uint64
+	if a.Kind == format.VMAFile || a.Kind == format.VMASharedAnon {
+		inverted, mask = pageIsFile, pageIsFile // the pages it wrote, not the file's
+	}
+	flags := uint64(pmScanCheckWPAsync)
+	if t.keep {
+		flags |= pmScanWPMatching
+	}
+	var runs, stale []format.DataRun
+	add := func(rs []format.DataRun, start, end uint64) []format.DataRun {
+		if l := len(rs); l > 0 && rs[l-1].Addr+rs[l-1].Len == start {
+			rs[l-1].Len += end - start
+			return rs
+		}
+		return append(rs, format.DataRun{Addr: start, Len: end - start})
+	}
+	err := scanRegions(pm, a.Start, a.End, flags, inverted, mask, pageIsPresent|pageIsSwapped,
+		pageIsWritten|pageIsPFNZero|pageIsSwapped, func(r pageRegion) {
+			runs = add(runs, r.Start, r.End)
+			if r.Categories&(pageIsWritten|pageIsPFNZero|pageIsSwapped) != 0 {
+				stale = add(stale, r.Start, r.End)
+			}
+		})
+	if err != nil {
+		return nil, false // not registered (EPERM): Finish copies it all
+	}
+	t.stale[a.Start] = stale
+	return runs, true
+}
+
 // Finish, at the final freeze, copies every planned page of areas (the
 // process's areas now) whose staged copy is missing or stale: written
 // since it was copied, in an area no longer tracked, or now the zero page
@@ -321,14 +369,18 @@ func (t *Tracker) Finish(areas []*Area) error {
 			}
 		}
 		all := t.uffd == nil
-		if !all {
-			err := scanWritten(pm, a.Start, a.End, t.keep, true, func(start, end uint64) {
-				for p := start; p < end; p += pageSize {
-					stale[p] = true
-				}
-			})
+		markStale := func(start, end uint64) {
+			for p := start; p < end; p += pageSize {
+				stale[p] = true
+			}
+		}
+		if runs, ok := t.stale[a.Start]; ok {
+			for _, r := range runs {
+				markStale(r.Addr, r.Addr+r.Len)
+			}
+		} else if !all {
+			err := scanWritten(pm, a.Start, a.End, t.keep, true, markStale)
 			all = err != nil // not tracked (EPERM), or it cannot tell
-
 		}
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {

@@ -28,13 +28,26 @@ func hasData(e uint64) bool { return e&(pmPresent|pmSwapped) != 0 && e&pmGuard =
 // consecutive offsets in the data section starting at off. It returns the
 // offset after the last run.
 func Plan(pid int, areas []*Area, off uint64) (uint64, error) {
+	return planWith(pid, areas, off, nil)
+}
+
+// planWith is Plan where pages, if set, may find an area's pages itself
+// (ok true), else pagesOf does.
+func planWith(pid int, areas []*Area, off uint64, pages func(pm *os.File, a *Area) (runs []format.DataRun, ok bool)) (uint64, error) {
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
 		return 0, fmt.Errorf("dump %d: open pagemap: %w", pid, err)
 	}
 	defer pm.Close()
 	for _, a := range areas {
-		runs, err := pagesOf(pid, pm, a)
+		var runs []format.DataRun
+		ok := false
+		if pages != nil {
+			runs, ok = pages(pm, a)
+		}
+		if !ok {
+			runs, err = pagesOf(pid, pm, a)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("dump %d: memory %#x-%#x (%s): %w", pid, a.Start, a.End, a.Name, err)
 		}

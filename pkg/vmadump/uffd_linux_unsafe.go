@@ -118,16 +118,22 @@ func scan(pm *os.File, start, end, flags, mask, anyof uint64, fn func(start, end
 // scanCategories is scan with the inverted categories (those of mask that
 // must be absent).
 func scanCategories(pm *os.File, start, end, flags, inverted, mask, anyof uint64, fn func(start, end uint64)) error {
+	return scanRegions(pm, start, end, flags, inverted, mask, anyof, 0, func(r pageRegion) { fn(r.Start, r.End) })
+}
+
+// scanRegions is scanCategories that also reports the categories of ret
+// of each region (the kernel splits regions where they differ).
+func scanRegions(pm *os.File, start, end, flags, inverted, mask, anyof, ret uint64, fn func(pageRegion)) error {
 	vec := make([]pageRegion, 512)
 	for start < end {
 		arg := pmScanArg{Size: uint64(unsafe.Sizeof(pmScanArg{})), Flags: flags, Start: start, End: end,
-			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryInverted: inverted, CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof}
+			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryInverted: inverted, CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof | ret}
 		n, err := ioctl(pm.Fd(), pagemapScan, unsafe.Pointer(&arg))
 		if err != nil {
 			return err
 		}
 		for _, r := range vec[:n] {
-			fn(r.Start, r.End)
+			fn(r)
 		}
 		if arg.WalkEnd <= start {
 			return fmt.Errorf("PAGEMAP_SCAN made no progress at %#x", start)
