@@ -73,8 +73,9 @@ faults: setup
 	CHPOX_FAULTS_DUMPS=1000 CHPOX_FAULTS_RESTORES=200 CHPOX_FAULTS_RUNS=200 \
 		$(GO) test -count=1 -v -run '^TestFaults$$' -timeout 60m ./e2e
 
+# Live dumps and chpox run's checkpoints at 1 and 4 GiB (CHPOX_BENCH_LIVE_MIB).
 bench: setup
-	$(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 30m ./bench
+	CHPOX_BENCH_LIVE_MIB=$${CHPOX_BENCH_LIVE_MIB:-1024,4096} $(GO) test -run='^$$' -bench=. -benchtime=3x -timeout 60m ./bench
 
 # The manual page, generated from the command line's definition
 # (cmd/chpox TestManPageCurrent fails when it is out of date).

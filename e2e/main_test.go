@@ -602,7 +602,7 @@ func dump(t *testing.T, p *proc, extra ...string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), p.name+".img")
 	if os.Getenv("CHPOX_E2E_LIVE") != "" {
-		// Run the suite's dumps as live dumps (docs/architecture.md).
+		// Live dumps are the default; this makes the --kill ones live too.
 		extra = append(extra, "--live")
 	}
 	args := append([]string{"dump", strconv.Itoa(p.pid), "-o", img}, extra...)
