@@ -210,7 +210,7 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 	}
 	t0 := time.Now()
 	defer func() { slog.Debug("live copy started", "took", time.Since(t0)) }()
-	if err := enoughMemory(ms); err != nil {
+	if err := enoughMemory(ms, l.tracks); err != nil {
 		l.close()
 		return nil, err
 	}
@@ -254,10 +254,12 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 // private memory would not fit in the memory available: the copy would
 // push the job itself into swap or the OOM killer. The frozen copy needs
 // no staging.
-func enoughMemory(ms []*Member) error {
+// A process tracked since the last checkpoint of a series stages only
+// the pages it wrote since: it is not counted.
+func enoughMemory(ms []*Member, kept map[int]*vmadump.Tracker) error {
 	var need uint64
 	for _, m := range ms {
-		if m.T != nil {
+		if m.T != nil && kept[m.Info.PID] == nil {
 			need += rssAnon(m.Info.PID)
 		}
 	}
