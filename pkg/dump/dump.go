@@ -230,7 +230,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		return err
 	}
 	w, err := writeImage(ms, opt.Output, WriteOptions{Kill: opt.Kill, Progress: opt.Progress,
-		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles}, live, release)
+		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles, Serve: Nicely}, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -264,7 +264,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		}
 	}
 	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
-	return w.Commit() // fsync and rename while the processes run
+	return Nicely(w.Commit) // fsync and rename while the processes run
 }
 
 // reapKilled waits, as their tracer, for the threads killed after the

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
 )
@@ -106,7 +103,7 @@ func (s *Supervisor) finalFreeze(lv *dump.Live, out string) (*dump.Result, *dump
 // must not wait for the disk. work calls no ptrace.
 func (s *Supervisor) serving(work func() error) error {
 	done := make(chan error, 1)
-	go func() { done <- lowPriority(work) }()
+	go func() { done <- dump.Nicely(work) }()
 	tick := time.NewTicker(servePoll)
 	defer tick.Stop()
 	for {
@@ -121,18 +118,3 @@ func (s *Supervisor) serving(work func() error) error {
 
 // servePoll bounds how long a job's event waits during an image write.
 const servePoll = 2 * time.Millisecond
-
-// lowPriority runs work on an OS thread of its own at nice 10: on a
-// machine with few CPUs the image write must not take the job's.
-func lowPriority(work func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := unix.Gettid()
-	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err == nil {
-		unix.Setpriority(unix.PRIO_PROCESS, tid, 10)
-		// Getpriority returns 20-nice (the raw syscall's convention).
-		defer unix.Setpriority(unix.PRIO_PROCESS, tid, 20-old)
-	}
-	return work()
-}
