@@ -1,0 +1,134 @@
+package lazy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// GuardCommand is the argument that makes the chpox binary run as a lazy
+// copy's guard (RunGuard) instead of its command line.
+const GuardCommand = "__lazy-guard"
+
+// If chpox died during the lazy copy, its userfaultfds would close, the
+// kernel would unregister the areas, and every later first touch of a page
+// not yet copied would silently read zero: memory corruption. The guard is
+// a small process started before the tree runs that holds a pidfd of each
+// process and its own copy of each userfaultfd, and a pipe from chpox.
+// When the pipe closes without chpox releasing the guard, chpox died: the
+// guard kills every process with SIGKILL, waits until each is gone, and
+// only then exits, closing the userfaultfds. Until then they stay open, so
+// a touch of a missing page waits (for a SIGKILL) instead of reading zero:
+// no instruction of the tree ever sees a wrong page. It has its own
+// session, so a Ctrl-C to chpox's process group does not take it along.
+//
+// Children the tree forks during the copy are not covered (their
+// userfaultfds only chpox holds).
+
+// Guard is a running guard.
+type Guard struct {
+	cmd  *exec.Cmd
+	life *os.File
+}
+
+// StartGuard starts a guard for the processes pids and their userfaultfds.
+// The guard gets, after stdin, stdout and stderr: the read end of the life
+// pipe (3), a pidfd of each process, then each userfaultfd.
+func StartGuard(pids []int, uffds []*os.File) (*Guard, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
+	}
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
+	}
+	defer lifeR.Close()
+	extra := []*os.File{lifeR}
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			lifeW.Close()
+			return nil, fmt.Errorf("start lazy-copy guard: pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+		}
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer f.Close()
+		extra = append(extra, f)
+	}
+	extra = append(extra, uffds...)
+	in, err := json.Marshal(pids)
+	if err != nil {
+		lifeW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(exe, GuardCommand)
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdin, err := cmd.StdinPipe()
+	if err == nil {
+		cmd.Stderr = os.Stderr
+		err = cmd.Start()
+	}
+	if err != nil {
+		lifeW.Close()
+		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
+	}
+	_, err = stdin.Write(in)
+	stdin.Close()
+	g := &Guard{cmd: cmd, life: lifeW}
+	if err != nil {
+		g.Release()
+		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
+	}
+	return g, nil
+}
+
+// Release tells the guard that the copy is complete; it closes its copies
+// and exits without doing anything.
+func (g *Guard) Release() error {
+	if g == nil || g.life == nil {
+		return nil
+	}
+	_, err := g.life.Write([]byte("ok"))
+	g.life.Close()
+	g.life = nil
+	if werr := g.cmd.Wait(); err == nil && werr != nil {
+		err = fmt.Errorf("lazy-copy guard: %w", werr)
+	}
+	return err
+}
+
+// RunGuard is the guard's whole life; it returns the exit code.
+func RunGuard() int {
+	var pids []int
+	if err := json.NewDecoder(os.Stdin).Decode(&pids); err != nil {
+		fmt.Fprintln(os.Stderr, "chpox lazy-copy guard:", err)
+		return 1
+	}
+	life := os.NewFile(3, "life")
+	word := make([]byte, 2)
+	if n, _ := io.ReadFull(life, word); n == 2 && string(word) == "ok" {
+		return 0 // released: every page is in
+	}
+	// chpox died with pages still to copy: end the processes before their
+	// userfaultfds (ours, fds 4+len(pids)...) close with our exit.
+	for i := range pids {
+		unix.PidfdSendSignal(4+i, unix.SIGKILL, nil, 0)
+	}
+	for i, pid := range pids {
+		fds := []unix.PollFd{{Fd: int32(4 + i), Events: unix.POLLIN}}
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+			if n, err := unix.Poll(fds, 1000); n > 0 || (err != nil && err != unix.EINTR) {
+				break
+			}
+		}
+		fmt.Fprintf(os.Stderr, "chpox lazy-copy guard: chpox died before the memory of pid %d was all restored: killed it\n", pid)
+	}
+	return 0
+}

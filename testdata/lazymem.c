@@ -1,0 +1,154 @@
+// lazymem: memory for restore --lazy to fill while the program runs.
+//
+// lazymem MIB [HEARTBEAT]: maps MIB MiB of anonymous memory and writes a
+// pattern of its offset into every 1 MiB block except every 8th (a hole
+// the image does not hold, which must read zero), plus a 64 MiB sparse area
+// with four pages written; mallocs a 16 MiB heap block with a pattern too.
+// Three threads read random words of the big area all the time and check
+// them. The main thread loops: a full check of everything (sum of all
+// words, each word against its expected value), a fork whose child does
+// the same check and exits 0 or 1, then "pass N ok SUM" or a line with BAD.
+// Before the first pass it prints "ready". With HEARTBEAT (a file path),
+// a fourth thread appends a byte there every 0.5 ms: the benchmark times
+// the restored process's first instructions by the file growing.
+//
+// SIGUSR1 makes it discard (MADV_DONTNEED) block 3 of the big area, which
+// must read zero from then on ("discarded" is printed).
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MIB (1ul << 20)
+#define SPARSE (64 * MIB)
+
+static uint64_t *big, *sparse, *heap;
+static size_t nbig;                  // bytes
+static const size_t nheap = 16 * MIB;
+static volatile int discarded;       // block 3 was dropped
+static volatile sig_atomic_t discard;
+static volatile int bad;
+
+static uint64_t pat(uint64_t i, uint64_t seed) { return (i + seed) * 0x9e3779b97f4a7c15ull ^ seed; }
+
+static int hole(size_t block) { return block % 8 == 7 || (block == 3 && discarded); }
+
+static uint64_t want_big(size_t i) { return hole(i * 8 / MIB) ? 0 : pat(i, 1); }
+
+static uint64_t want_sparse(size_t i) { return i % (SPARSE / 8 / 4) == 0 ? pat(i, 2) : 0; }
+
+static void *reader(void *arg) {
+	uint64_t x = (uintptr_t)arg * 7919 + 1;
+	for (;;) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		size_t i = (x >> 11) % (nbig / 8);
+		size_t block = i * 8 / MIB;
+		uint64_t v = big[i];
+		// Block 3 may be dropped under our feet: skip it.
+		if (block != 3 && v != want_big(i)) {
+			printf("thread BAD at %zu: %#llx\n", i * 8, (unsigned long long)v);
+			fflush(stdout);
+			bad = 1;
+		}
+		if ((x & 0xff) == 0)
+			usleep(100);
+	}
+	return 0;
+}
+
+// check returns the sum of all words, or sets bad.
+static uint64_t check(const char *who) {
+	uint64_t sum = 0;
+	for (size_t i = 0; i < nbig / 8; i++) {
+		uint64_t v = big[i];
+		if (v != want_big(i)) {
+			printf("%s BAD big at %zu: %#llx want %#llx\n", who, i * 8, (unsigned long long)v, (unsigned long long)want_big(i));
+			bad = 1;
+			return 0;
+		}
+		sum += v;
+	}
+	for (size_t i = 0; i < SPARSE / 8; i++) {
+		if (sparse[i] != want_sparse(i)) {
+			printf("%s BAD sparse at %zu: %#llx\n", who, i * 8, (unsigned long long)sparse[i]);
+			bad = 1;
+			return 0;
+		}
+		sum += sparse[i];
+	}
+	for (size_t i = 0; i < nheap / 8; i++) {
+		if (heap[i] != pat(i, 3)) {
+			printf("%s BAD heap at %zu\n", who, i * 8);
+			bad = 1;
+			return 0;
+		}
+		sum += heap[i];
+	}
+	return sum;
+}
+
+static void *beater(void *arg) {
+	int fd = (int)(long)arg;
+	for (;;) {
+		if (write(fd, "b", 1) != 1)
+			return 0;
+		usleep(500);
+	}
+}
+
+static void on_usr1(int s) { (void)s; discard = 1; }
+
+int main(int argc, char **argv) {
+	nbig = (size_t)atol(argc > 1 ? argv[1] : "256") * MIB;
+	const char *beatPath = argc > 2 ? argv[2] : 0;
+	big = mmap(0, nbig, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	sparse = mmap(0, SPARSE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	heap = malloc(nheap);
+	if (big == MAP_FAILED || sparse == MAP_FAILED || !heap)
+		return 1;
+	for (size_t i = 0; i < nbig / 8; i++)
+		if (!hole(i * 8 / MIB))
+			big[i] = pat(i, 1);
+	for (size_t i = 0; i < SPARSE / 8; i += SPARSE / 8 / 4)
+		sparse[i] = pat(i, 2);
+	for (size_t i = 0; i < nheap / 8; i++)
+		heap[i] = pat(i, 3);
+	signal(SIGUSR1, on_usr1);
+	pthread_t t;
+	for (long k = 0; k < 3; k++)
+		pthread_create(&t, 0, reader, (void *)k);
+	if (beatPath) {
+		int fd = open(beatPath, 01 | 02000 | 0100, 0644); // O_WRONLY|O_APPEND|O_CREAT
+		pthread_create(&t, 0, beater, (void *)(long)fd);
+	}
+	printf("ready\n");
+	fflush(stdout);
+	for (long pass = 1;; pass++) {
+		if (discard) {
+			discard = 0;
+			discarded = 1;
+			madvise((char *)big + 3 * MIB, MIB, MADV_DONTNEED);
+			printf("discarded\n");
+		}
+		uint64_t sum = check("main");
+		pid_t c = fork();
+		if (c == 0) {
+			check("child");
+			_exit(bad ? 1 : 0);
+		}
+		int st = -1;
+		waitpid(c, &st, 0);
+		if (bad || st != 0)
+			printf("pass %ld BAD (child status %d)\n", pass, st);
+		else
+			printf("pass %ld ok %llx\n", pass, (unsigned long long)sum);
+		fflush(stdout);
+		usleep(20000);
+	}
+}
