@@ -7,7 +7,7 @@
 // Three threads read random words of the big area all the time and check
 // them. The main thread loops: a full check of everything (sum of all
 // words, each word against its expected value), a fork whose child does
-// the same check and exits 0 or 1, then "pass N ok SUM" or a line with BAD.
+// the same check and exits 0 or 1, then "pass N ok SUM" or a line with FAIL.
 // Before the first pass it prints "ready". With HEARTBEAT (a file path),
 // a fourth thread appends a byte there every 0.5 ms: the benchmark times
 // the restored process's first instructions by the file growing.
@@ -52,7 +52,7 @@ static void *reader(void *arg) {
 		uint64_t v = big[i];
 		// Block 3 may be dropped under our feet: skip it.
 		if (block != 3 && v != want_big(i)) {
-			printf("thread BAD at %zu: %#llx\n", i * 8, (unsigned long long)v);
+			printf("thread FAIL at %zu: %#llx\n", i * 8, (unsigned long long)v);
 			fflush(stdout);
 			bad = 1;
 		}
@@ -68,7 +68,7 @@ static uint64_t check(const char *who) {
 	for (size_t i = 0; i < nbig / 8; i++) {
 		uint64_t v = big[i];
 		if (v != want_big(i)) {
-			printf("%s BAD big at %zu: %#llx want %#llx\n", who, i * 8, (unsigned long long)v, (unsigned long long)want_big(i));
+			printf("%s FAIL big at %zu: %#llx want %#llx\n", who, i * 8, (unsigned long long)v, (unsigned long long)want_big(i));
 			bad = 1;
 			return 0;
 		}
@@ -76,7 +76,7 @@ static uint64_t check(const char *who) {
 	}
 	for (size_t i = 0; i < SPARSE / 8; i++) {
 		if (sparse[i] != want_sparse(i)) {
-			printf("%s BAD sparse at %zu: %#llx\n", who, i * 8, (unsigned long long)sparse[i]);
+			printf("%s FAIL sparse at %zu: %#llx\n", who, i * 8, (unsigned long long)sparse[i]);
 			bad = 1;
 			return 0;
 		}
@@ -84,7 +84,7 @@ static uint64_t check(const char *who) {
 	}
 	for (size_t i = 0; i < nheap / 8; i++) {
 		if (heap[i] != pat(i, 3)) {
-			printf("%s BAD heap at %zu\n", who, i * 8);
+			printf("%s FAIL heap at %zu\n", who, i * 8);
 			bad = 1;
 			return 0;
 		}
@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
 		int st = -1;
 		waitpid(c, &st, 0);
 		if (bad || st != 0)
-			printf("pass %ld BAD (child status %d)\n", pass, st);
+			printf("pass %ld FAIL (child status %d)\n", pass, st);
 		else
 			printf("pass %ld ok %llx\n", pass, (unsigned long long)sum);
 		fflush(stdout);

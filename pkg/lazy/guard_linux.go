@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,8 +30,9 @@ const GuardCommand = "__lazy-guard"
 // no instruction of the tree ever sees a wrong page. It has its own
 // session, so a Ctrl-C to chpox's process group does not take it along.
 //
-// Children the tree forks during the copy are not covered (their
-// userfaultfds only chpox holds).
+// Children the tree forks during the copy get userfaultfds of their own
+// that only chpox holds: the guard stops the tree's processes (no more
+// forks), kills their descendants, then them.
 
 // Guard is a running guard.
 type Guard struct {
@@ -119,6 +122,15 @@ func RunGuard() int {
 	// chpox died with pages still to copy: end the processes before their
 	// userfaultfds (ours, fds 4+len(pids)...) close with our exit.
 	for i := range pids {
+		unix.PidfdSendSignal(4+i, unix.SIGSTOP, nil, 0)
+	}
+	time.Sleep(10 * time.Millisecond) // let a fork in progress finish
+	for _, pid := range pids {
+		for _, d := range descendants(pid) {
+			unix.Kill(d, unix.SIGKILL)
+		}
+	}
+	for i := range pids {
 		unix.PidfdSendSignal(4+i, unix.SIGKILL, nil, 0)
 	}
 	for i, pid := range pids {
@@ -131,4 +143,21 @@ func RunGuard() int {
 		fmt.Fprintf(os.Stderr, "chpox lazy-copy guard: chpox died before the memory of pid %d was all restored: killed it\n", pid)
 	}
 	return 0
+}
+
+// descendants lists the processes below pid, children of any of its
+// threads, recursively.
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+				out = append(out, descendants(c)...)
+			}
+		}
+	}
+	return out
 }

@@ -129,9 +129,18 @@ func (c *Copy) Guard() error {
 	return nil
 }
 
+// stall holds the background pass back (CHPOX_TEST_LAZY_STALL, a
+// duration): a test sees the tree run on faults alone, and kills chpox in
+// the lazy phase.
+var stall, _ = time.ParseDuration(os.Getenv("CHPOX_TEST_LAZY_STALL"))
+
 // Run lets the background pass begin: the tree runs.
 func (c *Copy) Run() {
 	c.started = time.Now()
+	if stall > 0 {
+		time.AfterFunc(stall, func() { close(c.run) })
+		return
+	}
 	close(c.run)
 }
 

@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lazyRestore starts chpox restore --lazy --detach img (with env added),
+// returns the restored process as soon as chpox prints its PID, and a
+// function that waits for chpox to exit and returns its exit code and
+// stderr.
+func lazyRestore(t *testing.T, img string, want *proc, env ...string) (*proc, *exec.Cmd, func() (int, string)) {
+	t.Helper()
+	cmd := exec.Command(chpoxBin, "restore", "--lazy", "--detach", img)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	wait := func() (int, string) {
+		select {
+		case err := <-done:
+			done <- err
+			return exitCode(err), stderr.String()
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("chpox restore --lazy did not end within a minute")
+		}
+		return -1, ""
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		wait()
+	})
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil {
+		code, serr := wait()
+		t.Fatalf("restore --lazy --detach printed %q (exit %d), want the PID; stderr:\n%s", line, code, serr)
+	}
+	if pid != want.pid {
+		t.Fatalf("restored as pid %d, want %d", pid, want.pid)
+	}
+	return adopt(t, want.name+"(restored)", pid, want.log), cmd, wait
+}
+
+var passRE = `(?m)^pass (\d+) ok`
+
+// A lazily restored process runs while chpox fills its memory: three
+// threads read random words of it and the main thread checks all of it
+// (a 256 MiB area with holes every 8th MiB that must read zero, a sparse
+// area, the malloc heap) and forks a child that checks it too, pass after
+// pass, from the first instruction on. A block the program discards
+// (MADV_DONTNEED) during the copy must read zero from then on, not come
+// back from the image.
+func TestLazyRestore(t *testing.T) {
+	setup(t, "lazymem")
+	p := start(t, "lazymem", "256")
+	p.waitInt(t, passRE, 2, 30*time.Second)
+	img := dumpKill(t, p)
+	before := lastInt(p.log, passRE)
+	r, _, wait := lazyRestore(t, img, p)
+	r.signal(t, unix.SIGUSR1) // discard block 3, likely before it came in
+	code, stderr := wait()
+	if code != 0 {
+		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
+	}
+	m := regexp.MustCompile(`all memory in after \S+ \((\d+) MiB in the background, (\d+) faults`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("restore --lazy did not report the end of the copy; stderr:\n%s", stderr)
+	}
+	t.Logf("chpox: %s", strings.TrimSpace(stderr))
+	if faults, _ := strconv.Atoi(m[2]); faults == 0 {
+		t.Errorf("no page fault was served: the copy was not lazy")
+	}
+	r.waitLog(t, `(?m)^discarded$`, 1, 20*time.Second)
+	// Passes after chpox has gone: the memory is all there, the holes and
+	// the discarded block read zero, and the process runs on.
+	n := lastInt(p.log, passRE)
+	r.waitInt(t, passRE, max(n, before)+3, 30*time.Second)
+	if r.exited() {
+		t.Fatalf("restored process ended: %s", r.status)
+	}
+}
+
+// With the background pass held back, the process runs on faults alone;
+// and if chpox dies then, the guard kills the process rather than let the
+// kernel give it zero pages for what was never copied.
+func TestLazyChpoxDies(t *testing.T) {
+	setup(t, "lazymem")
+	p := start(t, "lazymem", "256")
+	p.waitInt(t, passRE, 2, 30*time.Second)
+	img := dumpKill(t, p)
+	before := lastInt(p.log, passRE)
+	r, cmd, wait := lazyRestore(t, img, p, "CHPOX_TEST_LAZY_STALL=1h")
+	// Full checks by the process and its fork children, every page it
+	// reads brought in by a fault.
+	r.waitInt(t, passRE, before+3, 30*time.Second)
+	cmd.Process.Signal(syscall.SIGKILL)
+	wait()
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the restored process outlived chpox in the lazy phase: %s", procState(r.pid))
+	}
+	if r.status != "signal: killed" && !strings.Contains(r.status, "killed") {
+		t.Errorf("restored process ended with %q, want killed", r.status)
+	}
+}
+
+// Compressed images are restored at once, with a note.
+func TestLazyCompressedFallsBack(t *testing.T) {
+	setup(t, "lazymem")
+	p := start(t, "lazymem", "32")
+	p.waitInt(t, passRE, 1, 30*time.Second)
+	img := dump(t, p, "--kill", "--compress")
+	p.waitExit(t, 10*time.Second)
+	waitPIDFree(t, p.pid, 10*time.Second)
+	before := lastInt(p.log, passRE)
+	res := mustChpox(t, "restore", "--lazy", "--detach", img)
+	if !strings.Contains(res.stderr, "--lazy not used: the image's data is compressed") {
+		t.Errorf("no fallback note; stderr:\n%s", res.stderr)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(res.stdout))
+	r := adopt(t, "lazymem(restored)", pid, p.log)
+	r.waitInt(t, passRE, before+2, 30*time.Second)
+}
