@@ -1,6 +1,6 @@
 // lazymem: memory for restore --lazy to fill while the program runs.
 //
-// lazymem MIB [HEARTBEAT]: maps MIB MiB of anonymous memory and writes a
+// lazymem MIB [HEARTBEAT [idle]]: maps MIB MiB of anonymous memory and writes a
 // pattern of its offset into every 1 MiB block except every 8th (a hole
 // the image does not hold, which must read zero), plus a 64 MiB sparse area
 // with four pages written; mallocs a 16 MiB heap block with a pattern too.
@@ -11,6 +11,9 @@
 // Before the first pass it prints "ready". With HEARTBEAT (a file path),
 // a fourth thread appends a byte there every 0.5 ms: the benchmark times
 // the restored process's first instructions by the file growing.
+//
+// With idle (the benchmark's target), there are no reader threads and the
+// main thread checks only on SIGUSR2, printing "pass N ok SUM" (no fork).
 //
 // SIGUSR1 makes it discard (MADV_DONTNEED) block 3 of the big area, which
 // must read zero from then on ("discarded" is printed).
@@ -104,6 +107,9 @@ static void *beater(void *arg) {
 
 static void on_usr1(int s) { (void)s; discard = 1; }
 
+static volatile sig_atomic_t checkNow;
+static void on_usr2(int s) { (void)s; checkNow = 1; }
+
 int main(int argc, char **argv) {
 	nbig = (size_t)atol(argc > 1 ? argv[1] : "256") * MIB;
 	const char *beatPath = argc > 2 ? argv[2] : 0;
@@ -120,8 +126,10 @@ int main(int argc, char **argv) {
 	for (size_t i = 0; i < nheap / 8; i++)
 		heap[i] = pat(i, 3);
 	signal(SIGUSR1, on_usr1);
+	signal(SIGUSR2, on_usr2);
+	int idle = argc > 3 && strcmp(argv[3], "idle") == 0;
 	pthread_t t;
-	for (long k = 0; k < 3; k++)
+	for (long k = 0; k < 3 && !idle; k++)
 		pthread_create(&t, 0, reader, (void *)k);
 	if (beatPath) {
 		int fd = open(beatPath, 01 | 02000 | 0100, 0644); // O_WRONLY|O_APPEND|O_CREAT
@@ -129,6 +137,14 @@ int main(int argc, char **argv) {
 	}
 	printf("ready\n");
 	fflush(stdout);
+	for (long pass = 1; idle; pass++) {
+		while (!checkNow)
+			usleep(10000);
+		checkNow = 0;
+		uint64_t sum = check("main");
+		printf(bad ? "pass %ld FAIL\n" : "pass %ld ok %llx\n", pass, (unsigned long long)sum);
+		fflush(stdout);
+	}
 	for (long pass = 1;; pass++) {
 		if (discard) {
 			discard = 0;

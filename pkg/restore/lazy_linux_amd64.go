@@ -24,6 +24,8 @@ type lazyState struct {
 	data []byte               // the data section, mmap'd read-only
 	cp   *lazy.Copy           // nil until a process has lazy areas
 	skip map[*format.VMA]bool // areas registered: writeData leaves them out
+	// refused says why a process could not have a userfaultfd
+	refused string
 }
 
 // notLazy says why an image cannot be restored lazily ("" if it can).
@@ -140,6 +142,7 @@ func (l *lazyState) register(n *node) error {
 	f, err := n.x.openUffd()
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) {
 		slog.Debug("lazy restore: no userfaultfd, memory written at once", "pid", n.p.PID, "err", err)
+		l.refused = fmt.Sprintf("pid %d may not open a userfaultfd that also serves the kernel's accesses (%v; it needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)", n.p.PID, err)
 		return nil
 	}
 	if err != nil {

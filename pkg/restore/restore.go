@@ -116,6 +116,9 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
+	if why == "" && l != nil && out.Lazy == nil && l.refused != "" {
+		why = l.refused
+	}
 	out.NotLazy = why
 	return out, nil
 }
