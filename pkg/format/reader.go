@@ -119,7 +119,7 @@ func (img *Image) VerifyMapped(b []byte) error {
 	if int64(len(b)) != img.storedLen {
 		return corrupt("data payload is %d bytes, the data section has %d", len(b), img.storedLen)
 	}
-	if Checksum(0, b) != img.dataCRC {
+	if ChecksumParallel(b) != img.dataCRC {
 		return fmt.Errorf("data section: %w", ErrChecksum)
 	}
 	return nil

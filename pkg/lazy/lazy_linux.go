@@ -282,6 +282,10 @@ func (s *server) serve() {
 			s.c.fail(fmt.Errorf("%s: poll userfaultfd: %w", s.name(), err))
 			return
 		}
+		if fds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+			s.c.fail(fmt.Errorf("%s: userfaultfd polls %#x", s.name(), fds[0].Revents))
+			return
+		}
 		if n > 0 || len(s.pending) > 0 {
 			if err := s.drain(buf); err != nil {
 				if err != errGone {
@@ -321,6 +325,9 @@ func (s *server) drain(buf []byte) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read userfaultfd: %w", err)
+		}
+		if n == 0 {
+			break
 		}
 		for i := 0; i+msgSize <= n; i += msgSize {
 			if err := s.handle(decodeMsg(buf[i:])); err != nil {

@@ -156,7 +156,11 @@ func (l *lazyState) register(n *node) error {
 		l.cp = lazy.New(l.data)
 	}
 	if err := l.cp.Add(n.p.PID, f, areas); err != nil {
-		return err
+		// Add closed the only copy of the userfaultfd: whatever it
+		// registered is unregistered again, and the areas are written.
+		slog.Debug("lazy restore: memory written at once", "pid", n.p.PID, "err", err)
+		l.refused = fmt.Sprintf("pid %d: %v", n.p.PID, err)
+		return nil
 	}
 	for _, v := range vmas {
 		l.skip[v] = true
