@@ -142,3 +142,65 @@ func TestLazyCompressedFallsBack(t *testing.T) {
 	r := adopt(t, "lazymem(restored)", pid, p.log)
 	r.waitInt(t, passRE, before+2, 30*time.Second)
 }
+
+// A tree whose child still shares its parent's pages copy-on-write (the
+// image holds them once, in the parent's record): both are filled lazily,
+// the child from the parent's pages of the image, and both check all their
+// memory again and again.
+func TestLazyFamily(t *testing.T) {
+	setup(t, "lazymem")
+	f, logPath := logFile(t, "lazymem")
+	cmd := exec.Command(progs["lazymem"], "128")
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "LAZYMEM_FAMILY=1")
+	p := startCmd(t, "lazymem", cmd, logPath)
+	f.Close()
+	kidRE := `(?m)^kid pass (\d+) ok`
+	p.waitInt(t, passRE, 2, 30*time.Second)
+	p.waitInt(t, kidRE, 2, 30*time.Second)
+	kids := childrenOf(p.pid)
+	img := dumpKill(t, p)
+	for _, k := range kids {
+		waitPIDFree(t, k, 10*time.Second)
+	}
+	out := mustChpox(t, "inspect", img)
+	if m := regexp.MustCompile(`processes: (\d+)`).FindStringSubmatch(out.stdout); m == nil || m[1] == "1" {
+		t.Fatalf("want the parent and its kid in the image; inspect:\n%.400s", out.stdout)
+	}
+	before, kidBefore := lastInt(p.log, passRE), lastInt(p.log, kidRE)
+	r, _, wait := lazyRestore(t, img, p)
+	for _, k := range childrenOf(r.pid) {
+		adopt(t, "lazymem kid(restored)", k, p.log)
+	}
+	if code, stderr := wait(); code != 0 || !strings.Contains(stderr, "all memory in") {
+		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
+	}
+	r.waitInt(t, passRE, before+3, 30*time.Second)
+	r.waitInt(t, kidRE, kidBefore+3, 30*time.Second)
+}
+
+// A foreground restore --lazy serves the copy while it waits for the
+// process and ends with its status.
+func TestLazyForeground(t *testing.T) {
+	setup(t, "lazymem")
+	p := start(t, "lazymem", "64")
+	p.waitInt(t, passRE, 1, 30*time.Second)
+	img := dumpKill(t, p)
+	before := lastInt(p.log, passRE)
+	b := startChpox(t, "restore", "--lazy", img)
+	waitFor(t, 20*time.Second, "the restored process", func() bool { return pidExists(p.pid) || b.exited() })
+	r := adopt(t, "lazymem(restored)", p.pid, p.log)
+	r.waitInt(t, passRE, before+3, 30*time.Second)
+	r.signal(t, unix.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("foreground restore --lazy did not end with its process")
+	}
+	if b.status != "exit status 143" {
+		t.Errorf("chpox restore --lazy: %s, want exit status 143 (the process's SIGTERM)", b.status)
+	}
+	if !strings.Contains(b.stderr.String(), "all memory in") {
+		t.Errorf("no end-of-copy line; stderr:\n%s", b.stderr.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -60,6 +61,8 @@ func mapData(path string, img *format.Image) ([]byte, error) {
 		return nil, fmt.Errorf("map the data section: %w", os.NewSyscallError("mmap", err))
 	}
 	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	start := time.Now()
+	defer func() { slog.Debug("lazy restore: data section verified", "bytes", n, "took", time.Since(start)) }()
 	if err := img.VerifyMapped(data); err != nil {
 		unix.Munmap(data)
 		return nil, err
