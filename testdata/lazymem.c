@@ -77,6 +77,7 @@ static uint64_t check(const char *who) {
 		if (v != want_big(i)) {
 			printf("%s FAIL big at %zu: %#llx want %#llx\n", who, i * 8, (unsigned long long)v, (unsigned long long)want_big(i));
 			bad = 1;
+			fflush(stdout); // a fork child _exits
 			return 0;
 		}
 		sum += v;
@@ -85,6 +86,7 @@ static uint64_t check(const char *who) {
 		if (sparse[i] != want_sparse(i)) {
 			printf("%s FAIL sparse at %zu: %#llx\n", who, i * 8, (unsigned long long)sparse[i]);
 			bad = 1;
+			fflush(stdout); // a fork child _exits
 			return 0;
 		}
 		sum += sparse[i];
@@ -93,6 +95,7 @@ static uint64_t check(const char *who) {
 		if (heap[i] != pat(i, 3)) {
 			printf("%s FAIL heap at %zu\n", who, i * 8);
 			bad = 1;
+			fflush(stdout); // a fork child _exits
 			return 0;
 		}
 		sum += heap[i];

@@ -3,11 +3,11 @@ package lazy
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,36 +22,39 @@ const GuardCommand = "__lazy-guard"
 // kernel would unregister the areas, and every later first touch of a page
 // not yet copied would silently read zero: memory corruption. The guard is
 // a small process started before the tree runs that holds a pidfd of each
-// process and its own copy of each userfaultfd, and a pipe from chpox.
-// When the pipe closes without chpox releasing the guard, chpox died: the
+// process and its own copy of each userfaultfd, and a socket from chpox.
+// When the socket closes without chpox releasing the guard, chpox died: the
 // guard kills every process with SIGKILL, waits until each is gone, and
 // only then exits, closing the userfaultfds. Until then they stay open, so
 // a touch of a missing page waits (for a SIGKILL) instead of reading zero:
 // no instruction of the tree ever sees a wrong page. It has its own
 // session, so a Ctrl-C to chpox's process group does not take it along.
 //
-// Children the tree forks during the copy get userfaultfds of their own
-// that only chpox holds: the guard stops the tree's processes (no more
-// forks), kills their descendants, then them.
+// Children the tree forks during the copy get userfaultfds of their own:
+// chpox sends the guard a copy of each as it learns of it (Hold), and the
+// guard stops the tree's processes (no more forks), kills their
+// descendants, then them.
 
 // Guard is a running guard.
 type Guard struct {
 	cmd  *exec.Cmd
-	life *os.File
+	mu   sync.Mutex
+	life *os.File // chpox's end of a SOCK_SEQPACKET pair
 }
 
 // StartGuard starts a guard for the processes pids and their userfaultfds.
-// The guard gets, after stdin, stdout and stderr: the read end of the life
-// pipe (3), a pidfd of each process, then each userfaultfd.
+// The guard gets, after stdin, stdout and stderr: its end of the life
+// socket (3), a pidfd of each process, then each userfaultfd.
 func StartGuard(pids []int, uffds []*os.File) (*Guard, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
 	}
-	lifeR, lifeW, err := os.Pipe()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
+		return nil, fmt.Errorf("start lazy-copy guard: %w", os.NewSyscallError("socketpair", err))
 	}
+	lifeR, lifeW := os.NewFile(uintptr(pair[1]), "guard life"), os.NewFile(uintptr(pair[0]), "guard life")
 	defer lifeR.Close()
 	extra := []*os.File{lifeR}
 	for _, pid := range pids {
@@ -92,10 +95,32 @@ func StartGuard(pids []int, uffds []*os.File) (*Guard, error) {
 	return g, nil
 }
 
+// Hold gives the guard a copy of f, a userfaultfd of a process forked
+// during the copy, to keep open until the tree is dead should chpox die.
+func (g *Guard) Hold(f *os.File) error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.life == nil {
+		return nil
+	}
+	if err := unix.Sendmsg(int(g.life.Fd()), []byte("fd"), unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		return fmt.Errorf("lazy-copy guard: hand over a userfaultfd: %w", os.NewSyscallError("sendmsg", err))
+	}
+	return nil
+}
+
 // Release tells the guard that the copy is complete; it closes its copies
 // and exits without doing anything.
 func (g *Guard) Release() error {
-	if g == nil || g.life == nil {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.life == nil {
 		return nil
 	}
 	_, err := g.life.Write([]byte("ok"))
@@ -114,10 +139,21 @@ func RunGuard() int {
 		fmt.Fprintln(os.Stderr, "chpox lazy-copy guard:", err)
 		return 1
 	}
-	life := os.NewFile(3, "life")
-	word := make([]byte, 2)
-	if n, _ := io.ReadFull(life, word); n == 2 && string(word) == "ok" {
-		return 0 // released: every page is in
+	// Messages on the life socket: "fd" with a userfaultfd to keep, or
+	// "ok": every page is in. Its end without "ok": chpox died.
+	buf, oob := make([]byte, 16), make([]byte, unix.CmsgSpace(4))
+	for {
+		n, _, _, _, err := unix.Recvmsg(3, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			break
+		}
+		if string(buf[:n]) == "ok" {
+			return 0 // released: every page is in
+		}
+		// "fd": the received descriptor stays open until we exit.
 	}
 	// chpox died with pages still to copy: end the processes before their
 	// userfaultfds (ours, fds 4+len(pids)...) close with our exit.

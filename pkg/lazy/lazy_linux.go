@@ -605,6 +605,9 @@ func (s *server) fork(ufd int) {
 		r.a = copies[r.a]
 		child.regions = append(child.regions, r)
 	}
+	if err := s.c.guard.Hold(child.f); err != nil {
+		s.c.fail(err)
+	}
 	s.c.wg.Add(1)
 	go child.serve()
 }
