@@ -20,7 +20,11 @@
 // writes) runs the same loop and prints "kid pass N ok SUM".
 //
 // SIGUSR1 makes it discard (MADV_DONTNEED) block 3 of the big area, which
-// must read zero from then on ("discarded" is printed).
+// must read zero from then on ("discarded" is printed), and drop the first
+// MiB of an 8 MiB area that no pass reads, move (mremap) the area to a
+// reserved address, check it there (zero, then the pattern) and print
+// "moved ok" or a FAIL line.
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,7 +39,8 @@
 #define MIB (1ul << 20)
 #define SPARSE (64 * MIB)
 
-static uint64_t *big, *sparse, *heap;
+static uint64_t *big, *sparse, *heap, *mv, *mvTo;
+static const size_t nmv = 8 * MIB;
 static size_t nbig;                  // bytes
 static const size_t nheap = 16 * MIB;
 static volatile int discarded;       // block 3 was dropped
@@ -123,8 +128,12 @@ int main(int argc, char **argv) {
 	big = mmap(0, nbig, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	sparse = mmap(0, SPARSE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	heap = malloc(nheap);
-	if (big == MAP_FAILED || sparse == MAP_FAILED || !heap)
+	mv = mmap(0, nmv, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mvTo = mmap(0, nmv, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (big == MAP_FAILED || sparse == MAP_FAILED || !heap || mv == MAP_FAILED || mvTo == MAP_FAILED)
 		return 1;
+	for (size_t i = 0; i < nmv / 8; i++)
+		mv[i] = pat(i, 4);
 	for (size_t i = 0; i < nbig / 8; i++)
 		if (!hole(i * 8 / MIB))
 			big[i] = pat(i, 1);
@@ -161,6 +170,20 @@ int main(int argc, char **argv) {
 			discarded = 1;
 			madvise((char *)big + 3 * MIB, MIB, MADV_DONTNEED);
 			printf("discarded\n");
+			// Its first MiB is dropped before it moves: zero from then on.
+			madvise(mv, MIB, MADV_DONTNEED);
+			if (mremap(mv, nmv, nmv, MREMAP_MAYMOVE | MREMAP_FIXED, mvTo) != mvTo) {
+				printf("mremap FAIL\n");
+			} else {
+				size_t i = 0;
+				while (i < nmv / 8 && mvTo[i] == (i < MIB / 8 ? 0 : pat(i, 4)))
+					i++;
+				if (i == nmv / 8)
+					printf("moved ok\n");
+				else
+					printf("moved FAIL at %zu: %#llx\n", i * 8, (unsigned long long)mvTo[i]);
+			}
+			fflush(stdout);
 		}
 		uint64_t sum = check("main");
 		pid_t c = fork();
