@@ -155,10 +155,10 @@ func TestLazyCompressedFallsBack(t *testing.T) {
 	r.waitInt(t, passRE, before+2, 30*time.Second)
 }
 
-// A tree whose child still shares its parent's pages copy-on-write (the
-// image holds them once, in the parent's record): both are filled lazily,
-// the child from the parent's pages of the image, and both check all their
-// memory again and again.
+// A tree whose child and grandchild still share the root's pages
+// copy-on-write (the image holds them once, in the root's record): all
+// are filled lazily, the descendants from the root's pages of the image,
+// and all check all their memory again and again.
 func TestLazyFamily(t *testing.T) {
 	setup(t, "lazymem")
 	f, logPath := logFile(t, "lazymem")
@@ -167,10 +167,11 @@ func TestLazyFamily(t *testing.T) {
 	cmd.Env = append(os.Environ(), "LAZYMEM_FAMILY=1")
 	p := startCmd(t, "lazymem", cmd, logPath)
 	f.Close()
-	kidRE := `(?m)^kid pass (\d+) ok`
+	kidRE, grandRE := `(?m)^kid pass (\d+) ok`, `(?m)^grandkid pass (\d+) ok`
 	p.waitInt(t, passRE, 2, 30*time.Second)
 	p.waitInt(t, kidRE, 2, 30*time.Second)
-	kids := childrenOf(p.pid)
+	p.waitInt(t, grandRE, 2, 30*time.Second)
+	kids := descendants(p.pid)
 	img := dumpKill(t, p)
 	for _, k := range kids {
 		waitPIDFree(t, k, 10*time.Second)
@@ -179,9 +180,9 @@ func TestLazyFamily(t *testing.T) {
 	if m := regexp.MustCompile(`processes: (\d+)`).FindStringSubmatch(out.stdout); m == nil || m[1] == "1" {
 		t.Fatalf("want the parent and its kid in the image; inspect:\n%.400s", out.stdout)
 	}
-	before, kidBefore := lastInt(p.log, passRE), lastInt(p.log, kidRE)
+	before, kidBefore, grandBefore := lastInt(p.log, passRE), lastInt(p.log, kidRE), lastInt(p.log, grandRE)
 	r, _, wait := lazyRestore(t, img, p)
-	for _, k := range childrenOf(r.pid) {
+	for _, k := range descendants(r.pid) {
 		adopt(t, "lazymem kid(restored)", k, p.log)
 	}
 	if code, stderr := wait(); code != 0 || !strings.Contains(stderr, "all memory in") {
@@ -189,6 +190,7 @@ func TestLazyFamily(t *testing.T) {
 	}
 	r.waitInt(t, passRE, before+3, 30*time.Second)
 	r.waitInt(t, kidRE, kidBefore+3, 30*time.Second)
+	r.waitInt(t, grandRE, grandBefore+3, 30*time.Second)
 }
 
 // A foreground restore --lazy serves the copy while it waits for the

@@ -16,8 +16,9 @@
 // main thread checks only on SIGUSR2, printing "pass N ok SUM" (no fork).
 //
 // With LAZYMEM_FAMILY=1 in the environment it forks once after filling
-// its memory: the child ("kid", sharing every page copy-on-write until it
-// writes) runs the same loop and prints "kid pass N ok SUM".
+// its memory, and the child once more: the child ("kid") and grandchild
+// ("grandkid"), sharing every page copy-on-write until they write, run the
+// same loop and print "kid pass N ok SUM", "grandkid pass N ok SUM".
 //
 // SIGUSR1 makes it discard (MADV_DONTNEED) block 3 of the big area, which
 // must read zero from then on ("discarded" is printed), and drop the first
@@ -144,8 +145,11 @@ int main(int argc, char **argv) {
 	signal(SIGUSR1, on_usr1);
 	signal(SIGUSR2, on_usr2);
 	const char *who = "";
-	if (getenv("LAZYMEM_FAMILY") && fork() == 0)
+	if (getenv("LAZYMEM_FAMILY") && fork() == 0) {
 		who = "kid ";
+		if (fork() == 0)
+			who = "grandkid ";
+	}
 	int idle = argc > 3 && strcmp(argv[3], "idle") == 0;
 	pthread_t t;
 	for (long k = 0; k < 3 && !idle; k++)

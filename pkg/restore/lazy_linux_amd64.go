@@ -81,7 +81,8 @@ func mapData(path string, img *format.Image) ([]byte, error) {
 // come from the parent's record of the image, like its own. A lazy area
 // that another process reads before the tree runs (copyInherited of a
 // child of its own) is filled on those reads by its fault server.
-func lazyAreas(p, parent *format.Process) ([]*format.VMA, [][]format.DataRun) {
+func lazyAreas(n *node) ([]*format.VMA, [][]format.DataRun) {
+	p := n.p
 	if p.Memory != nil && p.Memory.LockFuture != "" {
 		return nil, nil
 	}
@@ -95,10 +96,10 @@ func lazyAreas(p, parent *format.Process) ([]*format.VMA, [][]format.DataRun) {
 		}
 		r := append([]format.DataRun(nil), v.Pages...)
 		if len(v.Inherited) > 0 {
-			if parent == nil {
+			if n.parent == nil {
 				continue // corrupt: copyInherited says so
 			}
-			r = append(r, inheritedRuns(parent, v.Inherited)...)
+			r = append(r, inheritedRuns(n, v.Inherited)...)
 			sort.Slice(r, func(i, j int) bool { return r[i].Addr < r[j].Addr })
 		}
 		vmas, runs = append(vmas, v), append(runs, r)
@@ -106,20 +107,34 @@ func lazyAreas(p, parent *format.Process) ([]*format.VMA, [][]format.DataRun) {
 	return vmas, runs
 }
 
-// inheritedRuns are the parent's image pages of spans.
-func inheritedRuns(parent *format.Process, spans []format.Span) []format.DataRun {
+// inheritedRuns are the image pages of spans that n's process shares with
+// its parent: the parent's own pages there, and where the parent shares
+// them in turn with its parent, that one's, up the tree (the image holds
+// such a page once, in the record of the oldest process that has it).
+func inheritedRuns(n *node, spans []format.Span) []format.DataRun {
 	var out []format.DataRun
-	for _, s := range spans {
-		for _, v := range parent.VMAs {
+	parent := n.parent
+	if parent == nil || len(spans) == 0 {
+		return nil
+	}
+	var up []format.Span
+	for _, v := range parent.p.VMAs {
+		for _, s := range spans {
 			for _, r := range v.Pages {
 				lo, hi := max(r.Addr, s.Start), min(r.Addr+r.Len, s.End)
 				if lo < hi {
 					out = append(out, format.DataRun{Addr: lo, Off: r.Off + (lo - r.Addr), Len: hi - lo})
 				}
 			}
+			for _, i := range v.Inherited {
+				lo, hi := max(i.Start, s.Start), min(i.End, s.End)
+				if lo < hi {
+					up = append(up, format.Span{Start: lo, End: hi})
+				}
+			}
 		}
 	}
-	return out
+	return append(out, inheritedRuns(parent, up)...)
 }
 
 func hasAdvice(v *format.VMA, a string) bool {
@@ -134,11 +149,7 @@ func hasAdvice(v *format.VMA, a string) bool {
 // register makes n's lazy areas wait for chpox. A process whose
 // userfaultfd cannot be had gets its memory written as without --lazy.
 func (l *lazyState) register(n *node) error {
-	var parent *format.Process
-	if n.parent != nil {
-		parent = n.parent.p
-	}
-	vmas, runs := lazyAreas(n.p, parent)
+	vmas, runs := lazyAreas(n)
 	if len(vmas) == 0 {
 		return nil
 	}
