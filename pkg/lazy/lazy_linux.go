@@ -95,9 +95,7 @@ func (c *Copy) Add(pid int, uffd *os.File, areas []Area) error {
 			return fmt.Errorf("pid %d: %w", pid, err)
 		}
 		ar := &area{start: a.Start, runs: a.Runs, done: make([]uint64, ((a.End-a.Start)/pageSize+63)/64)}
-		for _, r := range a.Runs {
-			s.left += r.Len / pageSize
-		}
+		s.left += ar.pages()
 		s.areas = append(s.areas, ar)
 		s.regions = append(s.regions, region{start: a.Start, end: a.End, a: ar, base: a.Start})
 	}
@@ -209,6 +207,25 @@ type area struct {
 	start uint64
 	runs  []format.DataRun
 	done  []uint64
+}
+
+// pages counts the distinct pages of a's runs inside it.
+func (a *area) pages() uint64 {
+	seen := make([]uint64, len(a.done))
+	var n uint64
+	for _, r := range a.runs {
+		for ia := r.Addr; ia < r.Addr+r.Len; ia += pageSize {
+			if ia < a.start || (ia-a.start)/pageSize >= uint64(len(seen))*64 {
+				continue
+			}
+			i := (ia - a.start) / pageSize
+			if seen[i/64]&(1<<(i%64)) == 0 {
+				seen[i/64] |= 1 << (i % 64)
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (a *area) isDone(ia uint64) bool {
