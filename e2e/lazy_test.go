@@ -101,7 +101,8 @@ func TestLazyRestore(t *testing.T) {
 }
 
 // With the background pass held back, the process runs on faults alone,
-// also after it discards and moves memory; and if chpox dies then, the guard kills the process rather than let the
+// also after it discards and moves memory and when the kernel reads its
+// memory for it (write(2)); and if chpox dies then, the guard kills the process rather than let the
 // kernel give it zero pages for what was never copied.
 func TestLazyChpoxDies(t *testing.T) {
 	setup(t, "lazymem")
@@ -116,6 +117,7 @@ func TestLazyChpoxDies(t *testing.T) {
 	// Discarded memory reads zero, and an area moved (mremap) while none
 	// of it was copied yet is found at its new place.
 	r.signal(t, unix.SIGUSR1)
+	r.waitLog(t, `(?m)^kernel read ok$`, 1, 20*time.Second)
 	r.waitLog(t, `(?m)^moved ok$`, 1, 20*time.Second)
 	r.waitInt(t, passRE, lastInt(p.log, passRE)+2, 30*time.Second)
 	cmd.Process.Signal(syscall.SIGKILL)
