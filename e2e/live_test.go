@@ -197,3 +197,44 @@ func TestDumpLiveSparse(t *testing.T) {
 	r.waitLog(t, `(?m)^verify ok$`, 2, 20*time.Second)
 	r.waitLog(t, `(?m)^malloc ok$`, 2, 20*time.Second)
 }
+
+// TestDumpHealsLeftoverUffd: a userfaultfd made with the flags of the one
+// a live dump injects and never set up is what a chpox killed mid-dump
+// leaves; the next dump closes it in the process and goes on (live), and
+// the process never notices. One the program set up (UFFDIO_API) is its
+// own: the live copy is refused for it, and the frozen copy for the fd.
+func TestDumpHealsLeftoverUffd(t *testing.T) {
+	setup(t)
+	py := `import ctypes, fcntl, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.syscall(323, os.O_CLOEXEC | os.O_NONBLOCK | 1)
+if sys.argv[1] == "setup":
+    api = bytearray(struct.pack("QQQ", 0xAA, 0, 0))
+    buf = (ctypes.c_char * 24).from_buffer(api)
+    if libc.ioctl(fd, 0xc018aa3f, buf) != 0: raise OSError(ctypes.get_errno(), "UFFDIO_API")
+print("uffd", fd, flush=True)
+n = 0
+while True:
+    n += 1
+    print("tick", n, flush=True)
+    time.sleep(0.02)`
+	p := startExe(t, "leftover", "/usr/bin/python3", "-c", py, "leftover")
+	m := p.waitLog(t, `(?m)^uffd (\d+)$`, 1, 30*time.Second)
+	fd := m[1]
+	r := mustChpox(t, "dump", strconv.Itoa(p.pid), "-o", filepath.Join(t.TempDir(), "healed.img"))
+	if strings.Contains(r.stderr, "--live not used") {
+		t.Errorf("the leftover userfaultfd made the dump copy frozen: %q", r.stderr)
+	}
+	if _, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p.pid, fd)); err == nil {
+		t.Errorf("fd %s, the leftover userfaultfd, is still open in the process", fd)
+	}
+	p.waitInt(t, `(?m)^tick (\d+)$`, lastInt(p.log, `(?m)^tick (\d+)$`)+3, 10*time.Second)
+
+	q := startExe(t, "ownuffd", "/usr/bin/python3", "-c", py, "setup")
+	q.waitLog(t, `(?m)^uffd (\d+)$`, 1, 30*time.Second)
+	bad := runChpox(t, "dump", strconv.Itoa(q.pid), "-o", filepath.Join(t.TempDir(), "own.img"))
+	if bad.code == 0 || !strings.Contains(bad.stderr, "userfaultfd") {
+		t.Errorf("dump of a process with its own userfaultfd: exit %d, %q; want it refused, naming the userfaultfd", bad.code, bad.stderr)
+	}
+	q.waitInt(t, `(?m)^tick (\d+)$`, lastInt(q.log, `(?m)^tick (\d+)$`)+3, 10*time.Second)
+}

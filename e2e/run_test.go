@@ -169,7 +169,7 @@ func checkRunLog(t *testing.T, path string, roles ...string) map[string][]int {
 	return first
 }
 
-var checkpointRE = `(?m)^chpox: checkpoint (\d+) at \d\d:\d\d:\d\d: (\d+) processes, (\d+) bytes, frozen \S+ -> (.+)$`
+var checkpointRE = `(?m)^chpox: checkpoint (\d+) at \d\d:\d\d:\d\d: (\d+) processes, (\d+) bytes(?:, \d+ unchanged taken from the last image(?:, \d+ of them sharing its blocks)?)?, frozen \S+ -> (.+)$`
 
 // waitCheckpoint waits for and checks the n-th checkpoint line of chpox run.
 func (j *runJob) waitCheckpoint(t *testing.T, n, procs int, img string) {

@@ -1,13 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages the tests need, only those missing: gcc builds
-# the test programs; python3, redis-server, nginx and node are real programs
-# the e2e tests checkpoint; nftables is the packet filter chpox uses to hold
-# TCP connections still while it dumps them; postgresql (15, whose programs
-# are not on PATH: /usr/lib/postgresql/15/bin) is a real program too; munge
-# and Slurm run the batch system test. Quick when all is there.
-# the e2e tests checkpoint; tmux drives interactive programs in the terminal
-# tests; nftables is the packet filter chpox uses to hold TCP connections
-# still while it dumps them. Quick when all is there.
+# the test programs; python3, redis-server, nginx, node and postgresql (15,
+# whose programs are not on PATH: /usr/lib/postgresql/15/bin) are real
+# programs the e2e tests checkpoint; tmux drives interactive programs in the
+# terminal tests; nftables is the packet filter chpox uses to hold TCP
+# connections still while it dumps them; munge and Slurm run the batch
+# system test; xfsprogs makes the XFS file system (shared blocks, reflink)
+# on which the benchmark measures incremental checkpoints. Quick when all
+# is there.
 set -eu
 missing=""
 need() { # need COMMAND PACKAGE
@@ -28,6 +28,7 @@ need slurmd slurmd
 need sbatch slurm-client
 need /usr/lib/postgresql/15/bin/postgres postgresql
 need tmux tmux
+need mkfs.xfs xfsprogs
 [ -z "$missing" ] && exit 0
 
 echo "setup: installing$missing"

@@ -28,7 +28,7 @@ func dumpCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write (replaced atomically); - writes it to standard output (a pipe: dump --kill PID -o - | ssh host chpox restore -)"},
 			&cli.BoolFlag{Name: "compress", Usage: "store the data zstd-compressed, on all CPUs (pays when the disk or network is slower than the compression; see docs/usage.md)"},
 			&cli.BoolFlag{Name: "kill", Usage: "kill the process (and its descendants) after a successful checkpoint"},
-			&cli.BoolFlag{Name: "live", Usage: "copy memory while the processes run (userfaultfd write tracking): they are frozen for milliseconds, not for the whole copy; falls back to the frozen copy where it cannot"},
+			&cli.BoolFlag{Name: "live", Value: true, Usage: "copy memory while the processes run (userfaultfd write tracking): they are frozen for milliseconds, not for the whole copy; falls back to the frozen copy where it cannot. The default, except with --kill (the processes die anyway); --live=false copies frozen"},
 			&cli.BoolFlag{Name: "no-children", Usage: "checkpoint the process alone, without its descendants"},
 			&cli.StringSliceFlag{Name: "ipc", Usage: "`KIND:ID` (shm, sem or msg and its id): a System V object that belongs to the checkpoint although no process of it is recorded as its last user (repeat for more)"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: ptrace.StopTimeout, Usage: "how long to wait for each process to stop (one in uninterruptible sleep, or waiting for a vfork child, does not); then the dump fails and everything runs on"},
@@ -58,7 +58,7 @@ func dumpCommand() *cli.Command {
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 			interrupted := func() bool { return len(sigs) > 0 }
 			opt := dump.Options{Output: c.String("output"), Kill: c.Bool("kill"), NoChildren: c.Bool("no-children"), Interrupted: interrupted,
-				Progress: &format.Progress{}, Compress: c.Bool("compress"), Live: c.Bool("live"), EmbedFiles: c.Bool("embed-files")}
+				Progress: &format.Progress{}, Compress: c.Bool("compress"), Live: c.Bool("live") && (!c.Bool("kill") || c.IsSet("live")), EmbedFiles: c.Bool("embed-files")}
 			for _, s := range c.StringSlice("ipc") {
 				ref, err := sysv.ParseRef(s)
 				if err != nil {
@@ -86,7 +86,7 @@ func dumpCommand() *cli.Command {
 			switch {
 			case res.NotLive != "":
 				fmt.Fprintf(out, "chpox: --live not used (%s): memory was copied with the processes frozen\n", res.NotLive)
-			case c.Bool("live"):
+			case opt.Live:
 				fmt.Fprintf(out, "chpox: live copy: %d rounds while running\n", res.Rounds)
 			}
 			if len(res.LeftOut) > 0 {

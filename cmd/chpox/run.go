@@ -24,6 +24,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "signal", Aliases: []string{"s"}, Usage: "`SIGNAL` (number or name) that triggers a checkpoint; the job must not use it", Value: "SIGUSR2"},
 			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint (default: the command's name + .chp, in the current directory)"},
+			&cli.BoolFlag{Name: "live", Value: true, Usage: "copy memory while the job runs (frozen for milliseconds), and from the second checkpoint on only the pages written since the last; --live=false keeps the job frozen for the whole copy"},
 			&cli.BoolFlag{Name: "embed-files", Usage: "store the executable, libraries and other mapped files in every image, so it restores where they differ or are missing"},
 			quietFlag(),
 		},
@@ -65,7 +66,7 @@ func runCommand() *cli.Command {
 			signal.Notify(triggers, sig)
 			s, err := supervisor.Start(tracer, supervisor.Options{
 				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: say(c), Errors: os.Stderr,
-				EmbedFiles: c.Bool("embed-files"),
+				EmbedFiles: c.Bool("embed-files"), Live: c.Bool("live"),
 			})
 			if err != nil {
 				return err

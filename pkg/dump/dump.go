@@ -75,6 +75,9 @@ type Result struct {
 	// fell back to copying memory frozen.
 	Rounds  int
 	NotLive string
+	// Reused: data bytes taken from the last image (an incremental
+	// checkpoint), Shared of them without writing (shared blocks).
+	Reused, Shared int64
 }
 
 // Member is one process of a frozen tree.
@@ -169,6 +172,11 @@ func Dump(tr *ptrace.Tracer, pid int, opt Options) (*Result, error) {
 }
 
 func dumpTree(pid int, opt Options, res *Result) (err error) {
+	unlock, err := lockPIDs([]int{pid})
+	if err != nil {
+		return fmt.Errorf("dump %d: %w", pid, err)
+	}
+	defer unlock()
 	if opt.Live {
 		err := dumpLive(pid, opt, res)
 		if !errors.Is(err, errNoLive) {
@@ -202,6 +210,11 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	}()
 	if opt.NoChildren {
 		res.LeftOut = ms[0].Info.Children
+	}
+	if live == nil {
+		if err := HealUffds(ms); err != nil {
+			return fmt.Errorf("dump %d: %w", pid, err)
+		}
 	}
 	if err := Collect(ms, 0, opt.IPC...); err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)

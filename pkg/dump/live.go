@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,12 +32,21 @@ var (
 // memory frozen, as without --live.
 var errNoLive = errors.New("live copy not possible")
 
+// ErrNoLive wraps the reason a live copy could not start (StartLive).
+var ErrNoLive = errNoLive
+
 type liveDump struct {
 	stage  *vmadump.Stage
 	tracks map[int]*vmadump.Tracker
 	rounds int
 	first  time.Duration // the first freeze
 	frozen time.Time     // the final freeze began
+	// keep: the tracking goes on after the image (a Series); base is the
+	// last image of the series, if any.
+	keep    bool
+	base    *vmadump.Base
+	chain   int          // Series.chain of base
+	members map[int]bool // the processes of the image (Live.Write)
 }
 
 func (l *liveDump) close() {
@@ -43,7 +54,127 @@ func (l *liveDump) close() {
 		t.Close()
 	}
 	l.stage.Close()
+	if l.base != nil {
+		l.base.Close()
+	}
 }
+
+// Series carries, from one checkpoint of a tree to the next (chpox run),
+// each process's write tracking and the last image: the next checkpoint
+// copies only the pages written since and takes the others from that
+// image (docs/architecture.md "Incremental checkpoints").
+type Series struct {
+	tracks map[int]*vmadump.Tracker
+	base   *vmadump.Base
+	// chain counts the runs shared with earlier images since the last
+	// image written without sharing: how fragmented base is.
+	chain int
+}
+
+// ShareChain bounds Series.chain: past it, the next image is written
+// without sharing blocks (format.Writer.share says why). At about 50 µs
+// per extent on XFS, it keeps a clone under a second.
+var ShareChain = 16 << 10
+
+// Close ends the series: the tracking stops, the next checkpoint is full.
+func (s *Series) Close() {
+	if s == nil {
+		return
+	}
+	for _, t := range s.tracks {
+		t.Close()
+	}
+	if s.base != nil {
+		s.base.Close()
+	}
+	s.tracks, s.base = nil, nil
+}
+
+// Forget ends the tracking of pid, which exec'd or exited: its tracking
+// was of the memory it had.
+func (s *Series) Forget(pid int) {
+	if s == nil {
+		return
+	}
+	if t := s.tracks[pid]; t != nil {
+		t.Close()
+		delete(s.tracks, pid)
+	}
+}
+
+// Live is a live copy driven by a caller that freezes and releases the
+// tree itself (pkg/supervisor).
+type Live struct{ l *liveDump }
+
+// StartLive, with the tree ms frozen, starts the live copy of its memory,
+// going on from series (nil: a full copy), which it takes over. An error
+// wrapping ErrNoLive means no live copy is possible (the tree unchanged:
+// copy it frozen); series is closed then.
+func StartLive(ms []*Member, series *Series) (*Live, error) {
+	l, err := startLive(ms, series)
+	if err != nil {
+		return nil, err
+	}
+	l.keep = true
+	for _, t := range l.tracks {
+		t.Continue(l.stage, true)
+	}
+	return &Live{l}, nil
+}
+
+// Precopy copies memory while the tree runs; between is called after each
+// round (the supervisor serves the tree's events there) and true stops.
+func (lv *Live) Precopy(between func() bool) { lv.l.precopy(between) }
+
+// Write writes the image of the tree ms, frozen again and its state
+// collected, as Write does, with memory from the live copy; release is
+// called once the processes are no longer needed (see writeImage).
+func (lv *Live) Write(ms []*Member, out string, opt WriteOptions, release func() error) (*ImageWriter, error) {
+	lv.l.frozen = time.Now()
+	if lv.l.chain > ShareChain {
+		opt.Format.NoShare = true
+		lv.l.chain = 0 // this image joins the pieces: the chain starts again
+	}
+	lv.l.members = map[int]bool{}
+	for _, m := range ms {
+		lv.l.members[m.Info.PID] = m.T != nil
+	}
+	return writeImage(ms, out, opt, lv.l, release)
+}
+
+// Rounds is the number of copy rounds made while the tree ran.
+func (lv *Live) Rounds() int { return lv.l.rounds }
+
+// Keep, after w was committed, returns the series for the next checkpoint.
+func (lv *Live) Keep(w *ImageWriter) (*Series, error) {
+	l := lv.l
+	l.stage.Close()
+	f, err := w.Reopen()
+	var base *vmadump.Base
+	if err == nil {
+		base, err = vmadump.NewBase(f, w.DataOffset())
+	}
+	if err != nil {
+		l.close()
+		return nil, fmt.Errorf("keep the image for the next checkpoint: %w", err)
+	}
+	if l.base != nil {
+		l.base.Close()
+	}
+	s := &Series{tracks: map[int]*vmadump.Tracker{}, base: base, chain: l.chain + w.Clones}
+	for pid, t := range l.tracks {
+		if !t.Tracking() || !l.members[pid] {
+			t.Close()
+			continue
+		}
+		t.Keep(base)
+		s.tracks[pid] = t
+	}
+	return s, nil
+}
+
+// Close abandons the live copy and its series.
+func (lv *Live) Close() { lv.l.close() }
 
 // tracker returns the tracker of pid, a new one without tracking (all its
 // pages copied at the final freeze) for a process that appeared meanwhile.
@@ -51,16 +182,40 @@ func (l *liveDump) tracker(pid int) *vmadump.Tracker {
 	t := l.tracks[pid]
 	if t == nil {
 		t, _ = vmadump.NewTracker(pid, nil, l.stage)
+		t.Continue(l.stage, false)
 		l.tracks[pid] = t
 	}
 	return t
 }
 
 // startLive, with the tree frozen, gives chpox a userfaultfd of each
-// process and write-protects its private memory.
-func startLive(ms []*Member) (*liveDump, error) {
+// process and write-protects its private memory; a process series
+// tracks already goes on with its tracker.
+func startLive(ms []*Member, series *Series) (*liveDump, error) {
 	stage := vmadump.NewStage()
 	l := &liveDump{stage: stage, tracks: map[int]*vmadump.Tracker{}}
+	if series != nil {
+		if series.base != nil && series.base.Intact() == nil {
+			l.base, series.base, l.chain = series.base, nil, series.chain
+		}
+		for pid, t := range series.tracks {
+			if l.base != nil {
+				l.tracks[pid] = t
+			} else {
+				t.Close() // without the last image, its index is of no use
+			}
+		}
+		series.tracks = nil
+		series.Close()
+	}
+	if err := enoughMemory(ms); err != nil {
+		l.close()
+		return nil, err
+	}
+	if err := HealUffds(ms); err != nil {
+		l.close()
+		return nil, err
+	}
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -72,6 +227,9 @@ func startLive(ms []*Member) (*liveDump, error) {
 		if err := sandboxed(m); err != nil {
 			l.close()
 			return nil, err
+		}
+		if l.tracks[m.Info.PID] != nil {
+			continue
 		}
 		f, err := injectUffd(m)
 		if err == nil {
@@ -90,18 +248,159 @@ func startLive(ms []*Member) (*liveDump, error) {
 	return l, nil
 }
 
+// enoughMemory refuses the live copy when the staged copy of the tree's
+// private memory would not fit in the memory available: the copy would
+// push the job itself into swap or the OOM killer. The frozen copy needs
+// no staging.
+func enoughMemory(ms []*Member) error {
+	var need uint64
+	for _, m := range ms {
+		if m.T != nil {
+			need += rssAnon(m.Info.PID)
+		}
+	}
+	have, err := memAvailable()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoLive, err)
+	}
+	if need+LiveReserve > have {
+		return fmt.Errorf("%w: staging %d MiB of memory needs more than the %d MiB available (less %d MiB kept free)",
+			errNoLive, need>>20, have>>20, LiveReserve>>20)
+	}
+	return nil
+}
+
+// LiveReserve is the memory a live copy leaves free for everything else.
+var LiveReserve uint64 = 256 << 20
+
+// rssAnon is a process's resident anonymous memory, in bytes.
+func rssAnon(pid int) uint64 {
+	return kbField(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
+}
+
+func memAvailable() (uint64, error) {
+	n := kbField("/proc/meminfo", "MemAvailable:")
+	if n == 0 {
+		return 0, errors.New("no MemAvailable in /proc/meminfo")
+	}
+	return n, nil
+}
+
+// kbField reads a "Name:   123 kB" line of a /proc file, in bytes.
+func kbField(path, name string) uint64 {
+	b, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
+
 // ownUffd refuses the live copy of a process that uses userfaultfd
 // itself: the kernel lets an area belong to one userfaultfd, and a scan
-// would reset the process's own write-protection.
+// would reset the process's own write-protection. A leftover of a
+// killed chpox (leftoverUffds) does not count: it is closed first.
 func ownUffd(pid int) error {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNoLive, err)
 	}
+	left := leftoverUffds(pid)
 	for _, e := range ents {
-		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); strings.Contains(link, "[userfaultfd]") && !slices.Contains(left, atoiOr(e.Name())) {
 			return fmt.Errorf("%w: pid %d uses a userfaultfd itself (fd %s)", errNoLive, pid, e.Name())
+		}
+	}
+	return nil
+}
+
+func atoiOr(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// leftoverUffds finds the userfaultfds a chpox killed during injectUffd
+// left in the process (between the injected userfaultfd and close): made
+// with exactly its flags, O_NONBLOCK|O_CLOEXEC, and never set up (no
+// UFFDIO_API: features 0 in fdinfo), which the process could not have
+// used for anything. (A program caught between its own userfaultfd and
+// UFFDIO_API with these flags would lose its descriptor; that window is
+// two system calls wide.)
+func leftoverUffds(pid int) []int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	var out []int
+	for _, e := range ents {
+		if link, _ := os.Readlink(filepath.Join(dir, e.Name())); link != "anon_inode:[userfaultfd]" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		var flags, api bool
+		for _, line := range strings.Split(string(info), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "flags":
+				f, _ := strconv.ParseUint(v, 8, 64)
+				flags = f&^unix.O_ACCMODE == unix.O_NONBLOCK|unix.O_CLOEXEC
+			case "API":
+				parts := strings.Split(v, ":")
+				api = len(parts) == 3 && parts[1] != "0"
+			}
+		}
+		if flags && !api {
+			out = append(out, atoiOr(e.Name()))
+		}
+	}
+	return out
+}
+
+// HealUffds closes, in every frozen process of ms, the userfaultfds a
+// killed chpox left there (leftoverUffds): the program never knew of
+// them. Without any, it injects nothing.
+func HealUffds(ms []*Member) error {
+	for _, m := range ms {
+		if m.T == nil {
+			continue
+		}
+		fds := leftoverUffds(m.Info.PID)
+		if len(fds) == 0 {
+			continue
+		}
+		if err := closeInjected(m, fds); err != nil {
+			return fmt.Errorf("pid %d: close the userfaultfds %v a killed chpox left: %w", m.Info.PID, fds, err)
+		}
+		slog.Info("closed userfaultfds a killed chpox left", "pid", m.Info.PID, "fds", fds)
+	}
+	return nil
+}
+
+func closeInjected(m *Member, fds []int) (err error) {
+	tr, err := trampoline(m.Threads())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, t := range append(m.Others, m.T) {
+			err = errors.Join(err, t.Undo())
+		}
+	}()
+	if err := m.T.Enter(tr); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, m.T.Leave()) }()
+	for _, fd := range fds {
+		if _, err := m.T.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
+			return fmt.Errorf("injected close(%d): %w", fd, err)
 		}
 	}
 	return nil
@@ -167,12 +466,13 @@ func injectUffd(m *Member) (f *os.File, err error) {
 
 // precopy copies memory while the tree runs, round after round, until
 // what is left is small, the rounds run out or stop shrinking.
-func (l *liveDump) precopy(opt Options) {
+func (l *liveDump) precopy(stop func() bool) {
 	defer func() {
 		for pid, t := range l.tracks {
 			if err := t.CopyPending(); err != nil {
 				slog.Debug("live copy failed", "pid", pid, "err", err)
 			}
+			t.Relist()
 		}
 	}()
 	for pid, t := range l.tracks {
@@ -181,7 +481,7 @@ func (l *liveDump) precopy(opt Options) {
 		}
 	}
 	var last uint64
-	for l.rounds < LiveRounds && !opt.interrupted() {
+	for l.rounds < LiveRounds && !stop() {
 		l.rounds++
 		var copied, waiting uint64
 		start := time.Now()
@@ -218,8 +518,19 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
+	var pids []int
+	for _, m := range ms {
+		if m.Info.PID != pid {
+			pids = append(pids, m.Info.PID)
+		}
+	}
+	unlockTree, err := lockPIDs(pids)
+	if err != nil {
+		return errors.Join(fmt.Errorf("dump %d: %w", pid, err), Release(ms))
+	}
+	defer unlockTree()
 	frozenAt := time.Now()
-	l, err := startLive(ms)
+	l, err := startLive(ms, nil)
 	l0 := time.Since(frozenAt)
 	if rerr := Release(ms); rerr != nil {
 		if l != nil {
@@ -232,7 +543,7 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	}
 	defer l.close()
 	l.first = l0
-	l.precopy(opt)
+	l.precopy(opt.interrupted)
 	if opt.interrupted() {
 		return fmt.Errorf("dump %d: %w", pid, ErrInterrupted)
 	}
@@ -242,4 +553,34 @@ func dumpLive(pid int, opt Options, res *Result) error {
 	}
 	res.Frozen = max(res.Frozen, l.first)
 	return nil
+}
+
+// lockPIDs claims the processes for this live dump: between its two
+// freezes they are not traced, and a second dump could seize them and
+// fail the first one's final freeze (a frozen dump keeps them traced,
+// which refuses the second). The claim is an abstract UNIX socket per
+// PID, which the kernel lets go when chpox dies.
+func lockPIDs(pids []int) (unlock func(), err error) {
+	var held []int
+	unlock = func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}
+	for _, pid := range pids {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			unlock()
+			return nil, os.NewSyscallError("socket", err)
+		}
+		held = append(held, fd)
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: fmt.Sprintf("@chpox-dump-%d", pid)}); err != nil {
+			unlock()
+			if errors.Is(err, unix.EADDRINUSE) {
+				return nil, fmt.Errorf("pid %d is being checkpointed by another chpox dump; try again once it is done: %w", pid, ErrUnsupported)
+			}
+			return nil, os.NewSyscallError("bind", err)
+		}
+	}
+	return unlock, nil
 }

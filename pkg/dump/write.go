@@ -132,6 +132,10 @@ type WriteOptions struct {
 	IPC      []sysv.Ref // System V objects to save besides those the tree uses
 	// EmbedFiles stores the mapped files in the image (--embed-files).
 	EmbedFiles bool
+	// Serve, if set, runs the data write once the processes run again
+	// (a live copy): the supervisor writes on another goroutine while its
+	// tracing thread serves the job's events. Not called while frozen.
+	Serve func(write func() error) error
 }
 
 // Write gathers and writes the image of the frozen tree ms to out ("-"
@@ -156,6 +160,7 @@ func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, rele
 	if err := pl.gather(ms); err != nil {
 		return nil, err
 	}
+	serve := func(write func() error) error { return write() }
 	if live != nil {
 		slog.Debug("final freeze: gathered", "since", time.Since(live.frozen))
 		if err := live.final(pl.procs); err != nil {
@@ -165,6 +170,9 @@ func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, rele
 		if !opt.Kill && pl.frozenOnlyNeeds() {
 			if err := release(); err != nil {
 				return nil, err
+			}
+			if opt.Serve != nil {
+				serve = opt.Serve
 			}
 		}
 	}
@@ -179,7 +187,7 @@ func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, rele
 	}
 	w.Progress = opt.Progress
 	iw = &ImageWriter{Writer: w, DataBytes: pl.end, OutsideTCP: pl.inet.outside, inet: pl.inet, kill: opt.Kill, sysv: pl.objects.SysV}
-	if err := pl.write(iw, ms); err != nil {
+	if err := serve(func() error { return pl.write(iw, ms) }); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -198,7 +206,12 @@ func (pl *plan) gather(ms []*Member) error {
 		p := &proc{Member: m}
 		pl.procs = append(pl.procs, p)
 		var err error
-		if p.areas, err = vmadump.Areas(m.Info.PID); err != nil {
+		list := vmadump.Areas
+		if pl.live != nil {
+			last := pl.live.tracker(m.Info.PID).Listing()
+			list = func(pid int) ([]*vmadump.Area, error) { return vmadump.AreasSince(pid, last) }
+		}
+		if p.areas, err = list(m.Info.PID); err != nil {
 			return err
 		}
 		// Parents come first (the tree is frozen top-down).

@@ -44,6 +44,14 @@ type Writer struct {
 
 	// Progress, if set, counts the data bytes as they are written.
 	Progress *Progress
+
+	// Reused counts the data bytes CopyFrom took from another file,
+	// Shared those of them that share its blocks (nothing was written).
+	Reused  int64
+	Shared  int64
+	Clones  int  // the runs shared
+	noClone bool // the file system cannot share blocks, or NoShare
+	buf     []byte
 }
 
 const (
@@ -91,9 +99,12 @@ type WriteOptions struct {
 	// ChunkSize is the raw bytes per chunk (0: CompressChunk; at most
 	// MaxChunk).
 	ChunkSize int
+	// NoShare: CopyFrom copies, never shares the source's blocks.
+	NoShare bool
 }
 
 func (w *Writer) setOptions(opt WriteOptions) error {
+	w.noClone = opt.NoShare
 	if !opt.Compress {
 		return nil
 	}
@@ -294,16 +305,9 @@ func (w *Writer) DataOffset() int64 { return w.dataHdr + sectionHdrLen }
 
 // Write appends p to the data section.
 func (w *Writer) Write(p []byte) (int, error) {
-	if w.stage != stageData {
-		return 0, w.misuse("write data to")
+	if err := w.reserve("write data to", uint64(len(p))); err != nil {
+		return 0, err
 	}
-	if w.err == nil && w.dataPos+uint64(len(p)) > w.dataLen {
-		w.err = fmt.Errorf("write image %s: data section overflows its declared %d bytes", w.path, w.dataLen)
-	}
-	if w.err != nil {
-		return 0, w.err
-	}
-	w.dataPos += uint64(len(p))
 	if w.comp != nil {
 		w.comp.add(p, w.emit)
 	} else {

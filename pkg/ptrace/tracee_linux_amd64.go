@@ -61,7 +61,10 @@ type Tracee struct {
 	groupStop bool        // was in a job-control stop; Release stops it again
 	stopSig   unix.Signal // the signal of that stop (SIGSTOP, SIGTSTP ...)
 	swallowed bool        // Interrupt met the signal it was told to keep back
-	suspended bool        // PTRACE_O_SUSPEND_SECCOMP is set (SuspendSeccomp)
+	// other, while set, gets the stops and exits of other tracees that
+	// come while this one is waited for (InterruptServing).
+	other     func(pid int, ws unix.WaitStatus)
+	suspended bool // PTRACE_O_SUSPEND_SECCOMP is set (SuspendSeccomp)
 }
 
 func (t *Tracee) fail(op string, err error) error {
@@ -199,7 +202,16 @@ func (t *Tracee) waitStop() (unix.WaitStatus, error) {
 	deadline := time.Now().Add(StopTimeout)
 	for delay := 50 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(t.PID, &ws, unix.WALL|unix.WNOHANG, nil)
+		who := t.PID
+		if t.other != nil {
+			who = -1
+		}
+		pid, err := unix.Wait4(who, &ws, unix.WALL|unix.WNOHANG, nil)
+		if pid > 0 && pid != t.PID {
+			t.other(pid, ws)
+			delay = 50 * time.Microsecond
+			continue
+		}
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -495,7 +507,16 @@ func (t *Tracee) Release() error {
 // The tracee must have PTRACE_O_TRACESYSGOOD set (chpox run seizes its job
 // with it) for injected calls through a Trampoline.
 func Interrupt(pid int, swallow unix.Signal) (*Tracee, error) {
-	t := &Tracee{PID: pid, keep: true}
+	return InterruptServing(pid, swallow, nil)
+}
+
+// InterruptServing is Interrupt for a tracer of other processes too (chpox
+// run): while it waits, their stops and exits go to other. A parent in
+// vfork stops only once its child exec'd, and the child may sit at a stop
+// of its own that nobody else would serve.
+func InterruptServing(pid int, swallow unix.Signal, other func(pid int, ws unix.WaitStatus)) (*Tracee, error) {
+	t := &Tracee{PID: pid, keep: true, other: other}
+	defer func() { t.other = nil }()
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return nil, t.fail("ptrace(PTRACE_INTERRUPT)", err)
 	}

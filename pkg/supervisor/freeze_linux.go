@@ -31,7 +31,7 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 				delete(s.stopped, tid)
 				return ptrace.Stopped(tid)
 			}
-			t, err := ptrace.Interrupt(tid, s.opt.Signal)
+			t, err := ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
 			if err == nil && t.Swallowed() {
 				s.again = true // a trigger that came during this checkpoint
 			}

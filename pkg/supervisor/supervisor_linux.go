@@ -37,6 +37,9 @@ type Options struct {
 	Errors   io.Writer // one line per failed checkpoint (Log if nil)
 	// EmbedFiles stores the mapped files in every image (--embed-files).
 	EmbedFiles bool
+	// Live copies memory while the job runs, and from the second
+	// checkpoint on only the pages written since the last (live_linux.go).
+	Live bool
 }
 
 // traceOptions: follow the whole tree; no EXITKILL (see package doc).
@@ -64,6 +67,9 @@ type Supervisor struct {
 	// again asks for one more checkpoint: a trigger arrived while one was
 	// being taken.
 	again bool
+	// series carries the write tracking and the last image to the next
+	// live checkpoint.
+	series *dump.Series
 }
 
 // Start starts the job traced and returns once it runs.
@@ -207,8 +213,10 @@ func (s *Supervisor) loop() (int, error) {
 			return 0, fmt.Errorf("wait for the job: %w", err)
 		}
 		if ws.Exited() || ws.Signaled() {
+			s.series.Forget(pid)
 			if pid == s.root {
 				unix.Kill(s.waker, unix.SIGKILL)
+				s.series.Close()
 				return exitStatus(ws), nil
 			}
 			continue
@@ -239,6 +247,9 @@ func exitStatus(ws unix.WaitStatus) int {
 func (s *Supervisor) resume(pid int, ws unix.WaitStatus) {
 	sig := ws.StopSignal()
 	switch cause := ws.TrapCause(); {
+	case cause == unix.PTRACE_EVENT_EXEC:
+		s.series.Forget(pid) // a new memory: its tracking starts again
+		ptrace.Cont(pid, 0)
 	case cause == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
 		ptrace.Listen(pid)
 	case cause > 0:
@@ -260,7 +271,7 @@ func (s *Supervisor) checkpoints(first int) {
 		s.hold(first)
 	}
 	s.collectQueued()
-	s.again = len(s.stopped) > 0 // the user's own signal
+	s.again = s.again || len(s.stopped) > 0 // the user's own signal
 	for {
 		s.mu.Lock()
 		reqs, due := s.pending, s.due
@@ -297,19 +308,39 @@ func (s *Supervisor) collectQueued() {
 		if pid <= 0 || err != nil {
 			return
 		}
-		switch {
-		case ws.Exited() || ws.Signaled():
-			if pid == s.root {
-				s.rootStatus = &ws
-			}
-		case pid == s.waker:
-			ptrace.Cont(pid, 0)
-		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
-			s.hold(pid)
-		default:
-			s.resume(pid, ws)
-		}
+		s.handle(pid, ws)
 	}
+}
+
+// handle serves one event met during a checkpoint (collectQueued, and
+// while freeze waits for a process to stop).
+func (s *Supervisor) handle(pid int, ws unix.WaitStatus) {
+	switch {
+	case ws.Exited() || ws.Signaled():
+		s.series.Forget(pid)
+		if pid == s.root {
+			s.rootStatus = &ws
+		}
+	case pid == s.waker:
+		ptrace.Cont(pid, 0)
+	case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
+		s.triggered(pid)
+	default:
+		s.resume(pid, ws)
+	}
+}
+
+// triggered handles a trigger met during a checkpoint: it asks for one
+// more. A frozen checkpoint holds the thread for it (it comes next, and
+// takes the thread as it is); a live one lets it go on at once, since the
+// checkpoint under way may still be writing its image for seconds.
+func (s *Supervisor) triggered(tid int) {
+	if !s.opt.Live {
+		s.hold(tid)
+		return
+	}
+	s.again = true
+	ptrace.Cont(tid, 0) // from its signal-delivery-stop: the signal is dropped
 }
 
 // hold keeps a thread met at a trigger stop stopped for the checkpoint,
@@ -336,17 +367,37 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 		fmt.Fprintf(w, "chpox: checkpoint %d at %s failed: %v (%s still holds the previous checkpoint)\n", s.count, now, err, out)
 		return
 	}
-	fmt.Fprintf(s.opt.Log, "chpox: checkpoint %d at %s: %d processes, %d bytes, frozen %s -> %s\n",
-		s.count, now, res.Processes, res.Bytes, res.Frozen.Round(time.Microsecond*100), out)
+	reused := ""
+	if res.Reused > 0 {
+		reused = fmt.Sprintf(", %d unchanged taken from the last image", res.Reused)
+	}
+	if res.Shared > 0 {
+		reused += fmt.Sprintf(", %d of them sharing its blocks", res.Shared)
+	}
+	fmt.Fprintf(s.opt.Log, "chpox: checkpoint %d at %s: %d processes, %d bytes%s, frozen %s -> %s\n",
+		s.count, now, res.Processes, res.Bytes, reused, res.Frozen.Round(time.Microsecond*100), out)
 }
 
 // checkpoint freezes the tree (threads at a trigger stop are frozen
 // already), writes the image and lets the tree go on.
 func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
-	start := time.Now()
 	if err := dump.CheckOutput(out, s.root, false); err != nil {
 		return nil, err
 	}
+	if s.opt.Live && !kill {
+		res, err := s.liveCheckpoint(out)
+		if err != nil {
+			s.series.Close() // the next one starts afresh
+			s.series = nil
+		}
+		return res, err
+	}
+	return s.frozenCheckpoint(out, kill)
+}
+
+// frozenCheckpoint keeps the tree frozen while its memory is copied.
+func (s *Supervisor) frozenCheckpoint(out string, kill bool) (*dump.Result, error) {
+	start := time.Now()
 	ms, err := s.freeze()
 	if err != nil {
 		dump.Release(ms)

@@ -66,6 +66,15 @@ type Tracker struct {
 	// longer scanned (the area changed under it).
 	tracked []*format.Span
 	todo    []format.DataRun // pages to copy in the next round
+
+	// An incremental series (Keep): where each page is in base, the last
+	// image, and next, the index CopyTo builds for the image it writes.
+	base *Base
+	prev pageIndex
+	next pageIndex
+	keep bool
+
+	listing *Listing // read just before the final freeze (Relist)
 }
 
 // pageTable maps page addresses to staging slots, by 2 MiB block: the
@@ -155,6 +164,10 @@ func (t *Tracker) Start() error {
 		if a.Shared || a.Kind == format.VMAVDSO || len(a.Pages) == 0 {
 			continue
 		}
+		if t.resume(a) {
+			continue
+		}
+		t.prev.forget(a.Start, a.End)
 		if err := uffdRegisterWP(uffd, a.Start, a.End); err != nil {
 			continue // e.g. a mapping the kernel cannot write-protect
 		}
@@ -176,6 +189,50 @@ func (t *Tracker) Start() error {
 	}
 	return nil
 }
+
+// resume, for a tracker kept from the last checkpoint, goes on tracking
+// area a if it is still registered (it was since that checkpoint's
+// freeze): its pages written since are protected again and copied in the
+// first round, the others come from the last image. An area that is not
+// registered (new, moved, or mapped anew at the same place) is not.
+func (t *Tracker) resume(a *Area) bool {
+	if t.prev == nil {
+		return false
+	}
+	var todo []format.DataRun
+	err := scanWritten(t.pm, a.Start, a.End, true, false, func(start, end uint64) {
+		todo = append(todo, format.DataRun{Addr: start, Len: end - start})
+	})
+	if err != nil {
+		return false
+	}
+	t.tracked = append(t.tracked, &format.Span{Start: a.Start, End: a.End})
+	t.todo = append(t.todo, todo...)
+	return true
+}
+
+// Keep makes the tracker go on after the image it staged was committed
+// as base: tracking continues (Finish protected every page again at the
+// freeze), the staged pages are let go (the caller closes the Stage), and
+// the next checkpoint's Start resumes with it.
+func (t *Tracker) Keep(base *Base) {
+	t.base, t.prev, t.next = base, t.next, nil
+	t.pages, t.todo, t.tracked = pageTable{}, nil, nil
+	t.keep = false
+}
+
+// Continue readies a kept tracker (or a new one) for a checkpoint that
+// stages into stage and, with keep, is kept in turn.
+func (t *Tracker) Continue(stage *Stage, keep bool) {
+	t.stage, t.keep = stage, keep
+	if t.pages == nil {
+		t.pages = pageTable{}
+	}
+}
+
+// Tracking tells whether the process's writes are tracked (it has a
+// userfaultfd; without, every page is copied at the final freeze).
+func (t *Tracker) Tracking() bool { return t.uffd != nil }
 
 // Close lets go of the userfaultfd (the last reference: the kernel
 // unregisters every area) and of the pagemap.
@@ -217,6 +274,15 @@ func (t *Tracker) Round() (copied, waiting uint64, err error) {
 	return copied, waiting, nil
 }
 
+// Relist reads the process's areas, while it runs, for AreasSince at the
+// final freeze; Listing returns them (nil if they could not be read).
+func (t *Tracker) Relist() {
+	t.listing, _ = List(t.PID)
+}
+
+// Listing is the areas Relist read.
+func (t *Tracker) Listing() *Listing { return t.listing }
+
 // CopyPending copies, while the process runs, the pages the last Round
 // found written (they are write-protected again: a write after this copy
 // shows at the final freeze).
@@ -241,6 +307,7 @@ func (t *Tracker) Finish(areas []*Area) error {
 	defer pm.Close()
 	var need []format.DataRun
 	var bc blockCache
+	var ic indexCache
 	for _, a := range areas {
 		if len(a.Pages) == 0 {
 			continue
@@ -255,7 +322,7 @@ func (t *Tracker) Finish(areas []*Area) error {
 		}
 		all := t.uffd == nil
 		if !all {
-			err := scanWritten(pm, a.Start, a.End, false, true, func(start, end uint64) {
+			err := scanWritten(pm, a.Start, a.End, t.keep, true, func(start, end uint64) {
 				for p := start; p < end; p += pageSize {
 					stale[p] = true
 				}
@@ -265,8 +332,13 @@ func (t *Tracker) Finish(areas []*Area) error {
 		}
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				if _, ok := t.pages.lookup(p, &bc); ok && !all && (len(stale) == 0 || !stale[p]) {
-					continue
+				if !all && (len(stale) == 0 || !stale[p]) {
+					if _, ok := t.pages.lookup(p, &bc); ok {
+						continue
+					}
+					if _, ok := t.prev.lookup(p, &ic); ok {
+						continue // unwritten since the last image
+					}
 				}
 				if l := len(need); l > 0 && need[l-1].Addr+need[l-1].Len == p {
 					need[l-1].Len += pageSize
@@ -352,39 +424,112 @@ func (t *Tracker) copy(runs []format.DataRun, mem *os.File) error {
 	return flush()
 }
 
-// CopyTo writes every planned run of areas from the Stage into w, in
-// data-section order (Finish has staged them all).
-func (t *Tracker) CopyTo(areas []*Area, w io.Writer) error {
-	var from, to uint32 // pending slots [from, to)
-	var bc blockCache
-	flush := func() error {
-		if from == to {
-			return nil
-		}
-		c := t.stage.chunks[from/chunkSlots]
-		_, err := w.Write(c[from%chunkSlots*pageSize : (to-1)%chunkSlots*pageSize+pageSize])
-		from = to
-		return err
+// PageWriter is the image's data section as CopyTo fills it
+// (format.Writer).
+type PageWriter interface {
+	io.Writer
+	Summed() bool
+	WriteSummed(p []byte, sum uint32) (int, error)
+	CopyFrom(src *os.File, off, n int64, sum uint32) error
+}
+
+// CopyTo writes every planned run of areas into w, in data-section order:
+// staged pages from the Stage, the others (unwritten since) from the last
+// image. Finish has made sure each page is one or the other. Keeping, it
+// records where each page went, with its CRC, for the next checkpoint.
+func (t *Tracker) CopyTo(areas []*Area, w PageWriter) error {
+	c := &pageCopy{t: t, w: w, sums: t.keep || w.Summed()}
+	if t.keep {
+		t.next = pageIndex{}
 	}
+	var bc blockCache
+	var ic indexCache
 	for _, a := range areas {
 		for _, r := range a.Pages {
 			for p := r.Addr; p < r.Addr+r.Len; p += pageSize {
-				slot, ok := t.pages.lookup(p, &bc)
+				off := r.Off + (p - r.Addr)
+				if slot, ok := t.pages.lookup(p, &bc); ok {
+					if err := c.staged(p, off, slot); err != nil {
+						return err
+					}
+					continue
+				}
+				e, ok := t.prev.lookup(p, &ic)
 				if !ok {
 					return fmt.Errorf("dump %d: page %#x was not staged", t.PID, p)
 				}
-				if slot != to || slot%chunkSlots == 0 {
-					if err := flush(); err != nil {
-						return fmt.Errorf("dump %d: write pages: %w", t.PID, err)
-					}
-					from = slot
+				if err := c.reused(p, off, e); err != nil {
+					return err
 				}
-				to = slot + 1
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := c.flush(); err != nil {
 		return fmt.Errorf("dump %d: write pages: %w", t.PID, err)
 	}
 	return nil
+}
+
+// pageCopy gathers runs of pages CopyTo writes with one call: consecutive
+// staging slots, or consecutive offsets of the last image.
+type pageCopy struct {
+	t        *Tracker
+	w        PageWriter
+	sums     bool
+	from, to uint32 // staged slots [from, to)
+	reuse    bool   // the run is of the last image: [boff, boff+n)
+	boff, n  uint64
+	sum      uint32 // the run's CRC-32C
+}
+
+func (c *pageCopy) staged(p, off uint64, slot uint32) error {
+	if c.reuse || c.from == c.to || slot != c.to || slot%chunkSlots == 0 {
+		if err := c.flush(); err != nil {
+			return err
+		}
+		c.from, c.to = slot, slot
+	}
+	c.to = slot + 1
+	if c.sums {
+		s := format.Checksum(0, c.t.stage.page(slot))
+		c.sum = format.Combine(c.sum, s, format.PageShift)
+		if c.t.next != nil {
+			c.t.next.set(p, off, s)
+		}
+	}
+	return nil
+}
+
+func (c *pageCopy) reused(p, off uint64, e entry) error {
+	if !c.reuse || c.boff+c.n != e.off {
+		if err := c.flush(); err != nil {
+			return err
+		}
+		c.reuse, c.boff = true, e.off
+	}
+	c.n += pageSize
+	c.sum = format.Combine(c.sum, e.sum, format.PageShift)
+	if c.t.next != nil {
+		c.t.next.set(p, off, e.sum)
+	}
+	return nil
+}
+
+func (c *pageCopy) flush() error {
+	var err error
+	switch {
+	case c.reuse:
+		b := c.t.base
+		err = c.w.CopyFrom(b.File, b.Data+int64(c.boff), int64(c.n), c.sum)
+	case c.from != c.to:
+		ch := c.t.stage.chunks[c.from/chunkSlots]
+		buf := ch[c.from%chunkSlots*pageSize : (c.to-1)%chunkSlots*pageSize+pageSize]
+		if c.sums {
+			_, err = c.w.WriteSummed(buf, c.sum)
+		} else {
+			_, err = c.w.Write(buf)
+		}
+	}
+	c.reuse, c.n, c.from, c.to, c.sum = false, 0, 0, 0, 0
+	return err
 }

@@ -29,6 +29,7 @@ const (
 	pmScanCheckWPAsync = 1 << 1     // PM_SCAN_CHECK_WPASYNC
 
 	pageIsWritten = 1 << 1 // PAGE_IS_WRITTEN
+	pageIsFile    = 1 << 2 // PAGE_IS_FILE
 	pageIsPresent = 1 << 3 // PAGE_IS_PRESENT
 	pageIsSwapped = 1 << 4 // PAGE_IS_SWAPPED
 	pageIsPFNZero = 1 << 5 // PAGE_IS_PFNZERO
@@ -111,10 +112,16 @@ func scanWritten(pm *os.File, start, end uint64, reprotect, final bool, fn func(
 // scan is PAGEMAP_SCAN over [start, end): the pages in all of the mask
 // categories and, if anyof is not 0, in one of anyof.
 func scan(pm *os.File, start, end, flags, mask, anyof uint64, fn func(start, end uint64)) error {
+	return scanCategories(pm, start, end, flags, 0, mask, anyof, fn)
+}
+
+// scanCategories is scan with the inverted categories (those of mask that
+// must be absent).
+func scanCategories(pm *os.File, start, end, flags, inverted, mask, anyof uint64, fn func(start, end uint64)) error {
 	vec := make([]pageRegion, 512)
 	for start < end {
 		arg := pmScanArg{Size: uint64(unsafe.Sizeof(pmScanArg{})), Flags: flags, Start: start, End: end,
-			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof}
+			Vec: &vec[0], VecLen: uint64(len(vec)), CategoryInverted: inverted, CategoryMask: mask, CategoryAnyofMask: anyof, ReturnMask: mask | anyof}
 		n, err := ioctl(pm.Fd(), pagemapScan, unsafe.Pointer(&arg))
 		if err != nil {
 			return err
