@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/chpox/chpox/pkg/lazy"
 	"github.com/chpox/chpox/pkg/netlock"
 )
 
@@ -14,6 +15,9 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == netlock.GuardCommand {
 		os.Exit(netlock.RunGuard())
+	}
+	if len(os.Args) > 1 && os.Args[1] == lazy.GuardCommand {
+		os.Exit(lazy.RunGuard()) // restore --lazy's guard, likewise
 	}
 	os.Exit(m.Run())
 }

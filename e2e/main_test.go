@@ -65,6 +65,7 @@ var cPrograms = map[string][]string{
 	"seccomp":     {"-pthread"},
 	"sysv":        nil,
 	"signalfd":    nil,
+	"lazymem":     {"-pthread"},
 
 	// files that are gone or special (specialfiles_test.go)
 	"specialfiles": nil,
@@ -515,6 +516,7 @@ type chpoxResult struct {
 // runChpox runs chpox to completion (at most a minute).
 func runChpox(t *testing.T, args ...string) chpoxResult {
 	t.Helper()
+	args = lazyArgs(args)
 	cmd := exec.Command(chpoxBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -648,6 +650,15 @@ func killOriginal(t *testing.T, p *proc) {
 	waitPIDFree(t, p.pid, 10*time.Second)
 }
 
+// lazyArgs adds --lazy to a restore when CHPOX_E2E_LAZY is set: the suite's
+// restores then run lazily (docs/architecture.md "Lazy restore").
+func lazyArgs(args []string) []string {
+	if os.Getenv("CHPOX_E2E_LAZY") == "" || len(args) == 0 || args[0] != "restore" {
+		return args
+	}
+	return append([]string{"restore", "--lazy"}, args[1:]...)
+}
+
 // bgChpox is a chpox command running in the background.
 type bgChpox struct {
 	cmd            *exec.Cmd
@@ -663,6 +674,7 @@ func (b *bgChpox) exited() bool {
 // startChpox starts chpox in the background; it is killed at the end of the test.
 func startChpox(t *testing.T, args ...string) *bgChpox {
 	t.Helper()
+	args = lazyArgs(args)
 	b := &bgChpox{cmd: exec.Command(chpoxBin, args...), done: make(chan struct{})}
 	b.cmd.Stdout, b.cmd.Stderr = &b.stdout, &b.stderr
 	if err := b.cmd.Start(); err != nil {

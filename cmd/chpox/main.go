@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/lazy"
 	"github.com/chpox/chpox/pkg/netlock"
 	"github.com/chpox/chpox/pkg/ptrace"
 )
@@ -20,6 +21,9 @@ var tracer *ptrace.Tracer
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == netlock.GuardCommand {
 		os.Exit(netlock.RunGuard()) // started by a dump (pkg/netlock), not by people
+	}
+	if len(os.Args) == 2 && os.Args[1] == lazy.GuardCommand {
+		os.Exit(lazy.RunGuard()) // started by a restore --lazy (pkg/lazy)
 	}
 	dump.Version = version()
 	app := newApp()

@@ -107,6 +107,24 @@ func (img *Image) VerifyData() error {
 	return err
 }
 
+// VerifyMapped checks that b, the stored data payload of an uncompressed
+// file image (a restore --lazy maps it), has the data section's length
+// and checksum, as DataStream would find when read to the end. The
+// mapping is checked in place: reading it through DataStream would copy
+// every byte once more.
+func (img *Image) VerifyMapped(b []byte) error {
+	if img.Compressed() || img.stream != nil {
+		return errors.New("only an uncompressed image file can be verified in place")
+	}
+	if int64(len(b)) != img.storedLen {
+		return corrupt("data payload is %d bytes, the data section has %d", len(b), img.storedLen)
+	}
+	if ChecksumParallel(b) != img.dataCRC {
+		return fmt.Errorf("data section: %w", ErrChecksum)
+	}
+	return nil
+}
+
 // Decode reads an image of the given size from r. It checks the preamble,
 // every metadata checksum, the section order, the end marker and that every
 // reference into the data section is in bounds; it does not read the data.

@@ -39,7 +39,7 @@ func (w bufferAt) WriteAt(p []byte, off int64) (int, error) {
 // checking the section's CRC on the way. One goroutine reads the next chunk
 // while the current one is written.
 func writeData(img *format.Image, o *objects, progress *format.Progress) error {
-	sinks := sinksOf(img, o)
+	sinks := sinksOf(img, o, nil)
 	progress.Start(int64(img.Header.DataBytes))
 	type chunk struct {
 		off uint64
@@ -96,7 +96,9 @@ func writeData(img *format.Image, o *objects, progress *format.Progress) error {
 	return werr
 }
 
-func sinksOf(img *format.Image, o *objects) []sink {
+// sinksOf lists where the data section goes, without the pages of the
+// areas in skip (a lazy restore fills those later).
+func sinksOf(img *format.Image, o *objects, skip map[*format.VMA]bool) []sink {
 	var out []sink
 	add := func(runs []format.DataRun, pid int, file io.WriterAt) {
 		for _, r := range runs {
@@ -104,8 +106,10 @@ func sinksOf(img *format.Image, o *objects) []sink {
 		}
 	}
 	for _, p := range img.Processes {
-		for _, v := range p.VMAs {
-			add(v.Pages, p.PID, nil)
+		for i := range p.VMAs {
+			if !skip[&p.VMAs[i]] {
+				add(p.VMAs[i].Pages, p.PID, nil)
+			}
 		}
 		for _, f := range p.Files {
 			if t := o.deleted[f.Desc]; t != nil {

@@ -262,11 +262,16 @@ func filled(v format.VMA) bool { return len(v.Pages) > 0 || len(v.Inherited) > 0
 // copyInherited gives every process the pages it shared copy-on-write
 // with its parent, from the restored parent's memory (the image holds them
 // once). Parents come before children, so a page a process inherited from
-// its own parent is there before its child copies it.
-func copyInherited(nodes []*node) error {
+// its own parent is there before its child copies it. The areas in lazy
+// (restore --lazy) get them from the image, through pkg/lazy.
+func copyInherited(nodes []*node, lazy map[*format.VMA]bool) error {
 	buf := make([]byte, chunkSize)
 	for _, n := range nodes {
-		for _, v := range n.p.VMAs {
+		for i := range n.p.VMAs {
+			v := &n.p.VMAs[i]
+			if lazy[v] {
+				continue
+			}
 			for _, s := range v.Inherited {
 				if n.parent == nil {
 					return fmt.Errorf("pid %d: memory %#x-%#x is shared with a parent that is not in the image: %w", n.p.PID, s.Start, s.End, format.ErrCorrupt)

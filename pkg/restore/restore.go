@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chpox/chpox/pkg/format"
+	"github.com/chpox/chpox/pkg/lazy"
 	"github.com/chpox/chpox/pkg/objects/external"
 	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/ptrace"
@@ -54,6 +55,11 @@ type Options struct {
 	// Detach: chpox exits once the tree runs, so the root loses its
 	// parent at once (see checkPdeathSig).
 	Detach bool
+	// Lazy: the tree runs before its private anonymous memory is all
+	// written; chpox fills it on first touch and in the background
+	// (pkg/lazy), Restored.Lazy. Images that cannot be (stream,
+	// compressed) are restored at once, Restored.NotLazy says why.
+	Lazy bool
 
 	untrusted bool // root restores an image a user owns (checkOwner)
 }
@@ -62,6 +68,12 @@ type Options struct {
 type Restored struct {
 	PID       int // of the root
 	Processes int
+	// Lazy is the copy still filling the tree's memory (Options.Lazy);
+	// the caller must Wait for it before it exits. nil if none.
+	Lazy *lazy.Copy
+	// NotLazy says why Options.Lazy was not used ("" if it was or was
+	// not asked).
+	NotLazy string
 }
 
 // Restore restores the image at path and returns once the process runs.
@@ -84,15 +96,30 @@ func Restore(tr *ptrace.Tracer, path string, opt Options) (*Restored, error) {
 	if opt.untrusted, err = untrustedImage(path); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
+	var l *lazyState
+	why := ""
+	if opt.Lazy {
+		if why = notLazy(path, img); why == "" {
+			data, err := mapData(path, img)
+			if err != nil {
+				return nil, fmt.Errorf("restore %s: %w", path, err)
+			}
+			l = &lazyState{data: data, skip: map[*format.VMA]bool{}}
+		}
+	}
 	var out *Restored
 	err = tr.Do(func() error {
 		var err error
-		out, err = restoreTree(img, opt)
+		out, err = restoreTree(img, opt, l)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
+	if why == "" && l != nil && out.Lazy == nil && l.refused != "" {
+		why = l.refused
+	}
+	out.NotLazy = why
 	return out, nil
 }
 

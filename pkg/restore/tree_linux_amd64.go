@@ -46,9 +46,15 @@ func treeOf(img *format.Image) ([]*node, error) {
 // restoreTree builds the whole tree stopped, then lets it run at once.
 // Until then every process is traced with PTRACE_O_EXITKILL and has not run
 // an instruction of its own; on failure all are killed.
-func restoreTree(img *format.Image, opt Options) (*Restored, error) {
+//
+// With l (a lazy restore), the private anonymous areas are registered on
+// userfaultfds instead of written, and their copy begins once the tree runs.
+func restoreTree(img *format.Image, opt Options, l *lazyState) (*Restored, error) {
 	nodes, err := treeOf(img)
 	if err != nil {
+		if l != nil {
+			unix.Munmap(l.data)
+		}
 		return nil, err
 	}
 	ok := false
@@ -87,6 +93,20 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	}
 	defer o.close()
 	live := liveNodes(nodes)
+	if l != nil {
+		// Runs before the processes are killed (deferred above): they
+		// never ran, only injected calls touched their lazy memory.
+		defer func() {
+			if ok {
+				return
+			}
+			if l.cp != nil {
+				l.cp.Abort()
+			} else {
+				unix.Munmap(l.data)
+			}
+		}()
+	}
 	for _, n := range live {
 		// Files are opened with the process's own filesystem ids, the
 		// mapped ones too: an image cannot make chpox map what its
@@ -97,11 +117,25 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		if err := n.x.mapMemory(n.p, o); err != nil {
 			return nil, fmt.Errorf("pid %d: restore memory: %w", n.p.PID, err)
 		}
+		if l != nil {
+			if err := l.register(n); err != nil {
+				return nil, fmt.Errorf("pid %d: lazy restore: %w", n.p.PID, err)
+			}
+		}
 	}
-	if err := writeData(img, o, opt.Progress); err != nil {
+	if l == nil {
+		err = writeData(img, o, opt.Progress)
+	} else {
+		err = writeMapped(l.data, sinksOf(img, o, l.skip), opt.Progress)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if err := copyInherited(live); err != nil {
+	var skip map[*format.VMA]bool
+	if l != nil {
+		skip = l.skip
+	}
+	if err := copyInherited(live, skip); err != nil {
 		return nil, err
 	}
 	if err := o.fill(); err != nil {
@@ -158,6 +192,11 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 	if err := o.beforeRun(); err != nil {
 		return nil, err
 	}
+	if l != nil && l.cp != nil {
+		if err := l.cp.Guard(); err != nil {
+			return nil, err
+		}
+	}
 	root := nodes[0].p
 	if opt.BeforeRun != nil {
 		opt.BeforeRun(jobOf(img, o.groups))
@@ -173,7 +212,15 @@ func restoreTree(img *format.Image, opt Options) (*Restored, error) {
 		}
 	}
 	ok, o.done = true, true
-	return &Restored{PID: root.PID, Processes: len(nodes)}, nil
+	out := &Restored{PID: root.PID, Processes: len(nodes)}
+	switch {
+	case l != nil && l.cp != nil:
+		l.cp.Run()
+		out.Lazy = l.cp
+	case l != nil:
+		unix.Munmap(l.data) // nothing to fill lazily
+	}
+	return out, nil
 }
 
 func liveNodes(nodes []*node) []*node {
