@@ -98,8 +98,8 @@ func lazyRound(b *testing.B, pid int, img, beat string, lazy bool) (int, time.Du
 }
 
 // BenchmarkLazyRestore compares restore --lazy with the eager restore of
-// the same process (CHPOX_BENCH_MIB, default 1024, MiB of which 7/8 are
-// written): time to running (ttr: restore start until the process's
+// the same process (CHPOX_BENCH_LIVE_MIB if set, as make bench does, else
+// CHPOX_BENCH_MIB, default 1024, MiB of which 7/8 are written): time to running (ttr: restore start until the process's
 // heartbeat thread writes) and time to complete (ttc: until all memory is
 // in), as ratios to the time a first write of the data into fresh memory
 // takes in the same run (fresh), and to memcpy of it.
@@ -107,7 +107,16 @@ func BenchmarkLazyRestore(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root (ptrace and clone3 set_tid)")
 	}
-	mib := benchMiB()
+	sizes := []int{benchMiB()}
+	if os.Getenv("CHPOX_BENCH_LIVE_MIB") != "" {
+		sizes = liveSizes() // make bench: 1 and 4 GiB
+	}
+	for _, mib := range sizes {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) { benchLazy(b, mib) })
+	}
+}
+
+func benchLazy(b *testing.B, mib int) {
 	dir := b.TempDir()
 	beat := filepath.Join(dir, "beat")
 	pid, log := startLazymem(b, dir, mib, beat)
