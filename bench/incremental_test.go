@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/chpox/chpox/internal/testutil"
 	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/supervisor"
 )
@@ -34,9 +35,10 @@ func BenchmarkRunCheckpoint(b *testing.B) {
 		b.Skip("needs root (ptrace)")
 	}
 	fss := []struct{ name, dir string }{{"dir", b.TempDir()}}
-	if dir, done := xfsDir(b); dir != "" {
-		defer done()
-		fss = append(fss, struct{ name, dir string }{"xfs", dir})
+	if _, err := exec.LookPath("mkfs.xfs"); err == nil {
+		fss = append(fss, struct{ name, dir string }{"xfs", testutil.XFS(b, 3*maxSize()+1024)})
+	} else {
+		fmt.Println("no mkfs.xfs (make setup installs xfsprogs): the XFS runs are left out")
 	}
 	for _, fs := range fss {
 		for _, mib := range liveSizes() {
@@ -79,37 +81,6 @@ func benchIncremental(b *testing.B, dir string, mib int) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-// xfsDir makes an XFS file system in a file (loop device, direct I/O so
-// its blocks are not cached twice) and mounts it; done undoes all of it.
-func xfsDir(b *testing.B) (string, func()) {
-	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
-		fmt.Println("no mkfs.xfs (make setup installs xfsprogs): the XFS runs are left out")
-		return "", nil
-	}
-	base := b.TempDir()
-	file, mnt := filepath.Join(base, "xfs.img"), filepath.Join(base, "mnt")
-	size := int64(3*maxSize()) << 20
-	steps := [][]string{{"truncate", "-s", strconv.FormatInt(size+1<<30, 10), file}, {"mkfs.xfs", "-q", "-m", "reflink=1", file}, {"mkdir", mnt}}
-	for _, s := range steps {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-			b.Fatalf("%v: %v\n%s", s, err, out)
-		}
-	}
-	loop, err := exec.Command("losetup", "--direct-io=on", "--show", "-f", file).Output()
-	if err != nil {
-		b.Fatalf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(loop))
-	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
-		exec.Command("losetup", "-d", dev).Run()
-		b.Fatalf("mount %s: %v\n%s", dev, err, out)
-	}
-	return mnt, func() {
-		exec.Command("umount", mnt).Run()
-		exec.Command("losetup", "-d", dev).Run()
-	}
-}
 
 func maxSize() int {
 	m := 0

@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/chpox/chpox/internal/testutil"
 )
 
 var reusedRE = regexp.MustCompile(`(?m)^chpox: checkpoint (\d+) at .* (\d+) bytes, (\d+) unchanged taken from the last image(?:, (\d+) of them sharing its blocks)?, frozen (\S+) -> `)
@@ -25,7 +25,7 @@ func TestRunIncremental(t *testing.T) {
 	t.Run("ext4", func(t *testing.T) { runIncremental(t, t.TempDir(), false) })
 	// XFS shares the unchanged runs' blocks with the last image: the same
 	// checks, on it, and some data must have been shared.
-	t.Run("xfs", func(t *testing.T) { runIncremental(t, xfsDir(t), true) })
+	t.Run("xfs", func(t *testing.T) { runIncremental(t, testutil.XFS(t, 2048), true) })
 }
 
 func runIncremental(t *testing.T, dir string, share bool) {
@@ -114,37 +114,4 @@ os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])`
 	if b, _ := os.ReadFile(j.stdout); regexp.MustCompile(`(?m)^py \d+ FAIL$`).Match(b) {
 		t.Errorf("the restored python found its memory changed:\n%s", tailOf(b))
 	}
-}
-
-// xfsDir mounts an XFS file system of the test's own (a file on a loop
-// device) and returns its directory; it is unmounted at the end.
-func xfsDir(t *testing.T) string {
-	requireRoot(t)
-	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
-		t.Fatal("mkfs.xfs is needed (make setup installs xfsprogs)")
-	}
-	base := t.TempDir()
-	file, mnt := filepath.Join(base, "xfs.img"), filepath.Join(base, "mnt")
-	for _, s := range [][]string{{"truncate", "-s", "2G", file}, {"mkfs.xfs", "-q", "-m", "reflink=1", file}, {"mkdir", mnt}} {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", s, err, out)
-		}
-	}
-	out, err := exec.Command("losetup", "--direct-io=on", "--show", "-f", file).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount %s: %v\n%s", dev, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	// Other users' test processes write their images here too.
-	os.Chmod(mnt, 0o1777)
-	return mnt
 }

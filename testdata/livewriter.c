@@ -30,20 +30,6 @@ static volatile sig_atomic_t check, reset;
 static void on_usr1(int s) { (void)s; check = 1; }
 static void on_usr2(int s) { (void)s; reset = 1; }
 
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
-static int64_t now_us(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
-}
-
 int main(int argc, char **argv) {
 	size_t n = (size_t)atol(argc > 1 ? argv[1] : "256") << 20;
 	int per = argc > 2 ? atoi(argv[2]) : 64;

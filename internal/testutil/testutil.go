@@ -3,9 +3,11 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,4 +51,43 @@ func Start(t testing.TB, cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+}
+
+// XFS mounts an XFS file system of sizeMiB of the test's own (a file in
+// its temporary directory on a loop device, direct I/O so its blocks are
+// not cached twice) and returns its directory, writable by everyone (the
+// e2e suite's other user writes images there too); it is unmounted when
+// the test ends. XFS shares blocks between files (reflink), which ext4
+// does not: incremental checkpoints behave differently on it.
+func XFS(t testing.TB, sizeMiB int) string {
+	t.Helper()
+	NeedRoot(t)
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+		t.Fatal("mkfs.xfs is needed (make setup installs xfsprogs)")
+	}
+	base := t.TempDir()
+	file, mnt := filepath.Join(base, "xfs.img"), filepath.Join(base, "mnt")
+	for _, s := range [][]string{{"truncate", "-s", fmt.Sprintf("%dM", sizeMiB), file}, {"mkfs.xfs", "-q", "-m", "reflink=1", file}, {"mkdir", mnt}} {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", s, err, out)
+		}
+	}
+	out, err := exec.Command("losetup", "--direct-io=on", "--show", "-f", file).Output()
+	if err != nil {
+		t.Fatalf("losetup %s: %v", file, err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	if out, err := exec.Command("mount", dev, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", dev, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	if err := os.Chmod(mnt, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return mnt
 }

@@ -25,8 +25,11 @@ func multmodp(a, b uint32) uint32 {
 	}
 }
 
-// x2n[k] is x^(2^k) modulo the polynomial.
-var x2n = func() (t [32]uint32) {
+// x2n[k] is x^(2^k) modulo the polynomial. zlib keeps 32 and wraps k
+// around (k & 31), which holds for its CRC-32 but not for CRC-32C: with
+// the wrap, every length from 512 MiB on combined wrong. 64 entries, no
+// wrap: lengths up to 2^60 bytes.
+var x2n = func() (t [64]uint32) {
 	p := uint32(1) << 30 // x^1
 	for k := range t {
 		t[k] = p
@@ -45,7 +48,7 @@ func Shift(n int64) *ShiftOp {
 	p := uint32(1) << 31 // x^0
 	for k := 3; n > 0; n, k = n>>1, k+1 {
 		if n&1 != 0 {
-			p = multmodp(x2n[k&31], p)
+			p = multmodp(x2n[k], p)
 		}
 	}
 	op := &ShiftOp{}

@@ -8,10 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/internal/guardproc"
 )
 
 // GuardCommand is the argument that makes the chpox binary run as a lazy
@@ -46,10 +47,6 @@ type Guard struct {
 // The guard gets, after stdin, stdout and stderr: its end of the life
 // socket (3), a pidfd of each process, then each userfaultfd.
 func StartGuard(pids []int, uffds []*os.File) (*Guard, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
-	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("start lazy-copy guard: %w", os.NewSyscallError("socketpair", err))
@@ -68,31 +65,12 @@ func StartGuard(pids []int, uffds []*os.File) (*Guard, error) {
 		extra = append(extra, f)
 	}
 	extra = append(extra, uffds...)
-	in, err := json.Marshal(pids)
+	cmd, err := guardproc.Start("lazy-copy guard", GuardCommand, extra, pids)
 	if err != nil {
 		lifeW.Close()
 		return nil, err
 	}
-	cmd := exec.Command(exe, GuardCommand)
-	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	stdin, err := cmd.StdinPipe()
-	if err == nil {
-		cmd.Stderr = os.Stderr
-		err = cmd.Start()
-	}
-	if err != nil {
-		lifeW.Close()
-		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
-	}
-	_, err = stdin.Write(in)
-	stdin.Close()
-	g := &Guard{cmd: cmd, life: lifeW}
-	if err != nil {
-		g.Release()
-		return nil, fmt.Errorf("start lazy-copy guard: %w", err)
-	}
-	return g, nil
+	return &Guard{cmd: cmd, life: lifeW}, nil
 }
 
 // Hold gives the guard a copy of f, a userfaultfd of a process forked
@@ -123,12 +101,8 @@ func (g *Guard) Release() error {
 	if g.life == nil {
 		return nil
 	}
-	_, err := g.life.Write([]byte("ok"))
-	g.life.Close()
+	err := guardproc.Release("lazy-copy guard", g.cmd, g.life)
 	g.life = nil
-	if werr := g.cmd.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("lazy-copy guard: %w", werr)
-	}
 	return err
 }
 

@@ -9,9 +9,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/internal/guardproc"
 )
 
 // GuardCommand is the argument that makes the chpox binary run as a guard
@@ -56,10 +57,6 @@ type guardSocket struct {
 // then each socket; its own session, so that a Ctrl-C to chpox's process
 // group does not take it along.
 func StartGuard(socks []GuardSocket) (*Guard, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("start network guard: %w", err)
-	}
 	lifeR, lifeW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start network guard: %w", err)
@@ -86,31 +83,12 @@ func StartGuard(socks []GuardSocket) (*Guard, error) {
 	for _, s := range socks {
 		extra = append(extra, s.File)
 	}
-	in, err := json.Marshal(desc)
+	cmd, err := guardproc.Start("network guard", GuardCommand, extra, desc)
 	if err != nil {
 		lifeW.Close()
 		return nil, err
 	}
-	cmd := exec.Command(exe, GuardCommand)
-	cmd.ExtraFiles = extra
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	stdin, err := cmd.StdinPipe()
-	if err == nil {
-		cmd.Stderr = os.Stderr
-		err = cmd.Start()
-	}
-	if err != nil {
-		lifeW.Close()
-		return nil, fmt.Errorf("start network guard: %w", err)
-	}
-	_, err = stdin.Write(in)
-	stdin.Close()
-	g := &Guard{cmd: cmd, life: lifeW}
-	if err != nil {
-		g.Release()
-		return nil, fmt.Errorf("start network guard: %w", err)
-	}
-	return g, nil
+	return &Guard{cmd: cmd, life: lifeW}, nil
 }
 
 // Release tells the guard that chpox finished with the sockets; it closes
@@ -119,12 +97,8 @@ func (g *Guard) Release() error {
 	if g == nil || g.life == nil {
 		return nil
 	}
-	_, err := g.life.Write([]byte("ok"))
-	g.life.Close()
+	err := guardproc.Release("network guard", g.cmd, g.life)
 	g.life = nil
-	if werr := g.cmd.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("network guard: %w", werr)
-	}
 	return err
 }
 
