@@ -58,8 +58,10 @@ func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
 // finalFreeze freezes the tree again, writes its image from the live copy
 // and commits it once the tree runs again.
 func (s *Supervisor) finalFreeze(lv *dump.Live, out string) (*dump.Result, *dump.ImageWriter, error) {
+	began := time.Now()
 	ms, err := s.freeze()
 	frozenAt := time.Now()
+	slog.Debug("final freeze: frozen", "took", frozenAt.Sub(began))
 	res := &dump.Result{PID: s.root, Processes: len(ms)}
 	released := false
 	release := func() error {
@@ -79,6 +81,7 @@ func (s *Supervisor) finalFreeze(lv *dump.Live, out string) (*dump.Result, *dump
 	if err := dump.Collect(ms, int(s.opt.Signal)); err != nil {
 		return nil, nil, err
 	}
+	slog.Debug("final freeze: state collected", "since", time.Since(frozenAt))
 	w, err := lv.Write(ms, out, dump.WriteOptions{EmbedFiles: s.opt.EmbedFiles, Serve: s.serving}, release)
 	if err != nil {
 		return nil, nil, err
