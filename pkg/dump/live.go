@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/objects"
+	"github.com/chpox/chpox/pkg/ptrace"
 	"github.com/chpox/chpox/pkg/vmadump"
 )
 
@@ -42,9 +43,7 @@ type liveDump struct {
 	rounds int
 	first  time.Duration // the first freeze
 	frozen time.Time     // the final freeze began
-	// keep: the tracking goes on after the image (a Series); base is the
-	// last image of the series, if any.
-	keep    bool
+	// base is the last image of the series the copy goes on from, if any.
 	base    *vmadump.Base
 	chain   int          // Series.chain of base
 	members map[int]bool // the processes of the image (Live.Write)
@@ -116,7 +115,6 @@ func StartLive(ms []*Member, series *Series) (*Live, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.keep = true
 	for _, t := range l.tracks {
 		t.Continue(l.stage, true)
 	}
@@ -389,7 +387,20 @@ func HealUffds(ms []*Member) error {
 	return nil
 }
 
-func closeInjected(m *Member, fds []int) (err error) {
+func closeInjected(m *Member, fds []int) error {
+	return inTrampoline(m, func(main *ptrace.Tracee) error {
+		for _, fd := range fds {
+			if _, err := main.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
+				return fmt.Errorf("injected close(%d): %w", fd, err)
+			}
+		}
+		return nil
+	})
+}
+
+// inTrampoline runs calls, injected into m's main thread through the
+// trampoline, and puts every thread back as it was, also on failure.
+func inTrampoline(m *Member, calls func(main *ptrace.Tracee) error) (err error) {
 	tr, err := trampoline(m.Threads())
 	if err != nil {
 		return err
@@ -403,12 +414,7 @@ func closeInjected(m *Member, fds []int) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, m.T.Leave()) }()
-	for _, fd := range fds {
-		if _, err := m.T.Syscall(unix.SYS_CLOSE, uint64(fd)); err != nil {
-			return fmt.Errorf("injected close(%d): %w", fd, err)
-		}
-	}
-	return nil
+	return calls(m.T)
 }
 
 // sandboxed refuses the live copy of a process with a thread under
@@ -440,33 +446,23 @@ func sandboxed(m *Member) error {
 // without it), and in asynchronous write-protect mode the kernel resolves
 // kernel-mode write faults itself anyway.
 func injectUffd(m *Member) (f *os.File, err error) {
-	tr, err := trampoline(m.Threads())
-	if err != nil {
-		return nil, err
-	}
-	main := m.T
-	defer func() {
-		for _, t := range append(m.Others, m.T) {
-			err = errors.Join(err, t.Undo())
+	err = inTrampoline(m, func(main *ptrace.Tracee) error {
+		fd, err := main.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|vmadump.UffdUserModeOnly)
+		if err != nil {
+			return fmt.Errorf("injected userfaultfd: %w", err)
 		}
-		if err != nil && f != nil {
-			f.Close()
-			f = nil
+		var derr error
+		f, derr = objects.Dup(main.PID, int(fd))
+		if _, err := main.Syscall(unix.SYS_CLOSE, fd); err != nil {
+			return fmt.Errorf("injected close(%d): %w", fd, err)
 		}
-	}()
-	if err := main.Enter(tr); err != nil {
-		return nil, err
+		return derr
+	})
+	if err != nil && f != nil {
+		f.Close()
+		f = nil
 	}
-	defer func() { err = errors.Join(err, main.Leave()) }()
-	fd, err := main.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|vmadump.UffdUserModeOnly)
-	if err != nil {
-		return nil, fmt.Errorf("injected userfaultfd: %w", err)
-	}
-	f, derr := objects.Dup(main.PID, int(fd))
-	if _, err := main.Syscall(unix.SYS_CLOSE, fd); err != nil {
-		return f, fmt.Errorf("injected close(%d): %w", fd, err)
-	}
-	return f, derr
+	return f, err
 }
 
 // precopy copies memory while the tree runs, round after round, until
