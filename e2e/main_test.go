@@ -65,6 +65,7 @@ var cPrograms = map[string][]string{
 	"seccomp":     {"-pthread"},
 	"sysv":        nil,
 	"signalfd":    nil,
+	"sigstate":    nil,
 	"lazymem":     {"-pthread"},
 
 	// files that are gone or special (specialfiles_test.go)

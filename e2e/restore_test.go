@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,6 +85,31 @@ func TestSignalHandlerAfterRestore(t *testing.T) {
 	// The process goes on after the handler.
 	r.waitInt(t, countRE, lastInt(p.log, countRE)+10, 10*time.Second)
 	checkCounterLog(t, p.log)
+}
+
+// Signal actions come back exactly as the kernel holds them: handler,
+// flags, restorer and blocked mask of handled and ignored signals, and the
+// SA_NOCLDSTOP|SA_NOCLDWAIT of a SIGCHLD left at SIG_DFL (the dump asks
+// the process only for the actions /proc shows to be set, and SIGCHLD).
+func TestSignalActions(t *testing.T) {
+	setup(t, "sigstate")
+	p := start(t, "sigstate")
+	sigsRE := `(?m)^sigs .*$`
+	before := p.waitLog(t, sigsRE, 1, 10*time.Second)[0]
+	for _, want := range []string{" 1=ign/14000000/", "/4 10=a/14000000/", "/4800 12=b/cc000004/",
+		" 13=ign/4000000/", " 17=dfl/4000003/", " 28=dfl 37=a/4000000/", "/8000000000000002"} {
+		if !strings.Contains(before, want) {
+			t.Fatalf("the original reports %q, without %q: the test would prove nothing", before, want)
+		}
+	}
+	img := dumpKill(t, p)
+	data, _ := os.ReadFile(p.log)
+	seen := len(regexp.MustCompile(sigsRE).FindAll(data, -1))
+	r := restoreDetached(t, img, p)
+	after := r.waitLog(t, sigsRE, seen+1, 10*time.Second)[0]
+	if after != before {
+		t.Errorf("signal actions changed across the restore:\nbefore %s\nafter  %s", before, after)
+	}
 }
 
 // Every kind of memory keeps its content and protection, and malloc and sbrk

@@ -494,7 +494,9 @@ func Collect(ms []*Member, ignoreSig int, ipc ...sysv.Ref) error {
 			return err
 		}
 		objects.CrashPoint("seccomp-suspended")
+		injected := time.Now()
 		err = inject(tr, m.Threads(), p, repend, stopped, waited, sems)
+		slog.Debug("injected calls", "pid", m.Info.PID, "threads", len(m.Threads()), "took", time.Since(injected))
 		err = errors.Join(err, clearGuards(m.Threads()))
 		if err != nil {
 			return err

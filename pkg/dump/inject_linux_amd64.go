@@ -140,8 +140,12 @@ func inject(tr *ptrace.Trampoline, threads []*ptrace.Tracee, p *format.Process, 
 }
 
 func queryProcess(t *ptrace.Tracee, p *format.Process, scratch uint64) error {
+	set, err := actionsToQuery(t.PID)
+	if err != nil {
+		return err
+	}
 	for sig := uint64(1); sig <= nsig; sig++ {
-		if sig == uint64(unix.SIGKILL) || sig == uint64(unix.SIGSTOP) {
+		if set&(1<<(sig-1)) == 0 {
 			continue
 		}
 		if _, err := t.Syscall(unix.SYS_RT_SIGACTION, sig, 0, scratch+sig*sigactSize, 8); err != nil {

@@ -52,7 +52,7 @@ type Process struct {
 	Rlimits     []Rlimit    `json:"rlimits"`
 	MM          MM          `json:"mm"`
 	Auxv        []byte      `json:"auxv"`
-	Sigactions  []Sigaction `json:"sigactions,omitempty"` // only signals whose action is not SIG_DFL
+	Sigactions  []Sigaction `json:"sigactions,omitempty"` // handled and ignored signals, and SIGCHLD; the rest are plain SIG_DFL
 	// SharedPending holds process-wide pending signals as raw 128-byte siginfo.
 	SharedPending [][]byte `json:"shared_pending,omitempty"`
 

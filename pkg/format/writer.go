@@ -52,6 +52,7 @@ type Writer struct {
 	Clones  int  // the runs shared
 	noClone bool // the file system cannot share blocks, or NoShare
 	buf     []byte
+	direct  *os.File // WriteOptions.Direct: the file again, O_DIRECT
 }
 
 const (
@@ -101,6 +102,13 @@ type WriteOptions struct {
 	ChunkSize int
 	// NoShare: CopyFrom copies, never shares the source's blocks.
 	NoShare bool
+	// Direct writes long page-aligned data past the page cache (O_DIRECT).
+	// For data that is in memory already (a live copy's staged pages):
+	// the page cache would be a second copy of it, and allocating that
+	// much fresh memory is slow (on a VM whose host backs guest memory on
+	// first touch, it ran at a quarter of the disk's speed). Ignored for
+	// streams and compressed data.
+	Direct bool
 }
 
 func (w *Writer) setOptions(opt WriteOptions) error {
@@ -168,6 +176,9 @@ func CreateWith(path string, opt WriteOptions) (*Writer, error) {
 		w.Abort()
 		return nil, err
 	}
+	if opt.Direct && !opt.Compress {
+		w.openDirect()
+	}
 	w.write(preamble())
 	if w.err != nil {
 		w.Abort()
@@ -186,6 +197,9 @@ func (w *Writer) write(p []byte) {
 		if err != nil {
 			w.err = fmt.Errorf("write image %s: %w", w.path, err)
 		}
+		return
+	}
+	if w.writeDirect(p) {
 		return
 	}
 	n, err := w.f.WriteAt(p, w.off)
@@ -353,6 +367,7 @@ func (w *Writer) Commit() error {
 		w.Abort()
 		return w.err
 	}
+	w.closeDirect()
 	tmp := w.f.Name()
 	err := w.f.Close()
 	w.f, w.stage = nil, stageDone
@@ -424,6 +439,7 @@ func (w *Writer) Abort() {
 		w.closer.Close()
 		w.closer = nil
 	}
+	w.closeDirect()
 	if w.f != nil {
 		w.f.Close()
 		os.Remove(w.f.Name())
