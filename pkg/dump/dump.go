@@ -229,8 +229,15 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		res.Frozen = time.Since(frozenAt)
 		return err
 	}
+	// The staged pages of a live copy are in chpox's memory already: past
+	// the page cache they go once to the disk instead of being copied into
+	// as much fresh memory first (live is nil when the copy is frozen).
+	// Not in chpox run's series: there the next checkpoint reads what it
+	// reuses from this image, and on a file system without shared blocks
+	// its page cache is what makes that cheap.
+	fopt := format.WriteOptions{Compress: opt.Compress, Direct: live != nil}
 	w, err := writeImage(ms, opt.Output, WriteOptions{Kill: opt.Kill, Progress: opt.Progress,
-		Format: format.WriteOptions{Compress: opt.Compress}, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles, Serve: Nicely}, live, release)
+		Format: fopt, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles, Serve: Nicely}, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}

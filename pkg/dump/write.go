@@ -177,10 +177,6 @@ func writeImage(ms []*Member, out string, opt WriteOptions, live *liveDump, rele
 		}
 	}
 	var w *format.Writer
-	// The staged pages are in chpox's memory already: past the page cache
-	// they go once to the disk instead of being copied into as much
-	// fresh memory first.
-	opt.Format.Direct = live != nil
 	if out == "-" {
 		w, err = format.NewStream(os.Stdout, opt.Format)
 	} else {
