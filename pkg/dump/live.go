@@ -292,13 +292,9 @@ func memAvailable() (uint64, error) {
 // kbField reads a "Name:   123 kB" line of a /proc file, in bytes.
 func kbField(path, name string) uint64 {
 	b, _ := os.ReadFile(path)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name); ok {
-			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n << 10
-		}
-	}
-	return 0
+	v, _ := statusValue(string(b), name)
+	n, _ := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64)
+	return n << 10
 }
 
 // ownUffd refuses the live copy of a process that uses userfaultfd
@@ -427,10 +423,8 @@ func sandboxed(m *Member) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", errNoLive, err)
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Seccomp:"); ok && strings.TrimSpace(v) != "0" {
-				return fmt.Errorf("%w: pid %d: thread %d runs under seccomp", errNoLive, m.Info.PID, t.PID)
-			}
+		if v, ok := statusValue(string(b), "Seccomp:"); ok && v != "0" {
+			return fmt.Errorf("%w: pid %d: thread %d runs under seccomp", errNoLive, m.Info.PID, t.PID)
 		}
 	}
 	return nil

@@ -37,14 +37,24 @@ func actionsToQuery(pid int) (uint64, error) {
 
 // statusMask parses the hexadecimal signal set of one /proc/PID/status line.
 func statusMask(status, key string) (uint64, error) {
+	v, ok := statusValue(status, key)
+	if !ok {
+		return 0, fmt.Errorf("no %s line in /proc/PID/status", key)
+	}
+	m, err := strconv.ParseUint(v, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s %q: %w", key, v, err)
+	}
+	return m, nil
+}
+
+// statusValue is the value of the line of a /proc/PID/status text that
+// starts with key ("SigCgt:"), trimmed.
+func statusValue(status, key string) (string, bool) {
 	for _, line := range strings.Split(status, "\n") {
 		if v, ok := strings.CutPrefix(line, key); ok {
-			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse %s %q: %w", key, v, err)
-			}
-			return m, nil
+			return strings.TrimSpace(v), true
 		}
 	}
-	return 0, fmt.Errorf("no %s line in /proc/PID/status", key)
+	return "", false
 }
