@@ -278,23 +278,15 @@ var LiveReserve uint64 = 256 << 20
 
 // rssAnon is a process's resident anonymous memory, in bytes.
 func rssAnon(pid int) uint64 {
-	return kbField(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
+	return kbFields(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
 }
 
 func memAvailable() (uint64, error) {
-	n := kbField("/proc/meminfo", "MemAvailable:")
+	n := kbFields("/proc/meminfo", "MemAvailable:")
 	if n == 0 {
 		return 0, errors.New("no MemAvailable in /proc/meminfo")
 	}
 	return n, nil
-}
-
-// kbField reads a "Name:   123 kB" line of a /proc file, in bytes.
-func kbField(path, name string) uint64 {
-	b, _ := os.ReadFile(path)
-	v, _ := statusValue(string(b), name)
-	n, _ := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64)
-	return n << 10
 }
 
 // ownUffd refuses the live copy of a process that uses userfaultfd

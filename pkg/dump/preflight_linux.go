@@ -1,13 +1,10 @@
 package dump
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -70,34 +67,11 @@ func treeMemory(pid int, noChildren bool) uint64 {
 	for seen := 0; len(queue) > 0 && seen < 1<<16; seen++ {
 		p := queue[0]
 		queue = queue[1:]
-		total += statusKB(p, "RssAnon", "RssShmem", "VmSwap") << 10
+		total += kbFields(fmt.Sprintf("/proc/%d/status", p), "RssAnon:", "RssShmem:", "VmSwap:")
 		if noChildren {
 			break
 		}
 		queue = append(queue, procinfo.Children(p)...)
 	}
 	return total
-}
-
-func statusKB(pid int, keys ...string) uint64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	var n uint64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		for _, want := range keys {
-			if k == want {
-				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				n += kb
-			}
-		}
-	}
-	return n
 }

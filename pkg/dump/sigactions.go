@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,15 +45,4 @@ func statusMask(status, key string) (uint64, error) {
 		return 0, fmt.Errorf("parse %s %q: %w", key, v, err)
 	}
 	return m, nil
-}
-
-// statusValue is the value of the line of a /proc/PID/status text that
-// starts with key ("SigCgt:"), trimmed.
-func statusValue(status, key string) (string, bool) {
-	for _, line := range strings.Split(status, "\n") {
-		if v, ok := strings.CutPrefix(line, key); ok {
-			return strings.TrimSpace(v), true
-		}
-	}
-	return "", false
 }
