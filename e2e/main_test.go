@@ -493,6 +493,19 @@ func procState(pid int) string {
 	return strings.Join(keep, ", ")
 }
 
+// tracerOf is the process (thread group) tracing pid, 0 if none. The
+// kernel's TracerPid is the tracing thread's ID, and chpox traces from a
+// locked OS thread that is not always its main one.
+func tracerOf(t *testing.T, pid int) int {
+	t.Helper()
+	tid, _ := strconv.Atoi(statusLines(t, pid)["TracerPid"])
+	if tid == 0 {
+		return 0
+	}
+	tgid, _ := strconv.Atoi(statusLines(t, tid)["Tgid"])
+	return tgid
+}
+
 // waitPIDFree waits until no process holds pid. A zombie holds its PID; as a
 // subreaper we reap our own, so this only waits for orphans of others.
 func waitPIDFree(t *testing.T, pid int, timeout time.Duration) {

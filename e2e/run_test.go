@@ -241,8 +241,8 @@ func TestRunCheckpoints(t *testing.T) {
 	j.waitCount(t, "child", j.count("child")+10)
 	checkRunLog(t, j.stdout, "root", "child")
 	for _, pid := range []int{j.root, child} {
-		if st := procState(pid); !strings.Contains(st, fmt.Sprintf("TracerPid: %d", j.cmd.Process.Pid)) {
-			t.Errorf("pid %d under chpox run: %s, want traced by chpox run (%d)", pid, st, j.cmd.Process.Pid)
+		if tr := tracerOf(t, pid); tr != j.cmd.Process.Pid {
+			t.Errorf("pid %d under chpox run: %s, traced by %d, want by chpox run (%d)", pid, procState(pid), tr, j.cmd.Process.Pid)
 		}
 	}
 

@@ -167,8 +167,8 @@ func strictAliveTraced(t *testing.T, p *proc, child, tracer int, when string) {
 	if m := seccompMode(child); m != "1" {
 		t.Fatalf("%s: the strict child (pid %d) has Seccomp: %s, want 1", when, child, m)
 	}
-	if st := procState(child); !strings.Contains(st, fmt.Sprintf("TracerPid: %d,", tracer)) {
-		t.Fatalf("%s: the strict child: %s", when, st)
+	if tr := tracerOf(t, child); tr != tracer {
+		t.Fatalf("%s: the strict child: %s, traced by %d, want by %d", when, procState(child), tr, tracer)
 	}
 }
 

@@ -364,14 +364,28 @@ func readZombie(p procfs.Proc, in *Info) error {
 	return err
 }
 
-// TracerPID returns the PID tracing pid (0 if none or unknown).
+// TracerPID returns the process tracing pid (0 if none or unknown). The
+// kernel's TracerPid names the tracing thread, which in a Go tracer (chpox
+// itself) is seldom the main one: its thread group is the process.
 func TracerPID(pid int) int {
+	tid := statusInt(pid, "TracerPid:")
+	if tid <= 0 {
+		return 0
+	}
+	if tgid := statusInt(tid, "Tgid:"); tgid > 0 {
+		return tgid
+	}
+	return tid
+}
+
+// statusInt is one number of /proc/PID/status (0 if missing).
+func statusInt(pid int, key string) int {
 	b, err := os.ReadFile(procPath(pid, "status"))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+		if v, ok := strings.CutPrefix(line, key); ok {
 			n, _ := strconv.Atoi(strings.TrimSpace(v))
 			return n
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/chpox/chpox/internal/testutil"
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/procinfo"
+	"github.com/chpox/chpox/pkg/ptrace"
 )
 
 // filesChild runs testdata/files.c and waits until it is set up.
@@ -369,3 +370,42 @@ func TestFilesEventfdEpoll(t *testing.T) {
 		t.Errorf("epoll targets %+v, want the eventfd's dev %d ino %d", gotP.EpollTargets, gotE.Dev, gotE.Ino)
 	}
 }
+
+// TestTracerPID: the tracer is named by its process, not by the thread that
+// traces (TracerPid in /proc is a thread ID; chpox's tracer thread is a
+// locked goroutine's, seldom the main thread). The test traces from a
+// thread it makes sure is not the main one.
+func TestTracerPID(t *testing.T) {
+	testutil.NeedRoot(t)
+	cmd := exec.Command("sleep", "100")
+	testutil.Start(t, cmd)
+	pid := cmd.Process.Pid
+	if got := procinfo.TracerPID(pid); got != 0 {
+		t.Fatalf("TracerPID of an untraced sleep = %d, want 0", got)
+	}
+	tr := ptrace.NewTracer()
+	err := tr.Do(func() error {
+		if unix.Gettid() == os.Getpid() {
+			// The main thread: keep it (locked, it stays the tracer's)
+			// and trace from a fresh locked thread instead.
+			return errMainThread
+		}
+		tc, err := ptrace.Seize(pid)
+		if err != nil {
+			return err
+		}
+		defer tc.Release()
+		if got := procinfo.TracerPID(pid); got != os.Getpid() {
+			return fmt.Errorf("TracerPID of a sleep traced by thread %d of %d = %d, want %d", unix.Gettid(), os.Getpid(), got, os.Getpid())
+		}
+		return nil
+	})
+	if errors.Is(err, errMainThread) {
+		t.Skip("the tracer thread is the main thread")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var errMainThread = errors.New("main thread")

@@ -351,7 +351,8 @@ func TestSeizeNoProcess(t *testing.T) {
 }
 
 // TestInjectIntoKilled: a tracee killed from outside during injection is
-// reported as ErrExited, not as a hang or a strange stop.
+// reported as ErrExited, not as a hang or a strange stop, and its end is
+// not lost: the error carries it if a wait inside collected it.
 func TestInjectIntoKilled(t *testing.T) {
 	testutil.NeedRoot(t)
 	cmd := exec.Command("sleep", "100")
@@ -370,19 +371,42 @@ func TestInjectIntoKilled(t *testing.T) {
 		if got, err := tc.Syscall(unix.SYS_GETPID); err != nil || int(got) != pid {
 			return fmt.Errorf("getpid in sleep = %d, %v", got, err)
 		}
-		unix.Kill(pid, unix.SIGKILL)
-		_, err = tc.Syscall(unix.SYS_GETPID)
+		// Killed while the injected call blocks: the injection's own
+		// wait collects the end.
+		time.AfterFunc(100*time.Millisecond, func() { unix.Kill(pid, unix.SIGKILL) })
+		_, err = tc.Syscall(unix.SYS_PAUSE)
 		if err == nil {
 			return errors.New("injection into a killed process succeeded")
 		}
 		if !errors.Is(err, ptrace.ErrExited) {
 			return fmt.Errorf("injection into a killed process: %w, want ErrExited", err)
 		}
-		return nil
+		return endReportedOnce(pid, err)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// endReportedOnce checks that the end of a killed tracee reaches the
+// caller once: in err when the injection's wait collected it, else to
+// the caller's own wait (chpox run's loop would hang otherwise).
+func endReportedOnce(pid int, err error) error {
+	ws, inErr := ptrace.ReapedStatus(err, pid)
+	var got unix.WaitStatus
+	_, werr := unix.Wait4(pid, &got, unix.WALL, nil)
+	switch {
+	case inErr && werr == nil:
+		return fmt.Errorf("the end of %d is in the error (%v) and was still there to wait for", pid, err)
+	case inErr:
+		got = ws
+	case werr != nil:
+		return fmt.Errorf("the end of %d is lost: not in the error (%v), and wait4: %w", pid, err, werr)
+	}
+	if !got.Signaled() || got.Signal() != unix.SIGKILL {
+		return fmt.Errorf("the end of %d: status %#x, want killed by SIGKILL", pid, uint32(got))
+	}
+	return nil
 }
 
 // TestSleepSurvivesInjection: coreutils sleep, stopped in clock_nanosleep

@@ -26,6 +26,40 @@ var testHook = func(point string) {}
 // ErrExited reports that the tracee died while we worked on it.
 var ErrExited = errors.New("process exited")
 
+// Reaped is ErrExited when a wait of this package collected the end
+// itself: the kernel reports an end once, so a caller that waits for the
+// same process later (chpox run's loop, for its job's root) would wait
+// forever; it learns the status here instead (ReapedStatus).
+type Reaped struct {
+	PID    int
+	Status unix.WaitStatus
+}
+
+func (e *Reaped) Error() string { return fmt.Sprintf("%v (status %#x)", ErrExited, uint32(e.Status)) }
+func (e *Reaped) Unwrap() error { return ErrExited }
+
+// ReapedStatus finds in err (joined errors included) the end of pid that
+// a wait of this package collected.
+func ReapedStatus(err error, pid int) (unix.WaitStatus, bool) {
+	switch e := err.(type) {
+	case nil:
+		return 0, false
+	case *Reaped:
+		if e.PID == pid {
+			return e.Status, true
+		}
+		return 0, false
+	case interface{ Unwrap() []error }:
+		for _, sub := range e.Unwrap() {
+			if ws, ok := ReapedStatus(sub, pid); ok {
+				return ws, true
+			}
+		}
+		return 0, false
+	}
+	return ReapedStatus(errors.Unwrap(err), pid)
+}
+
 // Error is a failed operation on one tracee.
 type Error struct {
 	PID int
@@ -218,7 +252,7 @@ func (t *Tracee) waitStop() (unix.WaitStatus, error) {
 		case err != nil:
 			return ws, t.fail("wait4", err)
 		case pid == t.PID && (ws.Exited() || ws.Signaled()):
-			return ws, t.fail("wait4", fmt.Errorf("%w (status %#x)", ErrExited, uint32(ws)))
+			return ws, t.fail("wait4", &Reaped{PID: t.PID, Status: ws})
 		case pid == t.PID:
 			return ws, nil
 		case time.Now().After(deadline):
@@ -239,7 +273,7 @@ func (t *Tracee) wait() (unix.WaitStatus, error) {
 			return ws, t.fail("wait4", err)
 		}
 		if ws.Exited() || ws.Signaled() {
-			return ws, t.fail("wait4", fmt.Errorf("%w (status %#x)", ErrExited, uint32(ws)))
+			return ws, t.fail("wait4", &Reaped{PID: t.PID, Status: ws})
 		}
 		return ws, nil
 	}

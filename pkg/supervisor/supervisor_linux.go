@@ -277,6 +277,9 @@ func (s *Supervisor) checkpoints(first int) {
 		reqs, due := s.pending, s.due
 		s.pending, s.due = nil, false
 		s.mu.Unlock()
+		if s.rootStatus != nil { // the job ended: nothing left to take
+			s.again, due = false, false
+		}
 		if !s.again && !due && len(reqs) == 0 {
 			break
 		}
@@ -350,7 +353,8 @@ func (s *Supervisor) triggered(tid int) {
 func (s *Supervisor) hold(tid int) {
 	began := time.Now()
 	if _, err := ptrace.Suppress(tid, s.opt.Signal); err != nil {
-		return // it exited meanwhile
+		s.ended(err) // it exited meanwhile
+		return
 	}
 	slog.Debug("trigger dropped", "tid", tid, "took", time.Since(began))
 	s.stopped[tid] = true
@@ -381,6 +385,20 @@ func (s *Supervisor) report(res *dump.Result, err error, out string) {
 // checkpoint freezes the tree (threads at a trigger stop are frozen
 // already), writes the image and lets the tree go on.
 func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
+	res, err := s.take(out, kill)
+	s.ended(err)
+	return res, err
+}
+
+// ended keeps the root's end when a wait inside a checkpoint collected
+// it: the kernel reports it once, and the loop would wait for it forever.
+func (s *Supervisor) ended(err error) {
+	if ws, ok := ptrace.ReapedStatus(err, s.root); ok && s.rootStatus == nil {
+		s.rootStatus = &ws
+	}
+}
+
+func (s *Supervisor) take(out string, kill bool) (*dump.Result, error) {
 	if err := dump.CheckOutput(out, s.root, false); err != nil {
 		return nil, err
 	}
