@@ -458,12 +458,22 @@ func (l *liveDump) precopy(stop func() bool) {
 }
 
 func (l *liveDump) copyRounds(stop func() bool) {
-	// The areas are listed (smaps: 100 ms at 4 GiB) before the last copy,
-	// so what the job writes meanwhile is copied now, not at the freeze.
+	// The areas are listed (smaps: 100 ms at 4 GiB) before the last two
+	// copies, so what the job writes meanwhile is copied now, not at the
+	// freeze: one more round copies what the rounds left and what was
+	// written while listing, and the last copy what that round saw written
+	// (at 4 GiB and 256 MB/s of writes, 15-19 MB left for the freeze with
+	// the listing last, ~1 MB this way).
 	defer func() {
-		for pid, t := range l.tracks {
+		for _, t := range l.tracks {
 			t.Relist()
-			if err := t.CopyPending(); err != nil {
+		}
+		for pid, t := range l.tracks {
+			_, _, err := t.Round()
+			if err == nil {
+				err = t.CopyPending()
+			}
+			if err != nil {
 				slog.Debug("live copy failed", "pid", pid, "err", err)
 			}
 		}

@@ -129,3 +129,41 @@ func TestAdjustments(t *testing.T) {
 		t.Errorf("EACCES: %v, %v; want none", got, err)
 	}
 }
+
+// TestSelectShm: which segments belong to a checkpoint of tree {100, 101}
+// (docs/usage.md). A segment the tree does not attach but others do is
+// theirs even when its creator's PID is now the tree's; named with --ipc it
+// is refused, being shared with processes outside.
+func TestSelectShm(t *testing.T) {
+	tree := map[int]bool{100: true, 101: true}
+	seg := func(kid, cpid, lpid, nattch int) ShmEntry {
+		return ShmEntry{SysVPerm: format.SysVPerm{KID: kid}, CPID: cpid, LPID: lpid, Nattch: nattch}
+	}
+	table := &Table{Shm: []ShmEntry{
+		seg(1, 100, 100, 2), // attached twice by the tree
+		seg(2, 100, 7, 0),   // unattached, created by the tree
+		seg(3, 7, 101, 0),   // unattached, last detached by the tree
+		seg(4, 7, 7, 0),     // unattached, nobody of the tree
+		seg(5, 100, 100, 6), // PIDs reused: attached by others only
+		seg(6, 7, 7, 3),     // others'
+	}}
+	attached := map[int]int{1: 2}
+	got, err := Select(table, tree, attached, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, e := range got.Shm {
+		kids = append(kids, e.KID)
+	}
+	if d := cmp.Diff([]int{1, 2, 3}, kids); d != "" {
+		t.Errorf("selected segments (-want +got):\n%s", d)
+	}
+	if _, err := Select(table, tree, attached, []Ref{{"shm", 5}}); err == nil {
+		t.Error("a segment attached only outside, named with --ipc, was selected; want it refused")
+	}
+	table.Shm[0].Nattch = 3 // one attachment outside the tree
+	if _, err := Select(table, tree, attached, nil); err == nil {
+		t.Error("a segment attached inside and outside the tree was selected; want it refused")
+	}
+}
