@@ -12,6 +12,9 @@
 // then reads as the file again).
 // SIGUSR1: check every page, print "live ok G MAXGAP_US" or "live FAIL ...".
 // SIGUSR2: forget the longest gap so far, print "reset".
+// Before "live ok", a line "gap ended at SECONDS.MICROS" gives the wall
+// clock (CLOCK_REALTIME) at the end of the longest gap, to find in a
+// chpox -v log what caused it.
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,6 +73,7 @@ int main(int argc, char **argv) {
 	signal(SIGUSR2, on_usr2);
 	uint64_t G = 0;
 	int64_t maxgap = 0, prev = now_us();
+	struct timespec gap_end = {0};
 	say("ready\n");
 	for (;;) {
 		G++;
@@ -112,8 +116,10 @@ int main(int argc, char **argv) {
 			nanosleep(&ts, NULL);
 		}
 		int64_t t = now_us();
-		if (t - prev > maxgap)
+		if (t - prev > maxgap) {
 			maxgap = t - prev;
+			clock_gettime(CLOCK_REALTIME, &gap_end);
+		}
 		prev = t;
 		if (reset) {
 			reset = 0, maxgap = 0, prev = now_us();
@@ -133,6 +139,7 @@ int main(int argc, char **argv) {
 			for (size_t f = 0; fmem && f < FPAGES && bad == pages; f++)
 				if (fmem[f * (PAGE / 8)] != (flast[f] == ZAP ? 0xf11e0000 + f : flast[f]))
 					bad = pages + 1 + f;
+			say("gap ended at %ld.%06ld\n", (long)gap_end.tv_sec, gap_end.tv_nsec / 1000);
 			if (bad == pages)
 				say("live ok %lu %ld\n", (unsigned long)G, (long)maxgap);
 			else

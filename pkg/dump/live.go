@@ -51,7 +51,7 @@ type liveDump struct {
 
 func (l *liveDump) close() {
 	for _, t := range l.tracks {
-		t.Close()
+		endTracking(t)
 	}
 	l.stage.Close()
 	if l.base != nil {
@@ -82,12 +82,24 @@ func (s *Series) Close() {
 		return
 	}
 	for _, t := range s.tracks {
-		t.Close()
+		endTracking(t)
 	}
 	if s.base != nil {
 		s.base.Close()
 	}
 	s.tracks, s.base = nil, nil
+}
+
+// endTracking stops the write tracking of a process that goes on: its
+// areas are unregistered a slice at a time (Tracker.Unregister) unless it
+// has a userfaultfd of its own now, then the userfaultfd is closed.
+func endTracking(t *vmadump.Tracker) {
+	if ownUffd(t.PID) == nil {
+		began := time.Now()
+		t.Unregister()
+		slog.Debug("write tracking ended", "pid", t.PID, "took", time.Since(began))
+	}
+	t.Close()
 }
 
 // Forget ends the tracking of pid, which exec'd or exited: its tracking
@@ -469,7 +481,8 @@ func (l *liveDump) copyRounds(stop func() bool) {
 			t.Relist()
 		}
 		for pid, t := range l.tracks {
-			_, _, err := t.Round()
+			copied, waiting, err := t.Round()
+			slog.Debug("live round after the listing", "pid", pid, "copied", copied, "waiting", waiting)
 			if err == nil {
 				err = t.CopyPending()
 			}

@@ -68,6 +68,9 @@ type Tracker struct {
 	// longer scanned (the area changed under it).
 	tracked []*format.Span
 	todo    []format.DataRun // pages to copy in the next round
+	// regs: every area Start registered, kept from checkpoint to
+	// checkpoint, for Unregister.
+	regs []format.Span
 
 	// An incremental series (Keep): where each page is in base, the last
 	// image, and next, the index CopyTo builds for the image it writes.
@@ -176,6 +179,9 @@ func (t *Tracker) Start() error {
 		if err := uffdRegisterWP(uffd, a.Start, a.End); err != nil {
 			continue // e.g. a mapping the kernel cannot write-protect
 		}
+		if sp := (format.Span{Start: a.Start, End: a.End}); !slices.Contains(t.regs, sp) {
+			t.regs = append(t.regs, sp)
+		}
 		ok := true
 		// Only the pages that exist: protecting a whole sparse area would
 		// build page tables for all of it. A page created later is not
@@ -238,6 +244,31 @@ func (t *Tracker) Continue(stage *Stage, keep bool) {
 // Tracking tells whether the process's writes are tracked (it has a
 // userfaultfd; without, every page is copied at the final freeze).
 func (t *Tracker) Tracking() bool { return t.uffd != nil }
+
+// unregisterStep bounds the memory one UFFDIO_UNREGISTER covers: the
+// kernel holds the process's memory map lock for writing while it clears
+// the protection of every page of the range, and the job's page faults
+// wait (about 30 ms per GiB here).
+const unregisterStep = 64 << 20
+
+// Unregister ends the write tracking of the areas Start registered, a
+// slice at a time. Closing the userfaultfd would do it too, in one step
+// over all of them: a stall of the job of 120 ms at 4 GiB, after its
+// checkpoint. The caller makes sure the process has no userfaultfd of its
+// own, which could hold an area at an address that was once tracked (the
+// kernel unregisters whatever context holds it). A range that failed
+// (the area changed meanwhile) is left to the close.
+func (t *Tracker) Unregister() {
+	if t.uffd == nil {
+		return
+	}
+	for _, sp := range t.regs {
+		for a := sp.Start; a < sp.End; a += unregisterStep {
+			uffdUnregister(t.uffd, a, min(a+unregisterStep, sp.End))
+		}
+	}
+	t.regs = nil
+}
 
 // Close lets go of the userfaultfd (the last reference: the kernel
 // unregisters every area) and of the pagemap.

@@ -17,6 +17,7 @@ const (
 	uffdAPI             = 0xAA
 	uffdioAPI           = 0xc018aa3f // _IOWR(0xAA, 0x3F, struct uffdio_api)
 	uffdioRegister      = 0xc020aa00 // _IOWR(0xAA, 0x00, struct uffdio_register)
+	uffdioUnregister    = 0x8010aa01 // _IOR(0xAA, 0x01, struct uffdio_range)
 	uffdioWriteprotect  = 0xc018aa06 // _IOWR(0xAA, 0x06, struct uffdio_writeprotect)
 	uffdioRegisterModeW = 1 << 1     // UFFDIO_REGISTER_MODE_WP
 	uffdioWPModeWP      = 1 << 0     // UFFDIO_WRITEPROTECT_MODE_WP
@@ -75,6 +76,12 @@ func uffdHandshake(f *os.File) error {
 func uffdRegisterWP(f *os.File, start, end uint64) error {
 	r := uffdioRegisterArg{Start: start, Len: end - start, Mode: uffdioRegisterModeW}
 	_, err := ioctl(f.Fd(), uffdioRegister, unsafe.Pointer(&r))
+	return err
+}
+
+func uffdUnregister(f *os.File, start, end uint64) error {
+	r := [2]uint64{start, end - start} // struct uffdio_range
+	_, err := ioctl(f.Fd(), uffdioUnregister, unsafe.Pointer(&r))
 	return err
 }
 
