@@ -1,8 +1,12 @@
 package vmadump
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -148,6 +152,39 @@ func scanRegions(pm *os.File, start, end, flags, inverted, mask, anyof, ret uint
 		start = arg.WalkEnd
 	}
 	return nil
+}
+
+// splitMin is the least memory scanSplit gives one thread: the kernel
+// walks page tables at about 13 ns a page here, 13 ms for 4 GiB, all of
+// it inside the final freeze.
+const splitMin = 256 << 20
+
+// scanSplit is scanRegions over [start, end) cut into pieces scanned at
+// once, one per CPU (the job is frozen: the CPUs are free), the regions
+// returned in address order (one region may come cut in two where the
+// pieces meet).
+func scanSplit(pm *os.File, start, end, flags, inverted, mask, anyof, ret uint64) ([]pageRegion, error) {
+	n := min(uint64(runtime.GOMAXPROCS(0)), (end-start)/splitMin)
+	if n <= 1 {
+		var out []pageRegion
+		err := scanRegions(pm, start, end, flags, inverted, mask, anyof, ret, func(r pageRegion) { out = append(out, r) })
+		return out, err
+	}
+	step := ((end-start)/n + 1<<21 - 1) &^ (1<<21 - 1) // 2 MiB multiples: page-aligned pieces
+	parts := make([][]pageRegion, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := min(start+i*step, end), min(start+(i+1)*step, end)
+		wg.Go(func() {
+			errs[i] = scanRegions(pm, lo, hi, flags, inverted, mask, anyof, ret, func(r pageRegion) { parts[i] = append(parts[i], r) })
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.Concat(parts...), nil
 }
 
 // ProbeUffd opens a userfaultfd of this process, as chpox check does, and
