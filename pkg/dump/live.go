@@ -475,7 +475,7 @@ func (l *liveDump) copyRounds(stop func() bool) {
 	// freeze: one more round copies what the rounds left and what was
 	// written while listing, and the last copy what that round saw written
 	// (at 4 GiB and 256 MB/s of writes, 15-19 MB left for the freeze with
-	// the listing last, ~1 MB this way).
+	// the listing last, 5-7 MB this way).
 	defer func() {
 		for _, t := range l.tracks {
 			t.Relist()
