@@ -199,6 +199,24 @@ func (l *liveDump) tracker(pid int) *vmadump.Tracker {
 	return t
 }
 
+// keepOnlyOf lets go of the kept trackers that are not of a process of ms
+// now: it is gone, or its PID is another process's (a tracker of an older
+// memory would take that process's pages from the last image).
+func keepOnlyOf(tracks map[int]*vmadump.Tracker, ms []*Member) {
+	now := map[int]uint64{}
+	for _, m := range ms {
+		if m.T != nil {
+			now[m.Info.PID] = m.Info.Started
+		}
+	}
+	for pid, t := range tracks {
+		if started, ok := now[pid]; !ok || started != t.Started {
+			endTracking(t) // its userfaultfd acts on the memory it was made in, no other
+			delete(tracks, pid)
+		}
+	}
+}
+
 // startLive, with the tree frozen, gives chpox a userfaultfd of each
 // process and write-protects its private memory; a process series
 // tracks already goes on with its tracker.
@@ -229,6 +247,7 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 		l.close()
 		return nil, err
 	}
+	keepOnlyOf(l.tracks, ms)
 	for _, m := range ms {
 		if m.T == nil {
 			continue
@@ -248,6 +267,7 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 		if err == nil {
 			var t *vmadump.Tracker
 			if t, err = vmadump.NewTracker(m.Info.PID, f, stage); err == nil {
+				t.Started = m.Info.Started
 				l.tracks[m.Info.PID] = t
 			} else {
 				f.Close()

@@ -37,6 +37,10 @@ type Info struct {
 	// TTYNr is the device number of the controlling terminal (0: none),
 	// TPGID its foreground process group (stat fields 7 and 8, proc(5)).
 	TTYNr, TPGID int
+	// Started is the start time (stat field 22, clock ticks after boot):
+	// with the PID, it names this process and not a later one that got
+	// the same PID.
+	Started uint64
 }
 
 // Read collects the state of pid that /proc can tell.
@@ -52,7 +56,7 @@ func Read(pid int) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: read stat: %w", pid, err)
 	}
-	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}, TTYNr: st.TTY, TPGID: st.TPGID}
+	in := &Info{Process: format.Process{PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm}, TTYNr: st.TTY, TPGID: st.TPGID, Started: st.Starttime}
 	// A "Z" main thread with other threads alive is a running process
 	// whose main thread called pthread_exit, not a zombie.
 	in.Zombie = st.State == "Z" && st.NumThreads <= 1

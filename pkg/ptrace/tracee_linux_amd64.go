@@ -41,23 +41,30 @@ func (e *Reaped) Unwrap() error { return ErrExited }
 // ReapedStatus finds in err (joined errors included) the end of pid that
 // a wait of this package collected.
 func ReapedStatus(err error, pid int) (unix.WaitStatus, bool) {
+	for _, r := range Ends(err) {
+		if r.PID == pid {
+			return r.Status, true
+		}
+	}
+	return 0, false
+}
+
+// Ends lists the ends in err (joined errors included) that waits of this
+// package collected.
+func Ends(err error) []*Reaped {
 	switch e := err.(type) {
 	case nil:
-		return 0, false
+		return nil
 	case *Reaped:
-		if e.PID == pid {
-			return e.Status, true
-		}
-		return 0, false
+		return []*Reaped{e}
 	case interface{ Unwrap() []error }:
+		var out []*Reaped
 		for _, sub := range e.Unwrap() {
-			if ws, ok := ReapedStatus(sub, pid); ok {
-				return ws, true
-			}
+			out = append(out, Ends(sub)...)
 		}
-		return 0, false
+		return out
 	}
-	return ReapedStatus(errors.Unwrap(err), pid)
+	return Ends(errors.Unwrap(err))
 }
 
 // Error is a failed operation on one tracee.
@@ -95,6 +102,7 @@ type Tracee struct {
 	groupStop bool        // was in a job-control stop; Release stops it again
 	stopSig   unix.Signal // the signal of that stop (SIGSTOP, SIGTSTP ...)
 	swallowed bool        // Interrupt met the signal it was told to keep back
+	execed    bool        // Interrupt continued an exec event of it
 	// other, while set, gets the stops and exits of other tracees that
 	// come while this one is waited for (InterruptServing).
 	other     func(pid int, ws unix.WaitStatus)
@@ -148,6 +156,7 @@ func (t *Tracee) settle(swallow unix.Signal) error {
 			t.noteGroupStop(ws)
 			return t.LoadRegs()
 		case cause > 0:
+			t.execed = t.execed || cause == unix.PTRACE_EVENT_EXEC
 			sig = 0
 		case swallow != 0 && sig == swallow:
 			t.swallowed = true
@@ -562,6 +571,11 @@ func InterruptServing(pid int, swallow unix.Signal, other func(pid int, ws unix.
 
 // Swallowed tells whether Interrupt met (and kept back) the swallow signal.
 func (t *Tracee) Swallowed() bool { return t.swallowed }
+
+// Execed tells whether Interrupt met an exec of the process on the way to
+// its stop (it continued it): the process has a new memory since, and a
+// caller that follows execs (chpox run) would not see that exec otherwise.
+func (t *Tracee) Execed() bool { return t.execed }
 
 // Suppress turns a signal-delivery-stop for swallow, which the caller
 // has waited for, into an interrupt stop: the signal is dropped now, so

@@ -32,8 +32,12 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 				return ptrace.Stopped(tid)
 			}
 			t, err := ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
+			s.ended(err)
 			if err == nil && t.Swallowed() {
 				s.again = true // a trigger that came during this checkpoint
+			}
+			if err == nil && t.Execed() {
+				s.series.Forget(tid) // as the loop does for an exec it sees
 			}
 			return t, err
 		}

@@ -390,11 +390,17 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 	return res, err
 }
 
-// ended keeps the root's end when a wait inside a checkpoint collected
-// it: the kernel reports it once, and the loop would wait for it forever.
+// ended takes in the ends that a wait inside a checkpoint collected: the
+// kernel reports an end once, so the loop would never see them. The root's
+// is kept (the loop would wait for it forever); any process's tracking is
+// let go, as the loop does (its PID may come back as another process's).
 func (s *Supervisor) ended(err error) {
-	if ws, ok := ptrace.ReapedStatus(err, s.root); ok && s.rootStatus == nil {
-		s.rootStatus = &ws
+	for _, r := range ptrace.Ends(err) {
+		s.series.Forget(r.PID)
+		if r.PID == s.root && s.rootStatus == nil {
+			ws := r.Status
+			s.rootStatus = &ws
+		}
 	}
 }
 

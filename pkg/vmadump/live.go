@@ -59,7 +59,11 @@ func (s *Stage) page(slot uint32) []byte {
 
 // Tracker is the live copy of one process.
 type Tracker struct {
-	PID   int
+	PID int
+	// Started is the process's start time (procinfo.Info.Started), set by
+	// the caller: a tracker kept for the next checkpoint is of the
+	// process that then has PID only if it matches.
+	Started uint64
 	uffd  *os.File // chpox's copy of the process's userfaultfd; nil: none
 	pm    *os.File
 	stage *Stage
