@@ -64,10 +64,10 @@ type Tracker struct {
 	// the caller: a tracker kept for the next checkpoint is of the
 	// process that then has PID only if it matches.
 	Started uint64
-	uffd  *os.File // chpox's copy of the process's userfaultfd; nil: none
-	pm    *os.File
-	stage *Stage
-	pages pageTable // staged page address → slot
+	uffd    *os.File // chpox's copy of the process's userfaultfd; nil: none
+	pm      *os.File
+	stage   *Stage
+	pages   pageTable // staged page address → slot
 	// tracked: the areas registered for write-protect; a nil entry is no
 	// longer scanned (the area changed under it).
 	tracked []*format.Span
