@@ -427,6 +427,36 @@ func TestRunStormForking(t *testing.T) {
 	r.waitInt(t, re, lastInt(j.stdout, re)+100, 10*time.Second)
 }
 
+// TestRunRootKilledMidCheckpoint: the job's root dies while a checkpoint
+// waits for it to stop (it waits for its vfork child, which no signal
+// interrupts). The checkpoint fails, and chpox run ends with its job,
+// status 137, at once: its own wait had taken the root's end, and chpox
+// run used to wait for that end forever.
+func TestRunRootKilledMidCheckpoint(t *testing.T) {
+	setup(t, "holder")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "USR2", "-o", img, "--", progs["holder"], "vfork")
+	j.waitFile(t, j.stdout, `(?m)^ready$`, 1, 10*time.Second)
+	time.Sleep(100 * time.Millisecond) // in vfork now (its child sleeps 3 s)
+	killAtEnd(t, childrenOf(j.root)...)
+	// To chpox, not to the job: a process in vfork takes no signal but
+	// SIGKILL.
+	unix.Kill(j.cmd.Process.Pid, unix.SIGUSR2)
+	time.Sleep(500 * time.Millisecond) // the checkpoint waits for the root to stop
+	unix.Kill(j.root, unix.SIGKILL)
+	select {
+	case <-j.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("chpox run did not end with its job")
+	}
+	if j.status != "exit status 137" {
+		t.Errorf("chpox run ended with %q after SIGKILL of its job, want exit status 137", j.status)
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the failed checkpoint left %s", img)
+	}
+}
+
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
 // writes it: no -o, no --; the image is app.chp in the current directory.
 func TestRunDesignCard(t *testing.T) {

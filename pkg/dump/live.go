@@ -211,7 +211,10 @@ func keepOnlyOf(tracks map[int]*vmadump.Tracker, ms []*Member) {
 	}
 	for pid, t := range tracks {
 		if started, ok := now[pid]; !ok || started != t.Started {
-			endTracking(t) // its userfaultfd acts on the memory it was made in, no other
+			// Its userfaultfd acts on the memory it was made in, no
+			// other; not while the tree is frozen: a process that left
+			// the tree may have gigabytes to unregister.
+			go endTracking(t)
 			delete(tracks, pid)
 		}
 	}
@@ -239,6 +242,7 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 	}
 	t0 := time.Now()
 	defer func() { slog.Debug("live copy started", "took", time.Since(t0)) }()
+	keepOnlyOf(l.tracks, ms)
 	if err := enoughMemory(ms, l.tracks); err != nil {
 		l.close()
 		return nil, err
@@ -247,7 +251,6 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 		l.close()
 		return nil, err
 	}
-	keepOnlyOf(l.tracks, ms)
 	for _, m := range ms {
 		if m.T == nil {
 			continue

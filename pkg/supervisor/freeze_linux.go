@@ -37,7 +37,7 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 				s.again = true // a trigger that came during this checkpoint
 			}
 			if err == nil && t.Execed() {
-				s.series.Forget(tid) // as the loop does for an exec it sees
+				s.forget(tid) // as the loop does for an exec it sees
 			}
 			return t, err
 		}

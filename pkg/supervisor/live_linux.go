@@ -15,10 +15,12 @@ import (
 // the end, for its state and the pages written since the last round. The
 // pages not written since the last image come from it (s.series).
 func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
+	s.inLive = true
+	defer func() { s.inLive, s.gone = false, nil }()
 	start := time.Now()
 	ms, err := s.freeze()
 	if err != nil {
-		dump.Release(ms)
+		s.ended(dump.Release(ms))
 		return nil, err
 	}
 	series := s.series
@@ -52,6 +54,9 @@ func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
 	if s.series, err = lv.Keep(w); err != nil {
 		slog.Info("the next checkpoint will be a full one", "why", err)
 	}
+	for _, pid := range s.gone {
+		s.series.Forget(pid)
+	}
 	return res, statSize(res, out)
 }
 
@@ -72,7 +77,7 @@ func (s *Supervisor) finalFreeze(lv *dump.Live, out string) (*dump.Result, *dump
 	}
 	defer func() {
 		if !released {
-			release()
+			s.ended(release())
 		}
 	}()
 	if err != nil {

@@ -70,6 +70,32 @@ type Supervisor struct {
 	// series carries the write tracking and the last image to the next
 	// live checkpoint.
 	series *dump.Series
+	// gone: processes that exited or exec'd while a live checkpoint held
+	// the tracking (inLive; series is nil then), forgotten once it is kept.
+	gone   []int
+	inLive bool
+}
+
+// forget ends the write tracking of pid, which exited or exec'd: its
+// tracking was of the memory it had, and its PID may come back as
+// another process's.
+func (s *Supervisor) forget(pid int) {
+	if s.series == nil {
+		if s.inLive {
+			s.gone = append(s.gone, pid)
+		}
+		return
+	}
+	s.series.Forget(pid)
+}
+
+// end is the loop's end, with the root's status: the doorbell and the
+// tracking stop (the tracking by slices, not in one stall of what runs on).
+func (s *Supervisor) end(ws unix.WaitStatus) int {
+	unix.Kill(s.waker, unix.SIGKILL)
+	s.series.Close()
+	s.series = nil
+	return exitStatus(ws)
 }
 
 // Start starts the job traced and returns once it runs.
@@ -202,7 +228,7 @@ func (s *Supervisor) retryBusy(err error) bool {
 func (s *Supervisor) loop() (int, error) {
 	for {
 		if ws := s.rootStatus; ws != nil {
-			return exitStatus(*ws), nil
+			return s.end(*ws), nil
 		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
@@ -213,11 +239,9 @@ func (s *Supervisor) loop() (int, error) {
 			return 0, fmt.Errorf("wait for the job: %w", err)
 		}
 		if ws.Exited() || ws.Signaled() {
-			s.series.Forget(pid)
+			s.forget(pid)
 			if pid == s.root {
-				unix.Kill(s.waker, unix.SIGKILL)
-				s.series.Close()
-				return exitStatus(ws), nil
+				return s.end(ws), nil
 			}
 			continue
 		}
@@ -248,7 +272,7 @@ func (s *Supervisor) resume(pid int, ws unix.WaitStatus) {
 	sig := ws.StopSignal()
 	switch cause := ws.TrapCause(); {
 	case cause == unix.PTRACE_EVENT_EXEC:
-		s.series.Forget(pid) // a new memory: its tracking starts again
+		s.forget(pid) // a new memory: its tracking starts again
 		ptrace.Cont(pid, 0)
 	case cause == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
 		ptrace.Listen(pid)
@@ -278,7 +302,11 @@ func (s *Supervisor) checkpoints(first int) {
 		s.pending, s.due = nil, false
 		s.mu.Unlock()
 		if s.rootStatus != nil { // the job ended: nothing left to take
-			s.again, due = false, false
+			for _, r := range reqs {
+				r.reply <- reply(nil, errRootGone)
+			}
+			s.again = false
+			break
 		}
 		if !s.again && !due && len(reqs) == 0 {
 			break
@@ -320,7 +348,7 @@ func (s *Supervisor) collectQueued() {
 func (s *Supervisor) handle(pid int, ws unix.WaitStatus) {
 	switch {
 	case ws.Exited() || ws.Signaled():
-		s.series.Forget(pid)
+		s.forget(pid)
 		if pid == s.root {
 			s.rootStatus = &ws
 		}
@@ -396,7 +424,7 @@ func (s *Supervisor) checkpoint(out string, kill bool) (*dump.Result, error) {
 // let go, as the loop does (its PID may come back as another process's).
 func (s *Supervisor) ended(err error) {
 	for _, r := range ptrace.Ends(err) {
-		s.series.Forget(r.PID)
+		s.forget(r.PID)
 		if r.PID == s.root && s.rootStatus == nil {
 			ws := r.Status
 			s.rootStatus = &ws
@@ -424,13 +452,13 @@ func (s *Supervisor) frozenCheckpoint(out string, kill bool) (*dump.Result, erro
 	start := time.Now()
 	ms, err := s.freeze()
 	if err != nil {
-		dump.Release(ms)
+		s.ended(dump.Release(ms))
 		return nil, err
 	}
 	res := &dump.Result{PID: s.root, Processes: len(ms)}
 	w, err := s.write(ms, out, kill)
 	if err != nil {
-		dump.Release(ms)
+		s.ended(dump.Release(ms))
 		return nil, err
 	}
 	res.DataBytes, res.OutsideTCP = int64(w.DataBytes), w.OutsideTCP
@@ -438,7 +466,7 @@ func (s *Supervisor) frozenCheckpoint(out string, kill bool) (*dump.Result, erro
 		// Commit while still frozen: the job dies only once its image is
 		// safe; the release then just lets the SIGKILLs act.
 		if err := w.Commit(); err != nil {
-			dump.Release(ms)
+			s.ended(dump.Release(ms))
 			return nil, err
 		}
 		for _, m := range ms {

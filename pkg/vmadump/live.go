@@ -368,7 +368,11 @@ func (t *Tracker) finalPages(pm *os.File, a *Area) ([]format.DataRun, bool) {
 	regions, err := scanSplit(pm, a.Start, a.End, flags, inverted, mask, pageIsPresent|pageIsSwapped,
 		pageIsWritten|pageIsPFNZero|pageIsSwapped)
 	if err != nil {
-		return nil, false // not registered (EPERM): Finish copies it all
+		// Not registered (EPERM), or a piece failed after others had
+		// protected their pages again, hiding those writes: Finish
+		// copies all of it.
+		t.stale[a.Start] = []format.DataRun{{Addr: a.Start, Len: a.End - a.Start}}
+		return nil, false
 	}
 	for _, r := range regions {
 		runs = add(runs, r.Start, r.End)
@@ -411,6 +415,9 @@ func (t *Tracker) Finish(areas []*Area) error {
 				scanned = append(scanned, format.DataRun{Addr: start, Len: end - start})
 			})
 			all = err != nil // not tracked (EPERM), or it cannot tell
+			// Two scans, one list each (present, then swapped): the
+			// cursor below needs them in address order.
+			slices.SortFunc(scanned, func(a, b format.DataRun) int { return cmp.Compare(a.Addr, b.Addr) })
 		}
 		// Cursors, not a set: the walk below visits every page of the
 		// area in order, a million at 4 GiB, and a map lookup each cost

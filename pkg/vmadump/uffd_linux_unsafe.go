@@ -170,12 +170,23 @@ func scanSplit(pm *os.File, start, end, flags, inverted, mask, anyof, ret uint64
 		err := scanRegions(pm, start, end, flags, inverted, mask, anyof, ret, func(r pageRegion) { out = append(out, r) })
 		return out, err
 	}
-	step := ((end-start)/n + 1<<21 - 1) &^ (1<<21 - 1) // 2 MiB multiples: page-aligned pieces
+	// Cuts on 2 MiB boundaries: a huge page is never cut (a scan that
+	// protects again would split it).
+	step := (end - start) / n
+	cut := func(i uint64) uint64 {
+		switch i {
+		case 0:
+			return start
+		case n:
+			return end
+		}
+		return (start + i*step) &^ (1<<21 - 1) // step >= splitMin: still after start
+	}
 	parts := make([][]pageRegion, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		lo, hi := min(start+i*step, end), min(start+(i+1)*step, end)
+		lo, hi := cut(i), cut(i+1)
 		wg.Go(func() {
 			errs[i] = scanRegions(pm, lo, hi, flags, inverted, mask, anyof, ret, func(r pageRegion) { parts[i] = append(parts[i], r) })
 		})
