@@ -354,6 +354,14 @@ func TestSeizeNoProcess(t *testing.T) {
 // reported as ErrExited, not as a hang or a strange stop, and its end is
 // not lost: the error carries it if a wait inside collected it.
 func TestInjectIntoKilled(t *testing.T) {
+	for _, kill := range []string{"before", "during"} {
+		t.Run(kill, func(t *testing.T) { injectIntoKilled(t, kill) })
+	}
+}
+
+// injectIntoKilled kills the tracee before an injected call, or while it
+// blocks in one.
+func injectIntoKilled(t *testing.T, kill string) {
 	testutil.NeedRoot(t)
 	cmd := exec.Command("sleep", "100")
 	testutil.Start(t, cmd)
@@ -371,9 +379,13 @@ func TestInjectIntoKilled(t *testing.T) {
 		if got, err := tc.Syscall(unix.SYS_GETPID); err != nil || int(got) != pid {
 			return fmt.Errorf("getpid in sleep = %d, %v", got, err)
 		}
-		// Killed while the injected call blocks: the injection's own
-		// wait collects the end.
-		time.AfterFunc(100*time.Millisecond, func() { unix.Kill(pid, unix.SIGKILL) })
+		if kill == "before" {
+			unix.Kill(pid, unix.SIGKILL)
+		} else {
+			// Killed while the injected call blocks: the injection's own
+			// wait collects the end.
+			time.AfterFunc(100*time.Millisecond, func() { unix.Kill(pid, unix.SIGKILL) })
+		}
 		_, err = tc.Syscall(unix.SYS_PAUSE)
 		if err == nil {
 			return errors.New("injection into a killed process succeeded")

@@ -74,7 +74,7 @@ type Tracker struct {
 	todo    []format.DataRun // pages to copy in the next round
 	// regs: every area Start registered, kept from checkpoint to
 	// checkpoint, for Unregister.
-	regs []format.Span
+	regs map[format.Span]bool
 
 	// An incremental series (Keep): where each page is in base, the last
 	// image, and next, the index CopyTo builds for the image it writes.
@@ -183,9 +183,10 @@ func (t *Tracker) Start() error {
 		if err := uffdRegisterWP(uffd, a.Start, a.End); err != nil {
 			continue // e.g. a mapping the kernel cannot write-protect
 		}
-		if sp := (format.Span{Start: a.Start, End: a.End}); !slices.Contains(t.regs, sp) {
-			t.regs = append(t.regs, sp)
+		if t.regs == nil {
+			t.regs = map[format.Span]bool{}
 		}
+		t.regs[format.Span{Start: a.Start, End: a.End}] = true
 		ok := true
 		// Only the pages that exist: protecting a whole sparse area would
 		// build page tables for all of it. A page created later is not
@@ -266,7 +267,7 @@ func (t *Tracker) Unregister() {
 	if t.uffd == nil {
 		return
 	}
-	for _, sp := range t.regs {
+	for sp := range t.regs {
 		for a := sp.Start; a < sp.End; a += unregisterStep {
 			uffdUnregister(t.uffd, a, min(a+unregisterStep, sp.End))
 		}

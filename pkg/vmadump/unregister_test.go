@@ -45,7 +45,7 @@ func TestUnregister(t *testing.T) {
 	if err := uffdProtect(uffd, start, start+size); err != nil {
 		t.Fatal(err)
 	}
-	tr.regs = []format.Span{{Start: start, End: start + size}}
+	tr.regs = map[format.Span]bool{{Start: start, End: start + size}: true}
 	if n, flags := vmFlags(t, start, start+size); n != 1 || !strings.Contains(flags, " uw") {
 		t.Fatalf("registered: %d areas, flags %q; want one area, with uw", n, flags)
 	}
