@@ -457,6 +457,52 @@ func TestRunRootKilledMidCheckpoint(t *testing.T) {
 	}
 }
 
+// TestRunAttach: chpox run --attach PID makes a process chpox did not
+// start a registered tree: the trigger sent to it checkpoints it, the
+// second checkpoint takes what did not change from the first, chpox dump
+// of it is served by chpox run, and SIGTERM to chpox lets it go on,
+// untraced. Killed, it restores from the last checkpoint and counts on.
+func TestRunAttach(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--attach", strconv.Itoa(p.pid), "--signal", "USR2", "-o", img)
+	if j.root != p.pid {
+		t.Fatalf("chpox run --attach %d says job pid %d", p.pid, j.root)
+	}
+	if tr := tracerOf(t, p.pid); tr != j.cmd.Process.Pid {
+		t.Fatalf("attached: %s, traced by %d, want by chpox run (%d)", procState(p.pid), tr, j.cmd.Process.Pid)
+	}
+	for i := 1; i <= 2; i++ {
+		unix.Kill(p.pid, unix.SIGUSR2)
+		j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint \d+ at .* -> `+regexp.QuoteMeta(img)+`$`, i, 10*time.Second)
+	}
+	if log := readFile(t, j.stderr); !strings.Contains(log, "unchanged taken from the last image") {
+		t.Errorf("the second checkpoint took nothing from the first:\n%s", log)
+	}
+	other := filepath.Join(t.TempDir(), "other.chp")
+	mustChpox(t, "dump", strconv.Itoa(p.pid), "-o", other)
+	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint 3 at .* -> `+regexp.QuoteMeta(other)+`$`, 1, 10*time.Second)
+
+	j.cmd.Process.Signal(unix.SIGTERM)
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chpox run --attach still runs 10 s after SIGTERM")
+	}
+	if j.status != "exit status 0" {
+		t.Errorf("chpox run --attach ended with %q after SIGTERM, want exit status 0", j.status)
+	}
+	if tr := tracerOf(t, p.pid); tr != 0 || p.exited() {
+		t.Fatalf("after chpox run --attach ended: %s, traced by %d; want running untraced", procState(p.pid), tr)
+	}
+	at := p.waitInt(t, countRE, lastInt(p.log, countRE)+5, 10*time.Second)
+	killOriginal(t, p)
+	r := restoreDetached(t, img, p)
+	r.waitInt(t, countRE, at+5, 10*time.Second)
+}
+
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
 // writes it: no -o, no --; the image is app.chp in the current directory.
 func TestRunDesignCard(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
+	"github.com/chpox/chpox/pkg/procinfo"
 	"github.com/chpox/chpox/pkg/supervisor"
 )
 
@@ -19,21 +21,30 @@ func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "run a job as a registered process tree that checkpoints itself on a signal",
-		ArgsUsage: "-- COMMAND [ARGS...]",
+		ArgsUsage: "-- COMMAND [ARGS...] | --attach PID",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "signal", Aliases: []string{"s"}, Usage: "`SIGNAL` (number or name) that triggers a checkpoint; the job must not use it", Value: "SIGUSR2"},
 			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint (default: the command's name + .chp, in the current directory)"},
 			&cli.BoolFlag{Name: "live", Value: true, Usage: "copy memory while the job runs (frozen for milliseconds), and from the second checkpoint on only the pages written since the last; --live=false keeps the job frozen for the whole copy"},
+			&cli.IntFlag{Name: "attach", Usage: "make the running process `PID` and its descendants the job instead of starting one: chpox seizes the tree (it stops for milliseconds) and, on SIGINT, SIGTERM or SIGHUP, lets it go on untraced"},
 			&cli.BoolFlag{Name: "embed-files", Usage: "store the executable, libraries and other mapped files in every image, so it restores where they differ or are missing"},
 			quietFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() == 0 {
-				return fmt.Errorf("%w: run needs a command: chpox run -o job.chp -- ./job", errUsage)
+			attach := c.Int("attach")
+			switch {
+			case attach != 0 && c.NArg() > 0:
+				return fmt.Errorf("%w: run takes a command or --attach PID, not both", errUsage)
+			case attach < 0:
+				return fmt.Errorf("%w: --attach %d is not a PID", errUsage, attach)
+			case attach == 0 && c.NArg() == 0:
+				return fmt.Errorf("%w: run needs a command: chpox run -o job.chp -- ./job (or --attach PID)", errUsage)
 			}
 			output := c.String("output")
-			if output == "" {
+			if output == "" && attach != 0 {
+				output = procinfo.ThreadComm(attach) + ".chp"
+			} else if output == "" {
 				// As the design card writes it: chpox run --signal 31 ./app
 				output = filepath.Base(c.Args().First()) + ".chp"
 			}
@@ -64,10 +75,16 @@ func runCommand() *cli.Command {
 			// (sbatch --signal=B:USR2, scancel -b -s USR2).
 			triggers := make(chan os.Signal, 1)
 			signal.Notify(triggers, sig)
-			s, err := supervisor.Start(tracer, supervisor.Options{
+			opt := supervisor.Options{
 				Args: c.Args().Slice(), Signal: sig, Interval: c.Duration("interval"), Output: out, Log: say(c), Errors: os.Stderr,
 				EmbedFiles: c.Bool("embed-files"), Live: c.Bool("live"),
-			})
+			}
+			var s *supervisor.Supervisor
+			if attach != 0 {
+				s, err = supervisor.Attach(tracer, attach, opt)
+			} else {
+				s, err = supervisor.Start(tracer, opt)
+			}
 			if err != nil {
 				return err
 			}
@@ -75,7 +92,15 @@ func runCommand() *cli.Command {
 				fmt.Fprintf(os.Stderr, "chpox: %v (chpox dump of this job will not work)\n", err)
 			}
 			fmt.Fprintf(say(c), "chpox: job pid %d; checkpoint on %s (%d) to %s\n", s.PID(), unix.SignalName(sig), sig, out)
-			go forward(sigs, s.PID())
+			if attach != 0 {
+				// Not the job's signals: chpox's, to stop watching it.
+				go func() {
+					<-sigs
+					s.Detach()
+				}()
+			} else {
+				go forward(sigs, s.PID())
+			}
 			go func() {
 				for range triggers {
 					if err := s.Trigger(); err != nil {
@@ -84,6 +109,10 @@ func runCommand() *cli.Command {
 				}
 			}()
 			status, err := s.Wait()
+			if errors.Is(err, supervisor.ErrDetached) {
+				fmt.Fprintf(say(c), "chpox: detached from pid %d; it runs on, untraced\n", s.PID())
+				return nil
+			}
 			if err != nil {
 				return err
 			}

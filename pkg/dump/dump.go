@@ -324,6 +324,10 @@ func nudgeParent(root *Member) {
 
 // freezeTree seizes root and then, top-down, its descendants: a process is
 // listed for children only after it is frozen, so none can appear unseen.
+// FreezeTree seizes and stops root and all its descendants, as a dump
+// does (chpox run --attach).
+func FreezeTree(root int) ([]*Member, error) { return freezeTree(root, false) }
+
 func freezeTree(root int, noChildren bool) ([]*Member, error) {
 	var ms []*Member
 	queue := []int{root}

@@ -572,6 +572,10 @@ func InterruptServing(pid int, swallow unix.Signal, other func(pid int, ws unix.
 // Swallowed tells whether Interrupt met (and kept back) the swallow signal.
 func (t *Tracee) Swallowed() bool { return t.swallowed }
 
+// StayTraced makes Release let the tracee go on still traced, as the
+// tracees of Interrupt are: chpox run --attach keeps the tree it seized.
+func (t *Tracee) StayTraced() { t.keep = true }
+
 // Execed tells whether Interrupt met an exec of the process on the way to
 // its stop (it continued it): the process has a new memory since, and a
 // caller that follows execs (chpox run) would not see that exec otherwise.

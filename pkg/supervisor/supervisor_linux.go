@@ -74,6 +74,8 @@ type Supervisor struct {
 	// the tracking (inLive; series is nil then), forgotten once it is kept.
 	gone   []int
 	inLive bool
+	// detach: the loop is asked to end and let the tree go on (Detach).
+	detach bool
 }
 
 // forget ends the write tracking of pid, which exited or exec'd: its
@@ -110,6 +112,65 @@ func Start(tr *ptrace.Tracer, opt Options) (*Supervisor, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Attach makes a running tree that chpox did not start a registered one
+// (chpox run --attach): all its threads are seized and stopped together,
+// as for a dump (no fork escapes), given chpox run's options and let go
+// on, traced. From then on it is served as a job chpox started.
+func Attach(tr *ptrace.Tracer, pid int, opt Options) (*Supervisor, error) {
+	s := &Supervisor{opt: opt, tr: tr, root: pid}
+	ptrace.KeptOptions = traceOptions
+	if err := tr.Do(s.startWaker); err != nil {
+		return nil, err
+	}
+	if err := tr.Do(s.attach); err != nil {
+		unix.Kill(s.waker, unix.SIGKILL)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Supervisor) attach() error {
+	ms, err := dump.FreezeTree(s.root)
+	if err != nil {
+		return fmt.Errorf("attach to %d: %w", s.root, err)
+	}
+	for _, m := range ms {
+		if m.T == nil {
+			continue // a zombie: nothing to trace
+		}
+		for _, t := range m.Threads() {
+			if err := t.SetOptions(traceOptions); err != nil {
+				dump.Release(ms) // detached again, as they were
+				return fmt.Errorf("attach to %d: %w", s.root, err)
+			}
+		}
+	}
+	for _, m := range ms {
+		if m.T != nil {
+			for _, t := range m.Threads() {
+				t.StayTraced()
+			}
+		}
+	}
+	if err := dump.Release(ms); err != nil {
+		return fmt.Errorf("attach to %d: %w", s.root, err)
+	}
+	return nil
+}
+
+// ErrDetached is Wait's end after Detach: the job runs on, untraced.
+var ErrDetached = errors.New("detached")
+
+// Detach asks the loop to end between checkpoints; chpox's exit then
+// lets the tree go (the kernel detaches every tracee, and none holds a
+// signal of its own at a stop chpox made: see hold).
+func (s *Supervisor) Detach() error {
+	s.mu.Lock()
+	s.detach = true
+	s.mu.Unlock()
+	return s.wake()
 }
 
 // PID is the job's root process.
@@ -249,6 +310,15 @@ func (s *Supervisor) loop() (int, error) {
 		case pid == s.waker:
 			ptrace.Cont(pid, 0) // the doorbell's signal is swallowed
 			s.checkpoints(0)
+			s.mu.Lock()
+			detach := s.detach
+			s.mu.Unlock()
+			if detach {
+				unix.Kill(s.waker, unix.SIGKILL)
+				s.series.Close()
+				s.series = nil
+				return 0, ErrDetached
+			}
 		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
 			s.checkpoints(pid)
 		default:
