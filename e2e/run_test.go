@@ -503,6 +503,43 @@ func TestRunAttach(t *testing.T) {
 	r.waitInt(t, countRE, at+5, 10*time.Second)
 }
 
+// TestRunAttachTree: --attach takes the descendants too: a root and its
+// exec'd child are checkpointed together on the trigger, which never
+// reaches them (the job prints a line if it does), and SIGTERM to chpox
+// detaches without reaching the job (it would print and exit 77); the
+// image restores both, counting on.
+func TestRunAttachTree(t *testing.T) {
+	setup(t, "runjob")
+	p := start(t, "runjob", "tree")
+	child := atoi(p.waitLog(t, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--attach", strconv.Itoa(p.pid), "--signal", "USR1", "-o", img)
+	j.stdout = p.log // the job writes where it did before chpox came
+	j.waitCount(t, "child", 20)
+	unix.Kill(child, unix.SIGUSR1)
+	j.waitCheckpoint(t, 1, 2, img)
+	j.cmd.Process.Signal(unix.SIGTERM)
+	select {
+	case <-j.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("chpox run --attach still runs 10 s after SIGTERM")
+	}
+	for _, pid := range []int{p.pid, child} {
+		if tr := tracerOf(t, pid); tr != 0 {
+			t.Errorf("pid %d after chpox run --attach ended: %s, traced by %d", pid, procState(pid), tr)
+		}
+	}
+	j.waitCount(t, "root", j.count("root")+10)
+	j.waitCount(t, "child", j.count("child")+10)
+	checkRunLog(t, p.log, "root", "child")
+	killPIDs(t, p.pid, child)
+	appendMark(t, p.log)
+	r := restoreDetached(t, img, &proc{name: "runjob", pid: p.pid, log: p.log})
+	waitRestoredCounts(t, p.log, r)
+	checkRunLog(t, p.log, "root", "child")
+}
+
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
 // writes it: no -o, no --; the image is app.chp in the current directory.
 func TestRunDesignCard(t *testing.T) {
