@@ -76,6 +76,20 @@ func startRun(t *testing.T, args ...string) *runJob {
 	return j
 }
 
+// waitEnd waits for chpox run to end, after what happened (for the
+// messages), and checks its exit status.
+func (j *runJob) waitEnd(t *testing.T, timeout time.Duration, after, want string) {
+	t.Helper()
+	select {
+	case <-j.done:
+	case <-time.After(timeout):
+		t.Fatalf("chpox run still runs %v after %s", timeout, after)
+	}
+	if j.status != want {
+		t.Errorf("chpox run ended with %q after %s, want %s", j.status, after, want)
+	}
+}
+
 // waitFile polls a file of the job until pattern matches n times and
 // returns the last match. It fails at once if the job printed GOT TRIGGER
 // or FAIL, or if chpox run ended.
@@ -371,14 +385,7 @@ func TestRunDumpSupervised(t *testing.T) {
 	checkRunLog(t, j.stdout, "root", "child")
 
 	killPIDs(t, j.root, child)
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("chpox run still runs 10s after its job was killed")
-	}
-	if j.status != "exit status 137" {
-		t.Errorf("chpox run ended with %q after SIGKILL of its job, want exit status 137", j.status)
-	}
+	j.waitEnd(t, 10*time.Second, "SIGKILL of its job", "exit status 137")
 	appendMark(t, j.stdout)
 	rp := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
 	if s := mustStat(t, child); s.ppid != j.root {
@@ -444,14 +451,7 @@ func TestRunRootKilledMidCheckpoint(t *testing.T) {
 	unix.Kill(j.cmd.Process.Pid, unix.SIGUSR2)
 	time.Sleep(500 * time.Millisecond) // the checkpoint waits for the root to stop
 	unix.Kill(j.root, unix.SIGKILL)
-	select {
-	case <-j.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("chpox run did not end with its job")
-	}
-	if j.status != "exit status 137" {
-		t.Errorf("chpox run ended with %q after SIGKILL of its job, want exit status 137", j.status)
-	}
+	j.waitEnd(t, 5*time.Second, "SIGKILL of its job", "exit status 137")
 	if _, err := os.Stat(img); err == nil {
 		t.Errorf("the failed checkpoint left %s", img)
 	}
@@ -486,14 +486,7 @@ func TestRunAttach(t *testing.T) {
 	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint 3 at .* -> `+regexp.QuoteMeta(other)+`$`, 1, 10*time.Second)
 
 	j.cmd.Process.Signal(unix.SIGTERM)
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("chpox run --attach still runs 10 s after SIGTERM")
-	}
-	if j.status != "exit status 0" {
-		t.Errorf("chpox run --attach ended with %q after SIGTERM, want exit status 0", j.status)
-	}
+	j.waitEnd(t, 10*time.Second, "SIGTERM to chpox run --attach", "exit status 0")
 	if tr := tracerOf(t, p.pid); tr != 0 || p.exited() {
 		t.Fatalf("after chpox run --attach ended: %s, traced by %d; want running untraced", procState(p.pid), tr)
 	}
@@ -520,11 +513,7 @@ func TestRunAttachTree(t *testing.T) {
 	unix.Kill(child, unix.SIGUSR1)
 	j.waitCheckpoint(t, 1, 2, img)
 	j.cmd.Process.Signal(unix.SIGTERM)
-	select {
-	case <-j.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("chpox run --attach still runs 10 s after SIGTERM")
-	}
+	j.waitEnd(t, 10*time.Second, "SIGTERM to chpox run --attach", "exit status 0")
 	for _, pid := range []int{p.pid, child} {
 		if tr := tracerOf(t, pid); tr != 0 {
 			t.Errorf("pid %d after chpox run --attach ended: %s, traced by %d", pid, procState(pid), tr)

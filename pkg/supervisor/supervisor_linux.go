@@ -102,12 +102,16 @@ func (s *Supervisor) end(ws unix.WaitStatus) int {
 
 // Start starts the job traced and returns once it runs.
 func Start(tr *ptrace.Tracer, opt Options) (*Supervisor, error) {
-	s := &Supervisor{opt: opt, tr: tr}
+	return launch(&Supervisor{opt: opt, tr: tr}, (*Supervisor).start)
+}
+
+// launch starts the doorbell, then gets the tree traced (trace).
+func launch(s *Supervisor, trace func(*Supervisor) error) (*Supervisor, error) {
 	ptrace.KeptOptions = traceOptions // a checkpoint suspending seccomp keeps them
-	if err := tr.Do(s.startWaker); err != nil {
+	if err := s.tr.Do(s.startWaker); err != nil {
 		return nil, err
 	}
-	if err := tr.Do(s.start); err != nil {
+	if err := s.tr.Do(func() error { return trace(s) }); err != nil {
 		unix.Kill(s.waker, unix.SIGKILL)
 		return nil, err
 	}
@@ -119,16 +123,7 @@ func Start(tr *ptrace.Tracer, opt Options) (*Supervisor, error) {
 // as for a dump (no fork escapes), given chpox run's options and let go
 // on, traced. From then on it is served as a job chpox started.
 func Attach(tr *ptrace.Tracer, pid int, opt Options) (*Supervisor, error) {
-	s := &Supervisor{opt: opt, tr: tr, root: pid}
-	ptrace.KeptOptions = traceOptions
-	if err := tr.Do(s.startWaker); err != nil {
-		return nil, err
-	}
-	if err := tr.Do(s.attach); err != nil {
-		unix.Kill(s.waker, unix.SIGKILL)
-		return nil, err
-	}
-	return s, nil
+	return launch(&Supervisor{opt: opt, tr: tr, root: pid}, (*Supervisor).attach)
 }
 
 func (s *Supervisor) attach() error {
