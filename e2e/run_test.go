@@ -529,6 +529,47 @@ func TestRunAttachTree(t *testing.T) {
 	checkRunLog(t, p.log, "root", "child")
 }
 
+// TestRunJobControl: a job stopped with SIGSTOP stays stopped under chpox
+// run: through --attach, through a checkpoint taken while it is stopped
+// (asked of chpox: a trigger sent to the stopped job waits, as any signal
+// does, until it continues), and when stopped again later; SIGCONT lets
+// it go on each time.
+func TestRunJobControl(t *testing.T) {
+	setup(t, "counter")
+	p := start(t, "counter")
+	p.waitInt(t, countRE, 5, 10*time.Second)
+	// T, or t while chpox holds it in its group-stop (PTRACE_LISTEN).
+	isStopped := func() bool { s := mustStat(t, p.pid).state; return s == "T" || s == "t" }
+	stopped := func(when string) {
+		t.Helper()
+		waitFor(t, 5*time.Second, "the job stopped "+when, isStopped)
+		n := lastInt(p.log, countRE)
+		time.Sleep(300 * time.Millisecond)
+		if !isStopped() || lastInt(p.log, countRE) != n {
+			t.Fatalf("%s: %v, counted from %d to %d; want it stopped", when, mustStat(t, p.pid), n, lastInt(p.log, countRE))
+		}
+	}
+	goesOn := func(when string) {
+		t.Helper()
+		unix.Kill(p.pid, unix.SIGCONT)
+		p.waitInt(t, countRE, lastInt(p.log, countRE)+5, 10*time.Second)
+	}
+	unix.Kill(p.pid, unix.SIGSTOP)
+	stopped("by SIGSTOP")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--attach", strconv.Itoa(p.pid), "--signal", "USR2", "-o", img)
+	stopped("after --attach")
+	// To chpox: the kernel holds a signal sent to a stopped process
+	// until it continues.
+	j.cmd.Process.Signal(unix.SIGUSR2)
+	j.waitCheckpoint(t, 1, 1, img)
+	stopped("after a checkpoint")
+	goesOn("after a checkpoint")
+	unix.Kill(p.pid, unix.SIGSTOP)
+	stopped("by SIGSTOP under chpox run")
+	goesOn("under chpox run")
+}
+
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
 // writes it: no -o, no --; the image is app.chp in the current directory.
 func TestRunDesignCard(t *testing.T) {

@@ -27,7 +27,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "interval", Usage: "also checkpoint every `DURATION` (e.g. 10m)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE`, replaced atomically at every checkpoint (default: the command's name + .chp, in the current directory)"},
 			&cli.BoolFlag{Name: "live", Value: true, Usage: "copy memory while the job runs (frozen for milliseconds), and from the second checkpoint on only the pages written since the last; --live=false keeps the job frozen for the whole copy"},
-			&cli.IntFlag{Name: "attach", Usage: "make the running process `PID` and its descendants the job instead of starting one: chpox seizes the tree (it stops for milliseconds) and, on SIGINT, SIGTERM or SIGHUP, lets it go on untraced"},
+			&cli.IntFlag{Name: "attach", Usage: "make the running process `PID` and its descendants the job instead of starting one: chpox seizes the tree (it stops for milliseconds) and, on SIGINT, SIGTERM, SIGHUP or SIGQUIT, lets it go on untraced"},
 			&cli.BoolFlag{Name: "embed-files", Usage: "store the executable, libraries and other mapped files in every image, so it restores where they differ or are missing"},
 			quietFlag(),
 		},
@@ -41,9 +41,14 @@ func runCommand() *cli.Command {
 			case attach == 0 && c.NArg() == 0:
 				return fmt.Errorf("%w: run needs a command: chpox run -o job.chp -- ./job (or --attach PID)", errUsage)
 			}
+			if attach != 0 {
+				if err := attachable(attach); err != nil {
+					return err
+				}
+			}
 			output := c.String("output")
 			if output == "" && attach != 0 {
-				output = procinfo.ThreadComm(attach) + ".chp"
+				output = imageName(procinfo.ThreadComm(attach))
 			} else if output == "" {
 				// As the design card writes it: chpox run --signal 31 ./app
 				output = filepath.Base(c.Args().First()) + ".chp"
@@ -95,8 +100,9 @@ func runCommand() *cli.Command {
 			if attach != 0 {
 				// Not the job's signals: chpox's, to stop watching it.
 				go func() {
-					<-sigs
-					s.Detach()
+					for range sigs {
+						s.Detach()
+					}
 				}()
 			} else {
 				go forward(sigs, s.PID())
@@ -119,6 +125,34 @@ func runCommand() *cli.Command {
 			return exitCode(status)
 		},
 	}
+}
+
+// attachable refuses --attach of what chpox cannot supervise: a thread
+// that is not a process's main one, and chpox's own ancestors (frozen,
+// the shell that waits for chpox, or init, would hold chpox up).
+func attachable(pid int) error {
+	switch tgid := procinfo.TGID(pid); {
+	case tgid == 0:
+		return fmt.Errorf("--attach %d: %w", pid, procinfo.ErrNoProcess)
+	case tgid != pid:
+		return fmt.Errorf("%w: --attach %d: that is a thread of process %d; attach the process", errUsage, pid, tgid)
+	}
+	for p := os.Getpid(); p > 0; p = procinfo.ParentOf(p) {
+		if p == pid {
+			return fmt.Errorf("%w: --attach %d: that is chpox itself or one of its ancestors", errUsage, pid)
+		}
+	}
+	return nil
+}
+
+// imageName is the default image of an attached process: its name, made
+// a file name.
+func imageName(comm string) string {
+	comm = strings.ReplaceAll(comm, "/", "_")
+	if comm == "" || comm == "." || comm == ".." {
+		comm = "job"
+	}
+	return comm + ".chp"
 }
 
 // parseSignal takes 31, SIGUSR2 or USR2.

@@ -382,6 +382,12 @@ func TracerPID(pid int) int {
 	return tid
 }
 
+// TGID is the process a thread ID belongs to (0 if unknown).
+func TGID(tid int) int { return statusInt(tid, "Tgid:") }
+
+// ParentOf is the parent of pid (0 if unknown).
+func ParentOf(pid int) int { return statusInt(pid, "PPid:") }
+
 // statusInt is one number of /proc/PID/status (0 if missing).
 func statusInt(pid int, key string) int {
 	b, err := os.ReadFile(procPath(pid, "status"))

@@ -212,6 +212,18 @@ func stopEvent(ws unix.WaitStatus) int {
 	return int(ws>>16) & 0xff
 }
 
+// StopEvent is stopEvent for callers that wait for tracees themselves
+// (chpox run's loop): 0 for a signal-delivery stop, the PTRACE_EVENT_* of
+// an event stop.
+func StopEvent(ws unix.WaitStatus) int { return stopEvent(ws) }
+
+// GroupStop tells whether ws is a seized tracee's group-stop (kill -STOP,
+// Ctrl-Z), which the tracer keeps with PTRACE_LISTEN. WaitStatus.TrapCause
+// cannot tell: it is -1 whenever the stop signal is not SIGTRAP.
+func GroupStop(ws unix.WaitStatus) bool {
+	return stopEvent(ws) == unix.PTRACE_EVENT_STOP && isStopSignal(ws.StopSignal())
+}
+
 func isStopSignal(sig unix.Signal) bool {
 	return sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
 }
@@ -530,6 +542,15 @@ func (t *Tracee) Release() error {
 		sig = int(t.GroupStopSignal())
 	}
 	if t.keep {
+		if t.groupStop {
+			// A signal given with PTRACE_CONT at an interrupt stop is
+			// ignored (ptrace(2)), and the tracee would run: the stop
+			// signal is queued again instead, and stops it at its
+			// delivery, which the tracer passes on (back to the
+			// group-stop, kept with PTRACE_LISTEN).
+			unix.Syscall(unix.SYS_TKILL, uintptr(t.PID), uintptr(sig), 0)
+			sig = 0
+		}
 		if cerr := unix.PtraceCont(t.PID, sig); cerr != nil && err == nil {
 			err = t.fail("ptrace(PTRACE_CONT)", cerr)
 		}

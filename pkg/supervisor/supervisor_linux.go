@@ -168,6 +168,30 @@ func (s *Supervisor) Detach() error {
 	return s.wake()
 }
 
+func (s *Supervisor) detaching() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.detach
+}
+
+// letGo ends the loop for Detach. The stops already queued are served
+// first: a trigger there, not yet waited for, would be delivered to the
+// job when chpox exits (a stop waited for has its signal cleared).
+// Another trigger arriving in the microseconds before the exit can still
+// reach the job: a detach cannot take the signal back from the kernel.
+func (s *Supervisor) letGo() error {
+	s.stopped = map[int]bool{}
+	s.collectQueued()
+	for tid := range s.stopped {
+		ptrace.Cont(tid, 0)
+	}
+	s.stopped = nil
+	unix.Kill(s.waker, unix.SIGKILL)
+	s.series.Close()
+	s.series = nil
+	return ErrDetached
+}
+
 // PID is the job's root process.
 func (s *Supervisor) PID() int { return s.root }
 
@@ -286,6 +310,11 @@ func (s *Supervisor) loop() (int, error) {
 		if ws := s.rootStatus; ws != nil {
 			return s.end(*ws), nil
 		}
+		// Asked for at any time: the doorbell may have rung during a
+		// checkpoint, which serves (and swallows) its stop.
+		if s.detaching() {
+			return 0, s.letGo()
+		}
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -305,16 +334,7 @@ func (s *Supervisor) loop() (int, error) {
 		case pid == s.waker:
 			ptrace.Cont(pid, 0) // the doorbell's signal is swallowed
 			s.checkpoints(0)
-			s.mu.Lock()
-			detach := s.detach
-			s.mu.Unlock()
-			if detach {
-				unix.Kill(s.waker, unix.SIGKILL)
-				s.series.Close()
-				s.series = nil
-				return 0, ErrDetached
-			}
-		case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
+		case ws.StopSignal() == s.opt.Signal && ptrace.StopEvent(ws) == 0:
 			s.checkpoints(pid)
 		default:
 			s.resume(pid, ws)
@@ -335,13 +355,13 @@ func exitStatus(ws unix.WaitStatus) int {
 // and any other signal is delivered.
 func (s *Supervisor) resume(pid int, ws unix.WaitStatus) {
 	sig := ws.StopSignal()
-	switch cause := ws.TrapCause(); {
-	case cause == unix.PTRACE_EVENT_EXEC:
+	switch ev := ptrace.StopEvent(ws); {
+	case ev == unix.PTRACE_EVENT_EXEC:
 		s.forget(pid) // a new memory: its tracking starts again
 		ptrace.Cont(pid, 0)
-	case cause == unix.PTRACE_EVENT_STOP && sig != unix.SIGTRAP:
+	case ptrace.GroupStop(ws):
 		ptrace.Listen(pid)
-	case cause > 0:
+	case ev > 0:
 		ptrace.Cont(pid, 0)
 	default:
 		ptrace.Cont(pid, sig)
@@ -419,7 +439,7 @@ func (s *Supervisor) handle(pid int, ws unix.WaitStatus) {
 		}
 	case pid == s.waker:
 		ptrace.Cont(pid, 0)
-	case ws.StopSignal() == s.opt.Signal && ws.TrapCause() <= 0:
+	case ws.StopSignal() == s.opt.Signal && ptrace.StopEvent(ws) == 0:
 		s.triggered(pid)
 	default:
 		s.resume(pid, ws)
@@ -440,9 +460,12 @@ func (s *Supervisor) triggered(tid int) {
 }
 
 // hold keeps a thread met at a trigger stop stopped for the checkpoint,
-// with the trigger signal dropped at once: were chpox killed while the
-// thread waits, a signal still held at its delivery stop would reach the
-// job (and kill it, if it has no handler).
+// the trigger dropped and the thread moved to an interrupt stop, as the
+// other frozen threads are: at a delivery stop a system call the signal
+// interrupted is not restarted yet (its registers still hold
+// -ERESTARTSYS), which the kernel settles only once the thread goes on.
+// (chpox's death would not deliver the trigger either way: waiting for a
+// delivery stop clears its signal.)
 func (s *Supervisor) hold(tid int) {
 	began := time.Now()
 	if _, err := ptrace.Suppress(tid, s.opt.Signal); err != nil {
