@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chpox/chpox/pkg/procinfo"
 )
 
 // runJob is a `chpox run` in the background. Its stdout (O_APPEND) and
@@ -568,6 +570,36 @@ func TestRunJobControl(t *testing.T) {
 	unix.Kill(p.pid, unix.SIGSTOP)
 	stopped("by SIGSTOP under chpox run")
 	goesOn("under chpox run")
+}
+
+// TestRunAttachRefused: what --attach cannot supervise is refused before
+// anything is touched, saying why: chpox's own ancestors (here the test
+// that runs it), a thread ID, a process that does not exist, and a
+// command given with --attach. The process with the thread runs on,
+// untraced.
+func TestRunAttachRefused(t *testing.T) {
+	setup(t, "holder")
+	p := start(t, "holder", "thread")
+	p.waitLog(t, `(?m)^ready$`, 1, 10*time.Second)
+	tids, err := procinfo.TIDs(p.pid)
+	if err != nil || len(tids) < 2 {
+		t.Fatalf("threads of holder: %v, %v", tids, err)
+	}
+	other := tids[0]
+	if other == p.pid {
+		other = tids[1]
+	}
+	out := filepath.Join(t.TempDir(), "x.chp")
+	wantFailure(t, runChpox(t, "run", "--attach", strconv.Itoa(os.Getpid()), "-o", out), 2, "chpox itself or one of its ancestors")
+	wantFailure(t, runChpox(t, "run", "--attach", strconv.Itoa(other), "-o", out), 2, fmt.Sprintf("a thread of process %d", p.pid))
+	wantFailure(t, runChpox(t, "run", "--attach", "999999999", "-o", out), 3, "no such process")
+	wantFailure(t, runChpox(t, "run", "--attach", strconv.Itoa(p.pid), "-o", out, "--", "true"), 2, "not both")
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused attach wrote %s", out)
+	}
+	if tr := tracerOf(t, p.pid); tr != 0 || p.exited() {
+		t.Errorf("holder after the refused attaches: %s, traced by %d", procState(p.pid), tr)
+	}
 }
 
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
