@@ -91,13 +91,18 @@ func (s *Supervisor) forget(pid int) {
 	s.series.Forget(pid)
 }
 
-// end is the loop's end, with the root's status: the doorbell and the
-// tracking stop (the tracking by slices, not in one stall of what runs on).
+// end is the loop's end, with the root's status.
 func (s *Supervisor) end(ws unix.WaitStatus) int {
+	s.finish()
+	return exitStatus(ws)
+}
+
+// finish stops the doorbell and the tracking (by slices, not in one stall
+// of what runs on).
+func (s *Supervisor) finish() {
 	unix.Kill(s.waker, unix.SIGKILL)
 	s.series.Close()
 	s.series = nil
-	return exitStatus(ws)
 }
 
 // Start starts the job traced and returns once it runs.
@@ -159,8 +164,8 @@ func (s *Supervisor) attach() error {
 var ErrDetached = errors.New("detached")
 
 // Detach asks the loop to end between checkpoints; chpox's exit then
-// lets the tree go (the kernel detaches every tracee, and none holds a
-// signal of its own at a stop chpox made: see hold).
+// lets the tree go (the kernel detaches every tracee; letGo says what of
+// the signals at their stops).
 func (s *Supervisor) Detach() error {
 	s.mu.Lock()
 	s.detach = true
@@ -186,9 +191,7 @@ func (s *Supervisor) letGo() error {
 		ptrace.Cont(tid, 0)
 	}
 	s.stopped = nil
-	unix.Kill(s.waker, unix.SIGKILL)
-	s.series.Close()
-	s.series = nil
+	s.finish()
 	return ErrDetached
 }
 
