@@ -602,6 +602,68 @@ func TestRunAttachRefused(t *testing.T) {
 	}
 }
 
+// TestRunUntracedChild: a child made with CLONE_UNTRACED escapes the
+// tracer's fork tracing; chpox run traces it when a checkpoint meets it
+// in the tree, so the image holds both processes (it used to leave the
+// child out without a word), and the restored pair counts on.
+func TestRunUntracedChild(t *testing.T) {
+	setup(t, "runjob")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "USR1", "-o", img, "--", progs["runjob"], "untraced")
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	j.waitCount(t, "child", 20)
+	if tr := tracerOf(t, child); tr != 0 {
+		t.Fatalf("the CLONE_UNTRACED child is traced by %d before any checkpoint", tr)
+	}
+	unix.Kill(j.root, unix.SIGUSR1)
+	j.waitCheckpoint(t, 1, 2, img)
+	if tr := tracerOf(t, child); tr != j.cmd.Process.Pid {
+		t.Errorf("after the checkpoint the child is traced by %d, want by chpox run (%d)", tr, j.cmd.Process.Pid)
+	}
+	unix.Kill(child, unix.SIGUSR1) // traced now: a trigger like any other
+	j.waitCheckpoint(t, 2, 2, img)
+	j.waitCount(t, "child", j.count("child")+10)
+	checkRunLog(t, j.stdout, "root", "child")
+	killPIDs(t, j.root, child)
+	appendMark(t, j.stdout)
+	r := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
+	waitRestoredCounts(t, j.stdout, r)
+	checkRunLog(t, j.stdout, "root", "child")
+}
+
+// TestRunUntracedChildTracedElsewhere: an untraced child that another
+// tracer holds (here a python3 that seized it) fails the checkpoint with
+// a message naming that tracer, rather than an image without the child;
+// the job and the previous image are untouched.
+func TestRunUntracedChildTracedElsewhere(t *testing.T) {
+	setup(t, "runjob")
+	img := filepath.Join(t.TempDir(), "job.chp")
+	j := startRun(t, "--signal", "USR1", "-o", img, "--", progs["runjob"], "untraced")
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	seizer := startExe(t, "seizer", "python3", "-c",
+		`import ctypes, sys, time; r = ctypes.CDLL(None).ptrace(0x4206, int(sys.argv[1]), 0, 0); print("seized", r, flush=True); time.sleep(60)`,
+		strconv.Itoa(child))
+	seizer.waitLog(t, `(?m)^seized 0$`, 1, 10*time.Second)
+	unix.Kill(j.root, unix.SIGUSR1)
+	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint 1 at .* failed: `, 1, 20*time.Second)
+	if log := readFile(t, j.stderr); !strings.Contains(log, fmt.Sprintf("pid %d of the job is traced by pid %d (python3", child, seizer.pid)) {
+		t.Errorf("the failed checkpoint does not name the other tracer:\n%s", log)
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("the failed checkpoint wrote %s", img)
+	}
+	j.waitCount(t, "root", j.count("root")+10)
+	j.waitCount(t, "child", j.count("child")+10)
+	checkRunLog(t, j.stdout, "root", "child")
+	// The other tracer first: the child, killed while it holds it, would
+	// stay a zombie until it goes.
+	seizer.kill()
+	seizer.waitExit(t, 10*time.Second)
+	killPIDs(t, j.root, child)
+}
+
 // TestRunDesignCard: `chpox run --signal 31 ./app`, as the design card
 // writes it: no -o, no --; the image is app.chp in the current directory.
 func TestRunDesignCard(t *testing.T) {

@@ -2,17 +2,21 @@
 //
 //   runjob [LIMIT [EXITCODE]]     count to LIMIT, then exit EXITCODE
 //   runjob tree                   also fork a child that execs "runjob child"
+//   runjob untraced               the same child, made with CLONE_UNTRACED: a
+//                                 tracer's PTRACE_O_TRACEFORK does not follow it
 //
 // Prints "root count N" (or "child count N") every 10ms with write(2).
 // SIGUSR1 and SIGUSR2 handlers print "GOT TRIGGER N": under `chpox run`
 // with either as the trigger, that line must never appear. SIGTERM prints
 // "got SIGTERM" and exits 77.
 #define _GNU_SOURCE
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,8 +36,8 @@ int main(int argc, char **argv) {
 	int code = 0;
 	if (argc > 1 && strcmp(argv[1], "child") == 0) {
 		role = "child";
-	} else if (argc > 1 && strcmp(argv[1], "tree") == 0) {
-		pid_t pid = fork();
+	} else if (argc > 1 && (strcmp(argv[1], "tree") == 0 || strcmp(argv[1], "untraced") == 0)) {
+		pid_t pid = strcmp(argv[1], "tree") == 0 ? fork() : (pid_t)syscall(SYS_clone, CLONE_UNTRACED | SIGCHLD, 0, 0, 0, 0);
 		if (pid < 0)
 			return 1;
 		if (pid == 0) {

@@ -2,6 +2,11 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/pkg/dump"
 	"github.com/chpox/chpox/pkg/procinfo"
@@ -32,6 +37,12 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 				return ptrace.Stopped(tid)
 			}
 			t, err := ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
+			if errors.Is(err, unix.ESRCH) {
+				if aerr := s.adopt(tid); aerr != nil {
+					return nil, aerr
+				}
+				t, err = ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
+			}
 			s.ended(err)
 			if err == nil && t.Swallowed() {
 				s.again = true // a trigger that came during this checkpoint
@@ -67,4 +78,25 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 		queue = append(queue, m.Info.Children...)
 	}
 	return ms, nil
+}
+
+// adopt traces a thread of the tree that chpox does not: one made with
+// CLONE_UNTRACED, which no tracer's fork tracing follows, or an orphan of
+// a process that exited while --attach froze the tree. Left out, it would
+// be missing from the image without a word. A thread that is gone is left
+// to the caller's retry, which finds it gone; one that another tracer
+// holds fails the checkpoint, saying so.
+func (s *Supervisor) adopt(tid int) error {
+	switch tp := procinfo.TracerPID(tid); {
+	case tp == os.Getpid():
+		return nil // ours: the retry tells what else went wrong
+	case tp != 0:
+		_, comm, _ := procinfo.State(tp)
+		return fmt.Errorf("pid %d of the job is traced by pid %d (%s: a debugger?); detach it, then checkpoint again: %w", tid, tp, comm, dump.ErrUnsupported)
+	}
+	if err := ptrace.SeizeWith(tid, traceOptions); err != nil {
+		return nil // gone meanwhile: the retry says so
+	}
+	slog.Debug("traced a thread of the tree that was not", "tid", tid)
+	return nil
 }
