@@ -385,6 +385,19 @@ func TracerPID(pid int) int {
 // TGID is the process a thread ID belongs to (0 if unknown).
 func TGID(tid int) int { return statusInt(tid, "Tgid:") }
 
+// StartTime is pid's start time, as Info.Started (0 if unknown).
+func StartTime(pid int) uint64 {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Starttime
+}
+
 // ParentOf is the parent of pid (0 if unknown).
 func ParentOf(pid int) int { return statusInt(pid, "PPid:") }
 

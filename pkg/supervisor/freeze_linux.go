@@ -38,7 +38,7 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 			}
 			t, err := ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
 			if errors.Is(err, unix.ESRCH) {
-				if aerr := s.adopt(tid); aerr != nil {
+				if aerr := s.adopt(tid, pid, in.Started); aerr != nil {
 					return nil, aerr
 				}
 				t, err = ptrace.InterruptServing(tid, s.opt.Signal, s.handle)
@@ -83,20 +83,38 @@ func (s *Supervisor) freeze() ([]*dump.Member, error) {
 // adopt traces a thread of the tree that chpox does not: one made with
 // CLONE_UNTRACED, which no tracer's fork tracing follows, or an orphan of
 // a process that exited while --attach froze the tree. Left out, it would
-// be missing from the image without a word. A thread that is gone is left
-// to the caller's retry, which finds it gone; one that another tracer
-// holds fails the checkpoint, saying so.
-func (s *Supervisor) adopt(tid int) error {
-	switch tp := procinfo.TracerPID(tid); {
-	case tp == os.Getpid():
+// be missing from the image without a word. It is thread tid of process
+// pid (started then, as the freeze read it): seized, its ID cannot be
+// reused, and one that is no longer that is let go again. A thread that
+// is gone is left to the caller's retry, which finds it gone; one that
+// another tracer holds, or that cannot be traced, fails the checkpoint.
+func (s *Supervisor) adopt(tid, pid int, started uint64) error {
+	if tp := procinfo.TracerPID(tid); tp == os.Getpid() {
 		return nil // ours: the retry tells what else went wrong
-	case tp != 0:
-		_, comm, _ := procinfo.State(tp)
-		return fmt.Errorf("pid %d of the job is traced by pid %d (%s: a debugger?); detach it, then checkpoint again: %w", tid, tp, comm, dump.ErrUnsupported)
+	} else if tp != 0 {
+		return tracedElsewhere(tid, tp)
 	}
 	if err := ptrace.SeizeWith(tid, traceOptions); err != nil {
-		return nil // gone meanwhile: the retry says so
+		if st, _, serr := procinfo.State(tid); serr != nil || st == "Z" || st == "X" {
+			return nil // gone meanwhile: the retry says so
+		}
+		if tp := procinfo.TracerPID(tid); tp != 0 && tp != os.Getpid() {
+			return tracedElsewhere(tid, tp)
+		}
+		return fmt.Errorf("pid %d of the job is not traced, and chpox cannot trace it (%v): %w", tid, err, dump.ErrUnsupported)
+	}
+	if procinfo.TGID(tid) != pid || (tid == pid && procinfo.StartTime(pid) != started) {
+		// Its ID was reused by another process since the freeze listed it.
+		if t, err := ptrace.InterruptServing(tid, 0, s.handle); err == nil {
+			t.DetachAsIs(0)
+		}
+		return nil
 	}
 	slog.Debug("traced a thread of the tree that was not", "tid", tid)
 	return nil
+}
+
+func tracedElsewhere(tid, tracer int) error {
+	_, comm, _ := procinfo.State(tracer)
+	return fmt.Errorf("pid %d of the job is traced by pid %d (%s: a debugger?); detach that tracer, then checkpoint again: %w", tid, tracer, comm, dump.ErrUnsupported)
 }
