@@ -524,11 +524,18 @@ func TestRunAttachTree(t *testing.T) {
 	j.waitCount(t, "root", j.count("root")+10)
 	j.waitCount(t, "child", j.count("child")+10)
 	checkRunLog(t, p.log, "root", "child")
-	killPIDs(t, p.pid, child)
-	appendMark(t, p.log)
-	r := restoreDetached(t, img, &proc{name: "runjob", pid: p.pid, log: p.log})
-	waitRestoredCounts(t, p.log, r)
-	checkRunLog(t, p.log, "root", "child")
+	restoresCounting(t, img, p.log, p.pid, child)
+}
+
+// restoresCounting kills a runjob tree (root and child), restores img and
+// checks that both count on, in a part of the log of their own.
+func restoresCounting(t *testing.T, img, log string, root, child int) {
+	t.Helper()
+	killPIDs(t, root, child)
+	appendMark(t, log)
+	r := restoreDetached(t, img, &proc{name: "runjob", pid: root, log: log})
+	waitRestoredCounts(t, log, r)
+	checkRunLog(t, log, "root", "child")
 }
 
 // TestRunJobControl: a job stopped with SIGSTOP stays stopped under chpox
@@ -625,11 +632,7 @@ func TestRunUntracedChild(t *testing.T) {
 	j.waitCheckpoint(t, 2, 2, img)
 	j.waitCount(t, "child", j.count("child")+10)
 	checkRunLog(t, j.stdout, "root", "child")
-	killPIDs(t, j.root, child)
-	appendMark(t, j.stdout)
-	r := restoreDetached(t, img, &proc{name: "runjob", pid: j.root, log: j.stdout})
-	waitRestoredCounts(t, j.stdout, r)
-	checkRunLog(t, j.stdout, "root", "child")
+	restoresCounting(t, img, j.stdout, j.root, child)
 }
 
 // TestRunUntracedChildTracedElsewhere: an untraced child that another
