@@ -78,6 +78,15 @@ func startRun(t *testing.T, args ...string) *runJob {
 	return j
 }
 
+// child is the pid of runjob's child ("child pid N"), killed at the end
+// of the test.
+func (j *runJob) child(t *testing.T) int {
+	t.Helper()
+	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
+	killAtEnd(t, child)
+	return child
+}
+
 // waitEnd waits for chpox run to end, after what happened (for the
 // messages), and checks its exit status.
 func (j *runJob) waitEnd(t *testing.T, timeout time.Duration, after, want string) {
@@ -240,8 +249,7 @@ func TestRunCheckpoints(t *testing.T) {
 	setup(t, "runjob")
 	img := filepath.Join(t.TempDir(), "job.chp")
 	j := startRun(t, "--signal", "10", "-o", img, "--", progs["runjob"], "tree")
-	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
-	killAtEnd(t, child)
+	child := j.child(t)
 	j.waitCount(t, "root", 20)
 	j.waitCount(t, "child", 20)
 
@@ -358,8 +366,7 @@ func TestRunExitStatus(t *testing.T) {
 func TestRunDumpSupervised(t *testing.T) {
 	setup(t, "runjob")
 	j := startRun(t, "--signal", "USR1", "-o", filepath.Join(t.TempDir(), "default.chp"), "--", progs["runjob"], "tree")
-	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
-	killAtEnd(t, child)
+	child := j.child(t)
 	j.waitCount(t, "root", 20)
 	j.waitCount(t, "child", 5)
 
@@ -617,8 +624,7 @@ func TestRunUntracedChild(t *testing.T) {
 	setup(t, "runjob")
 	img := filepath.Join(t.TempDir(), "job.chp")
 	j := startRun(t, "--signal", "USR1", "-o", img, "--", progs["runjob"], "untraced")
-	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
-	killAtEnd(t, child)
+	child := j.child(t)
 	j.waitCount(t, "child", 20)
 	if tr := tracerOf(t, child); tr != 0 {
 		t.Fatalf("the CLONE_UNTRACED child is traced by %d before any checkpoint", tr)
@@ -643,8 +649,7 @@ func TestRunUntracedChildTracedElsewhere(t *testing.T) {
 	setup(t, "runjob")
 	img := filepath.Join(t.TempDir(), "job.chp")
 	j := startRun(t, "--signal", "USR1", "-o", img, "--", progs["runjob"], "untraced")
-	child := atoi(j.waitFile(t, j.stdout, `(?m)^child pid (\d+)$`, 1, 10*time.Second)[1])
-	killAtEnd(t, child)
+	child := j.child(t)
 	seizer := startExe(t, "seizer", "python3", "-c",
 		`import ctypes, sys, time; r = ctypes.CDLL(None).ptrace(0x4206, int(sys.argv[1]), 0, 0); print("seized", r, flush=True); time.sleep(60)`,
 		strconv.Itoa(child))
