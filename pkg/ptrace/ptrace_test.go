@@ -404,7 +404,13 @@ func injectIntoKilled(t *testing.T, kill string) {
 // caller once: in err when the injection's wait collected it, else to
 // the caller's own wait (chpox run's loop would hang otherwise).
 func endReportedOnce(pid int, err error) error {
-	ws, inErr := ptrace.ReapedStatus(err, pid)
+	var ws unix.WaitStatus
+	inErr := false
+	for _, r := range ptrace.Ends(err) {
+		if r.PID == pid {
+			ws, inErr = r.Status, true
+		}
+	}
 	var got unix.WaitStatus
 	_, werr := unix.Wait4(pid, &got, unix.WALL, nil)
 	switch {

@@ -29,7 +29,7 @@ var ErrExited = errors.New("process exited")
 // Reaped is ErrExited when a wait of this package collected the end
 // itself: the kernel reports an end once, so a caller that waits for the
 // same process later (chpox run's loop, for its job's root) would wait
-// forever; it learns the status here instead (ReapedStatus).
+// forever; it learns the status here instead (Ends).
 type Reaped struct {
 	PID    int
 	Status unix.WaitStatus
@@ -37,17 +37,6 @@ type Reaped struct {
 
 func (e *Reaped) Error() string { return fmt.Sprintf("%v (status %#x)", ErrExited, uint32(e.Status)) }
 func (e *Reaped) Unwrap() error { return ErrExited }
-
-// ReapedStatus finds in err (joined errors included) the end of pid that
-// a wait of this package collected.
-func ReapedStatus(err error, pid int) (unix.WaitStatus, bool) {
-	for _, r := range Ends(err) {
-		if r.PID == pid {
-			return r.Status, true
-		}
-	}
-	return 0, false
-}
 
 // Ends lists the ends in err (joined errors included) that waits of this
 // package collected.
@@ -151,7 +140,7 @@ func (t *Tracee) settle(swallow unix.Signal) error {
 			return err
 		}
 		sig := ws.StopSignal()
-		switch cause := stopEvent(ws); {
+		switch cause := StopEvent(ws); {
 		case cause == unix.PTRACE_EVENT_STOP:
 			t.noteGroupStop(ws)
 			return t.LoadRegs()
@@ -193,35 +182,27 @@ func (t *Tracee) waitFirstStop() error {
 // noteGroupStop remembers that the tracee sat in a group-stop (kill
 // -STOP, Ctrl-Z): injection runs it, so Release stops it again.
 func (t *Tracee) noteGroupStop(ws unix.WaitStatus) {
-	if stopEvent(ws) != unix.PTRACE_EVENT_STOP {
-		return
-	}
-	if isStopSignal(ws.StopSignal()) {
+	if GroupStop(ws) {
 		t.groupStop, t.stopSig = true, ws.StopSignal()
 	}
 }
 
-// stopEvent is the PTRACE_EVENT_* of a stop, 0 for a signal-delivery or
+// StopEvent is the PTRACE_EVENT_* of a stop, 0 for a signal-delivery or
 // syscall stop. Unlike WaitStatus.TrapCause it also sees the
 // PTRACE_EVENT_STOP of a group-stop, which carries the stop signal, not
 // SIGTRAP (status>>16 == PTRACE_EVENT_STOP: man 2 ptrace, "Group-stop").
-func stopEvent(ws unix.WaitStatus) int {
+func StopEvent(ws unix.WaitStatus) int {
 	if !ws.Stopped() {
 		return -1
 	}
 	return int(ws>>16) & 0xff
 }
 
-// StopEvent is stopEvent for callers that wait for tracees themselves
-// (chpox run's loop): 0 for a signal-delivery stop, the PTRACE_EVENT_* of
-// an event stop.
-func StopEvent(ws unix.WaitStatus) int { return stopEvent(ws) }
-
 // GroupStop tells whether ws is a seized tracee's group-stop (kill -STOP,
 // Ctrl-Z), which the tracer keeps with PTRACE_LISTEN. WaitStatus.TrapCause
 // cannot tell: it is -1 whenever the stop signal is not SIGTRAP.
 func GroupStop(ws unix.WaitStatus) bool {
-	return stopEvent(ws) == unix.PTRACE_EVENT_STOP && isStopSignal(ws.StopSignal())
+	return StopEvent(ws) == unix.PTRACE_EVENT_STOP && isStopSignal(ws.StopSignal())
 }
 
 func isStopSignal(sig unix.Signal) bool {
@@ -899,7 +880,7 @@ func (t *Tracee) trampSyscall(nr uint64, args []uint64) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		switch cause := stopEvent(ws); {
+		switch cause := StopEvent(ws); {
 		case ws.StopSignal() == unix.SIGTRAP|0x80:
 			// The syscall-entry stop, then the syscall-exit stop.
 			if stops++; stops < 2 {
@@ -945,7 +926,7 @@ func (t *Tracee) leaveTrampoline() error {
 		if err != nil {
 			return err
 		}
-		switch cause := stopEvent(ws); {
+		switch cause := StopEvent(ws); {
 		case cause == unix.PTRACE_EVENT_STOP:
 			testHook("interrupt")
 			return nil
@@ -979,10 +960,10 @@ func (t *Tracee) StepOut(tr *Trampoline) error {
 			if err != nil {
 				return err
 			}
-			if ws.StopSignal() == unix.SIGTRAP && stopEvent(ws) == 0 {
+			if ws.StopSignal() == unix.SIGTRAP && StopEvent(ws) == 0 {
 				break // the step's trap
 			}
-			if stopEvent(ws) > 0 {
+			if StopEvent(ws) > 0 {
 				t.noteGroupStop(ws)
 				sig = 0
 				continue
