@@ -66,11 +66,20 @@ func (w *writer) stop() {
 	unix.Wait4(w.pid, &ws, 0, nil)
 }
 
-var liveOK = regexp.MustCompile(`(?m)^live (ok \d+ (\d+)|FAIL.*)$`)
+var (
+	liveOK   = regexp.MustCompile(`(?m)^live (ok \d+ (\d+)|FAIL.*)$`)
+	gapEnded = regexp.MustCompile(`(?m)^gap ended at (\d+)\.(\d{6})$`)
+)
 
 // gap asks the writer to check all its pages and returns its longest loop
 // gap since the previous call.
 func (w *writer) gap(b *testing.B) time.Duration {
+	g, _ := w.gapAt(b)
+	return g
+}
+
+// gapAt is gap and the wall clock at the gap's end.
+func (w *writer) gapAt(b *testing.B) (time.Duration, time.Time) {
 	unix.Kill(w.pid, unix.SIGUSR1)
 	w.checks++
 	deadline := time.Now().Add(120 * time.Second)
@@ -83,9 +92,15 @@ func (w *writer) gap(b *testing.B) time.Duration {
 				b.Fatalf("livewriter: %s", m[0])
 			}
 			us, _ := strconv.Atoi(m[2])
+			var end time.Time
+			if e := gapEnded.FindAllStringSubmatch(string(data), -1); len(e) >= w.checks {
+				sec, _ := strconv.ParseInt(e[w.checks-1][1], 10, 64)
+				usec, _ := strconv.ParseInt(e[w.checks-1][2], 10, 64)
+				end = time.Unix(sec, usec*1000)
+			}
 			unix.Kill(w.pid, unix.SIGUSR2) // the next gap starts now
 			time.Sleep(20 * time.Millisecond)
-			return time.Duration(us) * time.Microsecond
+			return time.Duration(us) * time.Microsecond, end
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("livewriter: no check result; log: %s", data)
@@ -99,7 +114,9 @@ func (w *writer) gap(b *testing.B) time.Duration {
 // stall the process itself saw, averaged over the iterations and the worst
 // of them (and, as the noise floor of this shared machine, its longest gap
 // over a quiet 2 s), the freeze chpox measured, and the total dump time,
-// as ratios to memcpy of the same run.
+// as ratios to memcpy of the same run. Beside the worst stall: how long
+// the host held a vCPU within it (steal time), and the worst stall of the
+// iterations in which it held none.
 func BenchmarkLive(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root (ptrace)")
@@ -112,6 +129,9 @@ func BenchmarkLive(b *testing.B) {
 			img := filepath.Join(dir, "live.chp")
 			gb := float64(mib) / 1024 * 1.073741824
 			var quiet, fGap, fFrozen, fTotal, lGap, lFrozen, lTotal, lWorst time.Duration
+			var lWorstHost, lWorstClean time.Duration
+			steal := startSteal()
+			defer steal.close()
 			var memcpy float64
 			rounds := 0
 			w.gap(b)
@@ -131,10 +151,16 @@ func BenchmarkLive(b *testing.B) {
 					if res.NotLive != "" {
 						b.Fatalf("live copy not used: %s", res.NotLive)
 					}
-					g := w.gap(b)
+					g, end := w.gapAt(b)
 					if live {
 						lGap, lFrozen, lTotal, rounds = lGap+g, lFrozen+res.Frozen, lTotal+total, rounds+res.Rounds
-						lWorst = max(lWorst, g)
+						host := steal.during(end.Add(-g), end)
+						if g > lWorst {
+							lWorst, lWorstHost = g, host
+						}
+						if host == 0 {
+							lWorstClean = max(lWorstClean, g)
+						}
 					} else {
 						fGap, fFrozen, fTotal = fGap+g, fFrozen+res.Frozen, fTotal+total
 					}
@@ -146,6 +172,7 @@ func BenchmarkLive(b *testing.B) {
 			memcpyMs := gb / memcpy * 1000 // copying the memory once at memcpy speed
 			b.ReportMetric(ms(lGap), "live-stall-ms")
 			b.ReportMetric(float64(lWorst)/1e6, "live-worst-stall-ms")
+			b.ReportMetric(float64(lWorstClean)/1e6, "live-worst-unstolen-ms")
 			b.ReportMetric(ms(lFrozen), "live-frozen-ms")
 			b.ReportMetric(ms(fGap), "frozen-stall-ms")
 			b.ReportMetric(ms(lGap)/ms(fGap), "live/frozen-stall")
@@ -155,7 +182,8 @@ func BenchmarkLive(b *testing.B) {
 				ms(fGap), ms(fGap)/memcpyMs, ms(fFrozen), ms(fTotal))
 			fmt.Printf("  --live                   stall %6.0f ms (%.2f x memcpy time)  chpox frozen %6.0f ms  total %6.0f ms  %.1f rounds\n",
 				ms(lGap), ms(lGap)/memcpyMs, ms(lFrozen), ms(lTotal), float64(rounds)/float64(b.N))
-			fmt.Printf("  --live, worst of %d       stall %6.0f ms\n", b.N, float64(lWorst)/1e6)
+			fmt.Printf("  --live, worst of %d       stall %6.0f ms, of which the host held a vCPU %.0f ms; worst with no host steal in it %.0f ms\n",
+				b.N, float64(lWorst)/1e6, float64(lWorstHost)/1e6, float64(lWorstClean)/1e6)
 			fmt.Printf("  live / frozen copy       stall %.3f  total %.2f\n", ms(lGap)/ms(fGap), ms(lTotal)/ms(fTotal))
 		})
 	}

@@ -238,3 +238,54 @@ while True:
 	}
 	q.waitInt(t, `(?m)^tick (\d+)$`, lastInt(q.log, `(?m)^tick (\d+)$`)+3, 10*time.Second)
 }
+
+var (
+	forkedAt   = regexp.MustCompile(`(?m)^forked at (\d+)\.(\d{6})$`)
+	roundOneAt = regexp.MustCompile(`(?m)^time=(\S+) level=DEBUG msg="live copy started"[^\n]*\ntime=(\S+) level=DEBUG msg="live round" round=1 `)
+)
+
+// TestRunForkDuringCopy: while chpox run copies a job's memory (its first
+// round reads all 512 MiB, a second or more), the job's forks go on: each
+// stops at the fork until the tracer serves the event, and it must not
+// wait for the round to end. Before the copy ran in the background while
+// the tracer served the job every few ms, a fork at 2 GiB waited 16 s.
+func TestRunForkDuringCopy(t *testing.T) {
+	setup(t, "forker")
+	img := filepath.Join(t.TempDir(), "fork.chp")
+	j := startRun(t, "-v", "--signal", "31", "-o", img, "--", progs["forker"], "512")
+	p := &proc{name: "forker", pid: j.root, log: j.stdout, done: j.done}
+	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
+	p.signal(t, 31)
+	// The image may hold a child between its fork and its exit: the
+	// count of processes varies.
+	j.waitFile(t, j.stderr, `(?m)^chpox: checkpoint 1 at .* -> `, 1, 60*time.Second)
+	data, _ := os.ReadFile(j.stderr)
+	m := roundOneAt.FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("no live copy started and round 1 in the log:\n%s", data)
+	}
+	start, err1 := time.Parse(time.RFC3339Nano, string(m[1]))
+	end, err2 := time.Parse(time.RFC3339Nano, string(m[2]))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("log times: %v %v", err1, err2)
+	}
+	// A fork may complete just after the freeze that starts the copy;
+	// the log's times have milliseconds.
+	from, to := start.Add(50*time.Millisecond), end.Add(-10*time.Millisecond)
+	if !to.After(from.Add(100 * time.Millisecond)) {
+		t.Fatalf("round 1 took %v: too short to tell", end.Sub(start))
+	}
+	out, _ := os.ReadFile(j.stdout)
+	forks := 0
+	for _, f := range forkedAt.FindAllSubmatch(out, -1) {
+		sec, _ := strconv.ParseInt(string(f[1]), 10, 64)
+		usec, _ := strconv.ParseInt(string(f[2]), 10, 64)
+		if at := time.Unix(sec, usec*1000); at.After(from) && at.Before(to) {
+			forks++
+		}
+	}
+	t.Logf("round 1 took %v; %d forks reported done within it", end.Sub(start), forks)
+	if forks < 2 {
+		t.Errorf("no fork of the job completed during round 1 of the copy (%v): its forks waited for the round", end.Sub(start))
+	}
+}

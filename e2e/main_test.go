@@ -39,6 +39,7 @@ var cPrograms = map[string][]string{
 	"holder":      {"-pthread"},
 	"bigmem":      nil,
 	"livewriter":  nil,
+	"forker":      nil,
 	"reserve":     nil,
 	"slowaccept":  nil,
 	"pending":     {"-pthread"},

@@ -54,7 +54,11 @@ func startRun(t *testing.T, args ...string) *runJob {
 		t.Fatal(err)
 	}
 	defer errf.Close()
-	j.cmd = exec.Command(chpoxBin, append([]string{"run"}, args...)...)
+	cmdline := append([]string{"run"}, args...)
+	if len(args) > 0 && args[0] == "-v" { // a global flag: before the command
+		cmdline = append([]string{"-v", "run"}, args[1:]...)
+	}
+	j.cmd = exec.Command(chpoxBin, cmdline...)
 	j.cmd.Stdout, j.cmd.Stderr = out, errf
 	if err := j.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -237,7 +237,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 	// its page cache is what makes that cheap.
 	fopt := format.WriteOptions{Compress: opt.Compress, Direct: live != nil}
 	w, err := writeImage(ms, opt.Output, WriteOptions{Kill: opt.Kill, Progress: opt.Progress,
-		Format: fopt, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles, Serve: Nicely}, live, release)
+		Format: fopt, IPC: opt.IPC, EmbedFiles: opt.EmbedFiles, Serve: Background}, live, release)
 	if err != nil {
 		return fmt.Errorf("dump %d: %w", pid, err)
 	}
@@ -271,7 +271,7 @@ func frozenDump(pid int, opt Options, res *Result, live *liveDump) (err error) {
 		}
 	}
 	slog.Debug("tree resumed", "pid", pid, "processes", len(ms), "frozen", res.Frozen)
-	return Nicely(w.Commit) // fsync and rename while the processes run
+	return Background(w.Commit) // fsync and rename while the processes run
 }
 
 // reapKilled waits, as their tracer, for the threads killed after the

@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -488,9 +488,33 @@ func injectUffd(m *Member) (f *os.File, err error) {
 
 // precopy copies memory while the tree runs, round after round, until
 // what is left is small, the rounds run out or stop shrinking.
+// The rounds run in the background class (Background); this thread, the
+// tracer, meanwhile calls stop every few milliseconds (chpox run serves the
+// job's events there: a job stopped at a fork must not wait for a round,
+// 5-9 s at 4 GiB).
 func (l *liveDump) precopy(stop func() bool) {
-	Nicely(func() error { l.copyRounds(stop); return nil })
+	var stopped atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		done <- Background(func() error { l.copyRounds(stopped.Load); return nil })
+	}()
+	tick := time.NewTicker(servePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			if !stopped.Load() && stop() {
+				stopped.Store(true)
+			}
+		}
+	}
 }
+
+// servePoll: how often the tracer looks at the job while work runs in the
+// background.
+const servePoll = 2 * time.Millisecond
 
 func (l *liveDump) copyRounds(stop func() bool) {
 	// The areas are listed (smaps: 100 ms at 4 GiB) before the last two
@@ -622,22 +646,4 @@ func lockPIDs(pids []int) (unlock func(), err error) {
 		}
 	}
 	return unlock, nil
-}
-
-// Nicely runs work on its OS thread at nice 10, then puts the thread's
-// priority back: on a machine with few CPUs, copying and writing
-// gigabytes while the job runs must not take the job's CPU (a 4 GiB job
-// saw 258 ms stalls while chpox copied at its own priority). The caller
-// may be the tracer thread (locked to it already) or any goroutine.
-func Nicely(work func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := unix.Gettid()
-	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err == nil {
-		unix.Setpriority(unix.PRIO_PROCESS, tid, 10)
-		// The raw getpriority returns 20 - nice.
-		defer unix.Setpriority(unix.PRIO_PROCESS, tid, 20-old)
-	}
-	return work()
 }

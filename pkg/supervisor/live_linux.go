@@ -111,7 +111,7 @@ func (s *Supervisor) finalFreeze(lv *dump.Live, out string) (*dump.Result, *dump
 // must not wait for the disk. work calls no ptrace.
 func (s *Supervisor) serving(work func() error) error {
 	done := make(chan error, 1)
-	go func() { done <- dump.Nicely(work) }()
+	go func() { done <- dump.Background(work) }()
 	tick := time.NewTicker(servePoll)
 	defer tick.Stop()
 	for {

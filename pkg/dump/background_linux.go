@@ -1,0 +1,126 @@
+package dump
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Background runs work, which must call no ptrace, on an OS thread of its
+// own in the idle scheduling class (SCHED_IDLE): copying and writing
+// gigabytes while the job runs must not take the job's CPU. At nice 10 a
+// 4 GiB job still waited behind other work on its CPU (kdamond, here)
+// while chpox held the other one; a CPU that runs only idle-class work
+// counts as free when the job wakes, so the job gets it at once.
+//
+// The idle class gets almost nothing on a busy machine, so a watchdog
+// moves the thread to nice 10 once it has waited for a CPU half the time
+// for half a second; where chpox may not leave the idle class again (no
+// CAP_SYS_NICE, RLIMIT_NICE below 10) it uses nice 10 from the start. The
+// thread ends with work (it stays locked), so its class never reaches
+// another goroutine and nothing needs putting back.
+func Background(work func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		tid := unix.Gettid()
+		stop := background(tid)
+		err := work()
+		stop()
+		done <- err
+	}()
+	return <-done
+}
+
+// starvedWait: waiting this long for a CPU in one watchdog period means
+// the machine is busy.
+const (
+	watchPeriod = 500 * time.Millisecond
+	starvedWait = watchPeriod / 2
+)
+
+// background puts thread tid in the background class and starts its
+// watchdog; the returned func stops the watchdog.
+func background(tid int) (stop func()) {
+	// Nice 10 first: the way back from the idle class is then open to
+	// whoever may reach nice 10.
+	renice(tid)
+	if !mayRenice() {
+		return func() {}
+	}
+	if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_IDLE, Nice: 10}, 0); err != nil {
+		slog.Debug("background: idle class refused, nice 10", "err", err)
+		return func() {}
+	}
+	quit := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		watch(tid, quit)
+	}()
+	return func() { close(quit); <-ended }
+}
+
+// watch moves tid to nice 10 once it starves.
+func watch(tid int, quit <-chan struct{}) {
+	tick := time.NewTicker(watchPeriod)
+	defer tick.Stop()
+	last, err := waited(tid)
+	for err == nil {
+		select {
+		case <-quit:
+			return
+		case <-tick.C:
+		}
+		var now time.Duration
+		if now, err = waited(tid); err == nil && now-last >= starvedWait {
+			slog.Debug("background: starved in the idle class, nice 10", "waited", now-last)
+			renice(tid)
+			return
+		}
+		last = now
+	}
+	slog.Debug("background: cannot watch, nice 10", "err", err)
+	renice(tid)
+}
+
+func renice(tid int) {
+	err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: 10}, 0)
+	if err != nil {
+		slog.Debug("background: nice 10 refused", "err", err)
+	}
+}
+
+// waited is how long thread tid has been runnable but not running
+// (the second field of schedstat).
+func waited(tid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+	if err != nil {
+		return 0, err
+	}
+	var run, wait, slices uint64
+	if _, err := fmt.Sscan(string(b), &run, &wait, &slices); err != nil {
+		return 0, fmt.Errorf("schedstat %q: %w", b, err)
+	}
+	return time.Duration(wait), nil
+}
+
+// mayRenice: leaving SCHED_IDLE for nice 10 (at nice 10 already) needs
+// CAP_SYS_NICE or an RLIMIT_NICE of at least 20 - 10 (the kernel's
+// is_nice_reduction).
+func mayRenice() bool {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NICE, &lim) == nil && lim.Cur >= 20-10 {
+		return true
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_NICE/32].Effective&(1<<(unix.CAP_SYS_NICE%32)) != 0
+}
