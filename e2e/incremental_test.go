@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/chpox/chpox/internal/testutil"
 )
@@ -114,4 +117,63 @@ os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])`
 	if b, _ := os.ReadFile(j.stdout); regexp.MustCompile(`(?m)^py \d+ FAIL$`).Match(b) {
 		t.Errorf("the restored python found its memory changed:\n%s", tailOf(b))
 	}
+}
+
+// TestRunCompact: on XFS, once the last image is made of more than
+// ShareChain shared pieces (0 here: any), chpox run rewrites it with blocks of
+// its own in the background, and the next checkpoint shares blocks with
+// the rewritten image instead of writing its own image unshared (the
+// checkpoint that used to cost a third of a full one). The image stays
+// right throughout: restored from the last one, every page is at the
+// generation its index records.
+func TestRunCompact(t *testing.T) {
+	setup(t, "livewriter")
+	t.Setenv("CHPOX_TEST_SHARE_CHAIN", "0")
+	dir := testutil.XFS(t, 2048)
+	img := filepath.Join(dir, "compact.chp")
+	j := startRun(t, "-v", "--signal", "31", "-o", img, "--", progs["livewriter"], "256", "64", "1000")
+	p := &proc{name: "livewriter", pid: j.root, log: j.stdout, done: j.done}
+	p.waitLog(t, `(?m)^ready$`, 1, 60*time.Second)
+	seen := map[string]bool{}
+	rewritten := `(?m)^time=\S+ level=DEBUG msg="last image rewritten without shared blocks" took=\S+ err=<nil>$`
+	var inode uint64
+	for n := 1; n <= 3; n++ {
+		liveReset(t, p, n)
+		p.signal(t, 31)
+		j.waitFile(t, j.stderr, fmt.Sprintf(`(?m)^chpox: checkpoint %d at .* -> `, n), 1, 60*time.Second)
+		liveCheck(t, p, seen)
+		if n == 2 {
+			inode = fileInode(t, img)
+			j.waitFile(t, j.stderr, rewritten, 1, 60*time.Second)
+			if fileInode(t, img) == inode {
+				t.Errorf("the rewrite left %s the same file (inode %d)", img, inode)
+			}
+		}
+	}
+	data, _ := os.ReadFile(j.stderr)
+	m := reusedRE.FindAllStringSubmatch(string(data), -1)
+	if len(m) != 2 || m[1][1] != "3" {
+		t.Fatalf("checkpoints 2 and 3 should take unchanged pages from the last image; log:\n%s", data)
+	}
+	if shared := m[1][4]; shared == "" || atoi(shared) == 0 {
+		t.Errorf("checkpoint 3 shared no blocks with the rewritten image: %q", m[1][0])
+	}
+	killPIDs(t, j.root)
+	<-j.done
+	// The rewrite that checkpoint 3 started ends with chpox run.
+	if tmps, _ := filepath.Glob(filepath.Join(dir, ".compact.chp.tmp-*")); len(tmps) > 0 {
+		t.Errorf("temporary files left: %v", tmps)
+	}
+	waitPIDFree(t, j.root, 10*time.Second)
+	q := restoreDetached(t, img, p)
+	liveCheck(t, q, seen)
+}
+
+func fileInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }

@@ -151,16 +151,7 @@ func CreateWith(path string, opt WriteOptions) (*Writer, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("create image %s: is a directory", path)
 	}
-	removeStale(dir, base)
-	var f *os.File
-	var err error
-	for i := 0; i < 100; i++ {
-		name := filepath.Join(dir, fmt.Sprintf(".%s.tmp-%d-%d", base, os.Getpid(), rand.Uint32()))
-		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if !errors.Is(err, os.ErrExist) {
-			break
-		}
-	}
+	f, err := createTemp(dir, base)
 	if err != nil {
 		return nil, fmt.Errorf("create image %s: %w", path, err)
 	}
@@ -411,6 +402,21 @@ func (w *Writer) commitStream() error {
 		w.closer = nil
 	}
 	return w.err
+}
+
+// createTemp makes the temporary file an image base is written to before
+// it is renamed into place (0600), after removing those of writers that
+// died.
+func createTemp(dir, base string) (f *os.File, err error) {
+	removeStale(dir, base)
+	for i := 0; i < 100; i++ {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.tmp-%d-%d", base, os.Getpid(), rand.Uint32()))
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
+	return f, err
 }
 
 // removeStale removes temporary files of base left by writers that died.

@@ -40,8 +40,8 @@ func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The job's events are served between rounds: a thread stopped at a
-	// fork or a signal must not wait for the whole copy.
+	// The job's events are served while the rounds run: a thread stopped
+	// at a fork or a signal must not wait for the copy.
 	lv.Precopy(func() bool { s.collectQueued(); return s.rootStatus != nil })
 	res, w, err := s.finalFreeze(lv, out)
 	if err != nil {
@@ -57,6 +57,7 @@ func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
 	for _, pid := range s.gone {
 		s.series.Forget(pid)
 	}
+	s.series.Compact()
 	return res, statSize(res, out)
 }
 

@@ -237,6 +237,10 @@ func (t *Tracker) Keep(base *Base) {
 	t.keep = false
 }
 
+// Rebase makes a kept tracker take its unchanged pages from base, a copy
+// of its last image byte for byte (format.Rewrite): its index holds.
+func (t *Tracker) Rebase(base *Base) { t.base = base }
+
 // Continue readies a kept tracker (or a new one) for a checkpoint that
 // stages into stage and, with keep, is kept in turn.
 func (t *Tracker) Continue(stage *Stage, keep bool) {

@@ -1,0 +1,95 @@
+package format
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrCancelled: Rewrite was asked to stop; the image is as it was.
+var ErrCancelled = errors.New("rewrite cancelled")
+
+// rewriteChunk is read and written at a time; each one's writeback is
+// started at once, so the final fsync has little left to do.
+const rewriteChunk = 8 << 20
+
+// Rewrite copies the committed image src (open on the image file named
+// src.Name()) byte for byte into a file of its own blocks and renames it
+// into place, for an image made of thousands of pieces shared with
+// earlier ones (reflinks): cloning from it would cost per piece. The
+// content is the same, so readers of either file see the same image.
+// stop is asked between chunks; true abandons the copy. The image is left
+// alone when the name no longer holds src. It returns the new file, open
+// for reading.
+func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
+	path := src.Name()
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	st, err := src.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
+	}
+	tmp, err := createTemp(dir, base)
+	if err != nil {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := copyChunks(tmp, src, st.Size(), stop); err != nil {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, fmt.Errorf("rewrite image %s: fsync: %w", path, err)
+	}
+	// rename(2) takes whatever the name holds: only over src itself.
+	if now, err := os.Stat(path); err != nil || !os.SameFile(now, st) {
+		return nil, fmt.Errorf("rewrite image %s: the name holds another file now; left alone", path)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return nil, fmt.Errorf("rewrite image %s: rename: %w", path, err)
+	}
+	done = true
+	if err := syncDir(dir); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	// Reopened for reading only, as the series reads its last image.
+	f, err := os.Open(path)
+	tmp.Close()
+	if err != nil {
+		return nil, fmt.Errorf("rewrite image %s: reopen: %w", path, err)
+	}
+	return f, nil
+}
+
+// copyChunks copies size bytes of src into dst with read and write (not
+// copy_file_range: on XFS that would share the blocks again).
+func copyChunks(dst, src *os.File, size int64, stop func() bool) error {
+	buf := make([]byte, rewriteChunk)
+	for off := int64(0); off < size; off += rewriteChunk {
+		if stop() {
+			return ErrCancelled
+		}
+		n := min(rewriteChunk, size-off)
+		if _, err := src.ReadAt(buf[:n], off); err != nil {
+			return err // io.EOF too: the image shrank under us
+		}
+		if _, err := dst.WriteAt(buf[:n], off); err != nil {
+			return err
+		}
+		// Start the writeback now; the page cache need not keep
+		// gigabytes dirty, nor the fsync wait for them.
+		unix.SyncFileRange(int(dst.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	}
+	return nil
+}
