@@ -10,12 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Background runs work, which must call no ptrace, on an OS thread of its
-// own in the idle scheduling class (SCHED_IDLE): copying and writing
-// gigabytes while the job runs must not take the job's CPU. At nice 10 a
-// 4 GiB job still waited behind other work on its CPU (kdamond, here)
-// while chpox held the other one; a CPU that runs only idle-class work
-// counts as free when the job wakes, so the job gets it at once.
+// Background runs work, which must call no ptrace and hold no lock of the
+// job (the image write, fsync and rename), on an OS thread of its own in
+// the idle scheduling class (SCHED_IDLE): writing gigabytes while the job
+// runs must not take the job's CPU. A CPU that runs only idle-class work
+// counts as free when the job wakes, so the job gets it at once; at nice
+// 10 it may wait behind other work on its own CPU (kdamond, here) while
+// chpox holds the other.
 //
 // The idle class gets almost nothing on a busy machine, so a watchdog
 // moves the thread to nice 10 once it has waited for a CPU half the time
@@ -23,12 +24,24 @@ import (
 // CAP_SYS_NICE, RLIMIT_NICE below 10) it uses nice 10 from the start. The
 // thread ends with work (it stays locked), so its class never reaches
 // another goroutine and nothing needs putting back.
-func Background(work func() error) error {
+func Background(work func() error) error { return onThread(background, work) }
+
+// Nicely is Background at nice 10, for work that holds the job's memory
+// map lock now and then (process_vm_readv, PAGEMAP_SCAN: the live copy's
+// rounds). Preempted while holding it, an idle-class thread on a busy
+// machine would keep a job that maps memory waiting until the watchdog
+// noticed; at nice 10 it gets a CPU within milliseconds.
+func Nicely(work func() error) error {
+	return onThread(func(tid int) func() { renice(tid); return func() {} }, work)
+}
+
+// onThread runs work on a thread of its own set up by class (the returned
+// func undoes what it started), and lets the thread end with it.
+func onThread(class func(tid int) (stop func()), work func() error) error {
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: see above
-		tid := unix.Gettid()
-		stop := background(tid)
+		runtime.LockOSThread() // never unlocked: see Background
+		stop := class(unix.Gettid())
 		err := work()
 		stop()
 		done <- err

@@ -46,6 +46,25 @@ func TestBackgroundIdle(t *testing.T) {
 	}
 }
 
+// TestNicely: work that may hold the job's memory map lock runs at nice
+// 10, not in the idle class, on a thread of its own.
+func TestNicely(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	callerTid := unix.Gettid()
+	var pol, nice, tid int
+	if err := Nicely(func() error {
+		pol, nice = policy(t)
+		tid = unix.Gettid()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pol != unix.SCHED_NORMAL || nice != 10 || tid == callerTid {
+		t.Errorf("work ran in policy %d nice %d on thread %d (caller %d), want SCHED_NORMAL nice 10 on another", pol, nice, tid, callerTid)
+	}
+}
+
 // TestBackgroundStarved: on a machine busy on every CPU, work leaves the
 // idle class for nice 10 instead of crawling.
 func TestBackgroundStarved(t *testing.T) {

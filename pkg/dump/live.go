@@ -201,8 +201,9 @@ func StartLive(ms []*Member, series *Series) (*Live, error) {
 	return &Live{l}, nil
 }
 
-// Precopy copies memory while the tree runs; between is called after each
-// round (the supervisor serves the tree's events there) and true stops.
+// Precopy copies memory while the tree runs; between is called every few
+// milliseconds meanwhile, on this thread (the supervisor serves the tree's
+// events there), and true stops the rounds.
 func (lv *Live) Precopy(between func() bool) { lv.l.precopy(between) }
 
 // Write writes the image of the tree ms, frozen again and its state
@@ -557,7 +558,7 @@ func injectUffd(m *Member) (f *os.File, err error) {
 
 // precopy copies memory while the tree runs, round after round, until
 // what is left is small, the rounds run out or stop shrinking.
-// The rounds run in the background class (Background); this thread, the
+// The rounds run on a thread of their own (Nicely); this thread, the
 // tracer, meanwhile calls stop every few milliseconds (chpox run serves the
 // job's events there: a job stopped at a fork must not wait for a round,
 // 5-9 s at 4 GiB).
@@ -565,7 +566,7 @@ func (l *liveDump) precopy(stop func() bool) {
 	var stopped atomic.Bool
 	done := make(chan error, 1)
 	go func() {
-		done <- Background(func() error { l.copyRounds(stopped.Load); return nil })
+		done <- Nicely(func() error { l.copyRounds(stopped.Load); return nil })
 	}()
 	tick := time.NewTicker(servePoll)
 	defer tick.Stop()
