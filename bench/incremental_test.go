@@ -85,6 +85,9 @@ func benchIncremental(b *testing.B, dir string, mib int) {
 		ms(full.took), ms(full.took)/diskMs, ms(full.gap), ms(full.frozen))
 	fmt.Printf("  incremental checkpoint  %7.0f ms (%.2f x disk time)  stall (process saw) %5.1f ms  %.1f%% of the data from the last image\n",
 		ms(took), ms(took)/diskMs, ms(gap), 100*float64(reused)/float64(full.bytes))
+	for i, c := range inc {
+		fmt.Printf("    #%d %7.0f ms, stall %5.1f ms, frozen %5.1f ms\n", i+2, ms(c.took), ms(c.gap), ms(c.frozen))
+	}
 	fmt.Printf("  incremental / full      %.3f\n", float64(took)/float64(full.took))
 	if rewrites > 0 {
 		fmt.Printf("  background rewrites     %d of %d checkpoints, %.0f ms each (waited for); the process's longest gap during one %.1f ms\n",
