@@ -68,6 +68,7 @@ var cPrograms = map[string][]string{
 	"signalfd":    nil,
 	"sigstate":    nil,
 	"lazymem":     {"-pthread"},
+	"thstate":     {"-pthread"},
 
 	// files that are gone or special (specialfiles_test.go)
 	"specialfiles": nil,
