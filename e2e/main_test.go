@@ -69,6 +69,7 @@ var cPrograms = map[string][]string{
 	"sigstate":    nil,
 	"lazymem":     {"-pthread"},
 	"thstate":     {"-pthread"},
+	"fdflags":     nil,
 
 	// files that are gone or special (specialfiles_test.go)
 	"specialfiles": nil,
