@@ -454,6 +454,8 @@ func TestCredentials(t *testing.T) {
 		// SECBIT_NOROOT and its lock: lost, an execve would give root
 		// its capabilities back.
 		{"root with securebits", []string{"--securebits=+noroot,+noroot_locked"}, []string{"Uid:\t0\t0\t0\t0"}},
+		// An ambient capability must be raised again after capset.
+		{"root with ambient capabilities", []string{"--inh-caps=+kill", "--ambient-caps=+kill"}, []string{"CapAmb:\t0000000000000020"}},
 	}
 	// The user's files (its program, mapped again at restore) must be
 	// reachable by the user: restore opens them with the process's ids.
