@@ -70,6 +70,7 @@ var cPrograms = map[string][]string{
 	"lazymem":     {"-pthread"},
 	"thstate":     {"-pthread"},
 	"fdflags":     nil,
+	"eventfds":    nil,
 
 	// files that are gone or special (specialfiles_test.go)
 	"specialfiles": nil,
