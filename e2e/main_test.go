@@ -71,6 +71,7 @@ var cPrograms = map[string][]string{
 	"thstate":     {"-pthread"},
 	"fdflags":     nil,
 	"eventfds":    nil,
+	"restarts":    {"-pthread"},
 
 	// files that are gone or special (specialfiles_test.go)
 	"specialfiles": nil,
