@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The multi-threaded targets are built here, once, on first use: the
@@ -60,6 +62,18 @@ func randomPause(t *testing.T, lo, hi time.Duration) {
 	time.Sleep(d)
 }
 
+// killRestoredAtEnd kills, at the end of the test, the process a
+// foreground restore brought back as pid, if it still runs (comm name): a
+// restore that times out kills chpox, and the restored program would go
+// on for good.
+func killRestoredAtEnd(t *testing.T, pid int, name string) {
+	t.Cleanup(func() {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == name {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+}
+
 // checkpointAndFinish starts a program, checkpoints it at a random moment
 // while it works, kills it, restores it in the foreground and returns the
 // log once the restored program has finished by itself with status 0.
@@ -74,6 +88,7 @@ func checkpointAndFinish(t *testing.T, name string, lo, hi time.Duration, args .
 	img := dumpKill(t, p)
 	insp := mustChpox(t, "inspect", img)
 	t.Logf("threads in the image: %d", strings.Count(insp.stdout, "  thread "))
+	killRestoredAtEnd(t, p.pid, name)
 	r := runChpox(t, "restore", img)
 	if r.code != 0 {
 		t.Fatalf("chpox restore: exit %d; stderr:\n%s\nlog:\n%s", r.code, r.stderr, tail(p.log))
@@ -94,6 +109,7 @@ func TestPthreads(t *testing.T) {
 	if n := strings.Count(insp.stdout, "  thread "); n != 9 {
 		t.Errorf("inspect lists %d threads, want 9 (main and 8 workers):\n%s", n, insp.stdout)
 	}
+	killRestoredAtEnd(t, p.pid, "pthreads")
 	r := runChpox(t, "restore", img)
 	if r.code != 0 {
 		t.Fatalf("chpox restore: exit %d; stderr:\n%s\nlog:\n%s", r.code, r.stderr, tail(p.log))
