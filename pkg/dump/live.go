@@ -56,7 +56,7 @@ func (l *liveDump) close() {
 	}
 	l.stage.Close()
 	if l.base != nil {
-		l.base.Close()
+		closeBase(l.base)
 	}
 }
 
@@ -127,7 +127,7 @@ func (s *Series) Settle() {
 	for _, t := range s.tracks {
 		t.Rebase(base)
 	}
-	s.base.Close()
+	closeBase(s.base)
 	s.base, s.chain = base, 0
 }
 
@@ -143,6 +143,14 @@ func init() {
 	}
 }
 
+// closeBase lets the last image go on a thread of its own: a replaced
+// image is unlinked, and closing it frees its blocks, which for an image
+// made of thousands of pieces shared with others took 480-550 ms on XFS
+// at 4 GiB, with the job frozen when it was done in the first freeze.
+func closeBase(b *vmadump.Base) {
+	go Background(b.Close)
+}
+
 // Close ends the series: the tracking stops, the next checkpoint is full.
 func (s *Series) Close() {
 	if s == nil {
@@ -153,7 +161,7 @@ func (s *Series) Close() {
 		endTracking(t)
 	}
 	if s.base != nil {
-		s.base.Close()
+		closeBase(s.base)
 	}
 	s.tracks, s.base = nil, nil
 }
@@ -239,7 +247,7 @@ func (lv *Live) Keep(w *ImageWriter) (*Series, error) {
 		return nil, fmt.Errorf("keep the image for the next checkpoint: %w", err)
 	}
 	if l.base != nil {
-		l.base.Close()
+		closeBase(l.base)
 	}
 	s := &Series{tracks: map[int]*vmadump.Tracker{}, base: base, chain: l.chain + w.Clones}
 	for pid, t := range l.tracks {
