@@ -103,6 +103,7 @@ func (s *Supervisor) finish() {
 	unix.Kill(s.waker, unix.SIGKILL)
 	s.series.Close()
 	s.series = nil
+	dump.Closed()
 }
 
 // Start starts the job traced and returns once it runs.
