@@ -58,19 +58,22 @@ func logSize(path string) int {
 // slice and the SCHED_DEADLINE parameters, CPU affinity,
 // I/O priority, timer slack, parent-death signal, rdtsc faulting,
 // machine-check kill policy, oom_score_adj, child
-// subreaper, THP disable, membarrier registration, audit loginuid and
-// umask come back as they were: the program reports each as the kernel
-// gives it to itself, before the dump and after the restore.
+// subreaper, THP disable, membarrier registration, audit loginuid, umask
+// and each thread's GS base come back as they were: the program reports
+// each as the kernel gives it to itself, before the dump and after the
+// restore.
 func TestAttributes(t *testing.T) {
 	setup(t, "attrs")
 	p := startExe(t, "attrs", "nice", "-n", "7", progs["attrs"])
-	keys := []string{"A 0", "A 1", "A 2", "A 3", "P"}
+	keys := []string{"A 0", "A 1", "A 2", "A 3", "G 0", "G 1", "G 2", "G 3", "P"}
 	before := lastLines(t, p, 0, 2, keys...)
 	want := map[string]string{
 		"A 0": "A 0 nice=7 pol=0 flags=0 prio=0",
 		"A 1": "A 1 nice=3 pol=3 flags=1 prio=0 dl=3000000/0/0 aff=2 io=24576 slack=123456 pdeath=28 tsc=2 mce=1",
 		"A 2": "A 2 nice=4 pol=1 flags=0 prio=5",
 		"A 3": "A 3 nice=7 pol=6 flags=0 prio=0 dl=2000000/50000000/100000000",
+		"G 0": "G 0 gs=700000000000",
+		"G 3": "G 3 gs=700000003000",
 		"P":   "P oom=345 subreaper=1 thp=1 membarrier=16 loginuid=1234 umask=0037",
 	}
 	for k, w := range want {
