@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -101,8 +102,13 @@ func watch(tid int, quit <-chan struct{}) {
 	renice(tid)
 }
 
+// renice puts tid at nice 10, or leaves it nicer if chpox was started so.
 func renice(tid int) {
-	err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: 10}, 0)
+	nice := int32(10)
+	if v, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil {
+		nice = max(nice, int32(20-v)) // the raw getpriority returns 20 - nice
+	}
+	err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: nice}, 0)
 	if err != nil {
 		slog.Debug("background: nice 10 refused", "err", err)
 	}
@@ -122,18 +128,28 @@ func waited(tid int) (time.Duration, error) {
 	return time.Duration(wait), nil
 }
 
-// mayRenice: leaving SCHED_IDLE for nice 10 (at nice 10 already) needs
-// CAP_SYS_NICE or an RLIMIT_NICE of at least 20 - 10 (the kernel's
-// is_nice_reduction).
+// mayRenice tells, once, whether a thread may leave the idle class for
+// nice 10 again, by trying it on a thread of its own: the kernel asks for
+// an RLIMIT_NICE of at least 20 - 10 or CAP_SYS_NICE in the first user
+// namespace (capget shows the capability inside a user namespace too, where
+// it does not count for this).
 func mayRenice() bool {
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_NICE, &lim) == nil && lim.Cur >= 20-10 {
-		return true
-	}
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[unix.CAP_SYS_NICE/32].Effective&(1<<(unix.CAP_SYS_NICE%32)) != 0
+	reniceOnce.Do(func() {
+		reniceOK = onThread(func(tid int) func() {
+			renice(tid)
+			return func() {}
+		}, func() error {
+			tid := unix.Gettid()
+			if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_IDLE, Nice: 10}, 0); err != nil {
+				return err
+			}
+			return unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: 10}, 0)
+		}) == nil
+	})
+	return reniceOK
 }
+
+var (
+	reniceOnce sync.Once
+	reniceOK   bool
+)

@@ -46,9 +46,10 @@ type liveDump struct {
 	first  time.Duration // the first freeze
 	frozen time.Time     // the final freeze began
 	// base is the last image of the series the copy goes on from, if any.
-	base    *vmadump.Base
-	chain   int          // Series.chain of base
-	members map[int]bool // the processes of the image (Live.Write)
+	base      *vmadump.Base
+	chain     int          // Series.chain of base
+	noCompact bool         // Series.noCompact
+	members   map[int]bool // the processes of the image (Live.Write)
 }
 
 func (l *liveDump) close() {
@@ -72,6 +73,9 @@ type Series struct {
 	// image written without sharing: how fragmented base is.
 	chain   int
 	compact *compaction // rewriting base in the background, if not nil
+	// noCompact: a compaction was stopped; none until the chain starts
+	// again.
+	noCompact bool
 }
 
 // compaction is a background format.Rewrite of a series' last image.
@@ -92,7 +96,7 @@ type compaction struct {
 // checkpoint takes the rewritten image if it is done (Settle), else stops
 // the rewrite and writes its image without sharing, as it did before.
 func (s *Series) Compact() {
-	if s == nil || s.base == nil || s.chain <= ShareChain/4 || s.compact != nil {
+	if s == nil || s.base == nil || s.chain <= ShareChain/4 || s.compact != nil || s.noCompact {
 		return
 	}
 	c := &compaction{done: make(chan struct{})}
@@ -110,17 +114,45 @@ func (s *Series) Compact() {
 }
 
 // Settle ends a compaction: done, its image becomes the base (the same
-// bytes in blocks of its own); running, it is stopped (the image stays
-// as it was).
-func (s *Series) Settle() {
+// bytes in blocks of its own); running, it is stopped (the image stays as
+// it was, unless the rewrite is past its fsync: then it is renamed into
+// place first). serve, if not nil, is called every 2 ms meanwhile (the
+// supervisor serves the job's events). A stopped compaction is not tried
+// again until an image is written without sharing: checkpoints come
+// faster than it runs.
+func (s *Series) Settle(serve func()) {
 	if s == nil || s.compact == nil {
 		return
 	}
 	c := s.compact
 	s.compact = nil
 	c.stop.Store(true)
-	<-c.done
+	tick := time.NewTicker(servePoll)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-c.done:
+			waiting = false
+		case <-tick.C:
+			if serve != nil {
+				serve()
+			}
+		}
+	}
+	if errors.Is(c.err, format.ErrCancelled) {
+		s.noCompact = true
+	} else if c.err != nil {
+		slog.Info("rewriting the last image without shared blocks failed; checkpoints go on sharing with it", "err", c.err)
+	}
 	if c.f == nil {
+		return
+	}
+	// Changed since its commit, its rewrite is no base either: the
+	// index's sums would vouch for bytes they are not of.
+	if err := s.base.Intact(); err != nil {
+		c.f.Close()
+		closeBase(s.base)
+		s.base = nil
 		return
 	}
 	base, err := vmadump.NewBase(c.f, s.base.Data)
@@ -142,7 +174,7 @@ var ShareChain = 16 << 10
 
 // CHPOX_TEST_SHARE_CHAIN sets ShareChain for the tests of its rewrite.
 func init() {
-	if v, err := strconv.Atoi(os.Getenv("CHPOX_TEST_SHARE_CHAIN")); err == nil {
+	if v, err := strconv.Atoi(os.Getenv("CHPOX_TEST_SHARE_CHAIN")); err == nil && v >= 0 {
 		ShareChain = v
 	}
 }
@@ -167,7 +199,7 @@ func (s *Series) Close() {
 	if s == nil {
 		return
 	}
-	s.Settle()
+	s.Settle(nil)
 	for _, t := range s.tracks {
 		endTracking(t)
 	}
@@ -237,7 +269,7 @@ func (lv *Live) Write(ms []*Member, out string, opt WriteOptions, release func()
 	lv.l.frozen = time.Now()
 	if lv.l.chain > ShareChain {
 		opt.Format.NoShare = true
-		lv.l.chain = 0 // this image joins the pieces: the chain starts again
+		lv.l.chain, lv.l.noCompact = 0, false // this image joins the pieces: the chain starts again
 	}
 	lv.l.members = map[int]bool{}
 	for _, m := range ms {
@@ -265,7 +297,7 @@ func (lv *Live) Keep(w *ImageWriter) (*Series, error) {
 	if l.base != nil {
 		closeBase(l.base)
 	}
-	s := &Series{tracks: map[int]*vmadump.Tracker{}, base: base, chain: l.chain + w.Clones}
+	s := &Series{tracks: map[int]*vmadump.Tracker{}, base: base, chain: l.chain + w.Clones, noCompact: l.noCompact}
 	for pid, t := range l.tracks {
 		if !t.Tracking() || !l.members[pid] {
 			t.Close()
@@ -320,9 +352,9 @@ func startLive(ms []*Member, series *Series) (*liveDump, error) {
 	stage := vmadump.NewStage()
 	l := &liveDump{stage: stage, tracks: map[int]*vmadump.Tracker{}}
 	if series != nil {
-		series.Settle()
+		series.Settle(nil) // a no-op: the supervisor settled it before the freeze
 		if series.base != nil && series.base.Intact() == nil {
-			l.base, series.base, l.chain = series.base, nil, series.chain
+			l.base, series.base, l.chain, l.noCompact = series.base, nil, series.chain, series.noCompact
 		}
 		for pid, t := range series.tracks {
 			if l.base != nil {
@@ -599,7 +631,9 @@ func (l *liveDump) precopy(stop func() bool) {
 		case <-done:
 			return
 		case <-tick.C:
-			if !stopped.Load() && stop() {
+			// On after a true too: the rounds end at their next look,
+			// and the job's events are served until then.
+			if stop() {
 				stopped.Store(true)
 			}
 		}

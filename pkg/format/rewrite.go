@@ -12,6 +12,10 @@ import (
 // ErrCancelled: Rewrite was asked to stop; the image is as it was.
 var ErrCancelled = errors.New("rewrite cancelled")
 
+// ErrNoRoom: the file system has not room for a copy of the image beside
+// it (and a quarter more for the job).
+var ErrNoRoom = errors.New("no room for a rewrite")
+
 // rewriteChunk is read and written at a time; each one's writeback is
 // started at once, so the final fsync has little left to do.
 const rewriteChunk = 8 << 20
@@ -34,6 +38,16 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
 	}
+	// The old blocks stay until the series lets the old image go: the
+	// copy needs a whole image of free space, and must not take the last
+	// of it from the job.
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(src.Fd()), &fs); err != nil {
+		return nil, fmt.Errorf("rewrite image %s: statfs: %w", path, err)
+	}
+	if free := int64(fs.Bavail) * fs.Bsize; free < st.Size()+st.Size()/4+64<<20 {
+		return nil, fmt.Errorf("rewrite image %s: %d bytes free, not enough beside a copy of %d: %w", path, free, st.Size(), ErrNoRoom)
+	}
 	tmp, err := createTemp(dir, base)
 	if err != nil {
 		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
@@ -48,8 +62,14 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 	if err := copyChunks(tmp, src, st.Size(), stop); err != nil {
 		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
 	}
+	if stop() {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, ErrCancelled)
+	}
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("rewrite image %s: fsync: %w", path, err)
+	}
+	if stop() {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, ErrCancelled)
 	}
 	// rename(2) takes whatever the name holds: only over src itself.
 	if now, err := os.Stat(path); err != nil || !os.SameFile(now, st) {
@@ -63,8 +83,10 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 		tmp.Close()
 		return nil, err
 	}
-	// Reopened for reading only, as the series reads its last image.
-	f, err := os.Open(path)
+	// Reopened for reading only, as the series reads its last image:
+	// through the descriptor, not the name, which may hold another file
+	// by now.
+	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", tmp.Fd()))
 	tmp.Close()
 	if err != nil {
 		return nil, fmt.Errorf("rewrite image %s: reopen: %w", path, err)

@@ -17,9 +17,6 @@ import (
 func (s *Supervisor) liveCheckpoint(out string) (*dump.Result, error) {
 	s.inLive = true
 	defer func() { s.inLive, s.gone = false, nil }()
-	// A rewrite of the last image still running is stopped now, not
-	// with the job frozen: its temporary file is removed first.
-	s.series.Settle()
 	start := time.Now()
 	ms, err := s.freeze()
 	if err != nil {

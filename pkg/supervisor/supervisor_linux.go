@@ -325,6 +325,7 @@ func (s *Supervisor) loop() (int, error) {
 			continue
 		}
 		if err != nil {
+			s.finish()
 			return 0, fmt.Errorf("wait for the job: %w", err)
 		}
 		if ws.Exited() || ws.Signaled() {
@@ -528,6 +529,10 @@ func (s *Supervisor) take(out string, kill bool) (*dump.Result, error) {
 	if err := dump.CheckOutput(out, s.root, false); err != nil {
 		return nil, err
 	}
+	// A rewrite of the last image still running ends first (stopped, or
+	// renamed into place if it is that far), not with the job frozen, and
+	// never next to this checkpoint's own rename.
+	s.series.Settle(s.collectQueued)
 	if s.opt.Live && !kill {
 		res, err := s.liveCheckpoint(out)
 		if err != nil {
