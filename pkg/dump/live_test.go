@@ -1,8 +1,12 @@
 package dump
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chpox/chpox/pkg/format"
 	"github.com/chpox/chpox/pkg/procinfo"
@@ -36,4 +40,45 @@ func TestKeepOnlyOf(t *testing.T) {
 	if slices.Sort(kept); !slices.Equal(kept, []int{10}) {
 		t.Errorf("kept trackers of %v, want only 10's", kept)
 	}
+}
+
+// TestSettleChangedImage: a rewrite of a last image that was changed
+// after its commit is no base: Settle drops both (the next checkpoint is
+// full) instead of vouching for the changed bytes with the index's sums.
+func TestSettleChangedImage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "img.chp")
+	if err := os.WriteFile(path, bytes.Repeat([]byte{7}, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rw, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := vmadump.NewBase(f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Series{base: base, chain: ShareChain + 1}
+	s.Compact()
+	if s.compact == nil {
+		t.Fatal("no rewrite started")
+	}
+	<-s.compact.done
+	if s.compact.err != nil {
+		t.Fatal(s.compact.err)
+	}
+	time.Sleep(10 * time.Millisecond) // a later mtime
+	if _, err := rw.WriteAt([]byte("changed"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	s.Settle(nil)
+	if s.base != nil {
+		t.Errorf("the rewrite of a changed image became the base")
+	}
+	Closed()
 }
