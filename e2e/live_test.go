@@ -241,7 +241,8 @@ while True:
 
 var (
 	forkedAt   = regexp.MustCompile(`(?m)^forked at (\d+)\.(\d{6})$`)
-	roundOneAt = regexp.MustCompile(`(?m)^time=(\S+) level=DEBUG msg="live copy started"[^\n]*\ntime=(\S+) level=DEBUG msg="live round" round=1 `)
+	// Other lines may come between (a child that exited in the freeze).
+	roundOneAt = regexp.MustCompile(`(?ms)^time=(\S+) level=DEBUG msg="live copy started".*?^time=(\S+) level=DEBUG msg="live round" round=1 `)
 )
 
 // TestRunForkDuringCopy: while chpox run copies a job's memory (its first
