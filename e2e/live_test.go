@@ -240,7 +240,7 @@ while True:
 }
 
 var (
-	forkedAt   = regexp.MustCompile(`(?m)^forked at (\d+)\.(\d{6})$`)
+	forkedAt = regexp.MustCompile(`(?m)^forked at (\d+)\.(\d{6})$`)
 	// Other lines may come between (a child that exited in the freeze).
 	roundOneAt = regexp.MustCompile(`(?ms)^time=(\S+) level=DEBUG msg="live copy started".*?^time=(\S+) level=DEBUG msg="live round" round=1 `)
 )
