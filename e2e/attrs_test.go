@@ -11,6 +11,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// sameAfterRestore checkpoints p with --kill, restores it detached and
+// checks that it reports each of keys as it did before (lastLines); it
+// returns the image and the restored process.
+func sameAfterRestore(t *testing.T, p *proc, before map[string]string, keys ...string) (string, *proc) {
+	t.Helper()
+	img := dumpKill(t, p)
+	off := logSize(p.log)
+	r := restoreDetached(t, img, p)
+	after := lastLines(t, r, off, 2, keys...)
+	for _, k := range keys {
+		if after[k] != before[k] {
+			t.Errorf("after restore %q\n               before %q", after[k], before[k])
+		}
+	}
+	return img, r
+}
+
 // lastLines waits until the log, from byte off on, holds at least n lines
 // starting with each of keys, and returns the last such line per key.
 func lastLines(t *testing.T, p *proc, off int, n int, keys ...string) map[string]string {
@@ -84,15 +101,7 @@ func TestAttributes(t *testing.T) {
 	if !strings.HasSuffix(before["A 2"], " tsc=1 mce=0") || !strings.HasSuffix(before["A 0"], " tsc=1 mce=2") {
 		t.Fatalf("the original's machine-check kill policies: %q, %q", before["A 0"], before["A 2"])
 	}
-	img := dumpKill(t, p)
-	off := logSize(p.log)
-	r := restoreDetached(t, img, p)
-	after := lastLines(t, r, off, 2, keys...)
-	for _, k := range keys {
-		if after[k] != before[k] {
-			t.Errorf("after restore %q\n               before %q", after[k], before[k])
-		}
-	}
+	img, _ := sameAfterRestore(t, p, before, keys...)
 	insp := mustChpox(t, "inspect", img).stdout
 	for _, w := range []string{"nice 7", "oom_score_adj 345", "SCHED_FIFO 5", "SCHED_DEADLINE runtime 2000000", "loginuid 1234"} {
 		if !strings.Contains(insp, w) {

@@ -43,13 +43,5 @@ func TestFileStatusFlags(t *testing.T) {
 			t.Fatalf("the original reports %q, want flags %#o and cloexec=%s: the test would prove nothing", l, w.flags, w.cloexec)
 		}
 	}
-	img := dumpKill(t, p)
-	off := logSize(p.log)
-	r := restoreDetached(t, img, p)
-	after := lastLines(t, r, off, 2, keys...)
-	for _, k := range keys {
-		if after[k] != before[k] {
-			t.Errorf("after restore %q\n               before %q", after[k], before[k])
-		}
-	}
+	sameAfterRestore(t, p, before, keys...)
 }

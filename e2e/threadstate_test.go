@@ -20,13 +20,5 @@ func TestThreadState(t *testing.T) {
 			t.Fatalf("the original reports %q, want name %s, a robust list and rseq on: the test would prove nothing", before[k], name)
 		}
 	}
-	img := dumpKill(t, p)
-	off := logSize(p.log)
-	r := restoreDetached(t, img, p)
-	after := lastLines(t, r, off, 2, keys...)
-	for _, k := range keys {
-		if after[k] != before[k] {
-			t.Errorf("after restore %q\n               before %q", after[k], before[k])
-		}
-	}
+	sameAfterRestore(t, p, before, keys...)
 }
