@@ -17,6 +17,13 @@ import (
 func sameAfterRestore(t *testing.T, p *proc, before map[string]string, keys ...string) (string, *proc) {
 	t.Helper()
 	img := dumpKill(t, p)
+	return img, restoredSame(t, img, p, before, keys...)
+}
+
+// restoredSame restores img (of p) detached and checks that it reports
+// each of keys as p did before; it returns the restored process.
+func restoredSame(t *testing.T, img string, p *proc, before map[string]string, keys ...string) *proc {
+	t.Helper()
 	off := logSize(p.log)
 	r := restoreDetached(t, img, p)
 	after := lastLines(t, r, off, 2, keys...)
@@ -25,7 +32,7 @@ func sameAfterRestore(t *testing.T, p *proc, before map[string]string, keys ...s
 			t.Errorf("after restore %q\n               before %q", after[k], before[k])
 		}
 	}
-	return img, r
+	return r
 }
 
 // lastLines waits until the log, from byte off on, holds at least n lines

@@ -67,15 +67,8 @@ func TestSeccomp(t *testing.T) {
 			t.Errorf("inspect does not show %q:\n%s", w, insp)
 		}
 	}
+	r := restoredSame(t, img, p, before, keys...)
 	off := logSize(p.log)
-	r := restoreDetached(t, img, p)
-	after := lastLines(t, r, off, 2, keys...)
-	for _, k := range keys {
-		if after[k] != before[k] {
-			t.Errorf("after restore %q, before %q", after[k], before[k])
-		}
-	}
-	off = logSize(p.log)
 	r.signal(t, unix.SIGUSR1)
 	if got := lastLines(t, r, off, 1, "T")["T"]; got != tsync {
 		t.Errorf("after restore the main thread's TSYNC reports %q, want %q: threads 0 and 1 no longer share their filter", got, tsync)
