@@ -32,8 +32,12 @@ func Background(work func() error) error { return onThread(background, work) }
 // rounds). Preempted while holding it, an idle-class thread on a busy
 // machine would keep a job that maps memory waiting until the watchdog
 // noticed; at nice 10 it gets a CPU within milliseconds.
-func Nicely(work func() error) error {
-	return onThread(func(tid int) func() { renice(tid); return func() {} }, work)
+func Nicely(work func() error) error { return onThread(niceClass, work) }
+
+// niceClass is the class of Nicely: nice 10, nothing to stop.
+func niceClass(tid int) (stop func()) {
+	renice(tid)
+	return func() {}
 }
 
 // onThread runs work on a thread of its own set up by class (the returned
@@ -62,13 +66,13 @@ const (
 func background(tid int) (stop func()) {
 	// Nice 10 first: the way back from the idle class is then open to
 	// whoever may reach nice 10.
-	renice(tid)
+	stop = niceClass(tid)
 	if !mayRenice() {
-		return func() {}
+		return stop
 	}
 	if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_IDLE, Nice: 10}, 0); err != nil {
 		slog.Debug("background: idle class refused, nice 10", "err", err)
-		return func() {}
+		return stop
 	}
 	quit := make(chan struct{})
 	ended := make(chan struct{})
@@ -135,10 +139,7 @@ func waited(tid int) (time.Duration, error) {
 // it does not count for this).
 func mayRenice() bool {
 	reniceOnce.Do(func() {
-		reniceOK = onThread(func(tid int) func() {
-			renice(tid)
-			return func() {}
-		}, func() error {
+		reniceOK = onThread(niceClass, func() error {
 			tid := unix.Gettid()
 			if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_IDLE, Nice: 10}, 0); err != nil {
 				return err
