@@ -124,6 +124,49 @@ func TestLazyRestore(t *testing.T) {
 	}
 }
 
+// Memory the program moves (mremap) again and again while the background
+// pass copies into it gets the image's pages at its new place: a copy
+// that finds no area at the old place must wait for the event that says
+// where it went, not take the pages for unmapped.
+func TestLazyMoves(t *testing.T) {
+	setup(t, "lazymove")
+	p := start(t, "lazymove", "128")
+	p.waitInt(t, passRE, 1, 30*time.Second)
+	img := dumpKill(t, p)
+	before := lastInt(p.log, passRE)
+	r, _, wait := lazyRestore(t, img, p)
+	if code, stderr := wait(); code != 0 || !strings.Contains(stderr, "all memory in") {
+		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
+	}
+	r.waitInt(t, passRE, before+3, 30*time.Second)
+}
+
+// A child forked during the copy lacks an area of its parent's
+// (MADV_DONTFORK), and no event says so: its copy takes the area for
+// unmapped after a while, and ends; parent and child check their memory.
+func TestLazyForkWithoutArea(t *testing.T) {
+	setup(t, "lazymove")
+	p := start(t, "lazymove", "64")
+	p.waitInt(t, passRE, 1, 30*time.Second)
+	img := dumpKill(t, p)
+	before := lastInt(p.log, passRE)
+	// The fork comes while the background pass is held back.
+	r, _, wait := lazyRestore(t, img, p, "CHPOX_TEST_LAZY_STALL=2s")
+	r.signal(t, unix.SIGUSR1)
+	kidRE := `(?m)^kid pass (\d+) ok`
+	// r's cleanup kills the kid too (killed first, the kid would stay a
+	// zombie of r's until r went).
+	r.waitInt(t, kidRE, 1, 30*time.Second)
+	code, stderr := wait()
+	if code != 0 || !strings.Contains(stderr, "all memory in") {
+		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
+	}
+	t.Logf("chpox: %s", strings.TrimSpace(stderr))
+	kid := lastInt(p.log, kidRE)
+	r.waitInt(t, passRE, before+3, 30*time.Second)
+	r.waitInt(t, kidRE, kid+2, 30*time.Second)
+}
+
 // With the background pass held back, the process runs on faults alone,
 // also after it discards and moves memory and when the kernel reads its
 // memory for it (write(2)); and if chpox dies then, the guard kills the process rather than let the

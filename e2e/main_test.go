@@ -68,6 +68,7 @@ var cPrograms = map[string][]string{
 	"signalfd":    nil,
 	"sigstate":    nil,
 	"lazymem":     {"-pthread"},
+	"lazymove":    nil,
 	"thstate":     {"-pthread"},
 	"fdflags":     nil,
 	"eventfds":    nil,
@@ -325,7 +326,9 @@ func adopt(t *testing.T, name string, pid int, logPath string) *proc {
 				p.status = describeWait(syscall.WaitStatus(ws))
 				break
 			}
-			if errors.Is(err, unix.ECHILD) && !pidExists(pid) {
+			// A zombie of another parent has ended too: waiting for its
+			// parent to reap it would hold the test up.
+			if errors.Is(err, unix.ECHILD) && (!pidExists(pid) || isZombie(pid)) {
 				p.status = "gone (not our child)"
 				break
 			}
@@ -480,6 +483,15 @@ func tailOf(data []byte) string {
 func pidExists(pid int) bool {
 	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
 	return err == nil
+}
+
+func isZombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(data, ')') // after the name, which may hold anything
+	return i >= 0 && i+2 < len(data) && data[i+2] == 'Z'
 }
 
 // procState describes a process for failure messages: its state and tracer.

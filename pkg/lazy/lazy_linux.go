@@ -269,6 +269,13 @@ type server struct {
 	regions []region
 	left    uint64   // image pages not done
 	pending []uint64 // faults to answer again once the events are read
+	// missing: since when there has been no area at an address a copy
+	// went to, with no event about it read; goneEnd: the end of the last
+	// block taken for unmapped without an event; waiting: the last copy
+	// waits for an event
+	missing map[uint64]time.Time
+	goneEnd uint64
+	waiting bool
 	cursor  struct {
 		area, run int
 		off       uint64
@@ -292,6 +299,8 @@ func (s *server) serve() {
 		timeout := 0
 		if !s.c.running() {
 			timeout = 10
+		} else if s.waiting {
+			timeout = 1
 		}
 		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, timeout)
@@ -320,7 +329,9 @@ func (s *server) serve() {
 			// zero pages.
 			return
 		}
-		if err := s.step(); err != nil && err != errAgain {
+		err = s.step()
+		s.waiting = err == errAgain
+		if err != nil && err != errAgain {
 			if err != errGone {
 				s.c.fail(fmt.Errorf("%s: %w", s.name(), err))
 			}
@@ -480,8 +491,16 @@ func (s *server) fill(r *region, run *format.DataRun, lo, hi uint64) (uint64, er
 			case unix.ESRCH:
 				return copied, errGone
 			case unix.ENOENT:
-				// No area there any more, an unmap whose event comes next.
+				// No area there: the program moved it (mremap) or unmapped
+				// it, and the kernel queues the event that says which only
+				// after it let go of the map. Until that is read, the
+				// pages are neither lost nor found.
+				if !s.noEvent(r.at(lo)) {
+					return copied, errAgain
+				}
+				delete(s.missing, r.at(lo))
 				s.mark(r.a, lo, end)
+				s.goneEnd = r.at(end)
 				lo = end
 			default:
 				return copied, fmt.Errorf("UFFDIO_COPY at %#x: %w", r.at(lo), err)
@@ -489,6 +508,36 @@ func (s *server) fill(r *region, run *format.DataRun, lo, hi uint64) (uint64, er
 		}
 	}
 	return copied, nil
+}
+
+// noEvent reports whether there has been no area at address x for a
+// second with no event about x read: none will come (an area a fork
+// child never had, MADV_DONTFORK), and its pages are taken for unmapped.
+// The blocks that follow one taken so go at once: a gone area costs one
+// second, not one per block.
+func (s *server) noEvent(x uint64) bool {
+	if x == s.goneEnd {
+		return true
+	}
+	since, ok := s.missing[x]
+	if !ok {
+		if s.missing == nil {
+			s.missing = map[uint64]time.Time{}
+		}
+		s.missing[x] = time.Now()
+		return false
+	}
+	return time.Since(since) > time.Second
+}
+
+// explained forgets the addresses of [lo, hi) found without an area: an
+// event said where their area went.
+func (s *server) explained(lo, hi uint64) {
+	for x := range s.missing {
+		if x >= lo && x < hi {
+			delete(s.missing, x)
+		}
+	}
 }
 
 // mark records image pages [lo, hi) of a as done (only pages of its runs
@@ -564,6 +613,9 @@ func (s *server) placeOf(a *area, ia uint64) *region {
 // unmapped it; a later touch of a dropped page reads zero, and nothing of
 // the image may go there any more.
 func (s *server) discard(lo, hi uint64, unmap bool) {
+	if unmap {
+		s.explained(lo, hi)
+	}
 	var keep []region
 	for _, r := range s.regions {
 		from, to := max(lo, r.start), min(hi, r.end)
@@ -589,6 +641,7 @@ func (s *server) discard(lo, hi uint64, unmap bool) {
 // remap: the program moved [from, from+n) to to (mremap); the pages still
 // to come go to their new place.
 func (s *server) remap(from, to, n uint64) {
+	s.explained(from, from+n)
 	var keep []region
 	for _, r := range s.regions {
 		lo, hi := max(from, r.start), min(from+n, r.end)
