@@ -188,15 +188,17 @@ func classify(m *procfs.ProcMap) (*Area, error) {
 	switch {
 	case m.Pathname == "[vvar]" || m.Pathname == "[vvar_vclock]" || m.Pathname == "[vdso]":
 		a.Kind = format.VMAVDSO
+	case strings.HasPrefix(path, "/SYSV") && deleted:
+		// A shmat(2) attachment: the inode of its file is the shmid
+		// (ipc/shm.c, newseg), 0 for a namespace's first segment, so this
+		// comes before the inode-0 case. pkg/objects/sysv saves the
+		// segment.
+		a.Kind = format.VMASysVShm
 	case m.Inode == 0:
 		a.Kind = format.VMAAnon
 		if m.Perms.Shared {
 			a.Kind = format.VMASharedAnon
 		}
-	case strings.HasPrefix(path, "/SYSV") && deleted:
-		// A shmat(2) attachment: the inode of its file is the shmid
-		// (ipc/shm.c, newseg). pkg/objects/sysv saves the segment.
-		a.Kind = format.VMASysVShm
 	case path == "/[aio]":
 		// The ring of an io_setup(2) context (fs/aio.c, aio_private_file):
 		// its requests in flight and completions live in the kernel, and a
