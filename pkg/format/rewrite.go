@@ -55,8 +55,7 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 	done := false
 	defer func() {
 		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			removeOwn(tmp)
 		}
 	}()
 	if err := copyChunks(tmp, src, st.Size(), stop); err != nil {
@@ -71,12 +70,8 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 	if stop() {
 		return nil, fmt.Errorf("rewrite image %s: %w", path, ErrCancelled)
 	}
-	// rename(2) takes whatever the name holds: only over src itself.
-	if now, err := os.Stat(path); err != nil || !os.SameFile(now, st) {
-		return nil, fmt.Errorf("rewrite image %s: the name holds another file now; left alone", path)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, fmt.Errorf("rewrite image %s: rename: %w", path, err)
+	if err := replace(tmp.Name(), path, st); err != nil {
+		return nil, fmt.Errorf("rewrite image %s: %w", path, err)
 	}
 	done = true
 	if err := syncDir(dir); err != nil {
@@ -92,6 +87,51 @@ func Rewrite(src *os.File, stop func() bool) (*os.File, error) {
 		return nil, fmt.Errorf("rewrite image %s: reopen: %w", path, err)
 	}
 	return f, nil
+}
+
+var errOther = errors.New("the name holds another file now; left alone")
+
+// replace puts the file named tmp in path's place only if path still
+// holds the file st describes. rename(2) would take whatever a writer put
+// there since a check; RENAME_EXCHANGE swaps the two names in one step,
+// so the file it took out can be checked, and given its name back if it
+// is not st.
+func replace(tmp, path string, st os.FileInfo) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		// A filesystem without the exchange: check, then rename.
+		if now, err := os.Stat(path); err != nil || !os.SameFile(now, st) {
+			return errOther
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("rename: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rename (exchange): %w", err)
+	}
+	if out, err := os.Stat(tmp); err == nil && os.SameFile(out, st) {
+		// The old image, out of place: its blocks stay while src is open.
+		if err := os.Remove(tmp); err != nil {
+			return fmt.Errorf("remove the image replaced: %w", err)
+		}
+		return nil
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
+		return fmt.Errorf("%w, and giving it its name back failed (it is at %s): %w", errOther, tmp, err)
+	}
+	return errOther
+}
+
+// removeOwn closes f and removes its name, unless the name holds another
+// file by now.
+func removeOwn(f *os.File) {
+	mine, err := f.Stat()
+	f.Close()
+	if now, err2 := os.Stat(f.Name()); err == nil && err2 == nil && os.SameFile(now, mine) {
+		os.Remove(f.Name())
+	}
 }
 
 // copyChunks copies size bytes of src into dst with read and write (not
