@@ -299,7 +299,8 @@ func (s *server) serve() {
 		timeout := 0
 		if !s.c.running() {
 			timeout = 10
-		} else if s.waiting {
+		} else if s.waiting || len(s.pending) > 0 {
+			// Not a spin: the thread whose event is awaited needs a CPU.
 			timeout = 1
 		}
 		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
