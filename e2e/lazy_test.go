@@ -61,6 +61,17 @@ func lazyRestore(t *testing.T, img string, want *proc, env ...string) (*proc, *e
 	return adopt(t, want.name+"(restored)", pid, want.log), cmd, wait
 }
 
+// waitCopied waits for a lazy restore's chpox (wait from lazyRestore) to
+// end with all memory in, and returns its stderr.
+func waitCopied(t *testing.T, wait func() (int, string)) string {
+	t.Helper()
+	code, stderr := wait()
+	if code != 0 || !strings.Contains(stderr, "all memory in") {
+		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
+	}
+	return strings.TrimSpace(stderr)
+}
+
 var passRE = `(?m)^pass (\d+) ok`
 
 // dumpKillAll is dumpKill for a tree: it waits until every PID of the
@@ -135,9 +146,7 @@ func TestLazyMoves(t *testing.T) {
 	img := dumpKill(t, p)
 	before := lastInt(p.log, passRE)
 	r, _, wait := lazyRestore(t, img, p)
-	if code, stderr := wait(); code != 0 || !strings.Contains(stderr, "all memory in") {
-		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
-	}
+	waitCopied(t, wait)
 	r.waitInt(t, passRE, before+3, 30*time.Second)
 }
 
@@ -157,11 +166,7 @@ func TestLazyForkWithoutArea(t *testing.T) {
 	// r's cleanup kills the kid too (killed first, the kid would stay a
 	// zombie of r's until r went).
 	r.waitInt(t, kidRE, 1, 30*time.Second)
-	code, stderr := wait()
-	if code != 0 || !strings.Contains(stderr, "all memory in") {
-		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
-	}
-	t.Logf("chpox: %s", strings.TrimSpace(stderr))
+	t.Logf("chpox: %s", waitCopied(t, wait))
 	kid := lastInt(p.log, kidRE)
 	r.waitInt(t, passRE, before+3, 30*time.Second)
 	r.waitInt(t, kidRE, kid+2, 30*time.Second)
@@ -249,9 +254,7 @@ func TestLazyFamily(t *testing.T) {
 	for _, k := range descendants(r.pid) {
 		adopt(t, "lazymem kid(restored)", k, p.log)
 	}
-	if code, stderr := wait(); code != 0 || !strings.Contains(stderr, "all memory in") {
-		t.Fatalf("restore --lazy: exit %d; stderr:\n%s", code, stderr)
-	}
+	waitCopied(t, wait)
 	r.waitInt(t, passRE, before+3, 30*time.Second)
 	r.waitInt(t, kidRE, kidBefore+3, 30*time.Second)
 	r.waitInt(t, grandRE, grandBefore+3, 30*time.Second)
